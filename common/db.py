@@ -1,0 +1,962 @@
+"""Metadata database (peewee): knowledge bases, documents and tasks.
+
+`open_database(url)` opens SQLite (default, WAL), PostgreSQL or MySQL/MariaDB. `Repository(database)` binds
+its own model classes to that database (no shared proxy, so two repositories on two databases coexist in
+one process) and exposes synchronous methods returning frozen records; async callers wrap them in
+`asyncio.to_thread`.
+
+Fencing: a task carries a `version`. Writes made on behalf of a worker (`append_progress`,
+`complete_task`, ...) are `UPDATE ... WHERE id=? AND version=? AND status=?` and report whether a row
+changed; `claim_task` (every delivery), `cancel_task` and `retry_task` bump the version, so a worker
+holding a stale version is fenced out. Timestamps are stored as UTC unix seconds (DOUBLE) and exposed as
+aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import peewee
+from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase, PooledSqliteDatabase
+
+from common.errors import Conflict, InvalidRequest, NotFound
+
+KB_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+PRIORITIES = ("high", "normal")
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+POOL_MAX_CONNECTIONS = 32
+POOL_STALE_TIMEOUT_S = 300
+POOL_WAIT_TIMEOUT_S = 30
+
+
+class TaskStatus(StrEnum):
+    """Lifecycle of a task (and of its document): queued -> running -> done | failed | cancelled."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ACTIVE_STATUSES = (TaskStatus.QUEUED, TaskStatus.RUNNING)
+TERMINAL_STATUSES = (TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+# --------------------------------------------------------------------------------------------- opening
+
+
+def open_database(url: str) -> peewee.Database:
+    """Open a pooled peewee database for `sqlite:///path.db`, `postgresql://...` or `mysql://...`.
+
+    SQLite: `sqlite:////abs/path.db` (or `sqlite:///rel/path.db`, relative to the working directory);
+    the parent directory is created; WAL mode, foreign keys on, a busy timeout, and write transactions
+    take the lock up front (`BEGIN IMMEDIATE`) so read-then-write transactions never deadlock.
+    PostgreSQL / MySQL: `scheme://user:password@host:port/dbname?param=value`; query parameters are
+    passed to the driver (e.g. `?options=-csearch_path%3Dmyschema` for PostgreSQL).
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "sqlite":
+        return _open_sqlite(url)
+    params: dict[str, Any] = dict(parse_qsl(parts.query))
+    dbname = unquote(parts.path.lstrip("/"))
+    if not dbname:
+        raise ValueError(f"database URL {_redact(url)} names no database")
+    if parts.username:
+        params["user"] = unquote(parts.username)
+    if parts.password:
+        params["password"] = unquote(parts.password)
+    if parts.hostname:
+        params["host"] = parts.hostname
+    if parts.port:
+        params["port"] = parts.port
+    pool = {
+        "max_connections": POOL_MAX_CONNECTIONS,
+        "stale_timeout": POOL_STALE_TIMEOUT_S,
+        "timeout": POOL_WAIT_TIMEOUT_S,
+    }
+    if scheme in ("postgres", "postgresql"):
+        return PooledPostgresqlDatabase(dbname, **pool, **params)
+    if scheme in ("mysql", "mariadb"):
+        from pymysql.constants import CLIENT
+
+        params.setdefault("charset", "utf8mb4")
+        # Report matched rows, not changed rows, so a fenced UPDATE that writes equal values still counts.
+        params["client_flag"] = CLIENT.FOUND_ROWS
+        return PooledMySQLDatabase(dbname, **pool, **params)
+    raise ValueError(f"unsupported database URL scheme {scheme!r} (expected sqlite, postgresql or mysql)")
+
+
+def _open_sqlite(url: str) -> peewee.Database:
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        raise ValueError(f"SQLite URL must look like sqlite:////abs/path.db, got {url!r}")
+    raw_path = url[len(prefix) :].split("?", 1)[0]
+    if not raw_path or raw_path == ":memory:":
+        raise ValueError(
+            "in-memory SQLite is not supported: each pooled connection would see its own database"
+        )
+    path = Path(unquote(raw_path)).expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return PooledSqliteDatabase(
+        str(path),
+        pragmas={
+            "journal_mode": "wal",
+            "foreign_keys": 1,
+            "busy_timeout": SQLITE_BUSY_TIMEOUT_MS,
+            "synchronous": "normal",
+        },
+        lock_type="IMMEDIATE",
+        check_same_thread=False,
+        max_connections=POOL_MAX_CONNECTIONS,
+        stale_timeout=POOL_STALE_TIMEOUT_S,
+        timeout=POOL_WAIT_TIMEOUT_S,
+    )
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@")
+    return url
+
+
+# --------------------------------------------------------------------------------------------- records
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, tz=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class KbRecord:
+    """A knowledge base: one vector collection plus its chunking and embedding settings."""
+
+    id: str
+    tenant: str
+    name: str
+    collection: str
+    chunk_tokens: int
+    overlap_tokens: int
+    embedding_model: str
+    dim: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentRecord:
+    """An uploaded document; `parse_version` is the chunk-set version currently live (0 = none)."""
+
+    id: str
+    kb_id: str
+    tenant: str
+    filename: str
+    format: str | None
+    size_bytes: int
+    sha256: str
+    blob_key: str
+    status: TaskStatus
+    chunk_count: int
+    token_count: int
+    parse_version: int
+    next_parse_version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """One parse of one document; `version` is the fencing token for worker writes."""
+
+    id: str
+    document_id: str
+    kb_id: str
+    tenant: str
+    status: TaskStatus
+    priority: str
+    parse_version: int
+    version: int
+    progress: float
+    progress_msg: str
+    stage: str | None
+    stage_timings: dict[str, float] = field(hash=False)
+    attempts: int
+    error: str | None
+    worker: str | None
+    stream_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def progress_lines(self) -> list[str]:
+        return self.progress_msg.splitlines()
+
+
+# --------------------------------------------------------------------------------------------- models
+
+
+@dataclass(frozen=True, slots=True)
+class _Models:
+    # Typed Any: the classes are built at run time per database, so their fields are invisible to mypy.
+    kb: Any
+    document: Any
+    task: Any
+
+    @property
+    def all(self) -> list[type[peewee.Model]]:
+        return [self.kb, self.document, self.task]
+
+
+def _build_models(database: peewee.Database) -> _Models:
+    """Create model classes bound to `database` (fresh classes per database: no shared proxy)."""
+
+    class _Base(peewee.Model):
+        class Meta:
+            pass
+
+    _Base._meta.set_database(database)
+
+    class KnowledgeBase(_Base):
+        id = peewee.CharField(max_length=32, primary_key=True)
+        tenant = peewee.CharField(max_length=64, default="default")
+        name = peewee.CharField(max_length=64)
+        collection = peewee.CharField(max_length=128)
+        chunk_tokens = peewee.IntegerField()
+        overlap_tokens = peewee.IntegerField()
+        embedding_model = peewee.CharField(max_length=512)
+        dim = peewee.IntegerField()
+        created_at = peewee.DoubleField()
+
+        class Meta:
+            table_name = "knowledge_base"
+            indexes = ((("tenant", "name"), True),)
+
+    class Document(_Base):
+        id = peewee.CharField(max_length=32, primary_key=True)
+        kb = peewee.ForeignKeyField(KnowledgeBase, column_name="kb_id", on_delete="CASCADE", index=True)
+        tenant = peewee.CharField(max_length=64, index=True)
+        filename = peewee.CharField(max_length=1024)
+        format = peewee.CharField(max_length=32, null=True)
+        size_bytes = peewee.BigIntegerField()
+        sha256 = peewee.CharField(max_length=64)
+        blob_key = peewee.CharField(max_length=512)
+        status = peewee.CharField(max_length=16)
+        chunk_count = peewee.IntegerField(default=0)
+        token_count = peewee.BigIntegerField(default=0)
+        parse_version = peewee.IntegerField(default=0)
+        next_parse_version = peewee.IntegerField(default=1)
+        created_at = peewee.DoubleField()
+        updated_at = peewee.DoubleField()
+
+        class Meta:
+            table_name = "document"
+
+    class Task(_Base):
+        id = peewee.CharField(max_length=32, primary_key=True)
+        document = peewee.ForeignKeyField(
+            Document, column_name="document_id", on_delete="CASCADE", index=True
+        )
+        kb_id = peewee.CharField(max_length=32, index=True)
+        tenant = peewee.CharField(max_length=64, index=True)
+        status = peewee.CharField(max_length=16)
+        priority = peewee.CharField(max_length=16, default="normal")
+        parse_version = peewee.IntegerField()
+        version = peewee.IntegerField(default=1)
+        progress = peewee.DoubleField(default=0.0)
+        progress_msg = peewee.TextField(default="")
+        stage = peewee.CharField(max_length=64, null=True)
+        stage_timings = peewee.TextField(default="{}")
+        attempts = peewee.IntegerField(default=0)
+        error = peewee.TextField(null=True)
+        worker = peewee.CharField(max_length=255, null=True)
+        stream_id = peewee.CharField(max_length=64, null=True)
+        created_at = peewee.DoubleField()
+        started_at = peewee.DoubleField(null=True)
+        finished_at = peewee.DoubleField(null=True)
+        updated_at = peewee.DoubleField()
+
+        class Meta:
+            table_name = "task"
+            indexes = ((("status", "created_at"), False),)
+
+    return _Models(kb=KnowledgeBase, document=Document, task=Task)
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _log_line(message: str, now: float) -> str:
+    stamp = datetime.fromtimestamp(now, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    one_line = " ".join(message.splitlines())
+    return f"{stamp} {one_line}\n"
+
+
+def _check_priority(priority: str) -> str:
+    if priority not in PRIORITIES:
+        raise InvalidRequest(f"priority must be one of {', '.join(PRIORITIES)}, got {priority!r}")
+    return priority
+
+
+# --------------------------------------------------------------------------------------------- repository
+
+
+class Repository:
+    """Knowledge bases, documents and tasks on one database. All methods are synchronous and thread-safe."""
+
+    def __init__(self, database: peewee.Database) -> None:
+        self._db = database
+        self._m = _build_models(database)
+        with self._session():
+            database.create_tables(self._m.all, safe=True)
+
+    @property
+    def database(self) -> peewee.Database:
+        return self._db
+
+    def close(self) -> None:
+        """Close every pooled connection (call once, at shutdown)."""
+        close_all = getattr(self._db, "close_all", None)
+        if close_all is not None:
+            close_all()
+        elif not self._db.is_closed():
+            self._db.close()
+
+    @contextmanager
+    def _read(self) -> Iterator[None]:
+        """A pooled connection without a transaction: reads never take SQLite's write lock."""
+        with self._db.connection_context():
+            yield
+
+    @contextmanager
+    def _session(self) -> Iterator[None]:
+        """One transaction on a (pooled) connection, returned to the pool afterwards; nests."""
+        with self._db:
+            yield
+
+    # ------------------------------------------------------------------ records
+
+    def _kb_record(self, row: Any) -> KbRecord:
+        return KbRecord(
+            id=row.id,
+            tenant=row.tenant,
+            name=row.name,
+            collection=row.collection,
+            chunk_tokens=row.chunk_tokens,
+            overlap_tokens=row.overlap_tokens,
+            embedding_model=row.embedding_model,
+            dim=row.dim,
+            created_at=_dt(row.created_at),  # type: ignore[arg-type]
+        )
+
+    def _doc_record(self, row: Any) -> DocumentRecord:
+        return DocumentRecord(
+            id=row.id,
+            kb_id=row.kb_id,
+            tenant=row.tenant,
+            filename=row.filename,
+            format=row.format,
+            size_bytes=row.size_bytes,
+            sha256=row.sha256,
+            blob_key=row.blob_key,
+            status=TaskStatus(row.status),
+            chunk_count=row.chunk_count,
+            token_count=row.token_count,
+            parse_version=row.parse_version,
+            next_parse_version=row.next_parse_version,
+            created_at=_dt(row.created_at),  # type: ignore[arg-type]
+            updated_at=_dt(row.updated_at),  # type: ignore[arg-type]
+        )
+
+    def _task_record(self, row: Any) -> TaskRecord:
+        return TaskRecord(
+            id=row.id,
+            document_id=row.document_id,
+            kb_id=row.kb_id,
+            tenant=row.tenant,
+            status=TaskStatus(row.status),
+            priority=row.priority,
+            parse_version=row.parse_version,
+            version=row.version,
+            progress=row.progress,
+            progress_msg=row.progress_msg or "",
+            stage=row.stage,
+            stage_timings=json.loads(row.stage_timings or "{}"),
+            attempts=row.attempts,
+            error=row.error,
+            worker=row.worker,
+            stream_id=row.stream_id,
+            created_at=_dt(row.created_at),  # type: ignore[arg-type]
+            started_at=_dt(row.started_at),
+            finished_at=_dt(row.finished_at),
+            updated_at=_dt(row.updated_at),  # type: ignore[arg-type]
+        )
+
+    def _task_row(self, task_id: str) -> Any:
+        row = self._m.task.get_or_none(self._m.task.id == task_id)
+        if row is None:
+            raise NotFound(f"task {task_id} not found")
+        return row
+
+    def _doc_row(self, document_id: str) -> Any:
+        row = self._m.document.get_or_none(self._m.document.id == document_id)
+        if row is None:
+            raise NotFound(f"document {document_id} not found")
+        return row
+
+    # ------------------------------------------------------------------ knowledge bases
+
+    def create_kb(
+        self,
+        name: str,
+        *,
+        tenant: str = "default",
+        chunk_tokens: int,
+        overlap_tokens: int,
+        embedding_model: str,
+        dim: int,
+    ) -> KbRecord:
+        """Create a knowledge base; `Conflict` if the tenant already has one with this name."""
+        if not KB_NAME_RE.fullmatch(name):
+            raise InvalidRequest(
+                f"invalid knowledge base name {name!r}: use 1-64 letters, digits, '_' or '-', "
+                "starting with a letter or digit"
+            )
+        kb = self._m.kb
+        kb_id = _new_id()
+        try:
+            with self._session():
+                if kb.get_or_none((kb.tenant == tenant) & (kb.name == name)) is not None:
+                    raise Conflict(f"knowledge base {name!r} already exists")
+                row = kb.create(
+                    id=kb_id,
+                    tenant=tenant,
+                    name=name,
+                    collection=f"kb_{kb_id}",
+                    chunk_tokens=chunk_tokens,
+                    overlap_tokens=overlap_tokens,
+                    embedding_model=embedding_model,
+                    dim=dim,
+                    created_at=time.time(),
+                )
+        except peewee.IntegrityError as exc:  # a concurrent create won the unique index
+            raise Conflict(f"knowledge base {name!r} already exists") from exc
+        return self._kb_record(row)
+
+    def get_kb(self, name: str, *, tenant: str = "default") -> KbRecord:
+        kb = self._m.kb
+        with self._read():
+            row = kb.get_or_none((kb.tenant == tenant) & (kb.name == name))
+        if row is None:
+            raise NotFound(f"knowledge base {name!r} not found")
+        return self._kb_record(row)
+
+    def get_kb_by_id(self, kb_id: str) -> KbRecord:
+        kb = self._m.kb
+        with self._read():
+            row = kb.get_or_none(kb.id == kb_id)
+        if row is None:
+            raise NotFound(f"knowledge base {kb_id} not found")
+        return self._kb_record(row)
+
+    def list_kbs(self, *, tenant: str = "default") -> list[KbRecord]:
+        kb = self._m.kb
+        with self._read():
+            rows = list(kb.select().where(kb.tenant == tenant).order_by(kb.name))
+        return [self._kb_record(r) for r in rows]
+
+    def delete_kb(self, kb_id: str) -> None:
+        """Delete a knowledge base with its documents and tasks (rows only; blobs/chunks are the caller's)."""
+        m = self._m
+        with self._session():
+            m.task.delete().where(m.task.kb_id == kb_id).execute()
+            m.document.delete().where(m.document.kb == kb_id).execute()
+            if m.kb.delete().where(m.kb.id == kb_id).execute() == 0:
+                raise NotFound(f"knowledge base {kb_id} not found")
+
+    # ------------------------------------------------------------------ documents
+
+    def create_document(
+        self,
+        kb: KbRecord,
+        *,
+        filename: str,
+        size_bytes: int,
+        sha256: str,
+        blob_key: str,
+        priority: str = "normal",
+    ) -> tuple[DocumentRecord, TaskRecord]:
+        """Insert a queued document and its first task (parse_version 1, version 1) in one transaction."""
+        _check_priority(priority)
+        now = time.time()
+        doc_id = _new_id()
+        with self._session():
+            if self._m.kb.get_or_none(self._m.kb.id == kb.id) is None:
+                raise NotFound(f"knowledge base {kb.name!r} not found")
+            doc = self._m.document.create(
+                id=doc_id,
+                kb=kb.id,
+                tenant=kb.tenant,
+                filename=filename,
+                format=None,
+                size_bytes=size_bytes,
+                sha256=sha256,
+                blob_key=blob_key,
+                status=TaskStatus.QUEUED.value,
+                chunk_count=0,
+                token_count=0,
+                parse_version=0,
+                next_parse_version=1,
+                created_at=now,
+                updated_at=now,
+            )
+            task = self._insert_task(doc_id, kb.id, kb.tenant, parse_version=1, priority=priority, now=now)
+        return self._doc_record(doc), self._task_record(task)
+
+    def _insert_task(
+        self, document_id: str, kb_id: str, tenant: str, *, parse_version: int, priority: str, now: float
+    ) -> Any:
+        return self._m.task.create(
+            id=_new_id(),
+            document=document_id,
+            kb_id=kb_id,
+            tenant=tenant,
+            status=TaskStatus.QUEUED.value,
+            priority=priority,
+            parse_version=parse_version,
+            version=1,
+            progress=0.0,
+            progress_msg=_log_line("queued", now),
+            stage=None,
+            stage_timings="{}",
+            attempts=0,
+            created_at=now,
+            updated_at=now,
+        )
+
+    def reparse_document(self, document_id: str, priority: str = "normal") -> TaskRecord:
+        """Queue a new parse of a document with the next parse version; `Conflict` while one is active."""
+        _check_priority(priority)
+        doc, task = self._m.document, self._m.task
+        now = time.time()
+        with self._session():
+            # The UPDATE comes first: it locks the document row, serialising concurrent reparses.
+            bumped = (
+                doc.update(
+                    next_parse_version=doc.next_parse_version + 1,
+                    status=TaskStatus.QUEUED.value,
+                    updated_at=now,
+                )
+                .where(doc.id == document_id)
+                .execute()
+            )
+            if bumped == 0:
+                raise NotFound(f"document {document_id} not found")
+            active = (
+                task.select(task.id)
+                .where((task.document == document_id) & (task.status.in_([s.value for s in ACTIVE_STATUSES])))
+                .exists()
+            )
+            if active:
+                raise Conflict(f"document {document_id} already has a queued or running task")
+            row = self._doc_row(document_id)
+            new_task = self._insert_task(
+                document_id,
+                row.kb_id,
+                row.tenant,
+                parse_version=row.next_parse_version,
+                priority=priority,
+                now=now,
+            )
+        return self._task_record(new_task)
+
+    def get_document(self, document_id: str) -> DocumentRecord:
+        with self._read():
+            return self._doc_record(self._doc_row(document_id))
+
+    def list_documents(self, kb_id: str, *, limit: int = 100, offset: int = 0) -> list[DocumentRecord]:
+        doc = self._m.document
+        with self._read():
+            rows = list(
+                doc.select()
+                .where(doc.kb == kb_id)
+                .order_by(doc.created_at.desc(), doc.id.desc())
+                .limit(limit)
+                .offset(offset)
+            )
+        return [self._doc_record(r) for r in rows]
+
+    def delete_document(self, document_id: str) -> None:
+        """Delete a document row and its tasks (blob and chunks are the caller's)."""
+        with self._session():
+            self._m.task.delete().where(self._m.task.document == document_id).execute()
+            if self._m.document.delete().where(self._m.document.id == document_id).execute() == 0:
+                raise NotFound(f"document {document_id} not found")
+
+    # ------------------------------------------------------------------ task queries
+
+    def get_task(self, task_id: str) -> TaskRecord:
+        with self._read():
+            return self._task_record(self._task_row(task_id))
+
+    def list_tasks(
+        self,
+        *,
+        status: TaskStatus | str | None = None,
+        kb_id: str | None = None,
+        tenant: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[TaskRecord]:
+        """Tasks, newest first, optionally filtered."""
+        task = self._m.task
+        query = task.select()
+        if status is not None:
+            query = query.where(task.status == TaskStatus(status).value)
+        if kb_id is not None:
+            query = query.where(task.kb_id == kb_id)
+        if tenant is not None:
+            query = query.where(task.tenant == tenant)
+        query = query.order_by(task.created_at.desc(), task.id.desc()).limit(limit).offset(offset)
+        with self._read():
+            rows = list(query)
+        return [self._task_record(r) for r in rows]
+
+    def tasks_for_document(self, document_id: str) -> list[TaskRecord]:
+        """A document's tasks, newest first."""
+        task = self._m.task
+        with self._read():
+            rows = list(
+                task.select()
+                .where(task.document == document_id)
+                .order_by(task.parse_version.desc(), task.created_at.desc())
+            )
+        return [self._task_record(r) for r in rows]
+
+    def task_counts(self, *, tenant: str | None = None) -> dict[str, int]:
+        """Number of tasks per status (every status present, zeros included)."""
+        task = self._m.task
+        query = task.select(task.status, peewee.fn.COUNT(task.id).alias("n")).group_by(task.status)
+        if tenant is not None:
+            query = query.where(task.tenant == tenant)
+        counts = {s.value: 0 for s in TaskStatus}
+        with self._read():
+            for status, n in query.tuples():
+                counts[status] = int(n)
+        return counts
+
+    # ------------------------------------------------------------------ enqueue bookkeeping
+
+    def mark_enqueued(self, task_id: str, stream_id: str) -> None:
+        """Record the stream entry id after XADD."""
+        task = self._m.task
+        with self._session():
+            changed = task.update(stream_id=stream_id).where(task.id == task_id).execute()
+        if changed == 0:
+            raise NotFound(f"task {task_id} not found")
+
+    def unenqueued_tasks(self, older_than_s: float) -> list[TaskRecord]:
+        """Queued tasks never XADDed whose last change is older than `older_than_s` (for the janitor).
+
+        The age counts from `updated_at` (= `created_at` for a new task) so a task just retried is
+        left to the caller that retried it.
+        """
+        task = self._m.task
+        cutoff = time.time() - older_than_s
+        with self._read():
+            rows = list(
+                task.select()
+                .where(
+                    (task.status == TaskStatus.QUEUED.value)
+                    & task.stream_id.is_null()
+                    & (task.updated_at < cutoff)
+                )
+                .order_by(task.created_at)
+            )
+        return [self._task_record(r) for r in rows]
+
+    # ------------------------------------------------------------------ worker transitions
+
+    def claim_task(self, task_id: str, worker: str) -> TaskRecord | None:
+        """Start (or restart) a delivery: running, attempts += 1; None if the task is terminal or gone."""
+        task, doc = self._m.task, self._m.document
+        now = time.time()
+        with self._session():
+            changed = (
+                task.update(
+                    status=TaskStatus.RUNNING.value,
+                    attempts=task.attempts + 1,
+                    # Each delivery gets its own fencing token: a worker whose entry was reclaimed
+                    # by another can no longer write progress or complete the task.
+                    version=task.version + 1,
+                    worker=worker,
+                    started_at=peewee.fn.COALESCE(task.started_at, now),
+                    stage=None,
+                    updated_at=now,
+                )
+                .where((task.id == task_id) & task.status.in_([s.value for s in ACTIVE_STATUSES]))
+                .execute()
+            )
+            if changed == 0:
+                return None
+            row = self._task_row(task_id)
+            doc.update(status=TaskStatus.RUNNING.value, updated_at=now).where(
+                doc.id == row.document_id
+            ).execute()
+        return self._task_record(row)
+
+    def _fenced(
+        self, task_id: str, version: int, statuses: Iterable[TaskStatus] = (TaskStatus.RUNNING,)
+    ) -> Any:
+        task = self._m.task
+        return (task.id == task_id) & (task.version == version) & task.status.in_([s.value for s in statuses])
+
+    def append_progress(
+        self,
+        task_id: str,
+        version: int,
+        *,
+        progress: float | None = None,
+        message: str | None = None,
+        stage: str | None = None,
+    ) -> bool:
+        """Update progress / stage and append a timestamped log line; False if fenced out."""
+        task = self._m.task
+        now = time.time()
+        values: dict[Any, Any] = {task.updated_at: now}
+        if progress is not None:
+            values[task.progress] = min(1.0, max(0.0, float(progress)))
+        if stage is not None:
+            values[task.stage] = stage
+        if message is not None:
+            values[task.progress_msg] = task.progress_msg.concat(_log_line(message, now))
+        with self._session():
+            return task.update(values).where(self._fenced(task_id, version)).execute() == 1
+
+    def record_stage_timing(self, task_id: str, version: int, stage: str, seconds: float) -> bool:
+        """Store how long `stage` took; False if fenced out."""
+        task = self._m.task
+        with self._session():
+            row = self._locked_task(self._fenced(task_id, version))
+            if row is None:
+                return False
+            timings = json.loads(row.stage_timings or "{}")
+            timings[stage] = round(float(seconds), 6)
+            changed = (
+                task.update(stage_timings=json.dumps(timings, sort_keys=True), updated_at=time.time())
+                .where(self._fenced(task_id, version))
+                .execute()
+            )
+        return changed == 1
+
+    def _locked_task(self, where: Any) -> Any:
+        """Read one task row, locking it (FOR UPDATE) where the database supports row locks.
+
+        SQLite has none, but every write transaction there starts with BEGIN IMMEDIATE, which serialises
+        writers just as well.
+        """
+        query = self._m.task.select().where(where)
+        if self._db.for_update:
+            query = query.for_update()
+        return query.first()
+
+    def complete_task(
+        self, task_id: str, version: int, *, chunk_count: int, token_count: int, format: str
+    ) -> bool:
+        """Mark the task done; its parse version becomes the live chunk set. False if fenced out."""
+        task, doc = self._m.task, self._m.document
+        now = time.time()
+        with self._session():
+            changed = (
+                task.update(
+                    status=TaskStatus.DONE.value,
+                    progress=1.0,
+                    stage=None,
+                    finished_at=now,
+                    updated_at=now,
+                    progress_msg=task.progress_msg.concat(_log_line("done", now)),
+                )
+                .where(self._fenced(task_id, version))
+                .execute()
+            )
+            if changed == 0:
+                return False
+            row = self._task_row(task_id)
+            doc.update(
+                status=TaskStatus.DONE.value,
+                chunk_count=chunk_count,
+                token_count=token_count,
+                format=format,
+                parse_version=row.parse_version,
+                updated_at=now,
+            ).where(doc.id == row.document_id).execute()
+        return True
+
+    def fail_task(self, task_id: str, version: int, error: str) -> bool:
+        """Fail a queued or running task for good (document failed too); False if fenced out."""
+        task = self._m.task
+        now = time.time()
+        with self._session():
+            changed = (
+                task.update(
+                    status=TaskStatus.FAILED.value,
+                    error=error,
+                    finished_at=now,
+                    updated_at=now,
+                    progress_msg=task.progress_msg.concat(_log_line(f"failed: {error}", now)),
+                )
+                .where(self._fenced(task_id, version, ACTIVE_STATUSES))
+                .execute()
+            )
+            if changed == 0:
+                return False
+            self._set_doc_status(self._task_row(task_id).document_id, TaskStatus.FAILED, now)
+        return True
+
+    def requeue_task(self, task_id: str, version: int, error: str) -> bool:
+        """Put a running task back to queued after a transient failure (its stream entry stays pending)."""
+        task = self._m.task
+        now = time.time()
+        with self._session():
+            row = self._locked_task(self._fenced(task_id, version))
+            if row is None:
+                return False
+            line = _log_line(f"attempt {row.attempts} failed: {error}; will retry", now)
+            changed = (
+                task.update(
+                    status=TaskStatus.QUEUED.value,
+                    error=error,
+                    stage=None,
+                    updated_at=now,
+                    progress_msg=task.progress_msg.concat(line),
+                )
+                .where(self._fenced(task_id, version))
+                .execute()
+            )
+            if changed == 0:
+                return False
+            self._set_doc_status(row.document_id, TaskStatus.QUEUED, now)
+        return True
+
+    def _check_latest_parse(self, row: Any) -> None:
+        """A retried task must be the document's newest parse and must not run beside an active one."""
+        task = self._m.task
+        newer = (
+            task.select(task.id)
+            .where(
+                (task.document == row.document_id)
+                & (task.id != row.id)
+                & (
+                    task.status.in_([s.value for s in ACTIVE_STATUSES])
+                    | (task.parse_version > row.parse_version)
+                )
+            )
+            .exists()
+        )
+        if newer:
+            raise Conflict(
+                f"task {row.id} is not the latest parse of document {row.document_id}; "
+                "reparse the document instead"
+            )
+
+    def _allocate_parse_version(self, document_id: str, now: float) -> int:
+        """Bump and return the document's latest allocated parse version (inside a transaction)."""
+        doc = self._m.document
+        doc.update(next_parse_version=doc.next_parse_version + 1, updated_at=now).where(
+            doc.id == document_id
+        ).execute()
+        return int(self._doc_row(document_id).next_parse_version)
+
+    def _set_doc_status(self, document_id: str, status: TaskStatus, now: float) -> None:
+        doc = self._m.document
+        doc.update(status=status.value, updated_at=now).where(doc.id == document_id).execute()
+
+    # ------------------------------------------------------------------ user transitions
+
+    def cancel_task(self, task_id: str) -> TaskRecord:
+        """Cancel a queued or running task (bumping its version); `Conflict` if it already finished."""
+        task = self._m.task
+        now = time.time()
+        with self._session():
+            row = self._locked_task(task.id == task_id)
+            if row is None:
+                raise NotFound(f"task {task_id} not found")
+            if row.status not in ACTIVE_STATUSES:
+                raise Conflict(
+                    f"task {task_id} is already {row.status}; only queued or running tasks can be cancelled"
+                )
+            changed = (
+                task.update(
+                    status=TaskStatus.CANCELLED.value,
+                    version=task.version + 1,
+                    stage=None,
+                    finished_at=now,
+                    updated_at=now,
+                    progress_msg=task.progress_msg.concat(_log_line("cancelled", now)),
+                )
+                .where(self._fenced(task_id, row.version, ACTIVE_STATUSES))
+                .execute()
+            )
+            if changed == 0:  # unreachable while the row is locked; kept as a guard
+                raise Conflict(f"task {task_id} changed concurrently; try again")
+            self._set_doc_status(row.document_id, TaskStatus.CANCELLED, now)
+            return self._task_record(self._task_row(task_id))
+
+    def retry_task(self, task_id: str) -> TaskRecord:
+        """Queue a failed or cancelled task again with a new version; `Conflict` otherwise."""
+        task = self._m.task
+        now = time.time()
+        retryable = (TaskStatus.FAILED, TaskStatus.CANCELLED)
+        with self._session():
+            row = self._locked_task(task.id == task_id)
+            if row is None:
+                raise NotFound(f"task {task_id} not found")
+            if row.status not in retryable:
+                raise Conflict(
+                    f"task {task_id} is {row.status}; only failed or cancelled tasks can be retried"
+                )
+            # A new parse version: a straggler of the cancelled run can only ever touch (and clean
+            # up) its own chunk set, never the one this retry writes. Allocating it first also locks
+            # the document row, serialising this check against a concurrent reparse.
+            parse_version = self._allocate_parse_version(row.document_id, now)
+            self._check_latest_parse(row)
+            changed = (
+                task.update(
+                    status=TaskStatus.QUEUED.value,
+                    version=task.version + 1,
+                    parse_version=parse_version,
+                    attempts=0,
+                    error=None,
+                    stream_id=None,
+                    progress=0.0,
+                    stage=None,
+                    worker=None,
+                    finished_at=None,
+                    updated_at=now,
+                    progress_msg=task.progress_msg.concat(_log_line("retry requested", now)),
+                )
+                .where(self._fenced(task_id, row.version, retryable))
+                .execute()
+            )
+            if changed == 0:
+                raise Conflict(f"task {task_id} changed concurrently; try again")
+            self._set_doc_status(row.document_id, TaskStatus.QUEUED, now)
+            return self._task_record(self._task_row(task_id))

@@ -1,0 +1,35 @@
+"""The `Embedder` protocol: a model that turns texts into normalized float32 vectors."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Blocking interface; callers run it off the event loop (`asyncio.to_thread`)."""
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def max_tokens(self) -> int:
+        """The longest input (in model tokens) the model sees before it truncates."""
+        ...
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        """Return an (n, dim) float32 array of L2-normalized vectors."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` under the model's tokenizer, without special tokens."""
+        ...
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character (start, end) span of each token of `text`, without special tokens."""
+        ...

