@@ -1,0 +1,173 @@
+"""docvec's chunk collections on top of the vector-store client.
+
+One collection per knowledge base. Chunk ids are derived from (document, parse version, ordinal,
+content hash), so re-running a task writes the same ids (an upsert) and a finished parse version
+replaces the previous one as a whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vectordb.schema import CollectionSchema, DataType, FieldSchema, IndexParams
+
+TITLE_MAX_CHARS = 1024
+TEXT_MAX_CHARS = 65_535
+FILENAME_MAX_CHARS = 512
+NO_PAGE = -1
+
+OUTPUT_FIELDS = ["document_id", "parse_version", "ordinal", "title", "text", "filename", "page"]
+
+
+def chunk_id(document_id: str, parse_version: int, ordinal: int, text: str) -> str:
+    """Stable id of one chunk: the same document, version, position and text give the same id."""
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    key = f"{document_id}:{parse_version}:{ordinal}:{digest}"
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+
+
+def chunk_schema(dim: int) -> CollectionSchema:
+    return CollectionSchema(
+        fields=[
+            FieldSchema("id", DataType.VARCHAR, is_primary=True, max_length=64),
+            FieldSchema("vector", DataType.FLOAT_VECTOR, dim=dim),
+            FieldSchema("document_id", DataType.VARCHAR, max_length=64),
+            FieldSchema("parse_version", DataType.INT64),
+            FieldSchema("ordinal", DataType.INT64),
+            FieldSchema("title", DataType.VARCHAR, max_length=TITLE_MAX_CHARS),
+            FieldSchema("text", DataType.VARCHAR, max_length=TEXT_MAX_CHARS),
+            FieldSchema("filename", DataType.VARCHAR, max_length=FILENAME_MAX_CHARS),
+            FieldSchema("page", DataType.INT64),
+            FieldSchema("start_char", DataType.INT64),
+            FieldSchema("end_char", DataType.INT64),
+            FieldSchema("token_count", DataType.INT64),
+        ],
+        description="docvec chunks",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRow:
+    """What the worker writes for one chunk."""
+
+    document_id: str
+    parse_version: int
+    ordinal: int
+    title: str
+    text: str
+    filename: str
+    page: int | None
+    start_char: int
+    end_char: int
+    token_count: int
+
+    @property
+    def id(self) -> str:
+        return chunk_id(self.document_id, self.parse_version, self.ordinal, self.text)
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkHit:
+    """One search result."""
+
+    chunk_id: str
+    document_id: str
+    filename: str
+    title: str
+    text: str
+    score: float
+    page: int | None
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class ChunkStore:
+    """Chunk-level operations on a vector-store client (`vectordb.connect(...)`)."""
+
+    def __init__(self, client: Any, *, index_type: str = "AUTOINDEX", metric_type: str = "COSINE") -> None:
+        self._client = client
+        self._index = IndexParams(index_type=index_type, metric_type=metric_type)
+
+    async def ensure_collection(self, collection: str, dim: int) -> None:
+        await self._client.create_collection(
+            collection, chunk_schema(dim), index=self._index, if_not_exists=True
+        )
+
+    async def drop_collection(self, collection: str) -> None:
+        if await self._client.has_collection(collection):
+            await self._client.drop_collection(collection)
+
+    async def upsert(self, collection: str, rows: Sequence[ChunkRow], vectors: np.ndarray) -> int:
+        if len(rows) != len(vectors):
+            raise ValueError(f"{len(rows)} chunk rows but {len(vectors)} vectors")
+        if not rows:
+            return 0
+        payload = [
+            {
+                "id": row.id,
+                "vector": vector.tolist(),
+                "document_id": row.document_id,
+                "parse_version": row.parse_version,
+                "ordinal": row.ordinal,
+                "title": row.title[:TITLE_MAX_CHARS],
+                "text": row.text[:TEXT_MAX_CHARS],
+                "filename": row.filename[:FILENAME_MAX_CHARS],
+                "page": NO_PAGE if row.page is None else row.page,
+                "start_char": row.start_char,
+                "end_char": row.end_char,
+                "token_count": row.token_count,
+            }
+            for row, vector in zip(rows, vectors, strict=True)
+        ]
+        await self._client.upsert(collection, payload)
+        return len(payload)
+
+    async def delete_document(self, collection: str, document_id: str, *, except_version: int | None = None,
+                              only_version: int | None = None) -> int:
+        """Delete a document's chunks: all of them, all but one parse version, or just one version."""
+        if not await self._client.has_collection(collection):
+            return 0
+        expr = f"document_id == {_quote(document_id)}"
+        if except_version is not None:
+            expr += f" and parse_version != {int(except_version)}"
+        if only_version is not None:
+            expr += f" and parse_version == {int(only_version)}"
+        return int(await self._client.delete(collection, filter=expr))
+
+    async def count_document(self, collection: str, document_id: str) -> int:
+        if not await self._client.has_collection(collection):
+            return 0
+        rows = await self._client.query(
+            collection, filter=f"document_id == {_quote(document_id)}", output_fields=["id"]
+        )
+        return len(rows)
+
+    async def search(self, collection: str, vector: np.ndarray, top_k: int,
+                     filter: str | None = None) -> list[ChunkHit]:
+        if not await self._client.has_collection(collection):
+            return []
+        results = await self._client.search(
+            collection, [np.asarray(vector, dtype=np.float32).tolist()], limit=top_k,
+            filter=filter or None, output_fields=OUTPUT_FIELDS,
+        )
+        hits: list[ChunkHit] = []
+        for hit in results[0] if results else []:
+            entity = hit.entity
+            page = int(entity.get("page", NO_PAGE))
+            hits.append(ChunkHit(
+                chunk_id=str(hit.id),
+                document_id=str(entity.get("document_id", "")),
+                filename=str(entity.get("filename", "")),
+                title=str(entity.get("title", "")),
+                text=str(entity.get("text", "")),
+                score=float(hit.distance),
+                page=None if page == NO_PAGE else page,
+            ))
+        return hits

@@ -1,0 +1,559 @@
+"""One collection's live state: segments, primary-key map, shard channels; writes, reads, flush, recovery.
+
+Writes: rows are routed to `shards_num` channels by a stable hash of the primary key; each channel
+has its own WAL (`wal/ch<k>/<gen>.log`). A write goes through the interceptor chain (lock -> MVCC
+timestamp -> segment assignment -> txn) and is applied in memory under `lock`; the caller waits
+for durability (fsync policy) outside the lock, so concurrent writers can share one fsync; only
+then does the channel's serviceable timestamp cover it. An upsert that replaces rows is one
+transaction per channel (delete old versions + insert new ones).
+
+Reads: the consistency level gives a guarantee timestamp; the read waits until every channel's
+serviceable timestamp reaches it, then runs at that serviceable timestamp under MVCC
+(insert_ts <= read_ts < delete_ts). Reads take a snapshot of segment views under the lock and
+compute without it.
+
+Flush seals the growing segment, rotates every channel to a new WAL generation (the checkpoint
+recorded in the catalog as `wal_gen`) and deletes the generations it covers. Recovery replays
+each channel from that checkpoint, applying transactions only if their commit record is present.
+`flush_lock` serialises flush and index rebuilds, which do their slow I/O outside `lock`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vectordb.catalog import Catalog, CollectionMeta, SegmentMeta
+from vectordb.errors import CollectionNotFound, DuplicatePrimaryKey, InvalidRequest
+from vectordb.expr import Expr, evaluate
+from vectordb.fsutil import atomic_write_bytes
+from vectordb.index import check_metric, higher_is_better, prepare_queries
+from vectordb.results import Hit
+from vectordb.schema import DYNAMIC_FIELD, CollectionSchema, IndexParams, RowBatch
+from vectordb.search import VisibilityCache, reduce_hits, search_segments
+from vectordb.segment import GrowingSegment, SealedSegment, Segment, SegmentView
+from vectordb.streaming.channel import AppendTicket, Channel, route
+from vectordb.streaming.consistency import ConsistencyLevel, Session, guarantee_ts, parse_level
+from vectordb.streaming.interceptors import (
+    AppendContext,
+    LockInterceptor,
+    SegmentAssignInterceptor,
+    TimeTickInterceptor,
+    TxnInterceptor,
+    compose,
+)
+from vectordb.streaming.options import StreamingOptions
+from vectordb.streaming.recovery import replay
+from vectordb.streaming.scanner import DeliverPolicy, wal_gens
+from vectordb.tso import TimestampOracle
+from vectordb.wal import MessageId, Op, WalRecord, WalWriter, resolve_fsync_policy
+
+log = logging.getLogger(__name__)
+
+
+_STREAMING_FILE = "streaming.json"
+
+
+def _migrate_single_wal(wal_dir: Path) -> None:
+    """Move WAL files of the one-log-per-collection layout (`wal/<gen>.log`) to channel 0."""
+    legacy = [p for p in wal_dir.glob("*.log") if p.stem.isdigit()]
+    if legacy:
+        (wal_dir / "ch0").mkdir(exist_ok=True)
+        for p in legacy:
+            p.rename(wal_dir / "ch0" / p.name)
+
+
+def resolve_output_fields(
+    schema: CollectionSchema, output_fields: Sequence[str] | None, *, include_pk: bool
+) -> list[str]:
+    """None: primary key (if `include_pk`), scalar and dynamic fields. "*": everything incl. the vector."""
+    dyn = [DYNAMIC_FIELD] if schema.enable_dynamic_field else []
+    pk = [schema.primary.name] if include_pk else []
+    if output_fields is None:
+        return pk + [f.name for f in schema.scalar_fields] + dyn
+    if isinstance(output_fields, str):
+        raise InvalidRequest("output_fields must be a list of field names")
+    names: list[str] = list(pk)
+    for name in output_fields:
+        if name == "*":
+            names += [f.name for f in schema.fields] + dyn
+        elif schema.field(name) is not None or schema.enable_dynamic_field:
+            names.append(name)
+        else:
+            raise InvalidRequest(f"unknown output field {name!r}")
+    return list(dict.fromkeys(names))
+
+
+class Collection:
+    """Live state of one collection; every public method is thread-safe."""
+
+    def __init__(
+        self,
+        meta: CollectionMeta,
+        directory: Path,
+        tso: TimestampOracle,
+        catalog: Catalog,
+        *,
+        fsync: bool = True,
+        streaming: StreamingOptions | None = None,
+        shards_num: int = 1,
+    ) -> None:
+        if shards_num < 1:
+            raise InvalidRequest("shards_num must be at least 1")
+        self.meta = meta
+        self.directory = directory
+        self._tso = tso
+        self._catalog = catalog
+        self.options = streaming or StreamingOptions(
+            fsync_policy=resolve_fsync_policy(None, fsync)
+        )
+        self.lock = threading.RLock()
+        self.flush_lock = threading.Lock()
+        self._visibility = VisibilityCache()  # per-segment visibility summaries for searches
+        self.segments: dict[int, Segment] = {}
+        self.pk_map: dict[Any, tuple[int, int]] = {}
+        self.growing = GrowingSegment(tso.next(), meta.schema)
+        self.shards_num = shards_num
+        self.channels = [
+            Channel(
+                i,
+                directory / "wal" / f"ch{i}",
+                tso,
+                self.lock,
+                policy=self.options.fsync_policy,
+                interval_ms=self.options.fsync_interval_ms,
+            )
+            for i in range(shards_num)
+        ]
+        self._append = compose(
+            [
+                LockInterceptor(self.lock),
+                TimeTickInterceptor(tso),
+                SegmentAssignInterceptor(lambda: self.growing.id),
+                TxnInterceptor(),
+            ],
+            self._append_and_apply,
+        )
+        self._closed = True
+
+    # ------------------------------------------------------------------------------------ lifecycle
+
+    @property
+    def schema(self) -> CollectionSchema:
+        return self.meta.schema
+
+    @property
+    def name(self) -> str:
+        return self.meta.name
+
+    @property
+    def wal(self) -> WalWriter | None:
+        """Channel 0's current WAL writer; None once the collection is closed or dropped."""
+        return None if self._closed else self.channels[0].writer
+
+    def _segment_dir(self, seg_id: int) -> Path:
+        return self.directory / "segments" / str(seg_id)
+
+    @classmethod
+    def create(
+        cls,
+        meta: CollectionMeta,
+        directory: Path,
+        tso: TimestampOracle,
+        catalog: Catalog,
+        *,
+        fsync: bool = True,
+        streaming: StreamingOptions | None = None,
+        shards_num: int = 1,
+    ) -> Collection:
+        (directory / "wal").mkdir(parents=True, exist_ok=True)
+        (directory / "segments").mkdir(exist_ok=True)
+        coll = cls(meta, directory, tso, catalog, fsync=fsync, streaming=streaming, shards_num=shards_num)
+        atomic_write_bytes(directory / _STREAMING_FILE, json.dumps({"shards_num": shards_num}).encode())
+        coll.segments[coll.growing.id] = coll.growing
+        for ch in coll.channels:
+            ch.open_writer(meta.wal_gen)
+            ch.tick()
+        coll._closed = False
+        coll.record_ddl("create_collection", {"name": meta.name, "shards_num": shards_num})
+        return coll
+
+    @classmethod
+    def open(
+        cls,
+        meta: CollectionMeta,
+        directory: Path,
+        tso: TimestampOracle,
+        catalog: Catalog,
+        *,
+        fsync: bool = True,
+        streaming: StreamingOptions | None = None,
+    ) -> Collection:
+        """Load sealed segments, remove leftovers of interrupted flushes, replay every channel's WAL."""
+        (directory / "wal").mkdir(parents=True, exist_ok=True)
+        (directory / "segments").mkdir(exist_ok=True)
+        _migrate_single_wal(directory / "wal")
+        shards_file = directory / _STREAMING_FILE
+        shards_num = int(json.loads(shards_file.read_text())["shards_num"]) if shards_file.exists() else 1
+        coll = cls(meta, directory, tso, catalog, fsync=fsync, streaming=streaming, shards_num=shards_num)
+        coll._remove_garbage()
+        for sm in meta.segments:
+            seg = SealedSegment.load(sm.id, meta.schema, coll._segment_dir(sm.id), meta.index, sm.deletes_file)
+            seg.persisted_delete_version = seg.delete_version
+            coll.segments[seg.id] = seg
+            alive = np.flatnonzero(seg.delete_ts == np.iinfo(np.int64).max)
+            for off in alive.tolist():
+                coll.pk_map[seg.pks[off]] = (seg.id, off)
+        coll.segments[coll.growing.id] = coll.growing
+        replayed = 0
+        for rec in replay(coll.channels, meta.wal_gen):
+            coll._apply(rec, None)
+            replayed += 1
+        if replayed:
+            log.info("collection %s: replayed %d WAL messages", meta.name, replayed)
+        gen = max([meta.wal_gen, *coll._wal_gens()])
+        for ch in coll.channels:
+            ch.open_writer(gen)
+            ch.tick()
+        coll._closed = False
+        return coll
+
+    def _wal_gens(self) -> list[int]:
+        """WAL generations on disk in any channel, oldest first."""
+        return sorted({g for ch in self.channels for g in wal_gens(ch.directory)})
+
+    def _remove_garbage(self) -> None:
+        keep_segments = {str(s.id): s for s in self.meta.segments}
+        for p in (self.directory / "segments").iterdir():
+            sm = keep_segments.get(p.name)
+            if sm is None:
+                shutil.rmtree(p)
+                continue
+            for f in p.glob("deletes-*.npy"):
+                if f.name != sm.deletes_file:
+                    f.unlink()
+        # WAL generations below the catalog's checkpoint are flushed (a crash after the commit).
+        for ch in self.channels:
+            ch.truncate_before(self.meta.wal_gen)
+
+    def close(self) -> None:
+        """Log a final time tick, make every channel's WAL durable and close it. Idempotent."""
+        with self.lock:
+            if self._closed:
+                return
+            self._closed = True
+            for ch in self.channels:
+                ch.close(tick=True)
+
+    def scan(self, channel: int, policy: DeliverPolicy) -> Iterator[tuple[MessageId, WalRecord]]:
+        """Messages of shard channel `channel` still on disk, from where `policy` says (read-only)."""
+        if not 0 <= channel < self.shards_num:
+            raise InvalidRequest(f"channel must be in [0, {self.shards_num}), got {channel}")
+        return self.channels[channel].scan(policy)
+
+    def record_ddl(self, kind: str, info: Mapping[str, Any] | None = None) -> None:
+        """Log a DDL fact (create collection/partition/index...) on channel 0; replay ignores it."""
+        msg = WalRecord(Op.DDL.value, 0, [], info={"kind": kind, **(info or {})})
+        self._await(self._append_parts({0: [msg]}), None)
+
+    # ---------------------------------------------------------------------------------------- writes
+
+    def insert(self, batch: RowBatch, *, session: Session | None = None) -> list[Any]:
+        """Insert rows whose primary keys must all be new; return once durable (fsync policy)."""
+        seen: set[Any] = set()
+        for pk in batch.pks:
+            if pk in seen:
+                raise DuplicatePrimaryKey(f"primary key {pk!r} appears twice in one insert")
+            seen.add(pk)
+        with self.lock:
+            taken = [pk for pk in batch.pks if pk in self.pk_map]
+            if taken:
+                raise DuplicatePrimaryKey(
+                    f"primary key(s) {taken[:5]!r} already exist in {self.name!r}; use upsert to replace rows"
+                )
+            tickets = self._append_parts(
+                {ch: [WalRecord(Op.INSERT.value, 0, part.pks, part)] for ch, part in self._split(batch).items()}
+            )
+        self._await(tickets, session)
+        return list(batch.pks)
+
+    def upsert(self, batch: RowBatch, *, session: Session | None = None) -> list[Any]:
+        """Insert rows, replacing any live row with the same primary key (last one in the batch wins).
+
+        Per channel, replacing rows is one transaction: delete of the old versions + insert.
+        """
+        last = {pk: i for i, pk in enumerate(batch.pks)}
+        if len(last) < len(batch):
+            batch = batch.select(sorted(last.values()))
+        with self.lock:
+            parts: dict[int, list[WalRecord]] = {}
+            for ch, part in self._split(batch).items():
+                old = [pk for pk in part.pks if pk in self.pk_map]
+                msgs = [WalRecord(Op.DELETE.value, 0, old)] if old else []
+                parts[ch] = [*msgs, WalRecord(Op.INSERT.value, 0, part.pks, part)]
+            tickets = self._append_parts(parts)
+        self._await(tickets, session)
+        return list(batch.pks)
+
+    def delete_pks(self, pks: Sequence[Any], *, session: Session | None = None) -> int:
+        with self.lock:
+            present = [pk for pk in dict.fromkeys(pks) if pk in self.pk_map]
+            by_channel: dict[int, list[Any]] = {}
+            for pk in present:
+                by_channel.setdefault(route(pk, self.shards_num), []).append(pk)
+            tickets = self._append_parts(
+                {ch: [WalRecord(Op.DELETE.value, 0, part)] for ch, part in by_channel.items()}
+            )
+        self._await(tickets, session)
+        return len(present)
+
+    def delete_where(self, expr: Expr, *, session: Session | None = None) -> int:
+        with self.lock:  # re-entrant: match and delete see one state
+            ts, views = self.snapshot()
+            pks = [view.segment.pks[off] for view in views for off in self._matching(view, ts, expr)]
+            return self.delete_pks(pks, session=session)
+
+    def _split(self, batch: RowBatch) -> dict[int, RowBatch]:
+        if self.shards_num == 1:
+            return {0: batch}
+        positions: dict[int, list[int]] = {}
+        for i, pk in enumerate(batch.pks):
+            positions.setdefault(route(pk, self.shards_num), []).append(i)
+        return {ch: batch.select(pos) for ch, pos in sorted(positions.items())}
+
+    def _append_parts(self, parts: Mapping[int, list[WalRecord]]) -> list[tuple[Channel, AppendTicket]]:
+        """Run each channel's messages through the interceptor chain (logged and applied, not yet durable)."""
+        tickets = []
+        with self.lock:
+            if self._closed:
+                raise CollectionNotFound(f"collection {self.name!r} was dropped or the engine closed")
+            for ch, messages in parts.items():
+                ctx = AppendContext(self.channels[ch], messages)
+                self._append(ctx)
+                assert ctx.ticket is not None
+                tickets.append((ctx.channel, ctx.ticket))
+        return tickets
+
+    def _append_and_apply(self, ctx: AppendContext) -> None:
+        """The chain's last step, under the lock: one write to the channel's WAL, then apply."""
+        ctx.ticket = ctx.channel.append(ctx.messages, ctx.ts)
+        for rec in ctx.messages:
+            self._apply(rec, ctx.segment_id)
+
+    def _await(self, tickets: list[tuple[Channel, AppendTicket]], session: Session | None) -> None:
+        """Wait (outside the lock) until the writes are durable; then they count as acknowledged."""
+        for channel, ticket in tickets:
+            channel.wait_durable(ticket)
+            if session is not None:
+                session.observe(ticket.ts)
+
+    def _apply(self, rec: WalRecord, segment_id: int | None) -> None:
+        if rec.op in (Op.DELETE.value, Op.UPSERT.value):
+            for pk in rec.pks:
+                loc = self.pk_map.pop(pk, None)
+                if loc is not None:
+                    self.segments[loc[0]].mark_deleted(loc[1], rec.ts)
+        if rec.op in (Op.INSERT.value, Op.UPSERT.value):
+            assert rec.batch is not None
+            target = self.segments[segment_id] if segment_id is not None else self.growing
+            assert isinstance(target, GrowingSegment)
+            start = target.append(rec.batch, rec.ts)
+            for i, pk in enumerate(rec.batch.pks):
+                self.pk_map[pk] = (target.id, start + i)
+
+    # ----------------------------------------------------------------------------------------- reads
+
+    def snapshot(self, read_ts: int | None = None) -> tuple[int, list[SegmentView]]:
+        """Views of every segment and the timestamp to read them at.
+
+        Without `read_ts`, a fresh timestamp that sees every applied write, durable or not: for
+        writers (delete by filter) only; readers pass the timestamp `read_ts()` gave them.
+        """
+        with self.lock:
+            ts = self._tso.next() if read_ts is None else read_ts
+            return ts, [s.view() for s in self.segments.values() if s.n]
+
+    def guarantee_ts(self, level: str | ConsistencyLevel, session_ts: int | None = None) -> int:
+        """The timestamp a read at consistency `level` must wait for (see `streaming.consistency`)."""
+        return guarantee_ts(
+            level, self._tso, session_ts=session_ts, bounded_staleness_ms=self.options.bounded_staleness_ms
+        )
+
+    def wait_serviceable(self, ts: int, timeout_s: float | None = None) -> int:
+        """Wait until every channel's serviceable timestamp is >= `ts`; return the timestamp to read at.
+
+        Raises ConsistencyTimeout after `timeout_s` (default: the engine's read timeout).
+        """
+        deadline = time.monotonic() + (self.options.read_timeout_s if timeout_s is None else timeout_s)
+        return min(ch.wait_serviceable(ts, deadline) for ch in self.channels)
+
+    def serviceable_ts(self) -> int:
+        """The timestamp at which every channel's writes are applied and durable (no waiting)."""
+        return min(ch.serviceable_ts for ch in self.channels)
+
+    def read_ts(
+        self,
+        level: str | ConsistencyLevel = ConsistencyLevel.STRONG,
+        session_ts: int | None = None,
+        timeout_s: float | None = None,
+    ) -> int:
+        """The MVCC timestamp for a read at `level`: Eventually reads what is serviceable now."""
+        if parse_level(level) is ConsistencyLevel.EVENTUALLY:
+            return self.serviceable_ts()
+        return self.wait_serviceable(self.guarantee_ts(level, session_ts), timeout_s)
+
+    @staticmethod
+    def _matching(view: SegmentView, ts: int, expr: Expr | None) -> np.ndarray:
+        mask = view.visible(ts)
+        if expr is not None and mask.any():
+            mask &= evaluate(expr, view)
+        return np.flatnonzero(mask)
+
+    def search(
+        self,
+        queries: np.ndarray,
+        limit: int,
+        expr: Expr | None,
+        output_fields: list[str],
+        search_params: Mapping[str, Any] | None,
+        *,
+        read_ts: int | None = None,
+    ) -> list[list[Hit]]:
+        """Top-`limit` hits per query at `read_ts` (default: a Strong read)."""
+        index = self.meta.index
+        params = check_metric(index, search_params)
+        metric = index.metric
+        q = prepare_queries(queries, metric)
+        ts, views = self.snapshot(self.read_ts() if read_ts is None else read_ts)
+        per_segment = search_segments(views, ts, q, limit, expr, metric, params, self._visibility)
+        return reduce_hits(per_segment, len(q), limit, output_fields, higher_is_better(metric))
+
+    def query(
+        self,
+        expr: Expr | None,
+        output_fields: list[str],
+        limit: int | None,
+        offset: int,
+        *,
+        read_ts: int | None = None,
+    ) -> list[dict]:
+        """Rows matching `expr` at `read_ts` (default: a Strong read)."""
+        ts, views = self.snapshot(self.read_ts() if read_ts is None else read_ts)
+        rows: list[dict[str, Any]] = []
+        skip = offset
+        for view in views:
+            for off in self._matching(view, ts, expr).tolist():
+                if skip:
+                    skip -= 1
+                    continue
+                if limit is not None and len(rows) >= limit:
+                    return rows
+                rows.append(view.row(off, output_fields))
+        return rows
+
+    def get(self, pks: Sequence[Any], output_fields: list[str]) -> list[dict[str, Any]]:
+        with self.lock:
+            out = []
+            for pk in pks:
+                loc = self.pk_map.get(pk)
+                if loc is not None:
+                    seg = self.segments[loc[0]]
+                    out.append(seg.row(loc[1], output_fields, seg.vectors))
+            return out
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.pk_map)
+
+    @property
+    def growing_rows(self) -> int:
+        return self.growing.n
+
+    # ---------------------------------------------------------------------------------------- flush
+
+    def flush(self) -> None:
+        """Seal the growing segment(s) to disk with their index, persist deletes, rotate the WAL."""
+        with self.flush_lock:
+            with self.lock:
+                if self.wal is None:
+                    raise CollectionNotFound(f"collection {self.name!r} was dropped or the engine closed")
+                to_seal = [s for s in self.segments.values() if isinstance(s, GrowingSegment) and s.n]
+                dirty = [
+                    s
+                    for s in self.segments.values()
+                    if isinstance(s, SealedSegment) and s.delete_version != s.persisted_delete_version
+                ]
+                wal_empty = all(ch.writer is None or ch.writer.size_bytes == 0 for ch in self.channels)
+                if not to_seal and not dirty and wal_empty:
+                    return
+                if self.growing.n:
+                    self.growing.freeze()
+                    self.growing = GrowingSegment(self._tso.next(), self.schema)
+                    self.segments[self.growing.id] = self.growing
+                new_gen = self._wal_gens()[-1] + 1
+                # Every write logged so far is in the growing segments being sealed: the new
+                # generation is the checkpoint recovery will replay from once the catalog has it.
+                marker = WalRecord(Op.FLUSH.value, self._tso.next(), [], info={"checkpoint_gen": new_gen})
+                for ch in self.channels:
+                    ch.rotate(new_gen, marker)
+                index_params = self.meta.index
+            # Slow part without the lock: writes after the rotation go to the new WAL generation.
+            sealed = [SealedSegment.seal(g, self._segment_dir(g.id), index_params) for g in to_seal]  # type: ignore[arg-type]
+            deletes_name = f"deletes-{new_gen}.npy"
+            versions: dict[int, int] = {}
+            for seg in [*dirty, *(s for s in sealed if s.delete_version)]:
+                versions[seg.id] = seg.delete_version
+                seg.write_deletes(deletes_name)
+            with self.lock:
+                for seg in sealed:
+                    self.segments[seg.id] = seg  # same id and offsets: pk_map stays valid
+                old_files = self._commit_segments(new_gen, versions, deletes_name)
+                for seg_id, version in versions.items():
+                    done = self.segments[seg_id]
+                    assert isinstance(done, SealedSegment)
+                    done.persisted_delete_version = version
+            for p in old_files:
+                p.unlink(missing_ok=True)
+
+    def _commit_segments(self, new_gen: int, versions: dict[int, int], deletes_name: str) -> list[Path]:
+        """Record sealed segments and the new WAL generation in the catalog; return files now unused."""
+        previous = {s.id: s for s in self.meta.segments}
+        metas: list[SegmentMeta] = []
+        old_files: list[Path] = []
+        for seg in self.segments.values():
+            if not isinstance(seg, SealedSegment):
+                continue
+            prev = previous.get(seg.id)
+            deletes_file = prev.deletes_file if prev else None
+            if seg.id in versions:
+                if deletes_file:
+                    old_files.append(self._segment_dir(seg.id) / deletes_file)
+                deletes_file = deletes_name
+            metas.append(SegmentMeta(seg.id, seg.n, deletes_file))
+        meta = self.meta.with_changes(wal_gen=new_gen, segments=tuple(metas))
+        self._catalog.put(meta)
+        self.meta = meta
+        # Truncation: WAL files wholly covered by the flushed checkpoint.
+        old_files += [
+            p for ch in self.channels for p in ch.directory.glob("*.log") if p.stem.isdigit() and int(p.stem) < new_gen
+        ]
+        return old_files
+
+    def set_index(self, params: IndexParams) -> None:
+        """Change the index definition and rebuild the index of every sealed segment."""
+        with self.flush_lock:
+            with self.lock:
+                self.meta = self.meta.with_changes(index=params)
+                self._catalog.put(self.meta)
+                self.record_ddl("create_index", params.to_dict())
+                sealed = [s for s in self.segments.values() if isinstance(s, SealedSegment)]
+            for seg in sealed:
+                seg.build_index(params)

@@ -1,0 +1,522 @@
+"""Milvus boolean filter expressions: tokenizer, recursive-descent parser, vectorised evaluator.
+
+Grammar (keywords are case-insensitive):
+
+    expr     := and_expr (("or" | "||") and_expr)*
+    and_expr := not_expr (("and" | "&&") not_expr)*
+    not_expr := ("not" | "!") not_expr | primary
+    primary  := "(" expr ")"
+              | operand cmp operand [cmp operand]         # chained range: 1 < a < 5
+              | operand ["not"] "in" "[" literal, ... "]"
+              | operand "like" string                      # % any run, _ one char
+              | operand                                    # a BOOL field or a JSON value
+    operand  := field ("[" (string | int) "]")* | literal
+    literal  := int | float | string | true | false        # strings in "..." or '...'
+
+A name that is not in the schema refers to a dynamic field when the schema enables them.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from vectordb.errors import FilterError
+from vectordb.schema import DYNAMIC_FIELD, CollectionSchema, DataType
+
+# ---------------------------------------------------------------------------------------------- tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    kind: str  # IDENT INT FLOAT STRING CMP AND OR NOT IN LIKE TRUE FALSE ( ) [ ] , - + EOF
+    value: Any
+    pos: int
+
+
+_KEYWORDS = {"and": "AND", "or": "OR", "not": "NOT", "in": "IN", "like": "LIKE", "true": "TRUE", "false": "FALSE"}
+_NUMBER_RE = re.compile(r"(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?")
+_IDENT_RE = re.compile(r"[A-Za-z_$][A-Za-z0-9_]*")
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'"}
+
+
+def tokenize(text: str) -> list[Token]:
+    tokens: list[Token] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c.isspace():
+            i += 1
+            continue
+        two = text[i : i + 2]
+        if two in ("==", "!=", "<=", ">="):
+            tokens.append(Token("CMP", two, i))
+            i += 2
+        elif two == "&&":
+            tokens.append(Token("AND", two, i))
+            i += 2
+        elif two == "||":
+            tokens.append(Token("OR", two, i))
+            i += 2
+        elif c in "<>":
+            tokens.append(Token("CMP", c, i))
+            i += 1
+        elif c == "!":
+            tokens.append(Token("NOT", c, i))
+            i += 1
+        elif c in "()[],-+":
+            tokens.append(Token(c, c, i))
+            i += 1
+        elif c in "\"'":
+            value, i = _read_string(text, i)
+            tokens.append(value)
+        elif c.isdigit() or (c == "." and i + 1 < n and text[i + 1].isdigit()):
+            m = _NUMBER_RE.match(text, i)
+            assert m is not None
+            raw = m.group(0)
+            if m.group(2) or "." in raw:
+                tokens.append(Token("FLOAT", float(raw), i))
+            else:
+                tokens.append(Token("INT", int(raw), i))
+            i = m.end()
+        elif _IDENT_RE.match(text, i):
+            m = _IDENT_RE.match(text, i)
+            assert m is not None
+            word = m.group(0)
+            kind = _KEYWORDS.get(word.lower(), "IDENT")
+            tokens.append(Token(kind, word, i))
+            i = m.end()
+        else:
+            raise FilterError(f"unexpected character {c!r}", position=i, expression=text)
+    tokens.append(Token("EOF", None, n))
+    return tokens
+
+
+def _read_string(text: str, start: int) -> tuple[Token, int]:
+    quote = text[start]
+    out: list[str] = []
+    i = start + 1
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text):
+            out.append(_ESCAPES.get(text[i + 1], "\\" + text[i + 1]))
+            i += 2
+        elif c == quote:
+            return Token("STRING", "".join(out), start), i + 1
+        else:
+            out.append(c)
+            i += 1
+    raise FilterError("unterminated string literal", position=start, expression=text)
+
+
+# ------------------------------------------------------------------------------------------------- AST
+
+
+@dataclass(frozen=True, slots=True)
+class FieldRef:
+    column: str  # schema field name or DYNAMIC_FIELD
+    path: tuple[str | int, ...]
+    dtype: DataType  # of the column
+    pos: int
+
+    @property
+    def typed(self) -> bool:
+        """A plain scalar column (not a JSON value)."""
+        return not self.path and self.dtype not in (DataType.JSON,)
+
+
+@dataclass(frozen=True, slots=True)
+class Literal:
+    value: Any
+    pos: int
+
+
+Operand = FieldRef | Literal
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    op: str
+    left: Operand
+    right: Operand
+
+
+@dataclass(frozen=True, slots=True)
+class InList:
+    operand: Operand
+    values: tuple[Any, ...]
+    negate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Like:
+    operand: Operand
+    regex: re.Pattern[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Truthy:
+    operand: Operand
+
+
+@dataclass(frozen=True, slots=True)
+class And:
+    parts: tuple[Expr, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Or:
+    parts: tuple[Expr, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    part: Expr
+
+
+Expr = Compare | InList | Like | Truthy | And | Or | Not
+
+# ---------------------------------------------------------------------------------------------- parser
+
+
+class _Parser:
+    def __init__(self, text: str, schema: CollectionSchema) -> None:
+        self.text = text
+        self.schema = schema
+        self.tokens = tokenize(text)
+        self.i = 0
+
+    # token helpers
+    @property
+    def tok(self) -> Token:
+        return self.tokens[self.i]
+
+    def peek(self, k: int = 1) -> Token:
+        return self.tokens[min(self.i + k, len(self.tokens) - 1)]
+
+    def take(self, kind: str) -> Token:
+        t = self.tok
+        if t.kind != kind:
+            self.fail(f"expected {_describe_kind(kind)}, found {_describe(t)}", t)
+        self.i += 1
+        return t
+
+    def fail(self, message: str, t: Token | None = None, pos: int | None = None) -> Any:
+        raise FilterError(message, position=pos if pos is not None else (t or self.tok).pos, expression=self.text)
+
+    # grammar
+    def parse(self) -> Expr:
+        e = self.parse_or()
+        if self.tok.kind != "EOF":
+            self.fail(f"unexpected {_describe(self.tok)}")
+        return e
+
+    def parse_or(self) -> Expr:
+        parts = [self.parse_and()]
+        while self.tok.kind == "OR":
+            self.i += 1
+            parts.append(self.parse_and())
+        return parts[0] if len(parts) == 1 else Or(tuple(parts))
+
+    def parse_and(self) -> Expr:
+        parts = [self.parse_not()]
+        while self.tok.kind == "AND":
+            self.i += 1
+            parts.append(self.parse_not())
+        return parts[0] if len(parts) == 1 else And(tuple(parts))
+
+    def parse_not(self) -> Expr:
+        if self.tok.kind == "NOT":
+            self.i += 1
+            return Not(self.parse_not())
+        return self.parse_primary()
+
+    def parse_primary(self) -> Expr:
+        if self.tok.kind == "(":
+            self.i += 1
+            e = self.parse_or()
+            self.take(")")
+            return e
+        left = self.parse_operand()
+        t = self.tok
+        if t.kind == "NOT" and self.peek().kind == "IN":
+            self.i += 2
+            return self.finish_in(left, negate=True)
+        if t.kind == "IN":
+            self.i += 1
+            return self.finish_in(left, negate=False)
+        if t.kind == "LIKE":
+            self.i += 1
+            pat = self.take("STRING")
+            self._need_string_operand(left, "like", t)
+            return Like(left, _like_regex(pat.value))
+        if t.kind == "CMP":
+            self.i += 1
+            right = self.parse_operand()
+            first = self.make_compare(t, left, right)
+            if self.tok.kind == "CMP":
+                t2 = self.take("CMP")
+                third = self.parse_operand()
+                return And((first, self.make_compare(t2, right, third)))
+            return first
+        if isinstance(left, FieldRef):
+            if left.typed and left.dtype is not DataType.BOOL:
+                self.fail(f"field {_ref_name(left)!r} is {left.dtype.value}, not a boolean condition", pos=left.pos)
+            return Truthy(left)
+        if isinstance(left.value, bool):
+            return Truthy(left)
+        return self.fail(f"expected a comparison after literal, found {_describe(t)}", t)
+
+    def finish_in(self, left: Operand, *, negate: bool) -> Expr:
+        start = self.take("[")
+        values: list[Any] = []
+        while self.tok.kind != "]":
+            lit = self.parse_operand()
+            if isinstance(lit, FieldRef):
+                self.fail("an 'in' list may hold only literals", pos=lit.pos)
+            else:
+                values.append(lit.value)
+            if self.tok.kind == ",":
+                self.i += 1
+            elif self.tok.kind != "]":
+                self.fail(f"expected ',' or ']' in list, found {_describe(self.tok)}")
+        self.i += 1
+        if isinstance(left, FieldRef):
+            for v in values:
+                self._check_literal_type(left, v, start)
+        return InList(left, tuple(values), negate)
+
+    def parse_operand(self) -> Operand:
+        t = self.tok
+        if t.kind in ("-", "+"):
+            self.i += 1
+            num = self.tok
+            if num.kind not in ("INT", "FLOAT"):
+                self.fail(f"expected a number after {t.value!r}", num)
+            self.i += 1
+            return Literal(-num.value if t.kind == "-" else num.value, t.pos)
+        if t.kind in ("INT", "FLOAT", "STRING"):
+            self.i += 1
+            return Literal(t.value, t.pos)
+        if t.kind in ("TRUE", "FALSE"):
+            self.i += 1
+            return Literal(t.kind == "TRUE", t.pos)
+        if t.kind == "IDENT":
+            self.i += 1
+            path: list[str | int] = []
+            while self.tok.kind == "[":
+                self.i += 1
+                key = self.tok
+                if key.kind not in ("STRING", "INT"):
+                    self.fail("expected a string or integer key inside [ ]", key)
+                self.i += 1
+                self.take("]")
+                path.append(key.value)
+            return self.resolve(t, tuple(path))
+        return self.fail(f"expected a field name or a literal, found {_describe(t)}", t)
+
+    def resolve(self, t: Token, path: tuple[str | int, ...]) -> FieldRef:
+        f = self.schema.field(t.value)
+        if f is None:
+            if self.schema.enable_dynamic_field:
+                return FieldRef(DYNAMIC_FIELD, (t.value, *path), DataType.JSON, t.pos)
+            known = [x.name for x in self.schema.fields if x.dtype is not DataType.FLOAT_VECTOR]
+            return self.fail(f"unknown field {t.value!r} (filterable fields: {known})", t)
+        if f.dtype is DataType.FLOAT_VECTOR:
+            self.fail(f"cannot filter on vector field {f.name!r}", t)
+        if path and f.dtype is not DataType.JSON:
+            self.fail(f"field {f.name!r} is {f.dtype.value}; only JSON fields take [key] paths", t)
+        return FieldRef(f.name, path, f.dtype, t.pos)
+
+    def make_compare(self, t: Token, left: Operand, right: Operand) -> Compare:
+        for a, b in ((left, right), (right, left)):
+            if isinstance(a, FieldRef) and isinstance(b, Literal):
+                self._check_literal_type(a, b.value, t)
+                if a.typed and a.dtype is DataType.BOOL and t.value not in ("==", "!="):
+                    self.fail(f"operator {t.value} does not apply to BOOL field {a.column!r}", t)
+        if isinstance(left, FieldRef) and isinstance(right, FieldRef) and left.typed and right.typed:
+            if _kind_of_dtype(left.dtype) != _kind_of_dtype(right.dtype):
+                self.fail(f"cannot compare {left.dtype.value} field with {right.dtype.value} field", t)
+        return Compare(t.value, left, right)
+
+    def _check_literal_type(self, ref: FieldRef, value: Any, t: Token) -> None:
+        if not ref.typed:
+            return
+        want = _kind_of_dtype(ref.dtype)
+        if _kind_of_value(value) != want:
+            self.fail(f"field {ref.column!r} is {ref.dtype.value}; cannot compare it with {value!r}", t)
+
+    def _need_string_operand(self, ref: Operand, what: str, t: Token) -> None:
+        if isinstance(ref, Literal) or (ref.typed and ref.dtype is not DataType.VARCHAR):
+            self.fail(f"'{what}' needs a VARCHAR or JSON field on its left", t)
+
+
+def _ref_name(ref: FieldRef) -> str:
+    return str(ref.path[0]) if ref.column == DYNAMIC_FIELD else ref.column
+
+
+def _kind_of_dtype(dt: DataType) -> str:
+    return {
+        DataType.INT64: "number",
+        DataType.FLOAT: "number",
+        DataType.DOUBLE: "number",
+        DataType.VARCHAR: "string",
+        DataType.BOOL: "bool",
+    }.get(dt, "json")
+
+
+def _kind_of_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int | float):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    return "other"
+
+
+def _describe_kind(kind: str) -> str:
+    return {"EOF": "end of expression", "STRING": "a string literal", "IDENT": "a field name"}.get(kind, repr(kind))
+
+
+def _describe(t: Token) -> str:
+    return "end of expression" if t.kind == "EOF" else repr(str(t.value))
+
+
+def _like_regex(pattern: str) -> re.Pattern[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        out.append(".*" if c == "%" else "." if c == "_" else re.escape(c))
+        i += 1
+    return re.compile("".join(out), re.DOTALL)
+
+
+def compile_filter(text: str, schema: CollectionSchema) -> Expr | None:
+    """Parse and type-check `text` against `schema`. Empty text means "no filter" (None)."""
+    if not isinstance(text, str):
+        raise FilterError(f"a filter must be a string, got {type(text).__name__}")
+    if not text.strip():
+        return None
+    return _Parser(text, schema).parse()
+
+
+# ------------------------------------------------------------------------------------------- evaluation
+
+
+class ColumnSource(Protocol):
+    """Rows to evaluate over: `n` rows, each column as a numpy array (object dtype for strings/JSON)."""
+
+    @property
+    def n(self) -> int: ...
+
+    def column(self, name: str) -> np.ndarray: ...
+
+
+_MISSING = object()
+_CMP: dict[str, Callable[[Any, Any], Any]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
+def evaluate(expr: Expr, src: ColumnSource) -> np.ndarray:
+    """Boolean mask of the rows of `src` that satisfy `expr`."""
+    if isinstance(expr, And):
+        mask = evaluate(expr.parts[0], src)
+        for p in expr.parts[1:]:
+            mask &= evaluate(p, src)
+        return mask
+    if isinstance(expr, Or):
+        mask = evaluate(expr.parts[0], src)
+        for p in expr.parts[1:]:
+            mask |= evaluate(p, src)
+        return mask
+    if isinstance(expr, Not):
+        return ~evaluate(expr.part, src)
+    if isinstance(expr, Compare):
+        return _compare(expr, src)
+    if isinstance(expr, InList):
+        return _in_list(expr, src)
+    if isinstance(expr, Like):
+        vals = _operand_values(expr.operand, src)
+        rx = expr.regex
+        return np.fromiter((isinstance(v, str) and rx.fullmatch(v) is not None for v in vals), bool, src.n)
+    if isinstance(expr, Truthy):
+        vals = _operand_values(expr.operand, src)
+        if isinstance(vals, np.ndarray) and vals.dtype == bool:
+            return vals.copy()
+        return np.fromiter((v is True for v in vals), bool, src.n)
+    raise TypeError(f"unknown expression node {expr!r}")
+
+
+def _operand_values(op: Operand, src: ColumnSource) -> Any:
+    """A numpy array for typed columns, a list for JSON paths, the plain value for literals."""
+    if isinstance(op, Literal):
+        return np.full(src.n, op.value, dtype=object) if not isinstance(op.value, bool) else np.full(src.n, op.value)
+    col = src.column(op.column)
+    if not op.path:
+        return col
+    return [_json_get(v, op.path) for v in col]
+
+
+def _json_get(value: Any, path: Sequence[str | int]) -> Any:
+    for key in path:
+        if isinstance(key, str) and isinstance(value, dict):
+            value = value.get(key, _MISSING)
+        elif isinstance(key, int) and isinstance(value, list) and -len(value) <= key < len(value):
+            value = value[key]
+        else:
+            return _MISSING
+        if value is _MISSING:
+            return _MISSING
+    return value
+
+
+def _same_kind(a: Any, b: Any) -> bool:
+    ka, kb = _kind_of_value(a), _kind_of_value(b)
+    return ka == kb and ka != "other"
+
+
+def _compare(expr: Compare, src: ColumnSource) -> np.ndarray:
+    fn = _CMP[expr.op]
+    left, right = expr.left, expr.right
+    if isinstance(left, Literal) and isinstance(right, Literal):
+        ok = _same_kind(left.value, right.value) and bool(fn(left.value, right.value))
+        return np.full(src.n, ok)
+    typed = all(isinstance(x, Literal) or x.typed for x in (left, right))
+    lv = left.value if isinstance(left, Literal) else _operand_values(left, src)
+    rv = right.value if isinstance(right, Literal) else _operand_values(right, src)
+    if typed:
+        # Type-checked at parse time, so numpy's elementwise comparison is exact here.
+        return np.asarray(fn(lv, rv), dtype=bool)
+    li = lv if isinstance(left, FieldRef) else [lv] * src.n
+    ri = rv if isinstance(right, FieldRef) else [rv] * src.n
+    return np.fromiter((_same_kind(a, b) and bool(fn(a, b)) for a, b in zip(li, ri, strict=True)), bool, src.n)
+
+
+def _in_list(expr: InList, src: ColumnSource) -> np.ndarray:
+    op = expr.operand
+    if isinstance(op, Literal):
+        hit = any(_same_kind(op.value, v) and op.value == v for v in expr.values)
+        return np.full(src.n, hit != expr.negate)
+    vals = _operand_values(op, src)
+    if op.typed and isinstance(vals, np.ndarray) and vals.dtype != object:
+        mask = np.isin(vals, np.asarray(expr.values)) if expr.values else np.zeros(src.n, bool)
+    else:
+        mask = np.fromiter((any(_same_kind(v, x) and v == x for x in expr.values) for v in vals), bool, src.n)
+    return ~mask if expr.negate else mask

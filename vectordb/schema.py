@@ -1,0 +1,330 @@
+"""Collection schemas, index parameters, and row validation into columnar batches."""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from vectordb.errors import RowError, SchemaError
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+DYNAMIC_FIELD = "$meta"
+PARTITION_FIELD = "$partition"  # hidden INT64 column: the id of the partition a row was written to
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+
+
+class DataType(enum.StrEnum):
+    INT64 = "INT64"
+    VARCHAR = "VARCHAR"
+    FLOAT_VECTOR = "FLOAT_VECTOR"
+    FLOAT = "FLOAT"
+    DOUBLE = "DOUBLE"
+    BOOL = "BOOL"
+    JSON = "JSON"
+
+
+class IndexType(enum.StrEnum):
+    AUTOINDEX = "AUTOINDEX"
+    FLAT = "FLAT"
+    IVF_FLAT = "IVF_FLAT"
+    IVF_SQ8 = "IVF_SQ8"
+    HNSW = "HNSW"
+
+
+class MetricType(enum.StrEnum):
+    COSINE = "COSINE"
+    IP = "IP"
+    L2 = "L2"
+
+
+def check_name(kind: str, name: str) -> None:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise SchemaError(
+            f"invalid {kind} name {name!r}: use letters, digits and underscores, starting with a letter or _"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSchema:
+    """One field. `dim` is required for FLOAT_VECTOR, `max_length` (characters) for VARCHAR."""
+
+    name: str
+    dtype: DataType
+    is_primary: bool = False
+    dim: int | None = None
+    max_length: int | None = None
+
+    def __post_init__(self) -> None:
+        check_name("field", self.name)
+        try:
+            object.__setattr__(self, "dtype", DataType(self.dtype))
+        except ValueError:
+            raise SchemaError(f"field {self.name!r}: unknown data type {self.dtype!r}") from None
+        if self.dtype is DataType.FLOAT_VECTOR:
+            if not isinstance(self.dim, int) or isinstance(self.dim, bool) or not 1 <= self.dim <= 32768:
+                raise SchemaError(f"field {self.name!r}: FLOAT_VECTOR needs dim in [1, 32768], got {self.dim!r}")
+        elif self.dim is not None:
+            raise SchemaError(f"field {self.name!r}: dim only applies to FLOAT_VECTOR")
+        if self.dtype is DataType.VARCHAR:
+            ml = self.max_length
+            if not isinstance(ml, int) or isinstance(ml, bool) or not 1 <= ml <= 65535:
+                raise SchemaError(f"field {self.name!r}: VARCHAR needs max_length in [1, 65535], got {ml!r}")
+        elif self.max_length is not None:
+            raise SchemaError(f"field {self.name!r}: max_length only applies to VARCHAR")
+        if self.is_primary and self.dtype not in (DataType.INT64, DataType.VARCHAR):
+            raise SchemaError(f"field {self.name!r}: the primary key must be INT64 or VARCHAR")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "dtype": self.dtype.value,
+            "is_primary": self.is_primary,
+            "dim": self.dim,
+            "max_length": self.max_length,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FieldSchema:
+        return cls(d["name"], DataType(d["dtype"]), d.get("is_primary", False), d.get("dim"), d.get("max_length"))
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionSchema:
+    """Fields of a collection: exactly one INT64/VARCHAR primary key and exactly one FLOAT_VECTOR."""
+
+    fields: tuple[FieldSchema, ...]
+    enable_dynamic_field: bool = False
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fields", tuple(self.fields))
+        if not all(isinstance(f, FieldSchema) for f in self.fields):
+            raise SchemaError("schema fields must be FieldSchema instances")
+        names = [f.name for f in self.fields]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise SchemaError(f"duplicate field names: {dupes}")
+        primaries = [f for f in self.fields if f.is_primary]
+        if len(primaries) != 1:
+            raise SchemaError(f"a schema needs exactly one primary key field, found {len(primaries)}")
+        vectors = [f for f in self.fields if f.dtype is DataType.FLOAT_VECTOR]
+        if len(vectors) != 1:
+            raise SchemaError(f"a schema needs exactly one FLOAT_VECTOR field, found {len(vectors)}")
+
+    @property
+    def primary(self) -> FieldSchema:
+        return next(f for f in self.fields if f.is_primary)
+
+    @property
+    def vector(self) -> FieldSchema:
+        return next(f for f in self.fields if f.dtype is DataType.FLOAT_VECTOR)
+
+    @property
+    def dim(self) -> int:
+        assert self.vector.dim is not None
+        return self.vector.dim
+
+    @property
+    def scalar_fields(self) -> tuple[FieldSchema, ...]:
+        """Every field except the primary key and the vector."""
+        return tuple(f for f in self.fields if not f.is_primary and f.dtype is not DataType.FLOAT_VECTOR)
+
+    def field(self, name: str) -> FieldSchema | None:
+        return next((f for f in self.fields if f.name == name), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fields": [f.to_dict() for f in self.fields],
+            "enable_dynamic_field": self.enable_dynamic_field,
+            "description": self.description,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CollectionSchema:
+        return cls(
+            tuple(FieldSchema.from_dict(f) for f in d["fields"]),
+            d.get("enable_dynamic_field", False),
+            d.get("description", ""),
+        )
+
+
+_INDEX_PARAM_KEYS = {
+    IndexType.FLAT: set(),
+    IndexType.IVF_FLAT: {"nlist"},
+    IndexType.IVF_SQ8: {"nlist"},
+    IndexType.HNSW: {"M", "efConstruction"},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class IndexParams:
+    """Index of the vector field. AUTOINDEX resolves to HNSW."""
+
+    index_type: str = "AUTOINDEX"
+    metric_type: str = "COSINE"
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "index_type", IndexType(str(self.index_type).upper()).value)
+        except ValueError:
+            raise SchemaError(
+                f"unsupported index type {self.index_type!r}; use one of {[t.value for t in IndexType]}"
+            ) from None
+        try:
+            object.__setattr__(self, "metric_type", MetricType(str(self.metric_type).upper()).value)
+        except ValueError:
+            raise SchemaError(
+                f"unsupported metric type {self.metric_type!r}; use one of {[m.value for m in MetricType]}"
+            ) from None
+        params = dict(self.params or {})
+        unknown = set(params) - _INDEX_PARAM_KEYS[self.resolved_type]
+        if unknown:
+            raise SchemaError(f"unknown parameters {sorted(unknown)} for index type {self.index_type}")
+        for key, value in params.items():
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65536:
+                raise SchemaError(f"index parameter {key} must be an integer in [1, 65536], got {value!r}")
+        object.__setattr__(self, "params", params)
+
+    @property
+    def resolved_type(self) -> IndexType:
+        t = IndexType(self.index_type)
+        return IndexType.HNSW if t is IndexType.AUTOINDEX else t
+
+    @property
+    def metric(self) -> MetricType:
+        return MetricType(self.metric_type)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index_type": self.index_type, "metric_type": self.metric_type, "params": dict(self.params)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> IndexParams:
+        return cls(d["index_type"], d["metric_type"], d.get("params", {}))
+
+
+@dataclass(frozen=True, slots=True)
+class RowBatch:
+    """Validated rows in columnar form. `columns` holds scalar fields (not pk, not vector)."""
+
+    pks: list[Any]
+    vectors: np.ndarray  # float32, shape (n, dim)
+    columns: dict[str, list[Any]]
+    dynamic: list[dict[str, Any]] | None
+
+    def __len__(self) -> int:
+        return len(self.pks)
+
+    def select(self, positions: Sequence[int]) -> RowBatch:
+        return RowBatch(
+            [self.pks[i] for i in positions],
+            self.vectors[list(positions)],
+            {k: [v[i] for i in positions] for k, v in self.columns.items()},
+            None if self.dynamic is None else [self.dynamic[i] for i in positions],
+        )
+
+
+def normalize_pk(schema: CollectionSchema, value: Any, *, where: str = "primary key") -> Any:
+    pk = schema.primary
+    return _check_value(pk, value, where)
+
+
+def _check_value(f: FieldSchema, value: Any, where: str) -> Any:
+    dt = f.dtype
+    if value is None:
+        raise RowError(f"{where}: field {f.name!r} is null; nullable fields are not supported")
+    if dt is DataType.INT64:
+        if isinstance(value, np.integer):
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise RowError(f"{where}: field {f.name!r} expects INT64, got {type(value).__name__}")
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise RowError(f"{where}: field {f.name!r} value {value} is out of INT64 range")
+        return value
+    if dt in (DataType.FLOAT, DataType.DOUBLE):
+        if isinstance(value, np.floating | np.integer):
+            value = float(value)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise RowError(f"{where}: field {f.name!r} expects {dt.value}, got {type(value).__name__}")
+        return float(value)
+    if dt is DataType.BOOL:
+        if isinstance(value, np.bool_):
+            value = bool(value)
+        if not isinstance(value, bool):
+            raise RowError(f"{where}: field {f.name!r} expects BOOL, got {type(value).__name__}")
+        return value
+    if dt is DataType.VARCHAR:
+        if not isinstance(value, str):
+            raise RowError(f"{where}: field {f.name!r} expects VARCHAR, got {type(value).__name__}")
+        assert f.max_length is not None
+        if len(value) > f.max_length:
+            raise RowError(f"{where}: field {f.name!r} has length {len(value)}, above its max_length {f.max_length}")
+        return value
+    if dt is DataType.JSON:
+        return _check_json(f.name, value, where)
+    raise RowError(f"{where}: field {f.name!r} has unsupported type {dt}")
+
+
+def _check_json(name: str, value: Any, where: str) -> Any:
+    try:
+        # Round-trip: stores exactly what a reload from disk would give back.
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise RowError(f"{where}: field {name!r} is not JSON-serialisable: {e}") from None
+
+
+def _check_vector(f: FieldSchema, value: Any, where: str) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise RowError(f"{where}: field {f.name!r} must be a list of floats") from None
+    if arr.ndim != 1 or arr.shape[0] != f.dim:
+        raise RowError(f"{where}: field {f.name!r} must have dim {f.dim}, got shape {list(arr.shape)}")
+    if not np.all(np.isfinite(arr)):
+        raise RowError(f"{where}: field {f.name!r} contains NaN or infinity")
+    return arr
+
+
+def validate_rows(schema: CollectionSchema, rows: Sequence[Mapping[str, Any]]) -> RowBatch:
+    """Check every row against the schema and return them as columns. Errors name the row and field."""
+    if not isinstance(rows, Sequence) or isinstance(rows, str | bytes):
+        raise RowError("rows must be a list of dicts")
+    if not rows:
+        raise RowError("no rows given")
+    known = {f.name for f in schema.fields}
+    pk_field, vec_field = schema.primary, schema.vector
+    scalars = schema.scalar_fields
+    pks: list[Any] = []
+    vectors = np.empty((len(rows), schema.dim), dtype=np.float32)
+    columns: dict[str, list[Any]] = {f.name: [] for f in scalars}
+    dynamic: list[dict[str, Any]] | None = [] if schema.enable_dynamic_field else None
+    for i, row in enumerate(rows):
+        where = f"row {i}"
+        if not isinstance(row, Mapping):
+            raise RowError(f"{where}: expected a dict, got {type(row).__name__}")
+        missing = [name for name in (f.name for f in schema.fields) if name not in row]
+        if missing:
+            raise RowError(f"{where}: missing field(s) {missing}")
+        extra = [k for k in row if k not in known]
+        if extra and dynamic is None:
+            raise RowError(f"{where}: unknown field(s) {extra}; the schema does not enable dynamic fields")
+        pks.append(_check_value(pk_field, row[pk_field.name], where))
+        vectors[i] = _check_vector(vec_field, row[vec_field.name], where)
+        for f in scalars:
+            columns[f.name].append(_check_value(f, row[f.name], where))
+        if dynamic is not None:
+            if any(not isinstance(k, str) for k in extra):
+                raise RowError(f"{where}: dynamic field names must be strings")
+            dynamic.append(_check_json(DYNAMIC_FIELD, {k: row[k] for k in extra}, where))
+    return RowBatch(pks, vectors, columns, dynamic)
+
+
+def is_finite_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)

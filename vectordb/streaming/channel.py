@@ -1,0 +1,167 @@
+"""A shard channel: its WAL generations, its writer, and its serviceable timestamp.
+
+The serviceable timestamp is the largest `ts` such that every write to this channel with a
+timestamp <= ts is applied and durable (under the fsync policy), so a read at it is repeatable.
+It advances when a write becomes durable and on time ticks: a tick, taken under the write lock
+with no write in flight, moves it to a fresh TSO timestamp (any later write gets a larger one).
+Ticks are cheap and in memory; they happen when a reader needs one, on flush and on close (where
+a time-tick message is also logged).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import zlib
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vectordb.errors import ConsistencyTimeout
+from vectordb.fsutil import fsync_dir
+from vectordb.streaming.scanner import DeliverPolicy, scan, wal_file, wal_gens
+from vectordb.tso import TimestampOracle
+from vectordb.wal import FsyncPolicy, MessageId, Op, WalRecord, WalWriter
+
+
+@dataclass(frozen=True, slots=True)
+class AppendTicket:
+    """What `Channel.append` hands back: wait on it with `Channel.wait_durable`."""
+
+    writer: WalWriter
+    seq: int
+    ts: int
+    first_id: MessageId
+
+
+class Channel:
+    """One shard channel. `append` must be called under the collection's write lock (`lock`)."""
+
+    def __init__(
+        self,
+        index: int,
+        directory: Path,
+        tso: TimestampOracle,
+        lock: threading.RLock,
+        *,
+        policy: FsyncPolicy,
+        interval_ms: int,
+    ) -> None:
+        self.index = index
+        self.name = f"ch{index}"
+        self.directory = directory
+        self._tso = tso
+        self.lock = lock
+        self._policy = policy
+        self._interval_ms = interval_ms
+        self._cond = threading.Condition()
+        self._pending: deque[AppendTicket] = deque()
+        self.serviceable_ts = 0
+        self.last_write_ts = 0
+        self.writer: WalWriter | None = None
+
+    def open_writer(self, gen: int) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        new_dir = not any(self.directory.iterdir())
+        self.writer = WalWriter(wal_file(self.directory, gen), policy=self._policy, interval_ms=self._interval_ms)
+        if new_dir and self._policy is not FsyncPolicy.NONE:
+            fsync_dir(self.directory.parent)
+
+    @property
+    def gen(self) -> int:
+        assert self.writer is not None
+        return int(self.writer.path.stem)
+
+    def scan(self, policy: DeliverPolicy, *, repair: bool = False) -> Iterator[tuple[MessageId, WalRecord]]:
+        return scan(self.directory, policy, repair=repair)
+
+    # ------------------------------------------------------------------------------------ writing
+
+    def append(self, recs: list[WalRecord], ts: int) -> AppendTicket:
+        """Write `recs` (already stamped with `ts`) in one go; the caller holds `lock`."""
+        assert self.writer is not None
+        first = MessageId(self.gen, self.writer.size_bytes)
+        seq = self.writer.append_many(recs)
+        ticket = AppendTicket(self.writer, seq, ts, first)
+        self.last_write_ts = ts
+        with self._cond:
+            self._pending.append(ticket)
+        return ticket
+
+    def wait_durable(self, ticket: AppendTicket) -> None:
+        """Block until the write is durable under the policy, then publish it to readers."""
+        ticket.writer.sync(ticket.seq)
+        self._advance()
+
+    def _advance(self) -> None:
+        with self._cond:
+            moved = False
+            while self._pending and self._pending[0].writer.is_durable(self._pending[0].seq):
+                self.serviceable_ts = max(self.serviceable_ts, self._pending.popleft().ts)
+                moved = True
+            if moved:
+                self._cond.notify_all()
+
+    def rotate(self, new_gen: int, marker: WalRecord | None) -> None:
+        """Append `marker` (a flush record) to the current file, close it durably, start `new_gen`."""
+        assert self.writer is not None
+        old = self.writer
+        if marker is not None:
+            old.append_many([marker])
+        self.writer = WalWriter(wal_file(self.directory, new_gen), policy=self._policy, interval_ms=self._interval_ms)
+        old.close()  # fsyncs everything it holds: every pending write on it is durable now
+        self._advance()
+
+    def truncate_before(self, gen: int) -> None:
+        """Delete WAL files wholly covered by a flushed checkpoint (generations < gen)."""
+        for g in wal_gens(self.directory):
+            if g < gen:
+                wal_file(self.directory, g).unlink(missing_ok=True)
+
+    def close(self, *, tick: bool) -> None:
+        if self.writer is None:
+            return
+        if tick:
+            self.writer.append_many([WalRecord(Op.TIME_TICK.value, self.tick(), [])])
+        self.writer.close()
+        self.writer = None
+        self._advance()
+
+    # ------------------------------------------------------------------------------------ reading
+
+    def tick(self) -> int:
+        """Advance the serviceable timestamp to a fresh TSO timestamp if no write is in flight."""
+        with self.lock:
+            self._advance()
+            with self._cond:
+                if not self._pending:
+                    self.serviceable_ts = max(self.serviceable_ts, self._tso.next())
+                    self._cond.notify_all()
+                return self.serviceable_ts
+
+    def wait_serviceable(self, ts: int, deadline: float) -> int:
+        """Block until the serviceable timestamp reaches `ts`; raise ConsistencyTimeout at `deadline`."""
+        while True:
+            if self.serviceable_ts >= ts:
+                return self.serviceable_ts
+            if self.tick() >= ts:
+                return self.serviceable_ts
+            with self._cond:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ConsistencyTimeout(
+                        f"channel {self.name}: serviceable timestamp {self.serviceable_ts} did not reach the "
+                        f"guarantee timestamp {ts} in time; retry, or read with a weaker consistency level"
+                    )
+                if self.serviceable_ts < ts:
+                    self._cond.wait(min(remaining, 0.05))
+
+
+def route(pk: Any, shards_num: int) -> int:
+    """Stable channel of a primary key (the same in every process and run)."""
+    if shards_num == 1:
+        return 0
+    return zlib.crc32(str(pk).encode()) % shards_num
+
