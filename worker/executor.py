@@ -1,0 +1,220 @@
+"""Runs one delivered task through the pipeline and settles it: ack, fail, cancel or retry later."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from common.db import TaskRecord
+from common.errors import Cancelled, DocvecError, LimitExceeded, NotFound, PermanentError, StageTimeout
+from common.queue import QueueMessage
+from common.runtime import Core
+from vectordb.chunkstore import ChunkStore
+from worker.batching import EmbedBatcher
+from worker.pipeline import (
+    ChunkStage,
+    EmbedStage,
+    FetchStage,
+    IndexStage,
+    ParseStage,
+    Stage,
+    StageLimits,
+    TaskContext,
+)
+from worker.progress import TaskProgress
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 60.0
+
+
+class Outcome(enum.StrEnum):
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    RETRY = "retry"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResult:
+    outcome: Outcome
+    retry_after_s: float = 0.0
+
+
+class TaskExecutor:
+    """Owns the stages of one worker process and applies the task lifecycle rules (SPEC section 4)."""
+
+    def __init__(self, core: Core, chunks: ChunkStore, consumer: str) -> None:
+        self._core = core
+        self._chunks = chunks
+        self._consumer = consumer
+        settings = core.settings
+        limits = StageLimits.from_settings(settings)
+        self._stages: Sequence[Stage] = (
+            FetchStage(core.store, limits, settings),
+            ParseStage(limits, settings),
+            ChunkStage(core.embedders, limits, settings),
+            EmbedStage(EmbedBatcher(core.embedders, batch_size=settings.embedding.batch_size,
+                                    title_weight=settings.embedding.title_weight,
+                                    concurrency=limits.embeds), settings),
+            IndexStage(chunks, limits),
+        )
+        w = settings.worker
+        self._timeouts_s = {
+            "fetch": w.fetch_timeout_s,
+            "parse": w.parse_timeout_s,
+            "chunk": w.chunk_timeout_s,
+            "embed": w.embed_timeout_s,
+            "index": w.index_timeout_s,
+        }
+        self.running: dict[str, TaskProgress] = {}
+
+    async def execute(self, message: QueueMessage) -> TaskResult:
+        """Run the task of `message`. Raises only if settling itself failed (entry stays pending)."""
+        repo, queue = self._core.repo, self._core.queue
+        if not message.task_id:
+            await queue.ack(message)
+            return TaskResult(Outcome.SKIPPED)
+        task = await asyncio.to_thread(repo.claim_task, message.task_id, self._consumer)
+        if task is None:
+            await self._settle_finished(message)
+            return TaskResult(Outcome.SKIPPED)
+        progress = TaskProgress(
+            repo=repo, redis=self._core.redis, keys=self._core.keys,
+            task_id=task.id, version=task.version, consumer=self._consumer,
+        )
+        max_attempts = self._core.settings.worker.max_attempts
+        if task.attempts > max_attempts:
+            reason = f"gave up after {max_attempts} attempts"
+            if task.error:
+                reason += f"; last error: {task.error}"
+            await self._fail(message, progress, reason, dead_letter=True)
+            return TaskResult(Outcome.FAILED)
+
+        self.running[task.id] = progress
+        try:
+            return await self._run(message, task, progress)
+        finally:
+            self.running.pop(task.id, None)
+
+    async def _run(self, message: QueueMessage, task: TaskRecord, progress: TaskProgress) -> TaskResult:
+        repo = self._core.repo
+        ctx: TaskContext | None = None
+        try:
+            async with asyncio.timeout(self._core.settings.worker.task_deadline_s):
+                document = await asyncio.to_thread(repo.get_document, task.document_id)
+                kb = await asyncio.to_thread(repo.get_kb_by_id, task.kb_id)
+                ctx = TaskContext(task=task, document=document, kb=kb, progress=progress)
+                await progress.check_cancelled()
+                await progress.report(0.0, f"attempt {task.attempts} on {self._consumer}", stage="start")
+                for stage in self._stages:
+                    await progress.check_cancelled()
+                    await self._run_stage(stage, ctx)
+                await self._complete(message, ctx)
+                return TaskResult(Outcome.DONE)
+        except (Cancelled, NotFound):  # cancelled, superseded, or its document was deleted
+            await self._cancelled(message, progress, ctx)
+            return TaskResult(Outcome.CANCELLED)
+        except PermanentError as exc:
+            await self._fail(message, progress, exc.message)
+            return TaskResult(Outcome.FAILED)
+        except TimeoutError:
+            deadline = self._core.settings.worker.task_deadline_s
+            return await self._retry_or_give_up(
+                message, progress, task.attempts, f"task exceeded its deadline of {deadline:g}s"
+            )
+        except Exception as exc:  # the task boundary: anything else counts as transient
+            log.warning("task %s attempt %d failed: %r", task.id, task.attempts, exc)
+            text = exc.message if isinstance(exc, DocvecError) else f"{type(exc).__name__}: {exc}"
+            return await self._retry_or_give_up(message, progress, task.attempts, text)
+
+    async def _run_stage(self, stage: Stage, ctx: TaskContext) -> None:
+        timeout_s = self._timeouts_s[stage.name]
+        started = time.monotonic()
+        await ctx.progress.report(stage.start, f"{stage.name} started", stage=stage.name)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await stage.run(ctx)
+        except TimeoutError as exc:
+            message = f"stage {stage.name} exceeded its timeout of {timeout_s:g}s"
+            if stage.name == "parse":  # a document that cannot be parsed in time never will be
+                raise LimitExceeded(message) from exc
+            raise StageTimeout(message) from exc
+        await ctx.progress.record_timing(stage.name, time.monotonic() - started)
+
+    async def _complete(self, message: QueueMessage, ctx: TaskContext) -> None:
+        repo, task = self._core.repo, ctx.task
+        assert ctx.parsed is not None
+        completed = await asyncio.to_thread(
+            repo.complete_task, task.id, task.version,
+            chunk_count=len(ctx.chunks), token_count=ctx.token_count, format=ctx.parsed.format,
+        )
+        if not completed:
+            raise Cancelled(f"task {task.id} was cancelled or superseded before it completed")
+        # The new version is live: older versions of the document's chunks go.
+        await self._chunks.delete_document(ctx.kb.collection, ctx.document.id, except_version=task.parse_version)
+        ctx.progress.progress = 1.0
+        await ctx.progress.publish("done", status="done", message=f"{len(ctx.chunks)} chunks")
+        await self._core.queue.ack(message)
+
+    async def _settle_finished(self, message: QueueMessage) -> None:
+        """A redelivered entry of a task already terminal: finish any cleanup, then ack."""
+        repo = self._core.repo
+        try:
+            task = await asyncio.to_thread(repo.get_task, message.task_id)
+            if task.status == "done":
+                document = await asyncio.to_thread(repo.get_document, task.document_id)
+                kb = await asyncio.to_thread(repo.get_kb_by_id, task.kb_id)
+                await self._chunks.delete_document(
+                    kb.collection, document.id, except_version=document.parse_version
+                )
+        except NotFound:
+            log.info("entry %s names task %s, which no longer exists", message.entry_id, message.task_id)
+        await self._core.queue.ack(message)
+
+    async def _cancelled(self, message: QueueMessage, progress: TaskProgress, ctx: TaskContext | None) -> None:
+        if ctx is not None and await self._owns_nothing_live(ctx):
+            await self._chunks.delete_document(
+                ctx.kb.collection, ctx.document.id, only_version=ctx.task.parse_version
+            )
+        await progress.publish("cancelled", status="cancelled")
+        await self._core.queue.ack(message)
+
+    async def _owns_nothing_live(self, ctx: TaskContext) -> bool:
+        """True when this run's chunk set is garbage: the task was cancelled or deleted. False when
+        the task was fenced out by a newer delivery of itself (that delivery writes the same set)."""
+        try:
+            current = await asyncio.to_thread(self._core.repo.get_task, ctx.task.id)
+        except NotFound:
+            return True
+        return current.status == "cancelled" or current.parse_version != ctx.task.parse_version
+
+    async def _fail(self, message: QueueMessage, progress: TaskProgress, reason: str, *,
+                    dead_letter: bool = False) -> None:
+        await asyncio.to_thread(self._core.repo.fail_task, progress.task_id, progress.version, reason)
+        await progress.publish("failed", status="failed", message=reason)
+        if dead_letter:
+            await self._core.queue.dead_letter(message, reason)
+        else:
+            await self._core.queue.ack(message)
+
+    async def _retry_or_give_up(self, message: QueueMessage, progress: TaskProgress, attempts: int,
+                                error: str) -> TaskResult:
+        max_attempts = self._core.settings.worker.max_attempts
+        if attempts >= max_attempts:
+            await self._fail(
+                message, progress, f"gave up after {attempts} attempts; last error: {error}", dead_letter=True
+            )
+            return TaskResult(Outcome.FAILED)
+        requeued = await asyncio.to_thread(self._core.repo.requeue_task, progress.task_id, progress.version, error)
+        if not requeued:  # cancelled meanwhile
+            await self._core.queue.ack(message)
+            return TaskResult(Outcome.CANCELLED)
+        await progress.publish("retry", status="queued", message=error)
+        base_s = self._core.settings.worker.retry_backoff_s
+        return TaskResult(Outcome.RETRY, retry_after_s=min(base_s * 2 ** max(attempts - 1, 0), MAX_BACKOFF_S))

@@ -1,0 +1,119 @@
+"""The janitor: run by one worker at a time under a Redis lease.
+
+Each round it (1) re-creates the consumer group if Redis lost it, (2) removes expired workers from
+`docvec:workers` and deletes their consumers from the group once their pending entries have been
+claimed by live workers, and (3) re-enqueues orphans: tasks the database says are queued or running
+but that have no stream entry (a crash between the task row and the XADD, or a Redis that lost
+recent writes). The full orphan scan runs at start-up, after a Redis restart and periodically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from common import ingest
+from common.db import TaskRecord, TaskStatus
+from common.runtime import Core
+from worker.liveness import expired_workers, live_consumers
+
+log = logging.getLogger(__name__)
+
+ORPHAN_SCAN_LIMIT = 100_000
+
+# Take or extend the lease only if free or already ours: one atomic step.
+_LEASE_SCRIPT = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+class Janitor:
+    """Fleet housekeeping; `run_once` is a no-op unless this worker holds the lease."""
+
+    def __init__(self, core: Core, consumer: str) -> None:
+        self._core = core
+        self._consumer = consumer
+        self._last_full_scan = 0.0
+        self._redis_run_id: str | None = None
+        self.requeued = 0
+
+    async def holds_lease(self) -> bool:
+        lease_ms = int(self._core.settings.worker.janitor_lease_s * 1000)
+        got = await self._core.redis.eval(_LEASE_SCRIPT, 1, self._core.keys.janitor_lock, self._consumer, lease_ms)
+        return bool(got)
+
+    async def release(self) -> None:
+        lock = self._core.keys.janitor_lock
+        if await self._core.redis.get(lock) == self._consumer:
+            await self._core.redis.delete(lock)
+
+    async def run_once(self) -> bool:
+        """One round; returns False when another worker holds the lease."""
+        if not await self.holds_lease():
+            return False
+        await self._core.queue.ensure_groups()
+        await self._prune_dead_workers()
+        await self._requeue_orphans(full=await self._full_scan_due())
+        return True
+
+    async def _full_scan_due(self) -> bool:
+        run_id = str((await self._core.redis.info("server"))["run_id"])
+        restarted = self._redis_run_id is not None and run_id != self._redis_run_id
+        self._redis_run_id = run_id
+        interval_s = self._core.settings.worker.orphan_scan_interval_s
+        due = restarted or time.monotonic() - self._last_full_scan >= interval_s or self._last_full_scan == 0.0
+        if restarted:
+            log.warning("redis restarted (run_id %s): checking every active task's stream entry", run_id)
+        if due:
+            self._last_full_scan = time.monotonic()
+        return due
+
+    async def _prune_dead_workers(self) -> None:
+        core, w = self._core, self._core.settings.worker
+        consumers = await core.queue.consumers()
+        for name in await expired_workers(core.redis, core.keys, w.heartbeat_timeout_s):
+            if consumers.get(name) is not None and consumers[name].pending > 0:
+                continue  # live workers claim its entries first
+            await core.queue.delete_consumer(name)
+            async with core.redis.pipeline(transaction=True) as pipe:
+                pipe.zrem(core.keys.workers, name)
+                pipe.delete(core.keys.worker(name))
+                await pipe.execute()
+            log.info("janitor removed dead worker %s", name)
+        alive = await live_consumers(core.redis, core.keys, w.heartbeat_timeout_s)
+        timeout_ms = w.heartbeat_timeout_s * 1000
+        for name, info in consumers.items():
+            if name not in alive and info.pending == 0 and info.idle_ms > timeout_ms:
+                await core.queue.delete_consumer(name)
+
+    async def _requeue_orphans(self, *, full: bool) -> None:
+        repo, grace_s = self._core.repo, self._core.settings.worker.orphan_grace_s
+        candidates = await asyncio.to_thread(repo.unenqueued_tasks, grace_s)
+        if full:
+            for status in (TaskStatus.QUEUED, TaskStatus.RUNNING):
+                active = await asyncio.to_thread(repo.list_tasks, status=status, limit=ORPHAN_SCAN_LIMIT)
+                for task in active:
+                    if task.stream_id and not await self._has_entry(task):
+                        candidates.append(task)
+        for task in candidates:
+            await self._requeue(task)
+
+    async def _has_entry(self, task: TaskRecord) -> bool:
+        assert task.stream_id is not None
+        return await self._core.queue.entry_exists(task.priority, task.stream_id)
+
+    async def _requeue(self, task: TaskRecord) -> None:
+        current = await asyncio.to_thread(self._core.repo.get_task, task.id)
+        if current.is_terminal or (current.stream_id and current.stream_id != task.stream_id):
+            return  # finished or re-enqueued meanwhile
+        if current.stream_id and await self._has_entry(current):
+            return
+        await ingest.enqueue(self._core, current)
+        self.requeued += 1
+        log.warning("janitor re-enqueued orphan task %s (%s)", task.id, task.status)

@@ -1,0 +1,201 @@
+"""Pipeline stages. Each stage is an object with a name, a progress range and `run(ctx)`.
+
+The executor composes them; a stage reads what earlier stages left in the `TaskContext` and adds
+its own output. Blocking work (parsing, chunking, the model) runs in threads, under the stage's
+semaphore, so the event loop keeps serving heartbeats and other tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from common.chunking import Chunk, Chunker
+from common.db import DocumentRecord, KbRecord, TaskRecord
+from common.errors import CorruptDocument, LimitExceeded, NotFound, PermanentError
+from common.parsing import parse_document
+from common.parsing.base import ParsedDocument
+from common.runtime import EmbedderLoader
+from common.settings import Settings
+from common.storage.base import ObjectStore
+from vectordb.chunkstore import ChunkRow, ChunkStore
+from worker.batching import EmbedBatcher
+from worker.progress import TaskProgress
+
+INDEX_BATCH_ROWS = 512
+
+
+@dataclass(slots=True)
+class TaskContext:
+    """Everything one task run reads and produces."""
+
+    task: TaskRecord
+    document: DocumentRecord
+    kb: KbRecord
+    progress: TaskProgress
+    data: bytes = b""
+    parsed: ParsedDocument | None = None
+    chunks: list[Chunk] = field(default_factory=list)
+    vectors: np.ndarray | None = None
+    token_count: int = 0
+    written_rows: int = 0
+
+
+class Stage(Protocol):
+    name: str
+    start: float
+    end: float
+
+    async def run(self, ctx: TaskContext) -> None: ...
+
+
+@dataclass(slots=True)
+class StageLimits:
+    """Per-stage semaphores shared by every task of one worker process."""
+
+    downloads: asyncio.Semaphore
+    chunk_builders: asyncio.Semaphore
+    embeds: asyncio.Semaphore
+    index_writes: asyncio.Semaphore
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StageLimits:
+        w = settings.worker
+        return cls(
+            downloads=asyncio.Semaphore(w.max_concurrent_downloads),
+            chunk_builders=asyncio.Semaphore(w.max_concurrent_chunk_builders),
+            embeds=asyncio.Semaphore(w.max_concurrent_embeds),
+            index_writes=asyncio.Semaphore(w.max_concurrent_index_writes),
+        )
+
+
+class FetchStage:
+    name = "fetch"
+    start, end = 0.0, 0.05
+
+    def __init__(self, store: ObjectStore, limits: StageLimits, settings: Settings) -> None:
+        self._store = store
+        self._limits = limits
+        self._max_bytes = settings.limits.max_upload_bytes
+
+    async def run(self, ctx: TaskContext) -> None:
+        async with self._limits.downloads:
+            try:
+                ctx.data = await self._store.get(ctx.document.blob_key)
+            except NotFound as exc:
+                raise PermanentError(
+                    f"{ctx.document.filename}: its stored file ({ctx.document.blob_key}) is missing; upload it again"
+                ) from exc
+        if len(ctx.data) > self._max_bytes:
+            raise LimitExceeded(
+                f"{ctx.document.filename}: {len(ctx.data)} bytes exceeds limits.max_upload_bytes "
+                f"({self._max_bytes})"
+            )
+        await ctx.progress.report(self.end, f"fetched {len(ctx.data)} bytes", stage=self.name)
+
+
+class ParseStage:
+    name = "parse"
+    start, end = 0.05, 0.15
+
+    def __init__(self, limits: StageLimits, settings: Settings) -> None:
+        self._limits = limits
+        self._settings = settings
+
+    async def run(self, ctx: TaskContext) -> None:
+        async with self._limits.chunk_builders:
+            ctx.parsed = await asyncio.to_thread(
+                parse_document, ctx.data, ctx.document.filename, limits=self._settings.limits
+            )
+        ctx.data = b""
+        await ctx.progress.report(
+            self.end, f"parsed as {ctx.parsed.format}: {len(ctx.parsed.text)} characters, "
+            f"{len(ctx.parsed.sections)} sections", stage=self.name,
+        )
+
+
+class ChunkStage:
+    name = "chunk"
+    start, end = 0.15, 0.2
+
+    def __init__(self, embedders: EmbedderLoader, limits: StageLimits, settings: Settings) -> None:
+        self._embedders = embedders
+        self._limits = limits
+        self._max_chunks = settings.limits.max_chunks_per_document
+
+    async def run(self, ctx: TaskContext) -> None:
+        assert ctx.parsed is not None
+        embedder = await self._embedders.get()
+        # Never longer than the model reads: it would silently drop the tail of every full chunk.
+        chunk_tokens = min(ctx.kb.chunk_tokens, embedder.max_tokens)
+        overlap_tokens = min(ctx.kb.overlap_tokens, chunk_tokens // 2)
+        chunker = Chunker(embedder, chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens)
+        async with self._limits.chunk_builders:
+            ctx.chunks = await asyncio.to_thread(chunker.chunk, ctx.parsed)
+        if not ctx.chunks:
+            raise CorruptDocument(f"{ctx.document.filename}: no text to index after parsing")
+        if len(ctx.chunks) > self._max_chunks:
+            raise LimitExceeded(
+                f"{ctx.document.filename}: {len(ctx.chunks)} chunks exceeds "
+                f"limits.max_chunks_per_document ({self._max_chunks})"
+            )
+        ctx.token_count = sum(c.token_count for c in ctx.chunks)
+        await ctx.progress.report(
+            self.end, f"{len(ctx.chunks)} chunks, {ctx.token_count} tokens", stage=self.name
+        )
+
+
+class EmbedStage:
+    name = "embed"
+    start, end = 0.2, 0.9
+
+    def __init__(self, batcher: EmbedBatcher, settings: Settings) -> None:
+        self._batcher = batcher
+        self._batch_size = settings.embedding.batch_size
+
+    async def run(self, ctx: TaskContext) -> None:
+        total = len(ctx.chunks)
+        parts: list[np.ndarray] = []
+        for begin in range(0, total, self._batch_size):
+            await ctx.progress.check_cancelled()
+            batch = ctx.chunks[begin:begin + self._batch_size]
+            parts.append(await self._batcher.embed([c.title for c in batch], [c.text for c in batch]))
+            done = begin + len(batch)
+            await ctx.progress.report(
+                self.start + (self.end - self.start) * done / total,
+                f"embedded {done}/{total} chunks", stage=self.name,
+            )
+        ctx.vectors = np.vstack(parts).astype(np.float32, copy=False)
+
+
+class IndexStage:
+    name = "index"
+    start, end = 0.9, 0.99
+
+    def __init__(self, chunks: ChunkStore, limits: StageLimits) -> None:
+        self._chunks = chunks
+        self._limits = limits
+
+    async def run(self, ctx: TaskContext) -> None:
+        assert ctx.vectors is not None
+        doc, task = ctx.document, ctx.task
+        rows = [
+            ChunkRow(
+                document_id=doc.id, parse_version=task.parse_version, ordinal=c.ordinal, title=c.title,
+                text=c.text, filename=doc.filename, page=c.page, start_char=c.start_char,
+                end_char=c.end_char, token_count=c.token_count,
+            )
+            for c in ctx.chunks
+        ]
+        async with self._limits.index_writes:
+            await self._chunks.ensure_collection(ctx.kb.collection, ctx.kb.dim)
+            for begin in range(0, len(rows), INDEX_BATCH_ROWS):
+                await ctx.progress.check_cancelled()
+                ctx.written_rows += await self._chunks.upsert(
+                    ctx.kb.collection, rows[begin:begin + INDEX_BATCH_ROWS],
+                    ctx.vectors[begin:begin + INDEX_BATCH_ROWS],
+                )
+        await ctx.progress.report(self.end, f"indexed {ctx.written_rows} chunks", stage=self.name)

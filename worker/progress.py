@@ -1,0 +1,70 @@
+"""Progress reporting and cancellation checks for one running task."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from redis.asyncio import Redis
+
+from common.db import Repository
+from common.errors import Cancelled
+from common.keys import Keys
+
+
+class TaskProgress:
+    """Writes a task's progress to the DB (fenced by task version) and publishes it for live views.
+
+    A fenced-out write means the task was cancelled or superseded while running: it raises
+    `Cancelled`, so the worker stops writing at once.
+    """
+
+    def __init__(self, *, repo: Repository, redis: Redis, keys: Keys, task_id: str, version: int,
+                 consumer: str) -> None:
+        self._repo = repo
+        self._redis = redis
+        self._keys = keys
+        self.task_id = task_id
+        self.version = version
+        self.consumer = consumer
+        self.stage: str | None = None
+        self.progress = 0.0
+
+    async def report(self, progress: float, message: str | None = None, *, stage: str | None = None) -> None:
+        progress = min(max(progress, 0.0), 1.0)
+        if stage is not None:
+            self.stage = stage
+        self.progress = progress
+        written = await asyncio.to_thread(
+            self._repo.append_progress, self.task_id, self.version,
+            progress=progress, message=message, stage=stage,
+        )
+        if not written:
+            raise Cancelled(f"task {self.task_id} was cancelled or superseded")
+        await self.publish("progress", message=message)
+
+    async def record_timing(self, stage: str, seconds: float) -> None:
+        if not await asyncio.to_thread(self._repo.record_stage_timing, self.task_id, self.version, stage, seconds):
+            raise Cancelled(f"task {self.task_id} was cancelled or superseded")
+
+    async def publish(self, event: str, *, message: str | None = None, status: str | None = None) -> None:
+        payload = json.dumps({
+            "event": event,
+            "task_id": self.task_id,
+            "stage": self.stage,
+            "progress": round(self.progress, 4),
+            "message": message,
+            "status": status,
+            "worker": self.consumer,
+            "at": time.time(),
+        })
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.publish(self._keys.task_events(self.task_id), payload)
+            pipe.publish(self._keys.all_events, payload)
+            await pipe.execute()
+
+    async def check_cancelled(self) -> None:
+        """Raise `Cancelled` if the API has flagged this task."""
+        if await self._redis.exists(self._keys.cancel(self.task_id)):
+            raise Cancelled(f"task {self.task_id} was cancelled")
