@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): knowledge bases, documents, tasks, search."""

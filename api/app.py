@@ -1,0 +1,45 @@
+"""The FastAPI application factory and its lifespan (the API's composition root)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+import vectordb
+from api.deps import AppServices
+from api.errors import install_error_handlers
+from api.routes import documents, health, kbs, search, tasks
+from common.runtime import Core, open_core
+from common.settings import Settings
+from vectordb.chunkstore import ChunkStore
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings, *, core: Core | None = None, vectors: Any = None) -> FastAPI:
+    """Build the app. `core`/`vectors` may be shared with an in-process worker (`docvec up`);
+    otherwise the lifespan opens (and closes) its own."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            app_core = core or await stack.enter_async_context(open_core(settings))
+            app_vectors = vectors
+            if app_vectors is None:
+                app_vectors = vectordb.connect(settings.vectordb_uri, token=settings.vectordb.token)
+                stack.push_async_callback(app_vectors.close)
+            chunks = ChunkStore(app_vectors, index_type=settings.vectordb.index_type,
+                                metric_type=settings.vectordb.metric_type)
+            app.state.services = AppServices(core=app_core, chunks=chunks)
+            yield
+
+    app = FastAPI(title="docvec", version="0.1.0", lifespan=lifespan,
+                  description="Documents in, searchable vector chunks out.")
+    install_error_handlers(app)
+    for module in (kbs, documents, tasks, search):
+        app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,95 @@
+"""Documents: multipart upload (one or many files), list, get, delete, reparse."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict
+from typing import Annotated
+
+from fastapi import APIRouter, File, Query, UploadFile, status
+
+from api.deps import Services, Tenant
+from api.schemas import DocumentOut, SubmitResponse, Submitted, TaskOut
+from common import ingest
+from common.db import DocumentRecord
+from common.errors import InvalidRequest, LimitExceeded, NotFound
+
+router = APIRouter(tags=["documents"])
+
+READ_CHUNK_BYTES = 1024 * 1024
+
+
+async def _read_limited(upload: UploadFile, limit: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    while chunk := await upload.read(READ_CHUNK_BYTES):
+        size += len(chunk)
+        if size > limit:
+            raise LimitExceeded(
+                f"{upload.filename}: larger than limits.max_upload_bytes ({limit} bytes)"
+            )
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+@router.post("/kbs/{kb}/documents", status_code=status.HTTP_202_ACCEPTED, response_model=SubmitResponse)
+async def upload_documents(
+    kb: str,
+    svc: Services,
+    tenant: Tenant,
+    files: Annotated[list[UploadFile], File(description="one or more documents")],
+    priority: Annotated[str, Query(pattern="^(high|normal)$")] = "normal",
+) -> SubmitResponse:
+    core = svc.core
+    record = await asyncio.to_thread(core.repo.get_kb, kb, tenant=tenant)
+    if not files:
+        raise InvalidRequest("no files in the upload: send them as multipart field 'files'")
+    limit = core.settings.limits.max_upload_bytes
+    payloads = [(f.filename or "document", await _read_limited(f, limit)) for f in files]
+    submitted: list[Submitted] = []
+    for filename, data in payloads:
+        document, task = await ingest.submit_document(core, record, filename, data, priority=priority)
+        submitted.append(Submitted(document_id=document.id, task_id=task.id, filename=document.filename,
+                                   size_bytes=document.size_bytes))
+    return SubmitResponse(documents=submitted)
+
+
+async def _owned_document(svc: Services, tenant: str, document_id: str) -> DocumentRecord:
+    document = await asyncio.to_thread(svc.core.repo.get_document, document_id)
+    if document.tenant != tenant:
+        raise NotFound(f"document {document_id} not found")
+    return document
+
+
+@router.get("/kbs/{kb}/documents", response_model=list[DocumentOut])
+async def list_documents(kb: str, svc: Services, tenant: Tenant, limit: int = Query(100, ge=1, le=1000),
+                         offset: int = Query(0, ge=0)) -> list[DocumentOut]:
+    record = await asyncio.to_thread(svc.core.repo.get_kb, kb, tenant=tenant)
+    documents = await asyncio.to_thread(svc.core.repo.list_documents, record.id, limit=limit, offset=offset)
+    return [DocumentOut(**asdict(d)) for d in documents]
+
+
+@router.get("/documents/{document_id}", response_model=DocumentOut)
+async def get_document(document_id: str, svc: Services, tenant: Tenant) -> DocumentOut:
+    return DocumentOut(**asdict(await _owned_document(svc, tenant, document_id)))
+
+
+@router.delete("/documents/{document_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_document(document_id: str, svc: Services, tenant: Tenant) -> None:
+    core = svc.core
+    document = await _owned_document(svc, tenant, document_id)
+    for task in await asyncio.to_thread(core.repo.tasks_for_document, document.id):
+        if task.status in ("queued", "running"):
+            await ingest.cancel(core, task.id)
+    kb = await asyncio.to_thread(core.repo.get_kb_by_id, document.kb_id)
+    await svc.chunks.delete_document(kb.collection, document.id)
+    await core.store.delete(document.blob_key)
+    await asyncio.to_thread(core.repo.delete_document, document.id)
+
+
+@router.post("/documents/{document_id}/reparse", status_code=status.HTTP_202_ACCEPTED, response_model=TaskOut)
+async def reparse_document(document_id: str, svc: Services, tenant: Tenant) -> TaskOut:
+    document = await _owned_document(svc, tenant, document_id)
+    task = await asyncio.to_thread(svc.core.repo.reparse_document, document.id)
+    task = await ingest.enqueue(svc.core, task)
+    return TaskOut(**asdict(task))

@@ -1,0 +1,45 @@
+"""Knowledge bases: a vector collection plus its chunking and embedding settings."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict
+
+from fastapi import APIRouter, status
+
+from api.deps import Services, Tenant
+from api.schemas import KbCreate, KbOut
+from common import ingest
+
+router = APIRouter(tags=["knowledge bases"])
+
+
+@router.post("/kbs", status_code=status.HTTP_201_CREATED, response_model=KbOut)
+async def create_kb(body: KbCreate, svc: Services, tenant: Tenant) -> KbOut:
+    kb = await ingest.create_kb(svc.core, body.name, tenant=tenant, chunk_tokens=body.chunk_tokens,
+                                overlap_tokens=body.overlap_tokens)
+    await svc.chunks.ensure_collection(kb.collection, kb.dim)
+    return KbOut(**asdict(kb))
+
+
+@router.get("/kbs", response_model=list[KbOut])
+async def list_kbs(svc: Services, tenant: Tenant) -> list[KbOut]:
+    kbs = await asyncio.to_thread(svc.core.repo.list_kbs, tenant=tenant)
+    return [KbOut(**asdict(kb)) for kb in kbs]
+
+
+@router.get("/kbs/{kb}", response_model=KbOut)
+async def get_kb(kb: str, svc: Services, tenant: Tenant) -> KbOut:
+    record = await asyncio.to_thread(svc.core.repo.get_kb, kb, tenant=tenant)
+    return KbOut(**asdict(record))
+
+
+@router.delete("/kbs/{kb}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_kb(kb: str, svc: Services, tenant: Tenant) -> None:
+    repo = svc.core.repo
+    record = await asyncio.to_thread(repo.get_kb, kb, tenant=tenant)
+    documents = await asyncio.to_thread(repo.list_documents, record.id, limit=1_000_000)
+    for document in documents:
+        await svc.core.store.delete(document.blob_key)
+    await svc.chunks.drop_collection(record.collection)
+    await asyncio.to_thread(repo.delete_kb, record.id)

@@ -1,0 +1,22 @@
+"""Semantic search over one knowledge base."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict
+
+from fastapi import APIRouter
+
+from api.deps import Services, Tenant
+from api.schemas import SearchHit, SearchRequest, SearchResponse
+
+router = APIRouter(tags=["search"])
+
+
+@router.post("/kbs/{kb}/search", response_model=SearchResponse)
+async def search(kb: str, body: SearchRequest, svc: Services, tenant: Tenant) -> SearchResponse:
+    record = await asyncio.to_thread(svc.core.repo.get_kb, kb, tenant=tenant)
+    embedder = await svc.core.embedders.get()
+    vectors = await asyncio.to_thread(embedder.encode, [body.query], 1)
+    hits = await svc.chunks.search(record.collection, vectors[0], body.top_k, filter=body.filter)
+    return SearchResponse(hits=[SearchHit(**asdict(h)) for h in hits])

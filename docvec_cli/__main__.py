@@ -1,0 +1,3 @@
+from docvec_cli.main import main
+
+main()

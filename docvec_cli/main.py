@@ -1,0 +1,351 @@
+"""`docvec` commands (SPEC section 3)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+import uvicorn
+from rich.console import Console
+
+from common.errors import DocvecError, NotFound
+from common.settings import Settings, load_settings
+from docvec_cli.watch import TaskView, watch_tasks
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="docvec: documents in, searchable vector chunks out.")
+tasks_app = typer.Typer(help="Cancel or retry tasks.", no_args_is_help=True)
+app.add_typer(tasks_app, name="tasks")
+
+API_URL_ENV = "DOCVEC_API_URL"
+ApiOption = Annotated[str | None, typer.Option("--api", envvar=API_URL_ENV, help="URL of a running docvec API")]
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ValueError as exc:
+        raise typer.BadParameter(f"invalid settings: {exc}") from exc
+
+
+def _setup_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("faiss.loader", "httpx"):  # library chatter, not operator information
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def _run(coro: Any) -> Any:
+    try:
+        return asyncio.run(coro)
+    except DocvecError as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(2) from exc
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the CLI stops the server and the worker together."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _on_signals(callback: Any) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, callback)
+
+
+@app.command()
+def up(host: str = "127.0.0.1", port: int = 8000) -> None:
+    """All in one: embedded Redis + API + vector store + one worker. Ctrl-C stops everything."""
+    _setup_logging()
+    _run(_up(_settings(), host, port))
+
+
+async def _up(settings: Settings, host: str, port: int) -> None:
+    import vectordb
+    from api.app import create_app
+    from common.runtime import open_core
+    from worker.consumer import Worker
+
+    async with open_core(settings) as core:
+        vectors = vectordb.connect(settings.vectordb_uri, token=settings.vectordb.token)
+        try:
+            worker = Worker(core, vectors)
+            server = _Server(uvicorn.Config(create_app(settings, core=core, vectors=vectors),
+                                            host=host, port=port, log_level="info"))
+
+            def stop() -> None:
+                server.should_exit = True
+                worker.stop()
+
+            _on_signals(stop)
+            console = Console()
+            console.print(f"docvec is up: API http://{host}:{port}/api/v1  (OpenAPI: http://{host}:{port}/docs)")
+            console.print(f"data dir: {settings.data_path}   redis: {core.redis_url}")
+            async with asyncio.TaskGroup() as group:
+                group.create_task(worker.run())
+                await server.serve()
+                worker.stop()
+        finally:
+            await vectors.close()
+
+
+@app.command()
+def worker(concurrency: Annotated[int | None, typer.Option(help="task slots")] = None,
+           consumer: Annotated[str | None, typer.Option(help="consumer name (default host-pid-random)")] = None,
+           ) -> None:
+    """Run one worker process (stops gracefully on SIGTERM/SIGINT)."""
+    from worker.main import run_worker
+
+    _setup_logging()
+    _run(run_worker(_settings(), consumer=consumer, concurrency=concurrency))
+
+
+@app.command()
+def api(host: str | None = None, port: int | None = None) -> None:
+    """Run the HTTP API alone (workers run as separate `docvec worker` processes)."""
+    from api.app import create_app
+
+    settings = _settings()
+    _setup_logging()
+    server = _Server(uvicorn.Config(create_app(settings), host=host or settings.api.host,
+                                    port=port or settings.api.port, log_level="info"))
+
+    async def serve() -> None:
+        def stop() -> None:
+            server.should_exit = True
+
+        _on_signals(stop)
+        await server.serve()
+
+    _run(serve())
+
+
+@app.command("vectordb")
+def vectordb_server(host: str = "127.0.0.1", port: int = 19530,
+                    data: Annotated[str | None, typer.Option(help="data dir (default <data_dir>/vectors)")] = None,
+                    token: Annotated[str | None, typer.Option(envvar="DOCVEC_VECTORDB__TOKEN",
+                                                              help="required Bearer token")] = None) -> None:
+    """Serve the vector store over HTTP (Milvus RESTful v2 subset) for a fleet of workers."""
+    from vectordb.server import run_server
+
+    settings = _settings()
+    _setup_logging()
+    run_server(data or str(settings.data_path / "vectors"), host=host, port=port,
+               token=token if token is not None else settings.vectordb.token)
+
+
+def _collect_files(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*")
+                                if p.is_file() and not any(part.startswith(".") for part in p.parts)))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise typer.BadParameter(f"{path} does not exist")
+    if not files:
+        raise typer.BadParameter("no files to ingest")
+    return files
+
+
+@app.command()
+def ingest(paths: Annotated[list[Path], typer.Argument(help="files or directories (recursive)")],
+           kb: Annotated[str, typer.Option("--kb", help="knowledge base name (created if missing)")],
+           wait: Annotated[bool, typer.Option("--wait", help="show progress until every document is done")] = False,
+           api_url: ApiOption = None) -> None:
+    """Upload documents. Without --api the pipeline runs in-process and returns when done."""
+    files = _collect_files(paths)
+    console = Console()
+    if api_url:
+        results = _run(_ingest_api(api_url, files, kb, wait, console))
+    else:
+        _setup_logging(logging.WARNING)
+        results = _run(_ingest_local(_settings(), files, kb, wait, console))
+    failed = [v for v in results.values() if v.status != "done"]
+    for view in failed:
+        console.print(f"[red]{view.status}[/red] task {view.task_id}: {view.error or ''}")
+    if results:
+        console.print(f"{len(results) - len(failed)}/{len(results)} documents done")
+    if failed:
+        raise typer.Exit(1)
+
+
+async def _ingest_local(settings: Settings, files: list[Path], kb_name: str, wait: bool,
+                        console: Console) -> dict[str, TaskView]:
+    import vectordb
+    from common import ingest as submit
+    from common.runtime import open_core
+    from worker.consumer import Worker
+
+    async with open_core(settings) as core:
+        vectors = vectordb.connect(settings.vectordb_uri, token=settings.vectordb.token)
+        try:
+            try:
+                kb = await asyncio.to_thread(core.repo.get_kb, kb_name, tenant="default")
+            except NotFound:
+                kb = await submit.create_kb(core, kb_name, tenant="default")
+            labels: dict[str, str] = {}
+            for path in files:
+                data = await asyncio.to_thread(path.read_bytes)
+                _, task = await submit.submit_document(core, kb, path.name, data)
+                labels[task.id] = path.name
+
+            async def fetch(task_id: str) -> TaskView:
+                t = await asyncio.to_thread(core.repo.get_task, task_id)
+                return TaskView(t.id, t.status, t.progress, t.stage, t.error)
+
+            worker = Worker(core, vectors)
+            async with asyncio.TaskGroup() as group:
+                group.create_task(worker.run())
+                try:
+                    return await watch_tasks(labels, fetch, console=console, show_bars=wait)
+                finally:
+                    worker.stop()
+        finally:
+            await vectors.close()
+
+
+def _api_error(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:500]
+
+
+def _check(response: httpx.Response) -> Any:
+    if response.is_error:
+        Console(stderr=True).print(f"[red]error {response.status_code}:[/red] {_api_error(response)}")
+        raise typer.Exit(2)
+    return response.json() if response.content else None
+
+
+async def _ingest_api(api_url: str, files: list[Path], kb_name: str, wait: bool,
+                      console: Console) -> dict[str, TaskView]:
+    base = api_url.rstrip("/") + "/api/v1"
+    async with httpx.AsyncClient(timeout=120) as client:
+        response = await client.get(f"{base}/kbs/{kb_name}")
+        if response.status_code == 404:
+            _check(await client.post(f"{base}/kbs", json={"name": kb_name}))
+        else:
+            _check(response)
+        labels: dict[str, str] = {}
+        for path in files:
+            payload = await asyncio.to_thread(path.read_bytes)
+            body = _check(await client.post(f"{base}/kbs/{kb_name}/documents",
+                                            files=[("files", (path.name, payload))]))
+            for doc in body["documents"]:
+                labels[doc["task_id"]] = path.name
+                if not wait:
+                    console.print(f"queued {path.name}: document {doc['document_id']} task {doc['task_id']}")
+        if not wait:
+            return {}
+
+        async def fetch(task_id: str) -> TaskView:
+            t = _check(await client.get(f"{base}/tasks/{task_id}"))
+            return TaskView(t["id"], t["status"], t["progress"], t["stage"], t["error"])
+
+        return await watch_tasks(labels, fetch, console=console, show_bars=True)
+
+
+@app.command()
+def search(query: str, kb: Annotated[str, typer.Option("--kb")], k: Annotated[int, typer.Option("-k")] = 5,
+           api_url: ApiOption = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Print the top chunks for QUERY with their scores and sources."""
+    import json
+
+    if api_url:
+        hits = _run(_search_api(api_url, query, kb, k))
+    else:
+        _setup_logging(logging.WARNING)
+        hits = _run(_search_local(_settings(), query, kb, k))
+    if as_json:
+        typer.echo(json.dumps(hits, indent=2))
+        return
+    console = Console()
+    if not hits:
+        console.print("no results")
+    for rank, hit in enumerate(hits, 1):
+        where = hit["filename"] + (f" p.{hit['page']}" if hit.get("page") is not None else "")
+        console.print(f"[bold]{rank}. {hit['score']:.3f}[/bold]  {where}  [dim]{hit['title']}[/dim]")
+        console.print("   " + hit["text"][:400].replace("\n", " ") + ("…" if len(hit["text"]) > 400 else ""))
+
+
+async def _search_api(api_url: str, query: str, kb: str, k: int) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(timeout=60) as client:
+        body = _check(await client.post(f"{api_url.rstrip('/')}/api/v1/kbs/{kb}/search",
+                                        json={"query": query, "top_k": k}))
+    return list(body["hits"])
+
+
+async def _search_local(settings: Settings, query: str, kb_name: str, k: int) -> list[dict[str, Any]]:
+    from dataclasses import asdict
+
+    import vectordb
+    from common.db import Repository, open_database
+    from common.embedding.factory import build_embedder
+    from vectordb.chunkstore import ChunkStore
+
+    database = await asyncio.to_thread(open_database, settings.db_url)
+    try:
+        repo = await asyncio.to_thread(Repository, database)
+        kb = await asyncio.to_thread(repo.get_kb, kb_name, tenant="default")
+    finally:
+        database.close()
+    embedder = await asyncio.to_thread(build_embedder, settings.embedding, onnx_cache_dir=settings.data_path / "onnx")
+    vector = (await asyncio.to_thread(embedder.encode, [query], 1))[0]
+    vectors = vectordb.connect(settings.vectordb_uri, token=settings.vectordb.token)
+    try:
+        hits = await ChunkStore(vectors).search(kb.collection, vector, k)
+    finally:
+        await vectors.close()
+    return [asdict(h) for h in hits]
+
+
+async def _task_action(api_url: str | None, action: str, task_id: str) -> dict[str, Any]:
+    if api_url:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return dict(_check(await client.post(f"{api_url.rstrip('/')}/api/v1/tasks/{task_id}/{action}")))
+    from dataclasses import asdict
+
+    from common import ingest as submit
+    from common.runtime import open_core
+
+    async with open_core(_settings()) as core:
+        run = submit.cancel if action == "cancel" else submit.retry
+        return asdict(await run(core, task_id))
+
+
+@tasks_app.command("cancel")
+def tasks_cancel(task_id: str, api_url: ApiOption = None) -> None:
+    """Cancel a queued or running task."""
+    task = _run(_task_action(api_url, "cancel", task_id))
+    typer.echo(f"task {task['id']}: {task['status']}")
+
+
+@tasks_app.command("retry")
+def tasks_retry(task_id: str, api_url: ApiOption = None) -> None:
+    """Re-run a failed or cancelled task."""
+    task = _run(_task_action(api_url, "retry", task_id))
+    typer.echo(f"task {task['id']}: {task['status']}")
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no weight-loading bars in CLI output
+    app(prog_name="docvec")
+
+
+if __name__ == "__main__":
+    main()

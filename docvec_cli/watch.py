@@ -1,0 +1,44 @@
+"""Progress bars for tasks, fed by any async status source (the DB in-process, or the HTTP API)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+TERMINAL = frozenset({"done", "failed", "cancelled"})
+POLL_INTERVAL_S = 0.3
+
+
+@dataclass(frozen=True, slots=True)
+class TaskView:
+    task_id: str
+    status: str
+    progress: float
+    stage: str | None
+    error: str | None
+
+
+async def watch_tasks(labels: dict[str, str], fetch: Callable[[str], Awaitable[TaskView]], *,
+                      console: Console, show_bars: bool) -> dict[str, TaskView]:
+    """Poll every task until all are terminal; draw one bar per document when `show_bars`."""
+    final: dict[str, TaskView] = {}
+    with Progress(
+        TextColumn("{task.description}", justify="left"), BarColumn(), TaskProgressColumn(),
+        TextColumn("{task.fields[state]}"), TimeElapsedColumn(),
+        console=console, disable=not show_bars, transient=False,
+    ) as bars:
+        bar_ids = {tid: bars.add_task(label[:40], total=1.0, state="queued") for tid, label in labels.items()}
+        while len(final) < len(labels):
+            for task_id in labels.keys() - final.keys():
+                view = await fetch(task_id)
+                state = view.status if view.status != "running" else (view.stage or "running")
+                bars.update(bar_ids[task_id], completed=view.progress, state=state)
+                if view.status in TERMINAL:
+                    final[task_id] = view
+            if len(final) < len(labels):
+                await asyncio.sleep(POLL_INTERVAL_S)
+    return final
