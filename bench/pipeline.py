@@ -1,0 +1,139 @@
+"""End-to-end pipeline throughput vs bare `model.encode` of the same chunks, in one run.
+
+docvec path: blob store -> DB rows -> XADD -> Redis -> worker (fetch, parse, chunk, embed with
+title weighting, index into the embedded vector store) -> done. Baseline: `SentenceTransformer.encode`
+of the very chunk texts docvec produced, with the same batch size, in the same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import emit, machine_state, prose_document, summary
+
+BENCH = "pipeline"
+
+
+async def _docvec_run(data_dir: Path, documents: list[str], batch_size: int,
+                      backend: str = "sentence-transformers") -> tuple[float, list[str], int]:
+    import vectordb
+    from common import ingest
+    from common.redisconn import EmbeddedRedis
+    from common.runtime import open_core
+    from common.settings import Settings
+    from vectordb.chunkstore import ChunkStore
+    from worker.consumer import Worker
+
+    with EmbeddedRedis(data_dir / "redis-srv") as redis_server:
+        settings = Settings(data_dir=str(data_dir), redis={"url": redis_server.url},
+                            embedding={"batch_size": batch_size, "backend": backend})
+        async with open_core(settings) as core:
+            embedder = await core.embedders.get()
+            embedder.encode(["warm up the model"], 1)
+            vectors = vectordb.connect(settings.vectordb_uri)
+            try:
+                kb = await ingest.create_kb(core, "bench", tenant="default")
+                worker = Worker(core, vectors)
+                started = time.perf_counter()
+                task_ids = []
+                for i, text in enumerate(documents):
+                    _, task = await ingest.submit_document(core, kb, f"doc{i}.md", text.encode())
+                    task_ids.append(task.id)
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(worker.run())
+                    try:
+                        pending = set(task_ids)
+                        while pending:
+                            for task_id in list(pending):
+                                task = await asyncio.to_thread(core.repo.get_task, task_id)
+                                if task.status in ("done", "failed", "cancelled"):
+                                    if task.status != "done":
+                                        raise RuntimeError(f"task {task_id} {task.status}: {task.error}")
+                                    pending.discard(task_id)
+                            await asyncio.sleep(0.05)
+                        elapsed = time.perf_counter() - started
+                    finally:
+                        worker.stop()
+                texts: list[str] = []
+                for doc in await asyncio.to_thread(core.repo.list_documents, kb.id, limit=100_000):
+                    rows = await vectors.query(kb.collection, filter=f'document_id == "{doc.id}"',
+                                               output_fields=["text", "ordinal"])
+                    texts.extend(r["text"] for r in sorted(rows, key=lambda r: r["ordinal"]))
+                stored = await ChunkStore(vectors).count_document(kb.collection, doc.id)
+                assert stored > 0
+            finally:
+                await vectors.close()
+    return elapsed, texts, len(texts)
+
+
+def _bare_encode(texts: list[str], batch_size: int) -> tuple[float, Any]:
+    """Seconds for bare `model.encode` of `texts`, and the vectors (for the ONNX comparison)."""
+    from common.embedding.factory import build_embedder
+    from common.settings import EmbeddingSettings
+
+    embedder = build_embedder(EmbeddingSettings(batch_size=batch_size))
+    embedder.encode(["warm up the model"], 1)
+    started = time.perf_counter()
+    vectors = embedder.encode(texts, batch_size)
+    return time.perf_counter() - started, vectors
+
+
+def _min_cosine_onnx_vs_torch(texts: list[str], torch_vectors: Any, batch_size: int, cache_dir: Path) -> float:
+    import numpy as np
+
+    from common.embedding.factory import build_embedder
+    from common.settings import EmbeddingSettings
+
+    onnx = build_embedder(EmbeddingSettings(batch_size=batch_size, backend="onnx"), onnx_cache_dir=cache_dir)
+    onnx_vectors = onnx.encode(texts, batch_size)
+    return float(np.min(np.sum(torch_vectors * onnx_vectors, axis=1)))  # both are L2-normalized
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.pipeline")
+    parser.add_argument("--quick", action="store_true", help="a small corpus that finishes within 60 s")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime backend")
+    args = parser.parse_args()
+    rng = random.Random(42)
+    docs, sections = (9, 6) if args.quick else (90, 6)
+    documents = [prose_document(rng, sections=sections, paragraphs=4, sentences=8) for _ in range(docs)]
+    emit(BENCH, "machine", machine_state(), "info")
+
+    with tempfile.TemporaryDirectory(prefix="docvec-bench-") as tmp:
+        elapsed_s, texts, chunks = asyncio.run(_docvec_run(Path(tmp), documents, args.batch_size))
+    docvec_rate = chunks / elapsed_s
+    emit(BENCH, "docvec_chunks_per_s", round(docvec_rate, 2), "chunks/s", chunks=chunks,
+         seconds=round(elapsed_s, 2))
+
+    bare_s, torch_vectors = _bare_encode(texts, args.batch_size)
+    bare_rate = chunks / bare_s
+    emit(BENCH, "bare_encode_chunks_per_s", round(bare_rate, 2), "chunks/s", chunks=chunks,
+         seconds=round(bare_s, 2))
+    results = {
+        "chunks": chunks, "docvec_chunks_per_s": round(docvec_rate, 2),
+        "bare_encode_chunks_per_s": round(bare_rate, 2), "ratio_vs_bare_encode": round(docvec_rate / bare_rate, 3),
+    }
+    if importlib.util.find_spec("onnxruntime") is not None and not args.no_onnx:
+        with tempfile.TemporaryDirectory(prefix="docvec-bench-onnx-") as tmp:
+            onnx_s, _, onnx_chunks = asyncio.run(_docvec_run(Path(tmp), documents, args.batch_size, "onnx"))
+            min_cosine = _min_cosine_onnx_vs_torch(texts, torch_vectors, args.batch_size, Path(tmp) / "onnx")
+        onnx_rate = onnx_chunks / onnx_s
+        emit(BENCH, "onnx_chunks_per_s", round(onnx_rate, 2), "chunks/s", chunks=onnx_chunks, int8=True)
+        emit(BENCH, "onnx_min_cosine_vs_torch", round(min_cosine, 4), "cosine")
+        results.update(onnx_chunks_per_s=round(onnx_rate, 2), onnx_ratio_vs_bare_encode=round(onnx_rate / bare_rate, 3),
+                       onnx_min_cosine_vs_torch=round(min_cosine, 4))
+    else:
+        emit(BENCH, "onnx", "skipped: onnxruntime is not installed" if not args.no_onnx else "skipped", "info")
+    summary(BENCH, **results, batch_size=args.batch_size, quick=args.quick, loadavg_1m=machine_state()["loadavg_1m"])
+
+
+if __name__ == "__main__":
+    main()
