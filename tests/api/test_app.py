@@ -1,0 +1,135 @@
+"""The HTTP API end to end against a real redis-server, with an in-process worker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from api.app import create_app
+from common.runtime import Core
+from tests.worker.helpers import running_worker
+
+API = "/api/v1"
+
+RIVERS = ("# Rivers\n\nThe Amazon river carries more water than any other river on Earth, "
+          "draining a basin of seven million square kilometres.\n")
+BREAD = ("# Bread\n\nSourdough bread rises because wild yeast and lactic bacteria in the starter "
+         "ferment the flour, producing gas and a sour taste.\n")
+
+
+@pytest.fixture
+async def client(core: Core, vectors: Any) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(core.settings, core=core, vectors=vectors)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://docvec.test") as http:
+            yield http
+
+
+async def _wait_done(http: httpx.AsyncClient, task_id: str, timeout_s: float = 30) -> dict[str, Any]:
+    async with asyncio.timeout(timeout_s):
+        while True:
+            task = (await http.get(f"{API}/tasks/{task_id}")).json()
+            if task["status"] in ("done", "failed", "cancelled"):
+                return task
+            await asyncio.sleep(0.05)
+
+
+async def test_upload_then_search_finds_the_right_chunk(client: httpx.AsyncClient, core: Core,
+                                                        vectors: Any) -> None:
+    created = await client.post(f"{API}/kbs", json={"name": "docs"})
+    assert created.status_code == 201, created.text
+    upload = await client.post(f"{API}/kbs/docs/documents",
+                               files=[("files", ("rivers.md", RIVERS.encode())),
+                                      ("files", ("bread.md", BREAD.encode()))])
+    assert upload.status_code == 202, upload.text
+    submitted = upload.json()["documents"]
+    assert [d["filename"] for d in submitted] == ["rivers.md", "bread.md"]
+    async with running_worker(core, vectors):
+        for doc in submitted:
+            task = await _wait_done(client, doc["task_id"])
+            assert task["status"] == "done", task["error"]
+    hits = (await client.post(f"{API}/kbs/docs/search", json={"query": "sourdough starter yeast", "top_k": 2}))
+    assert hits.status_code == 200, hits.text
+    top = hits.json()["hits"][0]
+    assert top["filename"] == "bread.md" and "Sourdough" in top["text"] and top["title"] == "Bread"
+    listed = (await client.get(f"{API}/kbs/docs/documents")).json()
+    assert {d["status"] for d in listed} == {"done"}
+    tasks = (await client.get(f"{API}/tasks", params={"status": "done", "kb": "docs"})).json()
+    assert len(tasks) == 2
+
+
+async def test_delete_document_removes_its_chunks(client: httpx.AsyncClient, core: Core, vectors: Any) -> None:
+    await client.post(f"{API}/kbs", json={"name": "docs"})
+    doc = (await client.post(f"{API}/kbs/docs/documents",
+                             files=[("files", ("rivers.md", RIVERS.encode()))])).json()["documents"][0]
+    async with running_worker(core, vectors):
+        await _wait_done(client, doc["task_id"])
+    assert (await client.delete(f"{API}/documents/{doc['document_id']}")).status_code == 204
+    assert (await client.get(f"{API}/documents/{doc['document_id']}")).status_code == 404
+    hits = (await client.post(f"{API}/kbs/docs/search", json={"query": "Amazon river"})).json()["hits"]
+    assert hits == []
+
+
+async def test_cancel_then_retry(client: httpx.AsyncClient, core: Core, vectors: Any) -> None:
+    await client.post(f"{API}/kbs", json={"name": "docs"})
+    doc = (await client.post(f"{API}/kbs/docs/documents",
+                             files=[("files", ("rivers.md", RIVERS.encode()))])).json()["documents"][0]
+    cancelled = await client.post(f"{API}/tasks/{doc['task_id']}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    again = await client.post(f"{API}/tasks/{doc['task_id']}/cancel")
+    assert again.status_code == 409 and again.json()["error"]["code"] == "conflict"
+    retried = await client.post(f"{API}/tasks/{doc['task_id']}/retry")
+    assert retried.status_code == 200 and retried.json()["status"] == "queued"
+    async with running_worker(core, vectors):
+        task = await _wait_done(client, doc["task_id"])
+    assert task["status"] == "done"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "code"),
+    [
+        ("get", f"{API}/kbs/missing", None, 404, "not_found"),
+        ("get", f"{API}/tasks/nope", None, 404, "not_found"),
+        ("post", f"{API}/kbs", {"name": "../etc"}, 422, "invalid_request"),
+        ("post", f"{API}/kbs", {}, 422, "invalid_request"),
+        ("post", f"{API}/kbs/missing/search", {"query": "x"}, 404, "not_found"),
+        ("get", f"{API}/tasks?status=bogus", None, 422, "invalid_request"),
+    ],
+)
+async def test_errors_are_json_with_the_right_status(client: httpx.AsyncClient, method: str, path: str,
+                                                     body: Any, status: int, code: str) -> None:
+    response = await client.request(method, path, json=body)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+    assert response.json()["error"]["message"]
+
+
+async def test_duplicate_kb_is_a_conflict(client: httpx.AsyncClient) -> None:
+    assert (await client.post(f"{API}/kbs", json={"name": "docs"})).status_code == 201
+    dup = await client.post(f"{API}/kbs", json={"name": "docs"})
+    assert dup.status_code == 409 and dup.json()["error"]["code"] == "conflict"
+
+
+async def test_upload_over_the_limit_is_rejected(client: httpx.AsyncClient, core: Core) -> None:
+    await client.post(f"{API}/kbs", json={"name": "docs"})
+    core.settings.limits.max_upload_bytes = 1000
+    response = await client.post(f"{API}/kbs/docs/documents", files=[("files", ("big.txt", b"x" * 2000))])
+    assert response.status_code == 413
+    assert "max_upload_bytes" in response.json()["error"]["message"]
+
+
+async def test_upload_without_files_is_rejected(client: httpx.AsyncClient) -> None:
+    await client.post(f"{API}/kbs", json={"name": "docs"})
+    response = await client.post(f"{API}/kbs/docs/documents", data={"x": "1"})
+    assert response.status_code == 422
+
+
+async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json()["status"] == "ok"
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"redis": True, "db": True}

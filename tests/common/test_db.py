@@ -1,0 +1,532 @@
+"""Repository tests, run against SQLite, PostgreSQL and MariaDB (each test in a fresh schema/database)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from playhouse.pool import PooledSqliteDatabase
+
+from common.db import Repository, TaskStatus, open_database
+from common.errors import Conflict, InvalidRequest, NotFound
+
+PG_ADMIN = {
+    "host": os.environ.get("DOCVEC_TEST_PG_HOST", "127.0.0.1"),
+    "port": int(os.environ.get("DOCVEC_TEST_PG_PORT", "5432")),
+    "user": os.environ.get("DOCVEC_TEST_PG_USER", "postgres"),
+    "dbname": os.environ.get("DOCVEC_TEST_PG_DB", "test"),
+}
+MYSQL_ADMIN = {
+    "host": os.environ.get("DOCVEC_TEST_MYSQL_HOST", "127.0.0.1"),
+    "port": int(os.environ.get("DOCVEC_TEST_MYSQL_PORT", "3306")),
+    "user": os.environ.get("DOCVEC_TEST_MYSQL_USER", "root"),
+    "password": os.environ.get("DOCVEC_TEST_MYSQL_PASSWORD", ""),
+}
+
+
+def _unreachable(what: str, exc: Exception) -> None:
+    """Skip when a server is missing locally; in CI a missing server is a failure."""
+    message = f"{what} not reachable ({exc}); set up the server or the DOCVEC_TEST_* variables"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> Iterator[str]:
+    yield f"sqlite:///{tmp_path / 'sub' / 'docvec.db'}"
+
+
+@pytest.fixture
+def postgresql_url() -> Iterator[str]:
+    psycopg2 = pytest.importorskip("psycopg2")
+    try:
+        admin = psycopg2.connect(connect_timeout=3, **PG_ADMIN)
+    except psycopg2.OperationalError as exc:
+        _unreachable("PostgreSQL", exc)
+    admin.autocommit = True
+    schema = f"docvec_test_{uuid.uuid4().hex[:12]}"
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE SCHEMA {schema}")
+    a = PG_ADMIN
+    try:
+        yield (
+            f"postgresql://{a['user']}@{a['host']}:{a['port']}/{a['dbname']}?options=-csearch_path%3D{schema}"
+        )
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP SCHEMA {schema} CASCADE")
+        admin.close()
+
+
+@pytest.fixture
+def mysql_url() -> Iterator[str]:
+    pymysql = pytest.importorskip("pymysql")
+    try:
+        admin = pymysql.connect(connect_timeout=3, autocommit=True, **MYSQL_ADMIN)
+    except pymysql.err.OperationalError as exc:
+        _unreachable("MariaDB/MySQL", exc)
+    name = f"docvec_test_{uuid.uuid4().hex[:12]}"
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+    a = MYSQL_ADMIN
+    password = f":{a['password']}" if a["password"] else ""
+    try:
+        yield f"mysql://{a['user']}{password}@{a['host']}:{a['port']}/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE {name}")
+        admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
+def repo(request: pytest.FixtureRequest) -> Iterator[Repository]:
+    url = request.getfixturevalue(f"{request.param}_url")
+    repository = Repository(open_database(url))
+    try:
+        yield repository
+    finally:
+        repository.close()
+
+
+def _kb(repo: Repository, name: str = "docs", tenant: str = "default"):
+    return repo.create_kb(
+        name, tenant=tenant, chunk_tokens=256, overlap_tokens=32, embedding_model="minilm", dim=384
+    )
+
+
+def _doc(repo: Repository, kb, filename: str = "a.txt", priority: str = "normal"):
+    return repo.create_document(
+        kb, filename=filename, size_bytes=10, sha256="0" * 64, blob_key=f"kb/{kb.id}/x", priority=priority
+    )
+
+
+# ---------------------------------------------------------------------------------------------- open
+
+
+def test_open_sqlite_creates_parent_and_uses_wal(tmp_path: Path) -> None:
+    db = open_database(f"sqlite:///{tmp_path / 'a' / 'b' / 'x.db'}")
+    assert isinstance(db, PooledSqliteDatabase)
+    try:
+        assert (tmp_path / "a" / "b").is_dir()
+        with db:
+            assert db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert db.execute_sql("PRAGMA foreign_keys").fetchone()[0] == 1
+            assert db.execute_sql("PRAGMA busy_timeout").fetchone()[0] >= 1000
+    finally:
+        db.close_all()
+
+
+@pytest.mark.parametrize("url", ["redis://x/y", "sqlite:///:memory:", "postgresql://u@h:1/"])
+def test_open_rejects_bad_urls(url: str) -> None:
+    with pytest.raises(ValueError):
+        open_database(url)
+
+
+def test_two_repositories_on_two_databases(tmp_path: Path) -> None:
+    one = Repository(open_database(f"sqlite:///{tmp_path / 'one.db'}"))
+    two = Repository(open_database(f"sqlite:///{tmp_path / 'two.db'}"))
+    try:
+        _kb(one, "only-in-one")
+        assert [k.name for k in one.list_kbs()] == ["only-in-one"]
+        assert two.list_kbs() == []
+    finally:
+        one.close()
+        two.close()
+
+
+# ---------------------------------------------------------------------------------------------- kbs
+
+
+def test_kb_crud(repo: Repository) -> None:
+    kb = _kb(repo)
+    assert len(kb.id) == 32 and kb.collection == f"kb_{kb.id}"
+    assert kb.created_at.tzinfo is UTC
+    assert repo.get_kb("docs") == kb
+    assert repo.get_kb_by_id(kb.id) == kb
+    other = _kb(repo, "docs", tenant="acme")  # same name, other tenant
+    assert [k.id for k in repo.list_kbs()] == [kb.id]
+    assert [k.id for k in repo.list_kbs(tenant="acme")] == [other.id]
+    with pytest.raises(Conflict):
+        _kb(repo)
+    with pytest.raises(NotFound):
+        repo.get_kb("docs", tenant="nobody")
+    with pytest.raises(NotFound):
+        repo.get_kb_by_id("missing")
+
+
+@pytest.mark.parametrize("name", ["", "-x", "a b", "x" * 65, "a/b", "é"])
+def test_kb_name_validation(sqlite_url: str, name: str) -> None:
+    repo = Repository(open_database(sqlite_url))
+    try:
+        with pytest.raises(InvalidRequest):
+            _kb(repo, name)
+    finally:
+        repo.close()
+
+
+def test_delete_kb_removes_documents_and_tasks(repo: Repository) -> None:
+    kb = _kb(repo)
+    keep = _kb(repo, "keep")
+    doc, task = _doc(repo, kb)
+    kept_doc, kept_task = _doc(repo, keep)
+    repo.delete_kb(kb.id)
+    with pytest.raises(NotFound):
+        repo.get_kb_by_id(kb.id)
+    with pytest.raises(NotFound):
+        repo.get_document(doc.id)
+    with pytest.raises(NotFound):
+        repo.get_task(task.id)
+    assert repo.get_task(kept_task.id).id == kept_task.id
+    with pytest.raises(NotFound):
+        repo.delete_kb(kb.id)
+
+
+# ---------------------------------------------------------------------------------------------- documents
+
+
+def test_create_document_and_first_task(repo: Repository) -> None:
+    kb = _kb(repo)
+    doc, task = _doc(repo, kb, priority="high")
+    assert doc.status == TaskStatus.QUEUED and doc.parse_version == 0 and doc.next_parse_version == 1
+    assert doc.kb_id == kb.id and doc.tenant == kb.tenant and doc.format is None
+    assert task.document_id == doc.id and task.kb_id == kb.id and task.priority == "high"
+    assert (task.status, task.parse_version, task.version, task.attempts) == (TaskStatus.QUEUED, 1, 1, 0)
+    assert task.stream_id is None and task.stage_timings == {}
+    assert repo.get_document(doc.id) == doc
+    assert repo.get_task(task.id) == task
+    assert repo.tasks_for_document(doc.id) == [task]
+    with pytest.raises(InvalidRequest):
+        _doc(repo, kb, priority="urgent")
+
+
+def test_list_and_delete_documents(repo: Repository) -> None:
+    kb = _kb(repo)
+    docs = [_doc(repo, kb, f"{i}.txt")[0] for i in range(3)]
+    listed = repo.list_documents(kb.id)
+    assert {d.id for d in listed} == {d.id for d in docs}
+    assert len(repo.list_documents(kb.id, limit=2)) == 2
+    assert len(repo.list_documents(kb.id, limit=2, offset=2)) == 1
+    repo.delete_document(docs[0].id)
+    assert repo.list_tasks(kb_id=kb.id, limit=10).__len__() == 2
+    with pytest.raises(NotFound):
+        repo.delete_document(docs[0].id)
+
+
+def test_reparse(repo: Repository) -> None:
+    kb = _kb(repo)
+    doc, task = _doc(repo, kb)
+    with pytest.raises(Conflict):
+        repo.reparse_document(doc.id)
+    claimed = repo.claim_task(task.id, "w1")
+    assert claimed is not None
+    assert repo.complete_task(task.id, claimed.version, chunk_count=3, token_count=30, format="txt")
+    second = repo.reparse_document(doc.id, priority="high")
+    assert (second.parse_version, second.version, second.priority) == (2, 1, "high")
+    doc_now = repo.get_document(doc.id)
+    assert (doc_now.parse_version, doc_now.next_parse_version, doc_now.status) == (1, 2, TaskStatus.QUEUED)
+    assert [t.id for t in repo.tasks_for_document(doc.id)] == [second.id, task.id]
+    with pytest.raises(NotFound):
+        repo.reparse_document("missing")
+
+
+# ---------------------------------------------------------------------------------------------- tasks
+
+
+def test_list_tasks_filters_newest_first(repo: Repository) -> None:
+    kb, other = _kb(repo), _kb(repo, "other", tenant="acme")
+    first = _doc(repo, kb)[1]
+    time.sleep(0.002)
+    second = _doc(repo, kb)[1]
+    third = _doc(repo, other)[1]
+    assert [t.id for t in repo.list_tasks(kb_id=kb.id)] == [second.id, first.id]
+    assert [t.id for t in repo.list_tasks(tenant="acme")] == [third.id]
+    repo.claim_task(first.id, "w")
+    assert [t.id for t in repo.list_tasks(status="running")] == [first.id]
+    assert [t.id for t in repo.list_tasks(status=TaskStatus.QUEUED, limit=1)] == [third.id]
+    assert len(repo.list_tasks(limit=10, offset=1)) == 2
+    with pytest.raises(ValueError):
+        repo.list_tasks(status="bogus")
+
+
+def test_enqueue_bookkeeping(repo: Repository) -> None:
+    kb = _kb(repo)
+    _, enqueued = _doc(repo, kb)
+    _, orphan = _doc(repo, kb)
+    repo.mark_enqueued(enqueued.id, "1-0")
+    assert repo.get_task(enqueued.id).stream_id == "1-0"
+    assert repo.unenqueued_tasks(older_than_s=60) == []
+    assert [t.id for t in repo.unenqueued_tasks(older_than_s=-1)] == [orphan.id]
+    with pytest.raises(NotFound):
+        repo.mark_enqueued("missing", "2-0")
+
+
+def test_claim_progress_timings_complete(repo: Repository) -> None:
+    kb = _kb(repo)
+    doc, task = _doc(repo, kb)
+    assert not repo.append_progress(task.id, task.version, progress=0.1)  # not running yet
+    claimed = repo.claim_task(task.id, "worker-1")
+    assert claimed is not None
+    assert (claimed.status, claimed.attempts, claimed.worker) == (TaskStatus.RUNNING, 1, "worker-1")
+    # Each delivery gets its own fencing token: the claim bumps the version.
+    assert claimed.started_at is not None and claimed.version == task.version + 1 == 2
+    assert repo.get_task(task.id).version == claimed.version
+    assert repo.get_document(doc.id).status == TaskStatus.RUNNING
+    v1 = claimed.version
+
+    # The pre-claim version is stale already.
+    assert not repo.append_progress(task.id, task.version, message="pre-claim")
+    assert not repo.record_stage_timing(task.id, task.version, "x", 1)
+    assert repo.append_progress(task.id, v1, progress=0.25, message="parsing\nfile", stage="parse")
+    assert repo.append_progress(task.id, v1, progress=7, message="chunked")
+    assert repo.record_stage_timing(task.id, v1, "parse", 0.5)
+    assert repo.record_stage_timing(task.id, v1, "chunk", 1.25)
+    assert not repo.append_progress(task.id, v1 + 1, message="stale")
+    assert not repo.record_stage_timing(task.id, v1 + 1, "x", 1)
+    now = repo.get_task(task.id)
+    assert now.progress == 1.0 and now.stage == "parse"
+    assert now.stage_timings == {"parse": 0.5, "chunk": 1.25}
+    lines = now.progress_lines
+    assert lines[-2].endswith(" parsing file") and lines[-1].endswith(" chunked")
+    stamp = lines[-1].split(" ", 1)[0]
+    assert datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")
+
+    again = repo.claim_task(task.id, "worker-2")  # redelivery
+    assert again is not None and again.attempts == 2 and again.started_at == claimed.started_at
+    assert again.stage is None and again.worker == "worker-2"
+    assert again.version == v1 + 1
+
+    # worker-1 still holds the version of the earlier claim: it is fenced out of every write.
+    assert not repo.append_progress(task.id, v1, progress=0.9, message="straggler", stage="embed")
+    assert not repo.record_stage_timing(task.id, v1, "embed", 9.0)
+    assert not repo.complete_task(task.id, v1, chunk_count=9, token_count=99, format="pdf")
+    assert not repo.fail_task(task.id, v1, "straggler failed")
+    assert not repo.requeue_task(task.id, v1, "straggler requeue")
+    after = repo.get_task(task.id)
+    assert (after.status, after.version, after.worker, after.stage) == (
+        TaskStatus.RUNNING,
+        again.version,
+        "worker-2",
+        None,
+    )
+    assert after.progress_msg == now.progress_msg and after.stage_timings == now.stage_timings
+    assert after.error is None and after.finished_at is None
+    d = repo.get_document(doc.id)
+    assert (d.status, d.chunk_count, d.format, d.parse_version) == (TaskStatus.RUNNING, 0, None, 0)
+
+    # The current delivery's token works.
+    assert repo.append_progress(task.id, again.version, message="resumed")
+    assert repo.complete_task(task.id, again.version, chunk_count=5, token_count=50, format="md")
+    done = repo.get_task(task.id)
+    assert done.status == TaskStatus.DONE and done.progress == 1.0 and done.finished_at is not None
+    d = repo.get_document(doc.id)
+    assert (d.status, d.chunk_count, d.token_count, d.format, d.parse_version) == (
+        TaskStatus.DONE,
+        5,
+        50,
+        "md",
+        1,
+    )
+    assert not repo.complete_task(task.id, again.version, chunk_count=1, token_count=1, format="md")
+    assert not repo.complete_task(task.id, v1, chunk_count=1, token_count=1, format="md")
+    assert repo.claim_task(task.id, "worker-3") is None
+    assert repo.get_task(task.id).version == again.version  # a refused claim bumps nothing
+    assert repo.claim_task("missing", "worker-3") is None
+
+
+def test_fail_and_requeue(repo: Repository) -> None:
+    kb = _kb(repo)
+    doc, task = _doc(repo, kb)
+    first = repo.claim_task(task.id, "w")
+    assert first is not None
+    assert not repo.requeue_task(task.id, 9, "stale")
+    assert not repo.requeue_task(task.id, task.version, "pre-claim version")
+    assert repo.requeue_task(task.id, first.version, "redis down")
+    queued = repo.get_task(task.id)
+    assert queued.status == TaskStatus.QUEUED and queued.error == "redis down"
+    assert queued.version == first.version  # requeue keeps the token; the next claim replaces it
+    assert queued.progress_lines[-1].endswith("attempt 1 failed: redis down; will retry")
+    assert repo.get_document(doc.id).status == TaskStatus.QUEUED
+    assert not repo.requeue_task(task.id, first.version, "not running")
+    second = repo.claim_task(task.id, "w")
+    assert second is not None and second.version == first.version + 1 and second.attempts == 2
+    # The first delivery's token no longer works after the redelivery.
+    assert not repo.fail_task(task.id, first.version, "stale delivery")
+    assert not repo.requeue_task(task.id, first.version, "stale delivery")
+    assert repo.get_task(task.id).status == TaskStatus.RUNNING
+    assert repo.fail_task(task.id, second.version, "corrupt pdf")
+    failed = repo.get_task(task.id)
+    assert failed.status == TaskStatus.FAILED and failed.error == "corrupt pdf" and failed.attempts == 2
+    assert repo.get_document(doc.id).status == TaskStatus.FAILED
+    assert not repo.fail_task(task.id, second.version, "again")
+
+
+def test_cancel_fences_out_the_worker(repo: Repository) -> None:
+    kb = _kb(repo)
+    doc, task = _doc(repo, kb)
+    claimed = repo.claim_task(task.id, "w")
+    assert claimed is not None
+    cancelled = repo.cancel_task(task.id)
+    assert cancelled.status == TaskStatus.CANCELLED and cancelled.version == claimed.version + 1
+    assert cancelled.finished_at is not None
+    assert repo.get_document(doc.id).status == TaskStatus.CANCELLED
+    # The worker still holds the old version: every write is refused.
+    assert not repo.complete_task(task.id, claimed.version, chunk_count=1, token_count=1, format="txt")
+    assert not repo.append_progress(task.id, claimed.version, progress=0.5)
+    assert not repo.fail_task(task.id, claimed.version, "x")
+    assert repo.claim_task(task.id, "w") is None
+    with pytest.raises(Conflict, match="already cancelled"):
+        repo.cancel_task(task.id)
+    with pytest.raises(NotFound):
+        repo.cancel_task("missing")
+
+
+def test_cancel_done_task_is_conflict(repo: Repository) -> None:
+    kb = _kb(repo)
+    _, task = _doc(repo, kb)
+    claimed = repo.claim_task(task.id, "w")
+    assert claimed is not None
+    assert repo.complete_task(task.id, claimed.version, chunk_count=1, token_count=1, format="txt")
+    with pytest.raises(Conflict, match="already done"):
+        repo.cancel_task(task.id)
+
+
+def test_retry_gives_a_new_version(repo: Repository) -> None:
+    kb = _kb(repo)
+    doc, task = _doc(repo, kb)
+    with pytest.raises(Conflict):
+        repo.retry_task(task.id)  # queued
+    claimed = repo.claim_task(task.id, "w")
+    assert claimed is not None
+    with pytest.raises(Conflict):
+        repo.retry_task(task.id)  # running
+    repo.mark_enqueued(task.id, "5-0")
+    assert repo.fail_task(task.id, claimed.version, "boom")
+    before = repo.get_document(doc.id)
+    assert (before.parse_version, before.next_parse_version) == (0, task.parse_version)
+    retried = repo.retry_task(task.id)
+    assert (retried.status, retried.version, retried.attempts) == (TaskStatus.QUEUED, claimed.version + 1, 0)
+    assert retried.error is None and retried.stream_id is None and retried.progress == 0.0
+    assert retried.worker is None and retried.stage is None
+    assert retried.finished_at is None and retried.progress_lines[-1].endswith(" retry requested")
+    # A new parse version, allocated from the document's counter; the live chunk set is untouched.
+    doc_now = repo.get_document(doc.id)
+    assert retried.parse_version > task.parse_version
+    assert retried.parse_version == doc_now.next_parse_version == before.next_parse_version + 1
+    assert doc_now.status == TaskStatus.QUEUED and doc_now.parse_version == before.parse_version
+    assert repo.get_task(task.id) == retried
+    # The old versions cannot touch the retried task; the new delivery's can.
+    reclaimed = repo.claim_task(task.id, "w2")
+    assert reclaimed is not None and reclaimed.version == retried.version + 1
+    assert reclaimed.parse_version == retried.parse_version
+    assert not repo.append_progress(task.id, claimed.version, progress=0.5)
+    assert not repo.complete_task(task.id, claimed.version, chunk_count=1, token_count=1, format="txt")
+    assert not repo.complete_task(task.id, retried.version, chunk_count=1, token_count=1, format="txt")
+    assert repo.complete_task(task.id, reclaimed.version, chunk_count=1, token_count=1, format="txt")
+    assert repo.get_document(doc.id).parse_version == retried.parse_version
+    # Cancelled tasks can be retried too, and a straggler of the cancelled run stays fenced out.
+    second = repo.reparse_document(doc.id)
+    assert second.parse_version == retried.parse_version + 1  # the counter never hands a version out twice
+    running = repo.claim_task(second.id, "w3")
+    assert running is not None
+    cancelled = repo.cancel_task(second.id)
+    again = repo.retry_task(second.id)
+    assert again.version == cancelled.version + 1 == running.version + 2
+    assert again.parse_version > second.parse_version
+    doc_now = repo.get_document(doc.id)
+    assert again.parse_version == doc_now.next_parse_version == second.parse_version + 1
+    assert doc_now.parse_version == retried.parse_version  # still the last completed parse
+    assert not repo.complete_task(second.id, running.version, chunk_count=7, token_count=7, format="md")
+    assert not repo.append_progress(second.id, running.version, progress=0.5)
+    assert repo.get_document(doc.id).parse_version == retried.parse_version
+    with pytest.raises(NotFound):
+        repo.retry_task("missing")
+
+
+def test_retry_of_an_outdated_parse_is_conflict(repo: Repository) -> None:
+    kb = _kb(repo)
+    doc, first = _doc(repo, kb)
+    repo.cancel_task(first.id)
+    repo.reparse_document(doc.id)
+    with pytest.raises(Conflict, match="latest parse"):
+        repo.retry_task(first.id)
+
+
+def test_task_counts(repo: Repository) -> None:
+    kb, other = _kb(repo), _kb(repo, "o", tenant="acme")
+    tasks = [_doc(repo, kb)[1] for _ in range(3)]
+    _doc(repo, other)
+    repo.claim_task(tasks[0].id, "w")
+    repo.cancel_task(tasks[1].id)
+    counts = repo.task_counts()
+    assert counts == {"queued": 2, "running": 1, "done": 0, "failed": 0, "cancelled": 1}
+    assert repo.task_counts(tenant="acme")["queued"] == 1
+    assert repo.task_counts(tenant="nobody") == dict.fromkeys(counts, 0)
+
+
+def test_concurrent_claim_and_complete_exactly_one_wins(repo: Repository) -> None:
+    kb = _kb(repo)
+    doc, task = _doc(repo, kb)
+    barrier = threading.Barrier(2)
+    results: dict[str, bool] = {}
+    errors: list[BaseException] = []
+
+    def work(name: str) -> None:
+        try:
+            barrier.wait(timeout=10)
+            claimed = repo.claim_task(task.id, name)
+            results[name] = claimed is not None and repo.complete_task(
+                task.id, claimed.version, chunk_count=len(name), token_count=1, format=name
+            )
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in ("a", "bb")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert errors == []
+    assert sorted(results.values()) == [False, True]
+    winner = next(n for n, ok in results.items() if ok)
+    d = repo.get_document(doc.id)
+    assert d.format == winner and d.chunk_count == len(winner)
+    assert repo.get_task(task.id).status == TaskStatus.DONE
+
+
+def test_concurrent_cancel_and_complete(repo: Repository) -> None:
+    kb = _kb(repo)
+    doc, task = _doc(repo, kb)
+    claimed = repo.claim_task(task.id, "w")
+    assert claimed is not None
+    barrier = threading.Barrier(2)
+    outcome: dict[str, object] = {}
+
+    def complete() -> None:
+        barrier.wait(timeout=10)
+        outcome["complete"] = repo.complete_task(task.id, claimed.version, chunk_count=1, token_count=1, format="txt")
+
+    def cancel() -> None:
+        barrier.wait(timeout=10)
+        try:
+            outcome["cancel"] = repo.cancel_task(task.id).status
+        except Conflict:
+            outcome["cancel"] = "conflict"
+
+    threads = [threading.Thread(target=complete), threading.Thread(target=cancel)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    final = repo.get_task(task.id).status
+    if outcome["complete"]:
+        assert outcome["cancel"] == "conflict" and final == TaskStatus.DONE
+    else:
+        assert outcome["cancel"] == TaskStatus.CANCELLED and final == TaskStatus.CANCELLED
+    assert repo.get_document(doc.id).status == final
