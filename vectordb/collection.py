@@ -513,7 +513,11 @@ class Collection:
                 versions[seg.id] = seg.delete_version
                 seg.write_deletes(deletes_name)
             with self.lock:
-                for seg in sealed:
+                for growing, seg in zip(to_seal, sealed, strict=True):
+                    # Deletes that landed on the growing segment after `seal` are in the shared
+                    # delete_ts buffer but not in the sealed segment's version: count them, so the
+                    # next flush persists them before it truncates the WAL that holds them.
+                    seg.delete_version = max(seg.delete_version, growing.delete_version)
                     self.segments[seg.id] = seg  # same id and offsets: pk_map stays valid
                 old_files = self._commit_segments(new_gen, versions, deletes_name)
                 for seg_id, version in versions.items():

@@ -17,6 +17,7 @@ from vectordb.errors import (
     RowError,
 )
 from vectordb.schema import IndexParams
+from vectordb.segment import SealedSegment
 
 from .conftest import clustered, make_rows, make_schema
 
@@ -255,3 +256,32 @@ def test_concurrent_writers_readers_and_background_seals(tmp_path):
     finally:
         eng.close()
 
+
+def test_delete_landing_while_a_flush_seals_survives_restart(tmp_path, monkeypatch):
+    """A delete between sealing a segment and swapping it in must still be persisted by a later flush
+    (regression: the sealed segment did not count it, so the next flush skipped it and truncated the
+    WAL that held it, bringing the row back after a restart)."""
+    eng = vectordb.open_engine(tmp_path / "db", seal_rows=10_000)
+    eng.create_collection("c", make_schema(DIM), IndexParams("FLAT", "L2"))
+    eng.insert("c", make_rows(clustered(20, DIM), 0))
+    coll = eng._collection("c")
+    real_seal = SealedSegment.seal.__func__
+
+    def seal_then_delete(cls, growing, directory, index_params):
+        sealed = real_seal(cls, growing, directory, index_params)
+        coll.delete_pks([7])  # lands on the growing segment object before the swap
+        return sealed
+
+    monkeypatch.setattr(SealedSegment, "seal", classmethod(seal_then_delete))
+    eng.flush("c")
+    monkeypatch.undo()
+    eng.insert("c", make_rows(clustered(5, DIM, seed=4), 100))
+    eng.flush("c")  # must persist the delete: the WAL that holds it is truncated here
+    assert eng.get("c", [7]) == []
+    eng.close()
+    eng = vectordb.open_engine(tmp_path / "db")
+    try:
+        assert eng.get("c", [7]) == []
+        assert eng.count("c") == 24
+    finally:
+        eng.close()
