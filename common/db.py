@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import peewee
+from playhouse.migrate import SchemaMigrator, migrate
 from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase, PooledSqliteDatabase
 
 from common.errors import Conflict, InvalidRequest, NotFound
@@ -200,6 +201,12 @@ class TaskRecord:
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+    part: int = 0
+    parts: int = 1
+    page_from: int | None = None
+    page_to: int | None = None
+    chunk_count: int = 0
+    token_count: int = 0
 
     @property
     def is_terminal(self) -> bool:
@@ -208,6 +215,19 @@ class TaskRecord:
     @property
     def progress_lines(self) -> list[str]:
         return self.progress_msg.splitlines()
+
+    @property
+    def is_split(self) -> bool:
+        """One of several page-range tasks sharing one parse of a large document."""
+        return self.parts > 1
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A completed task: `document_done` when its parse version became the document's live chunk set
+    (always for a whole-document task; for a page-range part, when it was the last part to finish)."""
+
+    document_done: bool
 
 
 # --------------------------------------------------------------------------------------------- models
@@ -288,6 +308,13 @@ def _build_models(database: peewee.Database) -> _Models:
         error = peewee.TextField(null=True)
         worker = peewee.CharField(max_length=255, null=True)
         stream_id = peewee.CharField(max_length=64, null=True)
+        # Page-range parts of one parse of a large PDF: part k of `parts`, pages [page_from, page_to].
+        part = peewee.IntegerField(default=0)
+        parts = peewee.IntegerField(default=1)
+        page_from = peewee.IntegerField(null=True)
+        page_to = peewee.IntegerField(null=True)
+        chunk_count = peewee.IntegerField(default=0)
+        token_count = peewee.BigIntegerField(default=0)
         created_at = peewee.DoubleField()
         started_at = peewee.DoubleField(null=True)
         finished_at = peewee.DoubleField(null=True)
@@ -327,6 +354,18 @@ class Repository:
         self._m = _build_models(database)
         with self._session():
             database.create_tables(self._m.all, safe=True)
+            self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Upgrade tables created by an older docvec: add the columns it did not have (all nullable or
+        defaulted, so existing rows stay valid)."""
+        for model in self._m.all:
+            table = model._meta.table_name
+            present = {c.name for c in self._db.get_columns(table)}
+            missing = [f for f in model._meta.sorted_fields if f.column_name not in present]
+            if missing:
+                migrator = SchemaMigrator.from_database(self._db)
+                migrate(*(migrator.add_column(table, f.column_name, f) for f in missing))
 
     @property
     def database(self) -> peewee.Database:
@@ -408,6 +447,12 @@ class Repository:
             started_at=_dt(row.started_at),
             finished_at=_dt(row.finished_at),
             updated_at=_dt(row.updated_at),  # type: ignore[arg-type]
+            part=row.part,
+            parts=row.parts,
+            page_from=row.page_from,
+            page_to=row.page_to,
+            chunk_count=row.chunk_count,
+            token_count=row.token_count,
         )
 
     def _task_row(self, task_id: str) -> Any:
@@ -532,9 +577,23 @@ class Repository:
         return self._doc_record(doc), self._task_record(task)
 
     def _insert_task(
-        self, document_id: str, kb_id: str, tenant: str, *, parse_version: int, priority: str, now: float
+        self,
+        document_id: str,
+        kb_id: str,
+        tenant: str,
+        *,
+        parse_version: int,
+        priority: str,
+        now: float,
+        part: tuple[int, int, int, int] | None = None,
     ) -> Any:
+        """Insert a queued task; `part` = (part, parts, page_from, page_to) for a page-range part."""
+        index, parts, page_from, page_to = part or (0, 1, None, None)
         return self._m.task.create(
+            part=index,
+            parts=parts,
+            page_from=page_from,
+            page_to=page_to,
             id=_new_id(),
             document=document_id,
             kb_id=kb_id,
@@ -780,8 +839,13 @@ class Repository:
 
     def complete_task(
         self, task_id: str, version: int, *, chunk_count: int, token_count: int, format: str
-    ) -> bool:
-        """Mark the task done; its parse version becomes the live chunk set. False if fenced out."""
+    ) -> Completion | None:
+        """Mark the task done; None if fenced out.
+
+        A whole-document task makes its parse version the live chunk set at once. A page-range part
+        does so only when it is the last part of its parse to finish; the document then counts the
+        chunks and tokens of every part.
+        """
         task, doc = self._m.task, self._m.document
         now = time.time()
         with self._session():
@@ -790,6 +854,8 @@ class Repository:
                     status=TaskStatus.DONE.value,
                     progress=1.0,
                     stage=None,
+                    chunk_count=chunk_count,
+                    token_count=token_count,
                     finished_at=now,
                     updated_at=now,
                     progress_msg=task.progress_msg.concat(_log_line("done", now)),
@@ -798,8 +864,21 @@ class Repository:
                 .execute()
             )
             if changed == 0:
-                return False
+                return None
             row = self._task_row(task_id)
+            if row.parts > 1:
+                # Lock the document row first: concurrent last parts serialise here, and the one that
+                # comes second sees the other's commit.
+                doc.update(updated_at=now).where(doc.id == row.document_id).execute()
+                parts = list(
+                    task.select(task.status, task.chunk_count, task.token_count).where(
+                        (task.document == row.document_id) & (task.parse_version == row.parse_version)
+                    )
+                )
+                if len(parts) < row.parts or any(p.status != TaskStatus.DONE.value for p in parts):
+                    return Completion(document_done=False)
+                chunk_count = sum(p.chunk_count for p in parts)
+                token_count = sum(p.token_count for p in parts)
             doc.update(
                 status=TaskStatus.DONE.value,
                 chunk_count=chunk_count,
@@ -808,7 +887,60 @@ class Repository:
                 parse_version=row.parse_version,
                 updated_at=now,
             ).where(doc.id == row.document_id).execute()
-        return True
+        return Completion(document_done=True)
+
+    def split_task(self, task_id: str, version: int, ranges: list[tuple[int, int]]) -> list[TaskRecord]:
+        """Split a running whole-document task into page-range parts: it keeps `ranges[0]`, a new queued
+        task is created for each other range (same parse version, same priority). Returns the new tasks
+        (to be enqueued by the caller; the janitor enqueues any it missed). `Conflict` if fenced out.
+        """
+        if len(ranges) < 2:
+            raise InvalidRequest("a split needs at least two page ranges")
+        task = self._m.task
+        now = time.time()
+        with self._session():
+            row = self._locked_task(self._fenced(task_id, version))
+            if row is None:
+                raise Conflict(f"task {task_id} was cancelled or superseded before it could be split")
+            if row.parts > 1:
+                raise Conflict(f"task {task_id} is already part {row.part + 1} of {row.parts}")
+            first, last = ranges[0]
+            line = _log_line(f"split into {len(ranges)} page-range tasks; this one reads pages {first}-{last}", now)
+            task.update(
+                part=0, parts=len(ranges), page_from=first, page_to=last, updated_at=now,
+                progress_msg=task.progress_msg.concat(line),
+            ).where(self._fenced(task_id, version)).execute()
+            children = [
+                self._insert_task(
+                    row.document_id, row.kb_id, row.tenant, parse_version=row.parse_version,
+                    priority=row.priority, now=now, part=(k, len(ranges), page_from, page_to),
+                )
+                for k, (page_from, page_to) in enumerate(ranges[1:], start=1)
+            ]
+        return [self._task_record(c) for c in children]
+
+    def cancel_parts(self, document_id: str, parse_version: int, reason: str) -> list[str]:
+        """Cancel the queued or running page-range parts of one parse (a sibling part failed or was
+        cancelled); return their ids so the caller can flag them in Redis."""
+        task = self._m.task
+        now = time.time()
+        same_parse = (
+            (task.document == document_id)
+            & (task.parse_version == parse_version)
+            & task.status.in_([s.value for s in ACTIVE_STATUSES])
+        )
+        with self._session():
+            ids = [r.id for r in task.select(task.id).where(same_parse)]
+            if ids:
+                task.update(
+                    status=TaskStatus.CANCELLED.value,
+                    version=task.version + 1,
+                    stage=None,
+                    finished_at=now,
+                    updated_at=now,
+                    progress_msg=task.progress_msg.concat(_log_line(f"cancelled: {reason}", now)),
+                ).where(same_parse & task.id.in_(ids)).execute()
+        return ids
 
     def fail_task(self, task_id: str, version: int, error: str) -> bool:
         """Fail a queued or running task for good (document failed too); False if fenced out."""
@@ -946,6 +1078,13 @@ class Repository:
                     attempts=0,
                     error=None,
                     stream_id=None,
+                    # A retried page-range part re-runs the whole document (which splits again).
+                    part=0,
+                    parts=1,
+                    page_from=None,
+                    page_to=None,
+                    chunk_count=0,
+                    token_count=0,
                     progress=0.0,
                     stage=None,
                     worker=None,

@@ -54,10 +54,27 @@ async def enqueue(core: Core, task: TaskRecord) -> TaskRecord:
 
 
 async def cancel(core: Core, task_id: str) -> TaskRecord:
-    """Mark a task cancelled in the DB, then flag it in Redis for the worker running it."""
+    """Mark a task cancelled in the DB, then flag it in Redis for the worker running it.
+
+    Cancelling one page-range part of a split document cancels every part of that parse.
+    """
     task = await asyncio.to_thread(core.repo.cancel_task, task_id)
-    await core.redis.set(core.keys.cancel(task_id), "1", ex=CANCEL_FLAG_TTL_S)
+    flagged = [task_id]
+    if task.is_split:
+        flagged += await asyncio.to_thread(
+            core.repo.cancel_parts, task.document_id, task.parse_version, f"part {task.part + 1} was cancelled"
+        )
+    await flag_cancelled(core, flagged)
     return task
+
+
+async def flag_cancelled(core: Core, task_ids: list[str]) -> None:
+    """Set the Redis cancel flags that running workers check between stages and batches."""
+    if task_ids:
+        async with core.redis.pipeline(transaction=False) as pipe:
+            for tid in task_ids:
+                pipe.set(core.keys.cancel(tid), "1", ex=CANCEL_FLAG_TTL_S)
+            await pipe.execute()
 
 
 async def retry(core: Core, task_id: str) -> TaskRecord:

@@ -133,6 +133,9 @@ class EmbeddingSettings(_Section):
 class ChunkingSettings(_Section):
     chunk_tokens: int = Field(default=256, ge=16, le=8192)
     overlap_tokens: int = Field(default=32, ge=0)
+    # A PDF with more pages is split into page-range tasks of this many pages, run by several workers
+    # at once (0: never split).
+    pdf_pages_per_task: int = Field(default=64, ge=0)
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> ChunkingSettings:

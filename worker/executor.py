@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from common import ingest
 from common.db import TaskRecord
 from common.errors import Cancelled, DocvecError, LimitExceeded, NotFound, PermanentError, StageTimeout
 from common.queue import QueueMessage
@@ -21,6 +22,7 @@ from worker.pipeline import (
     FetchStage,
     IndexStage,
     ParseStage,
+    SplitStage,
     Stage,
     StageLimits,
     TaskContext,
@@ -57,6 +59,7 @@ class TaskExecutor:
         limits = StageLimits.from_settings(settings)
         self._stages: Sequence[Stage] = (
             FetchStage(core.store, limits, settings),
+            SplitStage(core, limits),
             ParseStage(limits, settings),
             ChunkStage(core.embedders, limits, settings),
             EmbedStage(EmbedBatcher(core.embedders, batch_size=settings.embedding.batch_size,
@@ -67,6 +70,7 @@ class TaskExecutor:
         w = settings.worker
         self._timeouts_s = {
             "fetch": w.fetch_timeout_s,
+            "split": w.parse_timeout_s,
             "parse": w.parse_timeout_s,
             "chunk": w.chunk_timeout_s,
             "embed": w.embed_timeout_s,
@@ -154,10 +158,13 @@ class TaskExecutor:
             repo.complete_task, task.id, task.version,
             chunk_count=len(ctx.chunks), token_count=ctx.token_count, format=ctx.parsed.format,
         )
-        if not completed:
+        if completed is None:
             raise Cancelled(f"task {task.id} was cancelled or superseded before it completed")
-        # The new version is live: older versions of the document's chunks go.
-        await self._chunks.delete_document(ctx.kb.collection, ctx.document.id, except_version=task.parse_version)
+        if completed.document_done:
+            # The new version is live: older versions of the document's chunks go.
+            await self._chunks.delete_document(
+                ctx.kb.collection, ctx.document.id, except_version=task.parse_version
+            )
         ctx.progress.progress = 1.0
         await ctx.progress.publish("done", status="done", message=f"{len(ctx.chunks)} chunks")
         await self._core.queue.ack(message)
@@ -167,12 +174,17 @@ class TaskExecutor:
         repo = self._core.repo
         try:
             task = await asyncio.to_thread(repo.get_task, message.task_id)
-            if task.status == "done":
+            if task.status == "done" or task.is_split:
                 document = await asyncio.to_thread(repo.get_document, task.document_id)
                 kb = await asyncio.to_thread(repo.get_kb_by_id, task.kb_id)
-                await self._chunks.delete_document(
-                    kb.collection, document.id, except_version=document.parse_version
-                )
+                if task.status == "done":
+                    await self._chunks.delete_document(
+                        kb.collection, document.id, except_version=document.parse_version
+                    )
+                elif document.parse_version != task.parse_version:
+                    # A page-range part cancelled while queued: its parse never became live, and the
+                    # parts that did finish left chunks behind.
+                    await self._chunks.delete_document(kb.collection, document.id, only_version=task.parse_version)
         except NotFound:
             log.info("entry %s names task %s, which no longer exists", message.entry_id, message.task_id)
         await self._core.queue.ack(message)
@@ -196,12 +208,27 @@ class TaskExecutor:
 
     async def _fail(self, message: QueueMessage, progress: TaskProgress, reason: str, *,
                     dead_letter: bool = False) -> None:
-        await asyncio.to_thread(self._core.repo.fail_task, progress.task_id, progress.version, reason)
+        repo = self._core.repo
+        if await asyncio.to_thread(repo.fail_task, progress.task_id, progress.version, reason):
+            await self._fail_sibling_parts(progress.task_id)
         await progress.publish("failed", status="failed", message=reason)
         if dead_letter:
             await self._core.queue.dead_letter(message, reason)
         else:
             await self._core.queue.ack(message)
+
+    async def _fail_sibling_parts(self, task_id: str) -> None:
+        """A failed page-range part fails its whole parse: cancel the other parts, drop its chunks."""
+        repo = self._core.repo
+        task = await asyncio.to_thread(repo.get_task, task_id)
+        if not task.is_split:
+            return
+        siblings = await asyncio.to_thread(
+            repo.cancel_parts, task.document_id, task.parse_version, f"part {task.part + 1} failed"
+        )
+        await ingest.flag_cancelled(self._core, siblings)
+        kb = await asyncio.to_thread(repo.get_kb_by_id, task.kb_id)
+        await self._chunks.delete_document(kb.collection, task.document_id, only_version=task.parse_version)
 
     async def _retry_or_give_up(self, message: QueueMessage, progress: TaskProgress, attempts: int,
                                 error: str) -> TaskResult:

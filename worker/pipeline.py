@@ -13,12 +13,13 @@ from typing import Protocol
 
 import numpy as np
 
+from common import ingest
 from common.chunking import Chunk, Chunker
 from common.db import DocumentRecord, KbRecord, TaskRecord
-from common.errors import CorruptDocument, LimitExceeded, NotFound, PermanentError
-from common.parsing import parse_document
+from common.errors import Cancelled, Conflict, CorruptDocument, LimitExceeded, NotFound, PermanentError
+from common.parsing import parse_document, pdf_page_count
 from common.parsing.base import ParsedDocument
-from common.runtime import EmbedderLoader
+from common.runtime import Core, EmbedderLoader
 from common.settings import Settings
 from common.storage.base import ObjectStore
 from vectordb.chunkstore import ChunkRow, ChunkStore
@@ -26,6 +27,8 @@ from worker.batching import EmbedBatcher
 from worker.progress import TaskProgress
 
 INDEX_BATCH_ROWS = 512
+# Chunk ordinals of page-range part k start at k * stride (far above any one part's chunk count).
+PART_ORDINAL_STRIDE = 1 << 24
 
 
 @dataclass(slots=True)
@@ -97,6 +100,41 @@ class FetchStage:
         await ctx.progress.report(self.end, f"fetched {len(ctx.data)} bytes", stage=self.name)
 
 
+class SplitStage:
+    """A large PDF becomes page-range tasks: this task keeps the first range and enqueues the others,
+    so several workers share one big document (`chunking.pdf_pages_per_task`)."""
+
+    name = "split"
+    start, end = 0.05, 0.05
+
+    def __init__(self, core: Core, limits: StageLimits) -> None:
+        self._core = core
+        self._limits = limits
+
+    async def run(self, ctx: TaskContext) -> None:
+        settings = self._core.settings
+        per_task = settings.chunking.pdf_pages_per_task
+        if not per_task or ctx.task.is_split:
+            return
+        async with self._limits.chunk_builders:
+            pages = await asyncio.to_thread(pdf_page_count, ctx.data, ctx.document.filename, limits=settings.limits)
+        if pages is None or pages <= per_task:
+            return
+        ranges = [(first, min(first + per_task - 1, pages)) for first in range(1, pages + 1, per_task)]
+        repo = self._core.repo
+        try:
+            parts = await asyncio.to_thread(repo.split_task, ctx.task.id, ctx.task.version, ranges)
+        except Conflict as exc:
+            raise Cancelled(exc.message) from exc
+        for part in parts:  # a crash here leaves the rest to the janitor's orphan scan
+            await ingest.enqueue(self._core, part)
+        ctx.task = await asyncio.to_thread(repo.get_task, ctx.task.id)
+        await ctx.progress.report(
+            self.end, f"{pages} pages: split into {len(ranges)} tasks of up to {per_task} pages; "
+            f"this one reads pages {ranges[0][0]}-{ranges[0][1]}", stage=self.name,
+        )
+
+
 class ParseStage:
     name = "parse"
     start, end = 0.05, 0.15
@@ -107,8 +145,10 @@ class ParseStage:
 
     async def run(self, ctx: TaskContext) -> None:
         async with self._limits.chunk_builders:
+            task = ctx.task
+            pages = (task.page_from, task.page_to) if task.page_from is not None and task.page_to is not None else None
             ctx.parsed = await asyncio.to_thread(
-                parse_document, ctx.data, ctx.document.filename, limits=self._settings.limits
+                parse_document, ctx.data, ctx.document.filename, limits=self._settings.limits, pages=pages
             )
         ctx.data = b""
         await ctx.progress.report(
@@ -182,9 +222,11 @@ class IndexStage:
     async def run(self, ctx: TaskContext) -> None:
         assert ctx.vectors is not None
         doc, task = ctx.document, ctx.task
+        first_ordinal = task.part * PART_ORDINAL_STRIDE  # page-range parts: ordinals in page order, unique
         rows = [
             ChunkRow(
-                document_id=doc.id, parse_version=task.parse_version, ordinal=c.ordinal, title=c.title,
+                document_id=doc.id, parse_version=task.parse_version, ordinal=first_ordinal + c.ordinal,
+                title=c.title,
                 text=c.text, filename=doc.filename, page=c.page, start_char=c.start_char,
                 end_char=c.end_char, token_count=c.token_count,
             )

@@ -36,10 +36,19 @@ from common.parsing.text import TextParser
 from common.parsing.xlsx import XlsxParser
 from common.settings import LimitsSettings
 
-__all__ = ["ParsedDocument", "Parser", "Section", "Sniffed", "parse_document", "sniff"]
+__all__ = ["ParsedDocument", "Parser", "Section", "Sniffed", "parse_document", "pdf_page_count", "sniff"]
 
 
-def parse_document(data: bytes, filename: str, *, limits: LimitsSettings) -> ParsedDocument:
+def pdf_page_count(data: bytes, filename: str, *, limits: LimitsSettings) -> int | None:
+    """The page count of a PDF (checked against `limits.max_pages`), or None if `data` is not a PDF."""
+    if detect_document_format(data) != PDF:
+        return None
+    return PdfParser(limits).page_count(data, filename)
+
+
+def parse_document(
+    data: bytes, filename: str, *, limits: LimitsSettings, pages: tuple[int, int] | None = None
+) -> ParsedDocument:
     """Parse one uploaded document; raise a `PermanentError` subclass if it cannot be used.
 
     `LimitExceeded` above `limits.max_upload_bytes`, `max_pages` or `max_decompressed_bytes`;
@@ -53,13 +62,13 @@ def parse_document(data: bytes, filename: str, *, limits: LimitsSettings) -> Par
         )
     if not data.strip():
         raise _empty(filename, "document is empty")
-    document = _parse(data, filename, limits)
+    document = _parse(data, filename, limits, pages)
     if not any(section.text.strip() for section in document.sections):
         raise _empty(filename, "document is empty (no readable text)")
     return document
 
 
-def _parse(data: bytes, filename: str, limits: LimitsSettings) -> ParsedDocument:
+def _parse(data: bytes, filename: str, limits: LimitsSettings, pages: tuple[int, int] | None) -> ParsedDocument:
     binary_parsers: dict[str, Parser] = {
         PDF: PdfParser(limits),
         DOCX: DocxParser(limits),
@@ -67,6 +76,8 @@ def _parse(data: bytes, filename: str, limits: LimitsSettings) -> ParsedDocument
         PPTX: PptxParser(limits),
     }
     document_format = detect_document_format(data)
+    if document_format == PDF:
+        return PdfParser(limits).parse(data, filename, pages=pages)
     if document_format is not None:
         return binary_parsers[document_format].parse(data, filename)
     if detect_binary_format(data) == DAMAGED_ZIP:

@@ -29,26 +29,46 @@ class PdfParser:
     def __init__(self, limits: LimitsSettings) -> None:
         self._limits = limits
 
-    def parse(self, data: bytes, filename: str) -> ParsedDocument:
+    def parse(self, data: bytes, filename: str, *, pages: tuple[int, int] | None = None) -> ParsedDocument:
+        """Parse the whole document, or only pages `pages` = (first, last), 1-based and inclusive (a
+        page-range task of a large PDF; the page-count limit still applies to the whole file)."""
+        reader = self._open(data, filename)
+        page_count = self._checked_page_count(reader, filename)
+        first, last = (1, page_count) if pages is None else (max(1, pages[0]), min(page_count, pages[1]))
+        if pages is not None and first > last:
+            raise CorruptDocument(
+                f'file "{filename}" has {page_count} pages; the requested pages {pages[0]}-{pages[1]} do not exist'
+            )
+        builder = DocumentBuilder()
+        for number in range(first, last + 1):
+            page_text = _page_text(reader, number, filename)
+            for start, end in paragraph_spans(page_text):
+                builder.section(page_text[start:end], page=number)
+        return builder.build(self.format, title=_title(reader, builder), pages=page_count)
+
+    def page_count(self, data: bytes, filename: str) -> int:
+        """The number of pages, checked against `limits.max_pages`, without extracting any text."""
+        return self._checked_page_count(self._open(data, filename), filename)
+
+    def _open(self, data: bytes, filename: str) -> PdfReader:
         try:
             reader = PdfReader(io.BytesIO(data), strict=False)
             self._decrypt(reader, filename)
-            page_count = len(reader.pages)
+            _ = len(reader.pages)  # walks the page tree: a damaged one fails here, not later
         except (UnsupportedFormat, CorruptDocument):
             raise
         except Exception as exc:  # any failure inside pypdf means "unreadable PDF"; see module docstring
             raise _damaged(filename, exc) from exc
+        return reader
+
+    def _checked_page_count(self, reader: PdfReader, filename: str) -> int:
+        page_count = len(reader.pages)
         if page_count > self._limits.max_pages:
             raise LimitExceeded(
                 f'file "{filename}" is a PDF with {page_count} pages, above the limit of '
                 f"{self._limits.max_pages} pages (limits.max_pages); split it into smaller files"
             )
-        builder = DocumentBuilder()
-        for number in range(1, page_count + 1):
-            page_text = _page_text(reader, number, filename)
-            for start, end in paragraph_spans(page_text):
-                builder.section(page_text[start:end], page=number)
-        return builder.build(self.format, title=_title(reader, builder), pages=page_count)
+        return page_count
 
     @staticmethod
     def _decrypt(reader: PdfReader, filename: str) -> None:

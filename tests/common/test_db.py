@@ -483,7 +483,7 @@ def test_concurrent_claim_and_complete_exactly_one_wins(repo: Repository) -> Non
             claimed = repo.claim_task(task.id, name)
             results[name] = claimed is not None and repo.complete_task(
                 task.id, claimed.version, chunk_count=len(name), token_count=1, format=name
-            )
+            ) is not None
         except BaseException as exc:  # surfaced by the assertion below
             errors.append(exc)
 
@@ -530,3 +530,68 @@ def test_concurrent_cancel_and_complete(repo: Repository) -> None:
     else:
         assert outcome["cancel"] == TaskStatus.CANCELLED and final == TaskStatus.CANCELLED
     assert repo.get_document(doc.id).status == final
+
+
+# ------------------------------------------------------------------------------- page-range parts
+
+
+def test_split_parts_complete_the_document_only_together(repo: Repository) -> None:
+    kb = _kb(repo)
+    doc, task = _doc(repo, kb, filename="big.pdf")
+    running = repo.claim_task(task.id, "w1")
+    parts = repo.split_task(task.id, running.version, [(1, 10), (11, 20), (21, 25)])
+    assert [(p.part, p.parts, p.page_from, p.page_to) for p in parts] == [(1, 3, 11, 20), (2, 3, 21, 25)]
+    assert all(p.status == "queued" and p.parse_version == task.parse_version for p in parts)
+    first = repo.get_task(task.id)
+    assert (first.part, first.parts, first.page_from, first.page_to) == (0, 3, 1, 10)
+    with pytest.raises(Conflict):  # a redelivery must not split twice
+        repo.split_task(task.id, running.version, [(1, 5), (6, 25)])
+
+    done = repo.complete_task(task.id, running.version, chunk_count=4, token_count=40, format="pdf")
+    assert done is not None and not done.document_done
+    assert repo.get_document(doc.id).parse_version == 0  # not live until every part is done
+    second = repo.claim_task(parts[0].id, "w2")
+    assert not repo.complete_task(parts[0].id, second.version, chunk_count=5, token_count=50, format="pdf").document_done
+    third = repo.claim_task(parts[1].id, "w1")
+    last = repo.complete_task(parts[1].id, third.version, chunk_count=2, token_count=20, format="pdf")
+    assert last is not None and last.document_done
+    live = repo.get_document(doc.id)
+    assert (live.status, live.parse_version, live.chunk_count, live.token_count) == ("done", 1, 11, 110)
+
+
+def test_cancel_parts_and_retry_of_a_part_reruns_the_whole_document(repo: Repository) -> None:
+    kb = _kb(repo)
+    doc, task = _doc(repo, kb, filename="big.pdf")
+    running = repo.claim_task(task.id, "w1")
+    parts = repo.split_task(task.id, running.version, [(1, 10), (11, 20), (21, 30)])
+    repo.claim_task(parts[0].id, "w2")
+    assert repo.fail_task(parts[1].id, repo.get_task(parts[1].id).version, "damaged page")
+    cancelled = repo.cancel_parts(doc.id, task.parse_version, "part 3 failed")
+    assert set(cancelled) == {task.id, parts[0].id}
+    assert {repo.get_task(t).status for t in cancelled} == {"cancelled"}
+    assert not repo.complete_task(task.id, running.version, chunk_count=1, token_count=1, format="pdf")
+    assert repo.cancel_parts(doc.id, task.parse_version, "again") == []
+
+    retried = repo.retry_task(parts[1].id)
+    assert (retried.part, retried.parts, retried.page_from, retried.page_to) == (0, 1, None, None)
+    assert retried.parse_version > task.parse_version and retried.status == "queued"
+    assert repo.get_document(doc.id).status == "queued"
+
+
+def test_old_task_tables_gain_the_part_columns(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    db = open_database(url)
+    with db:  # a task table as docvec created it before page-range parts existed
+        db.execute_sql("CREATE TABLE task (id VARCHAR(32) PRIMARY KEY, document_id VARCHAR(32), kb_id VARCHAR(32), "
+                       "tenant VARCHAR(64), status VARCHAR(16), priority VARCHAR(16), parse_version INTEGER, "
+                       "version INTEGER, progress REAL, progress_msg TEXT, stage VARCHAR(64), stage_timings TEXT, "
+                       "attempts INTEGER, error TEXT, worker VARCHAR(255), stream_id VARCHAR(64), created_at REAL, "
+                       "started_at REAL, finished_at REAL, updated_at REAL)")
+    db.close_all()
+    repo = Repository(open_database(url))
+    try:
+        kb = _kb(repo)
+        _, task = _doc(repo, kb)
+        assert (task.part, task.parts, task.page_from, task.chunk_count) == (0, 1, None, 0)
+    finally:
+        repo.close()
