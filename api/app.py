@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -12,6 +13,7 @@ import vectordb
 from api.deps import AppServices
 from api.errors import install_error_handlers
 from api.routes import documents, health, kbs, search, tasks
+from common.apikeys import ApiKeyStore
 from common.runtime import Core, open_core
 from common.settings import Settings
 from vectordb.chunkstore import ChunkStore
@@ -33,7 +35,8 @@ def create_app(settings: Settings, *, core: Core | None = None, vectors: Any = N
                 stack.push_async_callback(app_vectors.close)
             chunks = ChunkStore(app_vectors, index_type=settings.vectordb.index_type,
                                 metric_type=settings.vectordb.metric_type)
-            app.state.services = AppServices(core=app_core, chunks=chunks)
+            apikeys = await asyncio.to_thread(ApiKeyStore, app_core.repo.database)
+            app.state.services = AppServices(core=app_core, chunks=chunks, apikeys=apikeys)
             yield
 
     app = FastAPI(title="docvec", version="0.1.0", lifespan=lifespan,

@@ -1,32 +1,89 @@
-"""Request-scoped access to the process's clients (built once in the app lifespan)."""
+"""Request-scoped access to the process's clients (built once in the app lifespan) and to the caller.
+
+Auth: an API key in `Authorization: Bearer <key>`, or in the `docvec_key` cookie (the dashboard). A key
+belongs to one tenant; every tenant route is scoped by it. Admin keys act as their own tenant on tenant
+routes and may also use the fleet-level (admin) routes.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
+from common.apikeys import ApiKeyStore
+from common.errors import Forbidden, Unauthorized
 from common.runtime import Core
 from vectordb.chunkstore import ChunkStore
 
 DEFAULT_TENANT = "default"
+KEY_COOKIE = "docvec_key"
+
+_bearer = HTTPBearer(auto_error=False, scheme_name="bearer", description="an API key: `Authorization: Bearer <key>`")
+_cookie = APIKeyCookie(name=KEY_COOKIE, auto_error=False, scheme_name="cookie",
+                       description="the same API key in the `docvec_key` cookie (used by the dashboard)")
 
 
 @dataclass(frozen=True, slots=True)
 class AppServices:
     core: Core
     chunks: ChunkStore
+    apikeys: ApiKeyStore
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling: the tenant of their key, whether the key is an admin key, and its id."""
+
+    tenant: str
+    is_admin: bool
+    key_id: str
 
 
 def services(request: Request) -> AppServices:
     return request.app.state.services
 
 
-def tenant() -> str:
-    """The caller's tenant. Every route is scoped by it; API-key auth maps keys to tenants."""
-    return DEFAULT_TENANT
-
-
 Services = Annotated[AppServices, Depends(services)]
+
+
+async def caller(
+    request: Request,
+    svc: Services,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    cookie: Annotated[str | None, Depends(_cookie)],
+) -> Caller:
+    """Authenticate the request's API key (header first, then cookie); 401 when missing or invalid."""
+    raw = bearer.credentials.strip() if bearer is not None else (cookie or "").strip()
+    if not raw:
+        raise Unauthorized(
+            "missing API key: send 'Authorization: Bearer <key>' (create one with `docvec keys create`)"
+        )
+    record = await asyncio.to_thread(svc.apikeys.authenticate, raw)
+    if record is None:
+        raise Unauthorized("invalid or revoked API key")
+    found = Caller(tenant=record.tenant, is_admin=record.is_admin, key_id=record.id)
+    request.state.caller = found
+    return found
+
+
+CallerDep = Annotated[Caller, Depends(caller)]
+
+
+def tenant(who: CallerDep) -> str:
+    """The caller's tenant. Every tenant route is scoped by it."""
+    return who.tenant
+
+
+def require_admin(who: CallerDep) -> Caller:
+    """The caller, who must hold an admin key (403 otherwise)."""
+    if not who.is_admin:
+        raise Forbidden("this route needs an admin API key (`docvec keys create --tenant T --admin`)")
+    return who
+
+
 Tenant = Annotated[str, Depends(tenant)]
+Admin = Annotated[Caller, Depends(require_admin)]

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from api.app import create_app
 from common.runtime import Core
 from tests.worker.helpers import running_worker
 
@@ -19,15 +17,6 @@ RIVERS = ("# Rivers\n\nThe Amazon river carries more water than any other river 
           "draining a basin of seven million square kilometres.\n")
 BREAD = ("# Bread\n\nSourdough bread rises because wild yeast and lactic bacteria in the starter "
          "ferment the flour, producing gas and a sour taste.\n")
-
-
-@pytest.fixture
-async def client(core: Core, vectors: Any) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(core.settings, core=core, vectors=vectors)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://docvec.test") as http:
-            yield http
 
 
 async def _wait_done(http: httpx.AsyncClient, task_id: str, timeout_s: float = 30) -> dict[str, Any]:
