@@ -12,7 +12,7 @@ from fastapi import FastAPI
 import vectordb
 from api.deps import AppServices
 from api.errors import install_error_handlers
-from api.routes import documents, health, kbs, search, tasks
+from api.routes import documents, health, kbs, keys, search, tasks
 from common.apikeys import ApiKeyStore
 from common.runtime import Core, open_core
 from common.settings import Settings
@@ -42,7 +42,7 @@ def create_app(settings: Settings, *, core: Core | None = None, vectors: Any = N
     app = FastAPI(title="docvec", version="0.1.0", lifespan=lifespan,
                   description="Documents in, searchable vector chunks out.")
     install_error_handlers(app)
-    for module in (kbs, documents, tasks, search):
+    for module in (kbs, documents, tasks, search, keys):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.router)
     return app

@@ -3,15 +3,35 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.schemas import ErrorResponse
 from common.errors import DocvecError, Unauthorized
 
 log = logging.getLogger(__name__)
+
+
+ERROR_DESCRIPTIONS = {
+    400: "Invalid request",
+    401: "Missing, invalid or revoked API key",
+    403: "The API key is not an admin key",
+    404: "Not found (or owned by another tenant)",
+    409: "Conflict with the current state",
+    413: "Upload larger than limits.max_upload_bytes",
+    415: "Unsupported document format",
+    422: "Request validation failed",
+    503: "A dependency (Redis, database, storage, vector store, model) is unavailable",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for these error statuses, all with the error body schema."""
+    return {s: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[s]} for s in statuses}
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -8,6 +8,17 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable, machine-readable error code, e.g. not_found")
+    message: str = Field(description="what went wrong and how to fix it")
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error response."""
+
+    error: ErrorDetail
+
+
 class KbCreate(BaseModel):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
     chunk_tokens: int | None = Field(default=None, ge=16, le=8192)
@@ -96,3 +107,31 @@ class SearchResponse(BaseModel):
 class Health(BaseModel):
     status: str
     checks: dict[str, Any] = {}
+
+
+class KeyCreate(BaseModel):
+    tenant: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    admin: bool = False
+    name: str = Field(default="", max_length=128)
+
+
+class KeyOut(BaseModel):
+    """An API key as stored: its id, tenant and a display prefix, never the key itself."""
+
+    id: str
+    tenant: str
+    is_admin: bool
+    name: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="the raw API key; shown only in this response")
+
+
+class CallerOut(BaseModel):
+    tenant: str
+    is_admin: bool
+    key_id: str

@@ -18,15 +18,20 @@ from rich.console import Console
 
 from common.errors import DocvecError, NotFound
 from common.settings import Settings, load_settings
+from docvec_cli.auth import API_KEY_ENV, admin_key_path, ensure_admin_key, resolve_api_key
 from docvec_cli.watch import TaskView, watch_tasks
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="docvec: documents in, searchable vector chunks out.")
 tasks_app = typer.Typer(help="Cancel or retry tasks.", no_args_is_help=True)
 app.add_typer(tasks_app, name="tasks")
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 API_URL_ENV = "DOCVEC_API_URL"
 ApiOption = Annotated[str | None, typer.Option("--api", envvar=API_URL_ENV, help="URL of a running docvec API")]
+KeyOption = Annotated[str | None, typer.Option("--key", envvar=API_KEY_ENV, show_default=False,
+                                               help="API key for --api (default: <data_dir>/admin.key)")]
 
 
 def _settings() -> Settings:
@@ -40,6 +45,17 @@ def _setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("faiss.loader", "httpx"):  # library chatter, not operator information
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def _api_client(api_key: str | None, timeout_s: float) -> httpx.AsyncClient:
+    """An HTTP client for a running API, sending the key given, else the embedded admin key."""
+    try:
+        settings: Settings | None = load_settings()
+    except ValueError:  # a broken settings file only loses the admin.key fallback here
+        settings = None
+    key = resolve_api_key(api_key, settings)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.AsyncClient(timeout=timeout_s, headers=headers)
 
 
 def _run(coro: Any) -> Any:
@@ -74,10 +90,15 @@ def up(host: str = "127.0.0.1", port: int = 8000) -> None:
 async def _up(settings: Settings, host: str, port: int) -> None:
     import vectordb
     from api.app import create_app
+    from common.apikeys import ApiKeyStore
     from common.runtime import open_core
     from worker.consumer import Worker
 
     async with open_core(settings) as core:
+        key_path = admin_key_path(settings)
+        admin_key, created = await asyncio.to_thread(
+            lambda: ensure_admin_key(ApiKeyStore(core.repo.database), key_path)
+        )
         vectors = vectordb.connect(settings.vectordb_uri, token=settings.vectordb.token)
         try:
             worker = Worker(core, vectors)
@@ -90,8 +111,12 @@ async def _up(settings: Settings, host: str, port: int) -> None:
 
             _on_signals(stop)
             console = Console()
-            console.print(f"docvec is up: API http://{host}:{port}/api/v1  (OpenAPI: http://{host}:{port}/docs)")
+            base = f"http://{host}:{port}"
+            console.print(f"docvec is up: API {base}/api/v1  (OpenAPI: {base}/docs)")
+            console.print(f"dashboard: {base}/dashboard")
             console.print(f"data dir: {settings.data_path}   redis: {core.redis_url}")
+            origin = "new admin key" if created else "admin key"
+            console.print(f"{origin} (stored in {key_path}): {admin_key}", soft_wrap=True)
             async with asyncio.TaskGroup() as group:
                 group.create_task(worker.run())
                 await server.serve()
@@ -164,12 +189,12 @@ def _collect_files(paths: list[Path]) -> list[Path]:
 def ingest(paths: Annotated[list[Path], typer.Argument(help="files or directories (recursive)")],
            kb: Annotated[str, typer.Option("--kb", help="knowledge base name (created if missing)")],
            wait: Annotated[bool, typer.Option("--wait", help="show progress until every document is done")] = False,
-           api_url: ApiOption = None) -> None:
+           api_url: ApiOption = None, api_key: KeyOption = None) -> None:
     """Upload documents. Without --api the pipeline runs in-process and returns when done."""
     files = _collect_files(paths)
     console = Console()
     if api_url:
-        results = _run(_ingest_api(api_url, files, kb, wait, console))
+        results = _run(_ingest_api(api_url, api_key, files, kb, wait, console))
     else:
         _setup_logging(logging.WARNING)
         results = _run(_ingest_local(_settings(), files, kb, wait, console))
@@ -226,15 +251,18 @@ def _api_error(response: httpx.Response) -> str:
 
 def _check(response: httpx.Response) -> Any:
     if response.is_error:
-        Console(stderr=True).print(f"[red]error {response.status_code}:[/red] {_api_error(response)}")
+        err = Console(stderr=True)
+        err.print(f"[red]error {response.status_code}:[/red] {_api_error(response)}")
+        if response.status_code == 401:
+            err.print(f"pass an API key with --key or {API_KEY_ENV} (`docvec keys create --tenant T`)")
         raise typer.Exit(2)
     return response.json() if response.content else None
 
 
-async def _ingest_api(api_url: str, files: list[Path], kb_name: str, wait: bool,
+async def _ingest_api(api_url: str, api_key: str | None, files: list[Path], kb_name: str, wait: bool,
                       console: Console) -> dict[str, TaskView]:
     base = api_url.rstrip("/") + "/api/v1"
-    async with httpx.AsyncClient(timeout=120) as client:
+    async with _api_client(api_key, 120) as client:
         response = await client.get(f"{base}/kbs/{kb_name}")
         if response.status_code == 404:
             _check(await client.post(f"{base}/kbs", json={"name": kb_name}))
@@ -261,12 +289,13 @@ async def _ingest_api(api_url: str, files: list[Path], kb_name: str, wait: bool,
 
 @app.command()
 def search(query: str, kb: Annotated[str, typer.Option("--kb")], k: Annotated[int, typer.Option("-k")] = 5,
-           api_url: ApiOption = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+           api_url: ApiOption = None, api_key: KeyOption = None,
+           as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Print the top chunks for QUERY with their scores and sources."""
     import json
 
     if api_url:
-        hits = _run(_search_api(api_url, query, kb, k))
+        hits = _run(_search_api(api_url, api_key, query, kb, k))
     else:
         _setup_logging(logging.WARNING)
         hits = _run(_search_local(_settings(), query, kb, k))
@@ -282,8 +311,8 @@ def search(query: str, kb: Annotated[str, typer.Option("--kb")], k: Annotated[in
         console.print("   " + hit["text"][:400].replace("\n", " ") + ("…" if len(hit["text"]) > 400 else ""))
 
 
-async def _search_api(api_url: str, query: str, kb: str, k: int) -> list[dict[str, Any]]:
-    async with httpx.AsyncClient(timeout=60) as client:
+async def _search_api(api_url: str, api_key: str | None, query: str, kb: str, k: int) -> list[dict[str, Any]]:
+    async with _api_client(api_key, 60) as client:
         body = _check(await client.post(f"{api_url.rstrip('/')}/api/v1/kbs/{kb}/search",
                                         json={"query": query, "top_k": k}))
     return list(body["hits"])
@@ -313,9 +342,9 @@ async def _search_local(settings: Settings, query: str, kb_name: str, k: int) ->
     return [asdict(h) for h in hits]
 
 
-async def _task_action(api_url: str | None, action: str, task_id: str) -> dict[str, Any]:
+async def _task_action(api_url: str | None, api_key: str | None, action: str, task_id: str) -> dict[str, Any]:
     if api_url:
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with _api_client(api_key, 30) as client:
             return dict(_check(await client.post(f"{api_url.rstrip('/')}/api/v1/tasks/{task_id}/{action}")))
     from dataclasses import asdict
 
@@ -328,17 +357,72 @@ async def _task_action(api_url: str | None, action: str, task_id: str) -> dict[s
 
 
 @tasks_app.command("cancel")
-def tasks_cancel(task_id: str, api_url: ApiOption = None) -> None:
+def tasks_cancel(task_id: str, api_url: ApiOption = None, api_key: KeyOption = None) -> None:
     """Cancel a queued or running task."""
-    task = _run(_task_action(api_url, "cancel", task_id))
+    task = _run(_task_action(api_url, api_key, "cancel", task_id))
     typer.echo(f"task {task['id']}: {task['status']}")
 
 
 @tasks_app.command("retry")
-def tasks_retry(task_id: str, api_url: ApiOption = None) -> None:
+def tasks_retry(task_id: str, api_url: ApiOption = None, api_key: KeyOption = None) -> None:
     """Re-run a failed or cancelled task."""
-    task = _run(_task_action(api_url, "retry", task_id))
+    task = _run(_task_action(api_url, api_key, "retry", task_id))
     typer.echo(f"task {task['id']}: {task['status']}")
+
+
+@contextlib.contextmanager
+def _key_store(settings: Settings) -> Iterator[Any]:
+    """The API key store on the configured database (no Redis needed)."""
+    from common.apikeys import ApiKeyStore
+    from common.db import open_database
+
+    database = open_database(settings.db_url)
+    try:
+        yield ApiKeyStore(database)
+    finally:
+        database.close()
+
+
+@keys_app.command("create")
+def keys_create(tenant: Annotated[str, typer.Option("--tenant", help="the tenant the key acts for")],
+                admin: Annotated[bool, typer.Option("--admin", help="may also see the fleet and dashboard")] = False,
+                name: Annotated[str, typer.Option("--name", help="a label for `docvec keys list`")] = "") -> None:
+    """Create an API key; prints it alone on the last line (it is shown only this once)."""
+    try:
+        with _key_store(_settings()) as store:
+            issued = store.create(tenant, admin=admin, name=name)
+    except DocvecError as exc:
+        raise typer.BadParameter(exc.message) from exc
+    record = issued.record
+    kind = "admin key" if record.is_admin else "key"
+    typer.echo(f"created {kind} {record.id} for tenant {record.tenant!r}; store it now, it is not shown again:",
+               err=True)
+    typer.echo(issued.secret)
+
+
+@keys_app.command("list")
+def keys_list(tenant: Annotated[str | None, typer.Option("--tenant")] = None,
+              revoked: Annotated[bool, typer.Option("--revoked", help="include revoked keys")] = False) -> None:
+    """List API keys (ids and display prefixes; the keys themselves are not stored)."""
+    with _key_store(_settings()) as store:
+        records = store.list_keys(tenant=tenant, include_revoked=revoked)
+    for r in records:
+        state = "revoked" if r.revoked_at else ("admin" if r.is_admin else "active")
+        typer.echo(f"{r.id}  {r.prefix}…  {r.tenant:<20} {state:<8} {r.created_at:%Y-%m-%d %H:%M}  {r.name}")
+    if not records:
+        typer.echo("no keys")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str) -> None:
+    """Revoke an API key at once."""
+    try:
+        with _key_store(_settings()) as store:
+            record = store.revoke(key_id)
+    except NotFound as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(2) from exc
+    typer.echo(f"revoked key {record.id} ({record.prefix}…) of tenant {record.tenant!r}")
 
 
 def main() -> None:

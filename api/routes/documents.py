@@ -9,12 +9,15 @@ from typing import Annotated
 from fastapi import APIRouter, File, Query, UploadFile, status
 
 from api.deps import Services, Tenant
+from api.errors import error_responses
 from api.schemas import DocumentOut, SubmitResponse, Submitted, TaskOut
 from common import ingest
 from common.db import DocumentRecord
 from common.errors import InvalidRequest, LimitExceeded, NotFound
 
-router = APIRouter(tags=["documents"])
+router = APIRouter(tags=["documents"], responses=error_responses(401, 422, 503))
+
+MAX_OFFSET = 1_000_000_000
 
 READ_CHUNK_BYTES = 1024 * 1024
 
@@ -32,7 +35,8 @@ async def _read_limited(upload: UploadFile, limit: int) -> bytes:
     return b"".join(parts)
 
 
-@router.post("/kbs/{kb}/documents", status_code=status.HTTP_202_ACCEPTED, response_model=SubmitResponse)
+@router.post("/kbs/{kb}/documents", status_code=status.HTTP_202_ACCEPTED, response_model=SubmitResponse,
+             responses=error_responses(400, 404, 413))
 async def upload_documents(
     kb: str,
     svc: Services,
@@ -61,20 +65,21 @@ async def _owned_document(svc: Services, tenant: str, document_id: str) -> Docum
     return document
 
 
-@router.get("/kbs/{kb}/documents", response_model=list[DocumentOut])
+@router.get("/kbs/{kb}/documents", response_model=list[DocumentOut], responses=error_responses(404))
 async def list_documents(kb: str, svc: Services, tenant: Tenant, limit: int = Query(100, ge=1, le=1000),
-                         offset: int = Query(0, ge=0)) -> list[DocumentOut]:
+                         offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> list[DocumentOut]:
     record = await asyncio.to_thread(svc.core.repo.get_kb, kb, tenant=tenant)
     documents = await asyncio.to_thread(svc.core.repo.list_documents, record.id, limit=limit, offset=offset)
     return [DocumentOut(**asdict(d)) for d in documents]
 
 
-@router.get("/documents/{document_id}", response_model=DocumentOut)
+@router.get("/documents/{document_id}", response_model=DocumentOut, responses=error_responses(404))
 async def get_document(document_id: str, svc: Services, tenant: Tenant) -> DocumentOut:
     return DocumentOut(**asdict(await _owned_document(svc, tenant, document_id)))
 
 
-@router.delete("/documents/{document_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/documents/{document_id}", status_code=status.HTTP_204_NO_CONTENT,
+               responses=error_responses(404, 409))
 async def delete_document(document_id: str, svc: Services, tenant: Tenant) -> None:
     core = svc.core
     document = await _owned_document(svc, tenant, document_id)
@@ -87,7 +92,8 @@ async def delete_document(document_id: str, svc: Services, tenant: Tenant) -> No
     await asyncio.to_thread(core.repo.delete_document, document.id)
 
 
-@router.post("/documents/{document_id}/reparse", status_code=status.HTTP_202_ACCEPTED, response_model=TaskOut)
+@router.post("/documents/{document_id}/reparse", status_code=status.HTTP_202_ACCEPTED, response_model=TaskOut,
+             responses=error_responses(404, 409))
 async def reparse_document(document_id: str, svc: Services, tenant: Tenant) -> TaskOut:
     document = await _owned_document(svc, tenant, document_id)
     task = await asyncio.to_thread(svc.core.repo.reparse_document, document.id)

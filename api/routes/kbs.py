@@ -8,13 +8,15 @@ from dataclasses import asdict
 from fastapi import APIRouter, status
 
 from api.deps import Services, Tenant
+from api.errors import error_responses
 from api.schemas import KbCreate, KbOut
 from common import ingest
 
-router = APIRouter(tags=["knowledge bases"])
+router = APIRouter(tags=["knowledge bases"], responses=error_responses(401, 422, 503))
 
 
-@router.post("/kbs", status_code=status.HTTP_201_CREATED, response_model=KbOut)
+@router.post("/kbs", status_code=status.HTTP_201_CREATED, response_model=KbOut,
+             responses=error_responses(400, 409))
 async def create_kb(body: KbCreate, svc: Services, tenant: Tenant) -> KbOut:
     kb = await ingest.create_kb(svc.core, body.name, tenant=tenant, chunk_tokens=body.chunk_tokens,
                                 overlap_tokens=body.overlap_tokens)
@@ -28,13 +30,13 @@ async def list_kbs(svc: Services, tenant: Tenant) -> list[KbOut]:
     return [KbOut(**asdict(kb)) for kb in kbs]
 
 
-@router.get("/kbs/{kb}", response_model=KbOut)
+@router.get("/kbs/{kb}", response_model=KbOut, responses=error_responses(404))
 async def get_kb(kb: str, svc: Services, tenant: Tenant) -> KbOut:
     record = await asyncio.to_thread(svc.core.repo.get_kb, kb, tenant=tenant)
     return KbOut(**asdict(record))
 
 
-@router.delete("/kbs/{kb}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/kbs/{kb}", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(404))
 async def delete_kb(kb: str, svc: Services, tenant: Tenant) -> None:
     repo = svc.core.repo
     record = await asyncio.to_thread(repo.get_kb, kb, tenant=tenant)

@@ -8,12 +8,13 @@ from dataclasses import asdict
 from fastapi import APIRouter
 
 from api.deps import Services, Tenant
+from api.errors import error_responses
 from api.schemas import SearchHit, SearchRequest, SearchResponse
 
-router = APIRouter(tags=["search"])
+router = APIRouter(tags=["search"], responses=error_responses(401, 422, 503))
 
 
-@router.post("/kbs/{kb}/search", response_model=SearchResponse)
+@router.post("/kbs/{kb}/search", response_model=SearchResponse, responses=error_responses(400, 404))
 async def search(kb: str, body: SearchRequest, svc: Services, tenant: Tenant) -> SearchResponse:
     record = await asyncio.to_thread(svc.core.repo.get_kb, kb, tenant=tenant)
     embedder = await svc.core.embedders.get()

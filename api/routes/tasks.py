@@ -1,19 +1,36 @@
-"""Tasks: status, listing, cancel, retry."""
+"""Tasks: status, listing, cancel, retry, and live progress as Server-Sent Events."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import AsyncIterator
 from dataclasses import asdict
+from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+from redis import exceptions as redis_errors
+from redis.asyncio.client import PubSub
 
 from api.deps import Services, Tenant
+from api.errors import error_responses
 from api.schemas import TaskOut
 from common import ingest
 from common.db import TaskRecord, TaskStatus
 from common.errors import NotFound
 
-router = APIRouter(tags=["tasks"])
+router = APIRouter(tags=["tasks"], responses=error_responses(401, 422, 503))
+
+SSE_HEARTBEAT_S = 5.0
+"""A comment line this often keeps proxies from closing an idle stream and detects gone clients; the
+task's state is re-read from the database at the same time (a cancel of a queued task publishes nothing)."""
+SSE_MAX_LIFETIME_S = 3600.0
+"""A stream ends after this long even if its task has not finished; clients reconnect."""
+TERMINAL_EVENTS = frozenset({"done", "failed", "cancelled"})
+REDIS_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+MAX_OFFSET = 1_000_000_000
 
 
 def task_out(task: TaskRecord) -> TaskOut:
@@ -27,30 +44,125 @@ async def _owned_task(svc: Services, tenant: str, task_id: str) -> TaskRecord:
     return task
 
 
-@router.get("/tasks/{task_id}", response_model=TaskOut)
+@router.get("/tasks/{task_id}", response_model=TaskOut, responses=error_responses(404))
 async def get_task(task_id: str, svc: Services, tenant: Tenant) -> TaskOut:
     return task_out(await _owned_task(svc, tenant, task_id))
 
 
-@router.get("/tasks", response_model=list[TaskOut])
-async def list_tasks(svc: Services, tenant: Tenant, status: TaskStatus | None = None,
-                     kb: str | None = Query(None, description="knowledge base name"),
-                     limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> list[TaskOut]:
+@router.get("/tasks", response_model=list[TaskOut], responses=error_responses(404))
+async def list_tasks(svc: Services, tenant: Tenant,
+                     status: Annotated[TaskStatus | None, Query(description="only tasks in this state")] = None,
+                     kb: Annotated[str | None, Query(description="only tasks of this knowledge base (by name)")] = None,
+                     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> list[TaskOut]:
+    """The caller's tasks, newest first."""
     repo = svc.core.repo
-    kb_id = (await asyncio.to_thread(repo.get_kb, kb, tenant=tenant)).id if kb else None
+    kb_id = (await asyncio.to_thread(repo.get_kb, kb, tenant=tenant)).id if kb is not None else None
     tasks = await asyncio.to_thread(
         repo.list_tasks, status=status, kb_id=kb_id, tenant=tenant, limit=limit, offset=offset
     )
     return [task_out(t) for t in tasks]
 
 
-@router.post("/tasks/{task_id}/cancel", response_model=TaskOut)
+@router.post("/tasks/{task_id}/cancel", response_model=TaskOut, responses=error_responses(404, 409))
 async def cancel_task(task_id: str, svc: Services, tenant: Tenant) -> TaskOut:
+    """Cancel a queued or running task (409 if it already finished)."""
     await _owned_task(svc, tenant, task_id)
     return task_out(await ingest.cancel(svc.core, task_id))
 
 
-@router.post("/tasks/{task_id}/retry", response_model=TaskOut)
+@router.post("/tasks/{task_id}/retry", response_model=TaskOut, responses=error_responses(404, 409))
 async def retry_task(task_id: str, svc: Services, tenant: Tenant) -> TaskOut:
+    """Re-run a failed or cancelled task from the start (409 otherwise)."""
     await _owned_task(svc, tenant, task_id)
     return task_out(await ingest.retry(svc.core, task_id))
+
+
+EVENTS_DESCRIPTION = """Server-Sent Events: first a `state` event (the task as `GET /tasks/{id}` returns it), then
+one event per progress report (`progress`, `retry`, then `done`, `failed` or `cancelled`; data: JSON with
+`stage`, `progress`, `message`, `status`, `worker`, `at`), then a final `state` event, and the stream
+ends. Comment lines (`: keepalive`) are sent every few seconds; a stream lasts at most an hour."""
+
+
+@router.get(
+    "/tasks/{task_id}/events",
+    response_class=StreamingResponse,
+    description=EVENTS_DESCRIPTION,
+    responses={
+        200: {"description": "an event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        **error_responses(404),
+    },
+)
+async def task_events(task_id: str, svc: Services, tenant: Tenant) -> StreamingResponse:
+    await _owned_task(svc, tenant, task_id)
+    pubsub = svc.core.redis.pubsub()
+    try:
+        # Subscribe before reading the state, so no event falls between the two.
+        await pubsub.subscribe(svc.core.keys.task_events(task_id))
+        task = await _owned_task(svc, tenant, task_id)
+    except BaseException:
+        await pubsub.aclose()
+        raise
+    return StreamingResponse(
+        _event_stream(svc, pubsub, task), media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _sse(event: str, data: str) -> str:
+    lines = "".join(f"data: {line}\n" for line in data.splitlines() or [""])
+    return f"event: {event}\n{lines}\n"
+
+
+def _state(task: TaskRecord) -> str:
+    return _sse("state", task_out(task).model_dump_json())
+
+
+async def _event_stream(svc: Services, pubsub: PubSub, task: TaskRecord) -> AsyncIterator[str]:
+    """Yield the task's events until it is terminal, the stream's lifetime ends or Redis goes away.
+    Closes `pubsub` in every case (shielded: a client disconnect cancels this generator)."""
+    repo = svc.core.repo
+    loop = asyncio.get_running_loop()
+    try:
+        yield _state(task)
+        if task.is_terminal:
+            return
+        deadline = loop.time() + SSE_MAX_LIFETIME_S
+        next_beat = loop.time() + SSE_HEARTBEAT_S
+        while (now := loop.time()) < deadline:
+            try:
+                message = await pubsub.get_message(ignore_subscribe_messages=True,
+                                                   timeout=max(min(next_beat, deadline) - now, 0.0))
+            except REDIS_ERRORS as exc:
+                yield _sse("error", json.dumps({"message": f"event source unavailable: {exc}; reconnect"}))
+                return
+            if message is not None:
+                event, data = _decode(message)
+                yield _sse(event, data)
+                if event not in TERMINAL_EVENTS:
+                    continue
+            elif loop.time() < next_beat:
+                continue
+            else:
+                yield ": keepalive\n\n"
+                next_beat = loop.time() + SSE_HEARTBEAT_S
+            current = await asyncio.to_thread(repo.get_task, task.id)
+            if current.is_terminal:
+                yield _state(current)
+                return
+    except NotFound:  # the task (or its document) was deleted while watched
+        yield _sse("deleted", json.dumps({"task_id": task.id}))
+    finally:
+        with anyio.CancelScope(shield=True):
+            await pubsub.aclose()
+
+
+def _decode(message: dict[str, Any]) -> tuple[str, str]:
+    raw = message.get("data")
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        return "progress", json.dumps({"message": text})
+    event = str(payload.get("event") or "progress") if isinstance(payload, dict) else "progress"
+    return event, json.dumps(payload)
