@@ -13,11 +13,19 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from common.keys import Keys
 
 TASK_ID_FIELD = "task_id"
 CLAIM_MIN_IDLE_MS = 1000
+
+# XACK + XDEL in one atomic step. A script rather than MULTI/EXEC: it is atomic on a single server and
+# on a Redis Cluster alike (redis-py's async cluster client has no transactions).
+_ACK_SCRIPT = """
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('XDEL', KEYS[1], ARGV[2])
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,9 +40,10 @@ class QueueMessage:
 class TaskQueue:
     """Stream operations for one deployment (`keys`) on one Redis connection."""
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis | RedisCluster, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
+        self._ack_script = redis.register_script(_ACK_SCRIPT)
 
     @property
     def keys(self) -> Keys:
@@ -89,10 +98,7 @@ class TaskQueue:
 
     async def ack(self, message: QueueMessage) -> None:
         """Ack and delete the entry: the task is finished for good."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.xack(message.stream, self._keys.group, message.entry_id)
-            pipe.xdel(message.stream, message.entry_id)
-            await pipe.execute()
+        await self._ack_script(keys=[message.stream], args=[self._keys.group, message.entry_id])
 
     async def renew(self, consumer: str, messages: list[QueueMessage]) -> None:
         """Reset the idle time of in-flight entries so idle-based reclaim never steals them."""

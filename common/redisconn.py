@@ -2,8 +2,15 @@
 
 `EmbeddedRedis(data_dir)` runs a real redis-server with AOF on under `<data_dir>/redis`, on a unix socket
 (or a free 127.0.0.1 port when the socket path is too long), and reuses a live server that another
-process already started for the same data dir. `connect(url)` builds a `redis.asyncio.Redis` with
-retries and checks the server is new enough (XAUTOCLAIM needs 6.2). `redis_for(settings)` combines both.
+process already started for the same data dir. `connect(url)` builds a `redis.asyncio.Redis` (or, with
+`cluster=True`, a `RedisCluster`) with retries and checks the server is new enough (XAUTOCLAIM needs 6.2).
+`redis_for(settings)` combines both.
+
+Redis Cluster: every key of a deployment carries one hash tag (`redis.hash_tag`), so all of them live
+in one slot on one node and multi-key commands, Lua scripts and pipelines stay legal. redis-py's async
+cluster client has no MULTI/EXEC; `atomic_pipeline()` gives a transaction on a single server and a plain
+one-round-trip pipeline on a cluster, so only steps that tolerate a partial write use it (what must be
+atomic is a Lua script, which is atomic on both).
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from types import TracebackType
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
@@ -40,6 +49,10 @@ HEALTH_CHECK_INTERVAL_S = 15
 CONNECT_RETRIES = 6
 BACKOFF_BASE_S = 0.05
 BACKOFF_CAP_S = 2.0
+
+
+RedisClient = aioredis.Redis | RedisCluster
+"""A single server or a cluster: the command API docvec uses is the same on both."""
 
 
 class RedisVersionError(DocvecError):
@@ -266,27 +279,57 @@ def _parse_version(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
+def is_cluster(client: RedisClient) -> bool:
+    return isinstance(client, RedisCluster)
+
+
+def atomic_pipeline(client: RedisClient) -> Pipeline | ClusterPipeline:
+    """MULTI/EXEC on a single server; on a cluster (no transactions in redis-py's async client) the same
+    commands, whose keys share the deployment's slot, in one round trip to that slot's node."""
+    if is_cluster(client):
+        return client.pipeline()
+    return client.pipeline(transaction=True)
+
+
+async def server_info(client: RedisClient, key: str) -> dict[str, object]:
+    """`INFO server` of the node that holds `key`: on a cluster, the node serving the deployment's slot
+    (whose `run_id` changes when that node restarts or fails over)."""
+    if isinstance(client, RedisCluster):
+        node = client.get_node_from_key(key)
+        if node is None:
+            raise TransientError(f"no Redis Cluster node serves the slot of {key!r}")
+        return dict(await client.info("server", target_nodes=node))
+    return dict(await client.info("server"))
+
+
 async def connect(
-    url: str, *, socket_timeout_s: float = 10.0, retries: int = CONNECT_RETRIES
-) -> aioredis.Redis:
+    url: str, *, socket_timeout_s: float = 10.0, retries: int = CONNECT_RETRIES, cluster: bool = False
+) -> RedisClient:
     """An async client (str responses) that retries connection errors with exponential backoff.
 
+    With `cluster=True`, `url` names one node of a Redis Cluster and the client discovers the others.
     Raises `TransientError` if the server cannot be reached and `RedisVersionError` if it is older
     than 6.2.
     """
-    client = aioredis.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_timeout=socket_timeout_s,
-        socket_connect_timeout=socket_timeout_s,
-        health_check_interval=HEALTH_CHECK_INTERVAL_S,
-        retry=Retry(ExponentialBackoff(cap=BACKOFF_CAP_S, base=BACKOFF_BASE_S), retries),
-    )
+    retry = Retry(ExponentialBackoff(cap=BACKOFF_CAP_S, base=BACKOFF_BASE_S), retries)
+    client: RedisClient
+    if cluster:
+        client = RedisCluster.from_url(
+            url, decode_responses=True, socket_timeout=socket_timeout_s,
+            socket_connect_timeout=socket_timeout_s, retry=retry,
+        )
+    else:
+        client = aioredis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=socket_timeout_s,
+            socket_connect_timeout=socket_timeout_s, health_check_interval=HEALTH_CHECK_INTERVAL_S, retry=retry,
+        )
     try:
-        info = await client.info("server")
-    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        if isinstance(client, RedisCluster):
+            await client.initialize()  # reads the slot map from the first node that answers
+        info = await client.info("server")  # on a cluster: one node's (a cluster runs one version)
+    except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.RedisClusterException, OSError) as exc:
         await client.aclose()
-        raise TransientError(f"cannot reach Redis at {url}: {exc}") from exc
+        raise TransientError(f"cannot reach Redis{' Cluster' if cluster else ''} at {url}: {exc}") from exc
     version = str(info.get("redis_version", "0"))
     if _parse_version(version) < MIN_REDIS_VERSION:
         await client.aclose()
@@ -298,7 +341,7 @@ async def connect(
 
 
 @asynccontextmanager
-async def redis_for(settings: Settings) -> AsyncIterator[tuple[aioredis.Redis, str]]:
+async def redis_for(settings: Settings) -> AsyncIterator[tuple[RedisClient, str]]:
     """Yield `(client, url)`: `settings.redis.url`, or the embedded server under the data dir.
 
     An embedded server started here is stopped on exit; one reused from another process is left alone.
@@ -309,7 +352,7 @@ async def redis_for(settings: Settings) -> AsyncIterator[tuple[aioredis.Redis, s
         embedded = EmbeddedRedis(settings.data_path)
         url = await asyncio.to_thread(embedded.start)
     try:
-        client = await connect(url, socket_timeout_s=settings.redis.socket_timeout_s)
+        client = await connect(url, socket_timeout_s=settings.redis.socket_timeout_s, cluster=settings.redis.cluster)
         try:
             yield client, url
         finally:

@@ -31,7 +31,17 @@ class RedisSettings(_Section):
     prefix: str = "docvec"
     hash_tag: bool = False
     """Wrap the prefix in `{}` so all keys of one deployment share one Redis Cluster slot."""
+    cluster: bool = False
+    """`url` names one node of a Redis Cluster (the client discovers the rest); needs `hash_tag`."""
     socket_timeout_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _cluster_consistent(self) -> RedisSettings:
+        if self.cluster and not self.url:
+            raise ValueError("redis.cluster needs redis.url (a node of the cluster); the embedded Redis is no cluster")
+        if self.cluster and not self.hash_tag:
+            raise ValueError("redis.cluster needs redis.hash_tag: true, so that one deployment's keys share a slot")
+        return self
 
 
 class DbSettings(_Section):

@@ -23,6 +23,7 @@ from importlib import metadata
 from redis import exceptions as redis_errors
 
 from common.queue import QueueMessage
+from common.redisconn import atomic_pipeline, server_info
 from common.runtime import Core
 from vectordb.chunkstore import ChunkStore
 from worker.executor import Outcome, TaskExecutor, TaskResult
@@ -269,13 +270,13 @@ class Worker:
 
     async def _heartbeat(self) -> None:
         keys, w = self._core.keys, self._core.settings.worker
-        run_id = str((await self._core.redis.info("server"))["run_id"])
+        run_id = str((await server_info(self._core.redis, keys.workers))["run_id"])
         if self._redis_run_id is not None and run_id != self._redis_run_id:
             log.warning("redis restarted; replaying this consumer's pending entries")
             self._replay_on_start = True
         self._redis_run_id = run_id
         now_s = await redis_now_s(self._core.redis)
-        async with self._core.redis.pipeline(transaction=True) as pipe:
+        async with atomic_pipeline(self._core.redis) as pipe:
             pipe.zadd(keys.workers, {self.consumer: now_s})
             pipe.set(keys.worker(self.consumer), json.dumps(self.heartbeat_record()),
                      ex=max(int(w.heartbeat_timeout_s * 2), 1))
@@ -284,7 +285,7 @@ class Worker:
     async def _deregister(self) -> None:
         keys = self._core.keys
         try:
-            async with self._core.redis.pipeline(transaction=True) as pipe:
+            async with atomic_pipeline(self._core.redis) as pipe:
                 pipe.zrem(keys.workers, self.consumer)
                 pipe.delete(keys.worker(self.consumer))
                 await pipe.execute()

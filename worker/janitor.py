@@ -15,6 +15,7 @@ import time
 
 from common import ingest
 from common.db import TaskRecord, TaskStatus
+from common.redisconn import atomic_pipeline, server_info
 from common.runtime import Core
 from worker.liveness import expired_workers, live_consumers
 
@@ -63,7 +64,7 @@ class Janitor:
         return True
 
     async def _full_scan_due(self) -> bool:
-        run_id = str((await self._core.redis.info("server"))["run_id"])
+        run_id = str((await server_info(self._core.redis, self._core.keys.workers))["run_id"])
         restarted = self._redis_run_id is not None and run_id != self._redis_run_id
         self._redis_run_id = run_id
         interval_s = self._core.settings.worker.orphan_scan_interval_s
@@ -81,7 +82,7 @@ class Janitor:
             if consumers.get(name) is not None and consumers[name].pending > 0:
                 continue  # live workers claim its entries first
             await core.queue.delete_consumer(name)
-            async with core.redis.pipeline(transaction=True) as pipe:
+            async with atomic_pipeline(core.redis) as pipe:
                 pipe.zrem(core.keys.workers, name)
                 pipe.delete(core.keys.worker(name))
                 await pipe.execute()

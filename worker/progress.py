@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from common.db import Repository
 from common.errors import Cancelled
 from common.keys import Keys
+from common.redisconn import is_cluster
 
 
 class TaskProgress:
@@ -59,9 +60,14 @@ class TaskProgress:
             "worker": self.consumer,
             "at": time.time(),
         })
+        channels = (self._keys.task_events(self.task_id), self._keys.all_events)
+        if is_cluster(self._redis):  # redis-py's cluster pipeline refuses PUBLISH
+            for channel in channels:
+                await self._redis.publish(channel, payload)
+            return
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.publish(self._keys.task_events(self.task_id), payload)
-            pipe.publish(self._keys.all_events, payload)
+            for channel in channels:
+                pipe.publish(channel, payload)
             await pipe.execute()
 
     async def check_cancelled(self) -> None:
