@@ -1,0 +1,93 @@
+"""`GET /fleet` (admin): workers, streams, task counts, throughput and warnings (see `common.fleet`)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from api.deps import Admin, Services
+from common.fleet import fleet_snapshot
+
+router = APIRouter(tags=["fleet"])
+
+
+class InFlightOut(BaseModel):
+    task_id: str
+    stage: str | None
+    progress: float = Field(ge=0, le=1)
+
+
+class WorkerOut(BaseModel):
+    consumer: str
+    state: str = Field(description="alive | late | dead, by heartbeat age")
+    heartbeat_age_s: float
+    record_missing: bool = Field(description="the worker's JSON record expired (only its heartbeat score is left)")
+    host: str | None
+    pid: int | None
+    version: str | None
+    started_at: float | None
+    uptime_s: float | None
+    slots: int | None
+    stopping: bool
+    in_flight: list[InFlightOut]
+    done: int
+    failed: int
+    cancelled: int
+    retried: int
+    embed_chunks_per_s: float | None
+
+
+class StreamOut(BaseModel):
+    name: str
+    priority: str
+    length: int
+    pending: int = Field(description="delivered to a worker, not yet acked")
+    lag: int = Field(description="never delivered to any worker")
+    consumers: int
+    oldest_pending_age_s: float | None
+    oldest_queued_age_s: float | None
+
+
+class DeadLetterOut(BaseModel):
+    name: str
+    length: int
+
+
+class LivenessOut(BaseModel):
+    heartbeat_interval_s: float
+    late_after_s: float
+    dead_after_s: float
+
+
+class ThroughputOut(BaseModel):
+    window_s: int
+    bucket_s: int
+    start: float = Field(description="unix time where the first bucket starts")
+    done: list[int]
+    failed: list[int]
+    done_per_min: float
+    failed_per_min: float
+    truncated: bool
+
+
+class WarningOut(BaseModel):
+    code: str = Field(description="no_live_worker | dead_letter | worker_late | worker_dead")
+    level: str = Field(description="critical | warning")
+    message: str
+
+
+class FleetOut(BaseModel):
+    now: float = Field(description="Redis server time (unix seconds) the ages are measured against")
+    liveness: LivenessOut
+    workers: list[WorkerOut]
+    worker_states: dict[str, int]
+    streams: list[StreamOut]
+    dead_letter: DeadLetterOut
+    tasks: dict[str, int] = Field(description="number of tasks per status, all tenants")
+    throughput: ThroughputOut
+    warnings: list[WarningOut]
+
+
+@router.get("/fleet", response_model=FleetOut)
+async def get_fleet(svc: Services, _: Admin) -> FleetOut:
+    return FleetOut.model_validate(await fleet_snapshot(svc.core))
