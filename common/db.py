@@ -18,7 +18,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -335,6 +335,10 @@ def _log_line(message: str, now: float) -> str:
     stamp = datetime.fromtimestamp(now, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     one_line = " ".join(message.splitlines())
     return f"{stamp} {one_line}\n"
+
+
+def _timings_json(stage_timings: Mapping[str, float]) -> str:
+    return json.dumps({k: round(float(v), 6) for k, v in stage_timings.items()}, sort_keys=True)
 
 
 def _check_priority(priority: str) -> str:
@@ -796,8 +800,10 @@ class Repository:
         progress: float | None = None,
         message: str | None = None,
         stage: str | None = None,
+        stage_timings: Mapping[str, float] | None = None,
     ) -> bool:
-        """Update progress / stage and append a timestamped log line; False if fenced out."""
+        """Update progress / stage / this attempt's stage timings and append a timestamped log line;
+        False if fenced out. One UPDATE: this runs several times per stage of every task."""
         task = self._m.task
         now = time.time()
         values: dict[Any, Any] = {task.updated_at: now}
@@ -807,24 +813,10 @@ class Repository:
             values[task.stage] = stage
         if message is not None:
             values[task.progress_msg] = task.progress_msg.concat(_log_line(message, now))
+        if stage_timings is not None:
+            values[task.stage_timings] = _timings_json(stage_timings)
         with self._session():
             return task.update(values).where(self._fenced(task_id, version)).execute() == 1
-
-    def record_stage_timing(self, task_id: str, version: int, stage: str, seconds: float) -> bool:
-        """Store how long `stage` took; False if fenced out."""
-        task = self._m.task
-        with self._session():
-            row = self._locked_task(self._fenced(task_id, version))
-            if row is None:
-                return False
-            timings = json.loads(row.stage_timings or "{}")
-            timings[stage] = round(float(seconds), 6)
-            changed = (
-                task.update(stage_timings=json.dumps(timings, sort_keys=True), updated_at=time.time())
-                .where(self._fenced(task_id, version))
-                .execute()
-            )
-        return changed == 1
 
     def _locked_task(self, where: Any) -> Any:
         """Read one task row, locking it (FOR UPDATE) where the database supports row locks.
@@ -838,7 +830,14 @@ class Repository:
         return query.first()
 
     def complete_task(
-        self, task_id: str, version: int, *, chunk_count: int, token_count: int, format: str
+        self,
+        task_id: str,
+        version: int,
+        *,
+        chunk_count: int,
+        token_count: int,
+        format: str,
+        stage_timings: Mapping[str, float] | None = None,
     ) -> Completion | None:
         """Mark the task done; None if fenced out.
 
@@ -848,9 +847,11 @@ class Repository:
         """
         task, doc = self._m.task, self._m.document
         now = time.time()
+        timings = {} if stage_timings is None else {task.stage_timings: _timings_json(stage_timings)}
         with self._session():
             changed = (
                 task.update(
+                    timings,
                     status=TaskStatus.DONE.value,
                     progress=1.0,
                     stage=None,

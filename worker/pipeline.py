@@ -19,6 +19,7 @@ from common.db import DocumentRecord, KbRecord, TaskRecord
 from common.errors import Cancelled, Conflict, CorruptDocument, LimitExceeded, NotFound, PermanentError
 from common.parsing import parse_document, pdf_page_count
 from common.parsing.base import ParsedDocument
+from common.parsing.sniff import PDF, detect_document_format
 from common.runtime import Core, EmbedderLoader
 from common.settings import Settings
 from common.storage.base import ObjectStore
@@ -27,6 +28,8 @@ from worker.batching import EmbedBatcher
 from worker.progress import TaskProgress
 
 INDEX_BATCH_ROWS = 512
+# How often a task waiting for its embedding window checks whether it was cancelled.
+CANCEL_POLL_S = 0.5
 # Chunk ordinals of page-range part k start at k * stride (far above any one part's chunk count).
 PART_ORDINAL_STRIDE = 1 << 24
 
@@ -114,7 +117,7 @@ class SplitStage:
     async def run(self, ctx: TaskContext) -> None:
         settings = self._core.settings
         per_task = settings.chunking.pdf_pages_per_task
-        if not per_task or ctx.task.is_split:
+        if not per_task or ctx.task.is_split or detect_document_format(ctx.data) != PDF:
             return
         async with self._limits.chunk_builders:
             pages = await asyncio.to_thread(pdf_page_count, ctx.data, ctx.document.filename, limits=settings.limits)
@@ -194,21 +197,37 @@ class EmbedStage:
 
     def __init__(self, batcher: EmbedBatcher, settings: Settings) -> None:
         self._batcher = batcher
-        self._batch_size = settings.embedding.batch_size
+        # One request per window: the batcher sorts a window by length across tasks.
+        self._window = settings.embedding.batch_size * settings.embedding.window_batches
 
     async def run(self, ctx: TaskContext) -> None:
         total = len(ctx.chunks)
         parts: list[np.ndarray] = []
-        for begin in range(0, total, self._batch_size):
+        for begin in range(0, total, self._window):
             await ctx.progress.check_cancelled()
-            batch = ctx.chunks[begin:begin + self._batch_size]
-            parts.append(await self._batcher.embed([c.title for c in batch], [c.text for c in batch]))
+            batch = ctx.chunks[begin:begin + self._window]
+            parts.append(await self._embed_watching_cancel(ctx, batch))
             done = begin + len(batch)
             await ctx.progress.report(
                 self.start + (self.end - self.start) * done / total,
                 f"embedded {done}/{total} chunks", stage=self.name,
             )
         ctx.vectors = np.vstack(parts).astype(np.float32, copy=False)
+
+    async def _embed_watching_cancel(self, ctx: TaskContext, batch: list[Chunk]) -> np.ndarray:
+        """Wait for one window, checking the cancel flag meanwhile: a cancelled task abandons its
+        request, so the batcher skips its remaining model batches (it stops within one batch)."""
+        embedding = asyncio.ensure_future(self._batcher.embed([c.title for c in batch], [c.text for c in batch]))
+        try:
+            while True:
+                done, _ = await asyncio.wait({embedding}, timeout=CANCEL_POLL_S)
+                if done:
+                    return embedding.result()
+                await ctx.progress.check_cancelled()
+        finally:
+            if not embedding.done():
+                embedding.cancel()
+                await asyncio.wait({embedding})
 
 
 class IndexStage:

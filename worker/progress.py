@@ -31,23 +31,28 @@ class TaskProgress:
         self.consumer = consumer
         self.stage: str | None = None
         self.progress = 0.0
+        self.timings: dict[str, float] = {}  # this attempt's stage timings, written with the next report
+        self._timings_written = 0
 
     async def report(self, progress: float, message: str | None = None, *, stage: str | None = None) -> None:
         progress = min(max(progress, 0.0), 1.0)
         if stage is not None:
             self.stage = stage
         self.progress = progress
+        timings = dict(self.timings) if len(self.timings) != self._timings_written else None
         written = await asyncio.to_thread(
             self._repo.append_progress, self.task_id, self.version,
-            progress=progress, message=message, stage=stage,
+            progress=progress, message=message, stage=stage, stage_timings=timings,
         )
         if not written:
             raise Cancelled(f"task {self.task_id} was cancelled or superseded")
+        if timings is not None:
+            self._timings_written = len(timings)
         await self.publish("progress", message=message)
 
-    async def record_timing(self, stage: str, seconds: float) -> None:
-        if not await asyncio.to_thread(self._repo.record_stage_timing, self.task_id, self.version, stage, seconds):
-            raise Cancelled(f"task {self.task_id} was cancelled or superseded")
+    def record_timing(self, stage: str, seconds: float) -> None:
+        """Note how long `stage` took; it reaches the DB with the next report (or completion)."""
+        self.timings[stage] = seconds
 
     async def publish(self, event: str, *, message: str | None = None, status: str | None = None) -> None:
         payload = json.dumps({

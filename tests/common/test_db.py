@@ -282,13 +282,12 @@ def test_claim_progress_timings_complete(repo: Repository) -> None:
 
     # The pre-claim version is stale already.
     assert not repo.append_progress(task.id, task.version, message="pre-claim")
-    assert not repo.record_stage_timing(task.id, task.version, "x", 1)
     assert repo.append_progress(task.id, v1, progress=0.25, message="parsing\nfile", stage="parse")
     assert repo.append_progress(task.id, v1, progress=7, message="chunked")
-    assert repo.record_stage_timing(task.id, v1, "parse", 0.5)
-    assert repo.record_stage_timing(task.id, v1, "chunk", 1.25)
+    assert repo.append_progress(task.id, v1, stage_timings={"parse": 0.5})
+    assert repo.append_progress(task.id, v1, stage_timings={"parse": 0.5, "chunk": 1.25})
     assert not repo.append_progress(task.id, v1 + 1, message="stale")
-    assert not repo.record_stage_timing(task.id, v1 + 1, "x", 1)
+    assert not repo.append_progress(task.id, v1 + 1, stage_timings={"x": 1})
     now = repo.get_task(task.id)
     assert now.progress == 1.0 and now.stage == "parse"
     assert now.stage_timings == {"parse": 0.5, "chunk": 1.25}
@@ -304,7 +303,7 @@ def test_claim_progress_timings_complete(repo: Repository) -> None:
 
     # worker-1 still holds the version of the earlier claim: it is fenced out of every write.
     assert not repo.append_progress(task.id, v1, progress=0.9, message="straggler", stage="embed")
-    assert not repo.record_stage_timing(task.id, v1, "embed", 9.0)
+    assert not repo.append_progress(task.id, v1, stage_timings={"embed": 9.0})
     assert not repo.complete_task(task.id, v1, chunk_count=9, token_count=99, format="pdf")
     assert not repo.fail_task(task.id, v1, "straggler failed")
     assert not repo.requeue_task(task.id, v1, "straggler requeue")

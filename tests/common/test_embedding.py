@@ -113,7 +113,7 @@ def test_each_distinct_title_is_embedded_once(st_embedder: SentenceTransformerEm
     titles = ["A", "A", "", "B", "A", "B"]
     contents = [f"chunk {i}" for i in range(6)]
     weighted_vectors(counting, titles, contents, title_weight=0.1, batch_size=8)  # type: ignore[arg-type]
-    assert counting.batches == [contents, ["A", "B"]]
+    assert counting.batches == [[*contents, "A", "B"]], "one call: contents and each distinct title once"
 
 
 def test_weighted_vectors_rejects_mismatched_lengths(st_embedder: SentenceTransformerEmbedder) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import numpy as np
 import pytest
@@ -17,14 +18,20 @@ from worker.batching import EmbedBatcher
 class RecordingEmbedder(HashEmbedder):
     def __init__(self, fail: bool = False) -> None:
         super().__init__()
-        self.calls: list[int] = []
+        self.calls: list[list[str]] = []
         self.fail = fail
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
         if self.fail:
             raise RuntimeError("model crashed")
-        self.calls.append(len(texts))
+        self.calls.append(list(texts))
         return super().encode(texts, batch_size)
+
+    def contents_per_call(self) -> list[int]:
+        return [sum(1 for t in texts if t.startswith("chunk ")) for texts in self.calls]
+
+    def titles_embedded(self) -> list[str]:
+        return [t for texts in self.calls for t in texts if t.startswith("Title ")]
 
 
 def _batcher(embedder: HashEmbedder, batch_size: int = 32) -> EmbedBatcher:
@@ -41,8 +48,11 @@ async def test_two_tasks_share_full_batches_and_get_their_own_rows() -> None:
     batcher = _batcher(embedder)
     (ta, ca), (tb, cb) = _chunks("a", 24), _chunks("b", 24)
     va, vb = await asyncio.gather(batcher.embed(ta, ca), batcher.embed(tb, cb))
-    content_calls = [n for n in embedder.calls if n > 2]  # title calls embed 1-2 distinct titles
-    assert content_calls == [32, 16], "48 chunks in two batches, not two batches of 24"
+    # Window 1: 24 chunks of a + 8 of b + the 2 new titles, sorted by length -> batches of 32 and 2;
+    # window 2: the 16 chunks left of b. Not two half-empty batches of 24 and 24.
+    assert [len(c) for c in embedder.calls] == [32, 2, 16]
+    assert sum(embedder.contents_per_call()) == 48
+    assert sorted(embedder.titles_embedded()) == ["Title a", "Title b"], "each title once, with the contents"
     reference = HashEmbedder()
     np.testing.assert_allclose(va, weighted_vectors(reference, ta, ca, 0.1, 32), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(vb, weighted_vectors(reference, tb, cb, 0.1, 32), rtol=1e-5, atol=1e-6)
@@ -53,7 +63,8 @@ async def test_titles_are_embedded_once_per_process() -> None:
     batcher = _batcher(embedder, batch_size=4)
     titles, contents = _chunks("a", 12)
     await batcher.embed(titles, contents)
-    assert embedder.calls.count(1) == 1, "the one distinct title is embedded once across three batches"
+    assert sum(embedder.contents_per_call()) == 12
+    assert embedder.titles_embedded() == ["Title a"], "the one distinct title is embedded once across three batches"
 
 
 async def test_a_model_failure_reaches_every_task_in_the_batch() -> None:
@@ -75,4 +86,46 @@ async def test_a_cancelled_waiter_leaves_the_queue() -> None:
         await waiter
     gate.release()
     await batcher.embed(*_chunks("b", 2))
-    assert sum(n for n in embedder.calls if n > 1) == 2, "the cancelled request's chunks were never embedded"
+    assert sum(embedder.contents_per_call()) == 2, "the cancelled request's chunks were never embedded"
+
+
+async def test_a_window_spans_several_model_batches_across_tasks() -> None:
+    embedder = RecordingEmbedder()
+    batcher = EmbedBatcher(EmbedderLoader(EmbeddingSettings(), embedder), batch_size=8, window=32,
+                           title_weight=0.1, concurrency=asyncio.Semaphore(1))
+    (ta, ca), (tb, cb) = _chunks("a", 20), _chunks("b", 20)
+    va, vb = await asyncio.gather(batcher.embed(ta, ca), batcher.embed(tb, cb))
+    # Window 1: 32 chunks + 2 titles in batches of 8 (the last one short); window 2: the 8 left.
+    assert [len(c) for c in embedder.calls] == [8, 8, 8, 8, 2, 8]
+    window = embedder.calls[:5]
+    assert all(max(map(len, a)) <= min(map(len, b)) for a, b in zip(window, window[1:])), "sorted by length"
+    reference = HashEmbedder()
+    np.testing.assert_allclose(vb, weighted_vectors(reference, tb, cb, 0.1, 8), rtol=1e-5, atol=1e-6)
+    assert va.shape == (20, reference.dim)
+
+
+async def test_batches_of_a_cancelled_task_are_skipped_mid_window() -> None:
+    started, release = threading.Event(), threading.Event()
+
+    class HoldFirstBatch(RecordingEmbedder):
+        def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+            if not self.calls:
+                started.set()
+                release.wait(timeout=10)
+            return super().encode(texts, batch_size)
+
+    embedder = HoldFirstBatch()
+    batcher = EmbedBatcher(EmbedderLoader(EmbeddingSettings(), embedder), batch_size=2, window=8,
+                           title_weight=0.0, concurrency=asyncio.Semaphore(1))
+    short = batcher.embed(["", ""], ["chunk s1", "chunk s2"])  # sorts first: the held batch
+    long_texts = [f"chunk {i} of a much longer document that sorts after the short ones" for i in range(6)]
+    doomed = asyncio.create_task(batcher.embed([""] * 6, long_texts))
+    kept = asyncio.create_task(short)
+    assert await asyncio.to_thread(started.wait, 10), "the first batch never started"
+    doomed.cancel()  # its rows are in the running window, in the three batches after the held one
+    release.set()
+    vectors = await asyncio.wait_for(kept, 10)
+    with pytest.raises(asyncio.CancelledError):
+        await doomed
+    assert vectors.shape == (2, HashEmbedder().dim)
+    assert embedder.contents_per_call() == [2], "the cancelled task's three batches were never run"
