@@ -12,7 +12,8 @@ from fastapi import FastAPI
 import vectordb
 from api.deps import AppServices
 from api.errors import install_error_handlers
-from api.routes import documents, health, kbs, keys, search, tasks
+from api.metrics import ApiMetrics, MetricsMiddleware
+from api.routes import documents, health, kbs, keys, metrics, search, tasks
 from api.routes.dashboard import install_operator_routes
 from common.apikeys import ApiKeyStore
 from common.runtime import Core, open_core
@@ -43,8 +44,11 @@ def create_app(settings: Settings, *, core: Core | None = None, vectors: Any = N
     app = FastAPI(title="docvec", version="0.1.0", lifespan=lifespan,
                   description="Documents in, searchable vector chunks out.")
     install_error_handlers(app)
+    app.state.metrics = ApiMetrics()
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     for module in (kbs, documents, tasks, search, keys):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     install_operator_routes(app, api_prefix=API_PREFIX)
     return app

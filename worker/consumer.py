@@ -29,6 +29,7 @@ from vectordb.chunkstore import ChunkStore
 from worker.executor import Outcome, TaskExecutor, TaskResult
 from worker.janitor import Janitor
 from worker.liveness import redis_now_s
+from worker.metrics import WorkerMetrics
 from worker.reclaim import Reclaimer
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ class Worker:
         self._slots = concurrency or settings.worker.max_concurrent_tasks
         chunks = chunks or ChunkStore(vectors, index_type=settings.vectordb.index_type,
                                       metric_type=settings.vectordb.metric_type)
-        self._executor = TaskExecutor(core, chunks, self.consumer)
+        self.metrics = WorkerMetrics()
+        self._executor = TaskExecutor(core, chunks, self.consumer, metrics=self.metrics)
         self._inflight: dict[str, _InFlight] = {}
         self._retry_at: dict[str, float] = {}
         self._replay_on_start = True
@@ -136,6 +138,7 @@ class Worker:
                     free -= len(claimed)
                 if free > 0 and not self._stopping.is_set():
                     for message in await queue.read_new(self.consumer, free, block_ms):
+                        self.metrics.observe_queue_lag(message.entry_id)
                         self._start(tasks, message)
                 failures = 0
             except redis_errors.ResponseError as exc:
@@ -187,6 +190,7 @@ class Worker:
         self._account(message, result)
 
     def _account(self, message: QueueMessage, result: TaskResult) -> None:
+        self.metrics.task_finished(result.outcome.value)
         if result.outcome is Outcome.RETRY:
             self._retry_at[message.entry_id] = time.monotonic() + result.retry_after_s
             self.stats.retried += 1
@@ -266,6 +270,10 @@ class Worker:
             "cancelled": self.stats.cancelled,
             "retried": self.stats.retried,
             "stopping": self._stopping.is_set(),
+            "chunks_embedded": self.metrics.chunks_embedded,
+            "embed_chunks_per_s": self.metrics.embed_chunks_per_s,
+            "queue_lag_s": self.metrics.last_queue_lag_s,
+            "metrics": self.metrics.snapshot(),
         }
 
     async def _heartbeat(self) -> None:

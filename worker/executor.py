@@ -16,6 +16,7 @@ from common.queue import QueueMessage
 from common.runtime import Core
 from vectordb.chunkstore import ChunkStore
 from worker.batching import EmbedBatcher
+from worker.metrics import WorkerMetrics
 from worker.pipeline import (
     ChunkStage,
     EmbedStage,
@@ -51,10 +52,12 @@ class TaskResult:
 class TaskExecutor:
     """Owns the stages of one worker process and applies the task lifecycle rules (SPEC section 4)."""
 
-    def __init__(self, core: Core, chunks: ChunkStore, consumer: str) -> None:
+    def __init__(self, core: Core, chunks: ChunkStore, consumer: str, *,
+                 metrics: WorkerMetrics | None = None) -> None:
         self._core = core
         self._chunks = chunks
         self._consumer = consumer
+        self.metrics = metrics or WorkerMetrics()
         settings = core.settings
         limits = StageLimits.from_settings(settings)
         self._stages: Sequence[Stage] = (
@@ -151,6 +154,7 @@ class TaskExecutor:
                 raise LimitExceeded(message) from exc
             raise StageTimeout(message) from exc
         ctx.progress.record_timing(stage.name, time.monotonic() - started)
+        self.metrics.observe_stage(stage.name, time.monotonic() - started, chunks=len(ctx.chunks))
 
     async def _complete(self, message: QueueMessage, ctx: TaskContext) -> None:
         repo, task = self._core.repo, ctx.task

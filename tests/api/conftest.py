@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,6 +14,8 @@ from fastapi import FastAPI
 from api.app import create_app
 from common.apikeys import IssuedKey
 from common.runtime import Core
+from common.settings import Settings
+from tests.api.live import LiveApi
 
 BASE_URL = "http://docvec.test"
 TENANT = "default"
@@ -70,3 +73,13 @@ async def admin_client(make_client: ClientFactory) -> httpx.AsyncClient:
 async def anon_client(make_client: ClientFactory) -> httpx.AsyncClient:
     """A client without any API key."""
     return await make_client(None)
+
+
+@pytest.fixture
+def live_api(settings: Settings, tmp_path: Path) -> Iterator[LiveApi]:
+    """A real uvicorn on 127.0.0.1 (free port) in its own thread; `live_api.start_worker()` adds a worker."""
+    server = LiveApi(settings, tmp_path / "live-vectors").start()
+    try:
+        yield server
+    finally:
+        server.stop()
