@@ -16,7 +16,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 
@@ -30,6 +30,7 @@ from worker.executor import Outcome, TaskExecutor, TaskResult
 from worker.janitor import Janitor
 from worker.liveness import redis_now_s
 from worker.metrics import WorkerMetrics
+from worker.pipeline import Stage
 from worker.reclaim import Reclaimer
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,8 @@ class Worker:
     """One worker process's consumer, heartbeat and renewal loops."""
 
     def __init__(self, core: Core, vectors: object, *, consumer: str | None = None,
-                 concurrency: int | None = None, chunks: ChunkStore | None = None) -> None:
+                 concurrency: int | None = None, chunks: ChunkStore | None = None,
+                 stages: Sequence[Stage] | None = None) -> None:
         settings = core.settings
         self._core = core
         self.consumer = consumer or default_consumer_name()
@@ -78,7 +80,7 @@ class Worker:
         chunks = chunks or ChunkStore(vectors, index_type=settings.vectordb.index_type,
                                       metric_type=settings.vectordb.metric_type)
         self.metrics = WorkerMetrics()
-        self._executor = TaskExecutor(core, chunks, self.consumer, metrics=self.metrics)
+        self._executor = TaskExecutor(core, chunks, self.consumer, metrics=self.metrics, stages=stages)
         self._inflight: dict[str, _InFlight] = {}
         self._retry_at: dict[str, float] = {}
         self._replay_on_start = True
