@@ -21,7 +21,7 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import peewee
 from redis import exceptions as redis_errors
@@ -109,10 +109,11 @@ async def redis_time_s(redis: Redis) -> float:
 
 async def _workers(redis: Redis, keys: Keys, liveness: Liveness, now: float) -> list[dict[str, Any]]:
     """Every registered worker, most recent heartbeat first."""
-    beats = await redis.zrange(keys.workers, 0, -1, desc=True, withscores=True)
+    beats = cast(list[tuple[str, float]], await redis.zrange(keys.workers, 0, -1, desc=True, withscores=True))
     if not beats:
         return []
-    records = await redis.mget([keys.worker(str(name)) for name, _ in beats])
+    # One MGET: with Redis Cluster the deployment's keys share a slot (redis.hash_tag is required there).
+    records = cast(list[str | None], await redis.mget([keys.worker(str(name)) for name, _ in beats]))
     return [_worker(str(name), float(score), raw, liveness, now)
             for (name, score), raw in zip(beats, records, strict=True)]
 
@@ -242,10 +243,11 @@ def finished_per_minute(database: peewee.Database, now: float, *, window_s: int 
     """
     buckets = window_s // bucket_s
     since = now - buckets * bucket_s
-    task = peewee.Table("task", ("status", "finished_at")).bind(database)
+    task = peewee.Table("task").bind(database)
     terminal = (TaskStatus.DONE.value, TaskStatus.FAILED.value)
-    query = (task.select(task.status, task.finished_at)
-             .where((task.finished_at >= since) & (task.finished_at <= now) & task.status.in_(terminal))
+    status_col, finished_col = peewee.Column(task, "status"), peewee.Column(task, "finished_at")
+    query = (task.select(status_col, finished_col)
+             .where((finished_col >= since) & (finished_col <= now) & status_col.in_(terminal))
              .limit(THROUGHPUT_MAX_ROWS))
     series = {status: [0] * buckets for status in terminal}
     with database.connection_context():
