@@ -162,6 +162,9 @@ class LimitsSettings(_Section):
     max_pages: int = Field(default=2000, gt=0)
     max_decompressed_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     max_chunks_per_document: int = Field(default=100_000, gt=0)
+    max_text_chars: int = Field(default=32_000_000, gt=0)
+    """Characters of text one document may yield after parsing (a 100 MB single line is refused at
+    parse time instead of being tokenized for minutes and then refused for its chunk count)."""
 
 
 class WorkerSettings(_Section):

@@ -63,6 +63,11 @@ def parse_document(
     if not data.strip():
         raise _empty(filename, "document is empty")
     document = _parse(data, filename, limits, pages)
+    if len(document.text) > limits.max_text_chars:
+        raise LimitExceeded(
+            f'file "{filename}" holds {len(document.text)} characters of text, above the limit of '
+            f"{limits.max_text_chars} (limits.max_text_chars); split it into smaller files"
+        )
     if not any(section.text.strip() for section in document.sections):
         raise _empty(filename, "document is empty (no readable text)")
     return document

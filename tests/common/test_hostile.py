@@ -52,6 +52,8 @@ CASES = [
         "encrypted PDF: remove the password",
     ),
     Case("many_pages.pdf", lambda: make_pdf([""] * 60), LimitExceeded, "60 pages", LimitsSettings(max_pages=50)),
+    Case("10000_pages.pdf", lambda: make_pdf([""] * 10_000), LimitExceeded, "10000 pages, above the limit of 2000"),
+    Case("line_100mb.txt", lambda: b"word " * 20_000_000, LimitExceeded, "limits.max_text_chars"),
     Case("garbage.pdf", lambda: b"%PDF-1.7\n" + bytes(range(256)) * 64, CorruptDocument, "damaged or truncated PDF"),
     Case("textless.pdf", lambda: make_pdf(["", ""]), CorruptDocument, "needs OCR"),
     Case(
