@@ -98,7 +98,8 @@ async def test_a_window_spans_several_model_batches_across_tasks() -> None:
     # Window 1: 32 chunks + 2 titles in batches of 8 (the last one short); window 2: the 8 left.
     assert [len(c) for c in embedder.calls] == [8, 8, 8, 8, 2, 8]
     window = embedder.calls[:5]
-    assert all(max(map(len, a)) <= min(map(len, b)) for a, b in zip(window, window[1:])), "sorted by length"
+    pairs = zip(window, window[1:], strict=False)
+    assert all(max(map(len, a)) <= min(map(len, b)) for a, b in pairs), "sorted by length"
     reference = HashEmbedder()
     np.testing.assert_allclose(vb, weighted_vectors(reference, tb, cb, 0.1, 8), rtol=1e-5, atol=1e-6)
     assert va.shape == (20, reference.dim)
