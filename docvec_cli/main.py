@@ -370,6 +370,38 @@ def tasks_retry(task_id: str, api_url: ApiOption = None, api_key: KeyOption = No
     typer.echo(f"task {task['id']}: {task['status']}")
 
 
+@app.command()
+def status(api_url: ApiOption = None, api_key: KeyOption = None,
+           as_json: Annotated[bool, typer.Option("--json", help="print the raw snapshot")] = False) -> None:
+    """The dashboard's numbers: workers alive/late/dead, streams, task counts, throughput, warnings."""
+    import json
+
+    if api_url:
+        snapshot = _run(_status_api(api_url, api_key))
+    else:
+        _setup_logging(logging.WARNING)
+        snapshot = _run(_status_local(_settings()))
+    if as_json:
+        typer.echo(json.dumps(snapshot, indent=2, default=str))
+        return
+    from docvec_cli.status import print_status
+
+    print_status(snapshot, Console())
+
+
+async def _status_api(api_url: str, api_key: str | None) -> dict[str, Any]:
+    async with _api_client(api_key, 30) as client:
+        return dict(_check(await client.get(f"{api_url.rstrip('/')}/api/v1/fleet")))
+
+
+async def _status_local(settings: Settings) -> dict[str, Any]:
+    from common.fleet import fleet_snapshot
+    from common.runtime import open_core
+
+    async with open_core(settings) as core:
+        return await fleet_snapshot(core)
+
+
 @contextlib.contextmanager
 def _key_store(settings: Settings) -> Iterator[Any]:
     """The API key store on the configured database (no Redis needed)."""
