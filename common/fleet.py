@@ -142,6 +142,7 @@ def _worker(consumer: str, beat_s: float, raw: str | None, liveness: Liveness, n
         "cancelled": int(record.get("cancelled") or 0),
         "retried": int(record.get("retried") or 0),
         "embed_chunks_per_s": _embed_rate(record, uptime_s),
+        "queue_lag_s": _float_or_none(record.get("queue_lag_s")),
     }
 
 

@@ -35,6 +35,7 @@ class WorkerOut(BaseModel):
     cancelled: int
     retried: int
     embed_chunks_per_s: float | None
+    queue_lag_s: float | None = Field(description="how long the worker's last task waited in the queue")
 
 
 class StreamOut(BaseModel):

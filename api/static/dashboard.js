@@ -112,7 +112,8 @@
                   w.slots ? `${w.in_flight.length}/${w.slots} slots` : null, w.version ? `v${w.version}` : null];
     card.querySelector("[data-testid=worker-meta]").textContent = w.record_missing
       ? "heartbeat record expired" : meta.filter(Boolean).join(" · ");
-    const rate = w.embed_chunks_per_s !== null ? ` · embed ${w.embed_chunks_per_s.toFixed(1)} chunks/s` : "";
+    const rate = (w.embed_chunks_per_s !== null ? ` · embed ${w.embed_chunks_per_s.toFixed(1)} chunks/s` : "")
+      + (w.queue_lag_s !== null ? ` · queue wait ${fmtAge(w.queue_lag_s)}` : "");
     const counts = card.querySelector("[data-testid=worker-counts]");
     counts.replaceChildren("done ", el("b", { "data-testid": "worker-done", text: w.done }),
                            " · failed ", el("b", { "data-testid": "worker-failed", text: w.failed }),

@@ -42,7 +42,7 @@ async def test_workers_are_alive_late_or_dead_by_heartbeat_age(core: Core) -> No
     # Test settings: heartbeat every 0.5 s, timeout 5 s -> late after 1 s, dead after 5 s.
     record = {"host": "h1", "pid": 42, "version": "1.0", "started_at": 1000.0, "heartbeat_at": 1100.0, "slots": 4,
               "in_flight": [{"task_id": "t1", "stage": "embed", "progress": 0.5}], "done": 7, "failed": 1,
-              "cancelled": 2, "retried": 0, "chunks_embedded": 500, "stopping": False}
+              "cancelled": 2, "retried": 0, "chunks_embedded": 500, "queue_lag_s": 1.5, "stopping": False}
     await _beat(core, "w-alive", 0.1, record)
     await _beat(core, "w-late", 2.5, {**record, "in_flight": []})
     await _beat(core, "w-dead", 30.0)  # its JSON record has expired: only the score is left
@@ -55,7 +55,7 @@ async def test_workers_are_alive_late_or_dead_by_heartbeat_age(core: Core) -> No
     alive = workers["w-alive"]
     assert (alive["host"], alive["pid"], alive["done"], alive["failed"], alive["slots"]) == ("h1", 42, 7, 1, 4)
     assert alive["in_flight"] == [{"task_id": "t1", "stage": "embed", "progress": 0.5}]
-    assert alive["uptime_s"] == 100.0 and alive["embed_chunks_per_s"] == 5.0
+    assert alive["uptime_s"] == 100.0 and alive["embed_chunks_per_s"] == 5.0 and alive["queue_lag_s"] == 1.5
     assert 0 <= alive["heartbeat_age_s"] < 1.0
     assert workers["w-dead"]["record_missing"] and workers["w-dead"]["host"] is None
     assert workers["w-dead"]["heartbeat_age_s"] >= 30.0
