@@ -6,9 +6,10 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from api.deps import Admin, Services
+from api.errors import error_responses
 from common.fleet import fleet_snapshot
 
-router = APIRouter(tags=["fleet"])
+router = APIRouter(tags=["fleet"], responses=error_responses(401, 403, 503))
 
 
 class InFlightOut(BaseModel):
@@ -91,4 +92,6 @@ class FleetOut(BaseModel):
 
 @router.get("/fleet", response_model=FleetOut)
 async def get_fleet(svc: Services, _: Admin) -> FleetOut:
+    """Workers (alive / late / dead by heartbeat age), task streams, task counts, the last hour's
+    throughput and operator warnings. Admin keys only."""
     return FleetOut.model_validate(await fleet_snapshot(svc.core))
