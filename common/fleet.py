@@ -248,7 +248,8 @@ def finished_per_minute(database: peewee.Database, now: float, *, window_s: int 
     terminal = (TaskStatus.DONE.value, TaskStatus.FAILED.value)
     status_col, finished_col = peewee.Column(task, "status"), peewee.Column(task, "finished_at")
     query = (task.select(status_col, finished_col)
-             .where((finished_col >= since) & (finished_col <= now) & status_col.in_(terminal))
+             # Up to one bucket past `now`: a worker clock slightly ahead of Redis still counts (last bucket).
+             .where((finished_col >= since) & (finished_col < now + bucket_s) & status_col.in_(terminal))
              .limit(THROUGHPUT_MAX_ROWS))
     series = {status: [0] * buckets for status in terminal}
     with database.connection_context():
