@@ -112,9 +112,9 @@ async def _up(settings: Settings, host: str, port: int) -> None:
             _on_signals(stop)
             console = Console()
             base = f"http://{host}:{port}"
-            console.print(f"docvec is up: API {base}/api/v1  (OpenAPI: {base}/docs)")
-            console.print(f"dashboard: {base}/dashboard")
-            console.print(f"data dir: {settings.data_path}   redis: {core.redis_url}")
+            console.print(f"docvec is up: API {base}/api/v1  (OpenAPI: {base}/docs)", soft_wrap=True)
+            console.print(f"dashboard: {base}/dashboard", soft_wrap=True)
+            console.print(f"data dir: {settings.data_path}   redis: {core.redis_url}", soft_wrap=True)
             origin = "new admin key" if created else "admin key"
             console.print(f"{origin} (stored in {key_path}): {admin_key}", soft_wrap=True)
             async with asyncio.TaskGroup() as group:

@@ -1,0 +1,55 @@
+"""The CLI's API paths (`--api`) against a real uvicorn: they send the key from --key, DOCVEC_API_KEY or
+`<data_dir>/admin.key`, and a missing key is a clear error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from docvec_cli.main import app
+from tests.api.live import LiveApi
+
+TEXT = "# Kites\n\nA kite flies because the wind pushes against its tilted face.\n"
+
+
+def _runner(data_dir: Path, key: str | None = None) -> CliRunner:
+    return CliRunner(env={"DOCVEC_DATA_DIR": str(data_dir), "DOCVEC_API_KEY": key, "DOCVEC_API_URL": None})
+
+
+def test_ingest_search_and_tasks_through_the_api(live_api: LiveApi, tmp_path: Path) -> None:
+    key = live_api.issue_key("kites").secret
+    doc = tmp_path / "kites.md"
+    doc.write_text(TEXT)
+    live_api.start_worker()
+    runner = _runner(tmp_path / "empty", key)
+    ingested = runner.invoke(app, ["ingest", str(doc), "--kb", "air", "--wait", "--api", live_api.url])
+    assert ingested.exit_code == 0, ingested.output
+    assert "1/1 documents done" in ingested.output
+    found = runner.invoke(app, ["search", "wind on a kite", "--kb", "air", "--json", "--api", live_api.url])
+    assert found.exit_code == 0, found.output
+    hits = json.loads(found.output)
+    assert hits and hits[0]["filename"] == "kites.md"
+
+    other = _runner(tmp_path / "empty", live_api.issue_key("someone-else").secret)
+    hidden = other.invoke(app, ["search", "wind", "--kb", "air", "--api", live_api.url])
+    assert hidden.exit_code == 2 and "not found" in hidden.output
+
+
+def test_the_admin_key_file_is_the_fallback(live_api: LiveApi, tmp_path: Path) -> None:
+    data_dir = tmp_path / "cli-data"
+    data_dir.mkdir()
+    (data_dir / "admin.key").write_text(live_api.issue_key("default", admin=True).secret + "\n")
+    status = _runner(data_dir).invoke(app, ["status", "--json", "--api", live_api.url])
+    assert status.exit_code == 0, status.output
+    assert set(json.loads(status.output)) >= {"workers", "streams", "tasks"}
+    explicit = _runner(tmp_path / "empty").invoke(app, ["tasks", "cancel", "nope", "--api", live_api.url,
+                                                        "--key", live_api.issue_key("t").secret])
+    assert explicit.exit_code == 2 and "not found" in explicit.output
+
+
+def test_no_key_is_a_clear_error(live_api: LiveApi, tmp_path: Path) -> None:
+    result = _runner(tmp_path / "empty").invoke(app, ["tasks", "retry", "x", "--api", live_api.url])
+    assert result.exit_code == 2
+    assert "401" in result.output and "DOCVEC_API_KEY" in result.output
