@@ -35,6 +35,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 VIEWPORT = {"width": 1366, "height": 768}
 UI_TIMEOUT_MS = 20_000
 SERVER_START_TIMEOUT_S = 20.0
+SETTLED_JS = "() => document.getAnimations().every((a) => a.playState !== 'running')"
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is a dev extra: pip install -e .[dev]")
 if not os.access(CHROMIUM, os.X_OK):
@@ -192,6 +193,7 @@ async def test_queued_task_warns_then_a_worker_appears_and_finishes_it(site: Sit
         await expect(row.get_by_test_id("cancel-btn")).to_be_disabled()
         assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), \
             "the dashboard scrolls horizontally at 1366x768"
+        await page.wait_for_function(SETTLED_JS, timeout=5_000)  # progress bars finish their CSS transition
         screenshot = tmp_path / "dashboard.png"
         await page.screenshot(path=str(screenshot), full_page=True)
         print(f"dashboard screenshot: {screenshot}")
