@@ -191,11 +191,11 @@ class NoopChunks:
 async def _docvec(url: str, data_dir: Path, tasks: int) -> RunResult:
     from common import ingest
     from common.runtime import open_core
-    from common.settings import Settings
+    from common.settings import RedisSettings, Settings, WorkerSettings
     from worker.consumer import Worker
 
-    settings = Settings(data_dir=str(data_dir), redis={"url": url, "prefix": "bench-docvec"},
-                        worker={"max_concurrent_tasks": DOCVEC_SLOTS, "block_ms": 100})
+    settings = Settings(data_dir=str(data_dir), redis=RedisSettings(url=url, prefix="bench-docvec"),
+                        worker=WorkerSettings(max_concurrent_tasks=DOCVEC_SLOTS, block_ms=100))
     async with open_core(settings) as core:
         repo = core.repo
         kb = await asyncio.to_thread(repo.create_kb, "bench", tenant="bench", chunk_tokens=256, overlap_tokens=32,
@@ -283,7 +283,7 @@ def _dramatiq(url: str, tasks: int) -> RunResult:
         if timing.task_done():
             finished.set()
 
-    actor = dramatiq.actor(noop, broker=broker, actor_name="noop", queue_name="bench", max_retries=0)
+    actor = dramatiq.actor(broker=broker, actor_name="noop", queue_name="bench", max_retries=0)(noop)
     try:
         started = time.perf_counter()
         for _ in range(tasks):
@@ -305,7 +305,7 @@ def _dramatiq(url: str, tasks: int) -> RunResult:
 
 
 def _celery_app(url: str) -> Any:
-    from celery import Celery
+    from celery import Celery  # type: ignore[import-untyped]
 
     app = Celery("docvec_bench", broker=url, set_as_current=False)
     app.conf.update(task_ignore_result=True, worker_prefetch_multiplier=CELERY_PREFETCH,

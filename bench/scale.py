@@ -46,7 +46,7 @@ class RssSampler:
     samples_mb: dict[str, float] = field(default_factory=dict)
 
     def sample(self, moment: str) -> None:
-        import psutil
+        import psutil  # type: ignore[import-untyped]
 
         self.samples_mb[moment] = round(psutil.Process(self.pid).memory_info().rss / MIB, 1)
 
@@ -160,7 +160,7 @@ async def _run_phase(core: Any, fleet: ProcessFleet, workers: int, documents: li
 async def _run(workdir: Path, documents: list[str]) -> list[dict[str, Any]]:
     from common.redisconn import EmbeddedRedis
     from common.runtime import open_core
-    from common.settings import Settings
+    from common.settings import RedisSettings, Settings, VectorDbSettings
 
     redis_server = EmbeddedRedis(workdir / "redis")
     redis_url = await asyncio.to_thread(redis_server.start)
@@ -168,8 +168,8 @@ async def _run(workdir: Path, documents: list[str]) -> list[dict[str, Any]]:
     fleet = ProcessFleet(workdir=workdir, redis_url=redis_url, prefix=prefix, settings_env=WORKER_ENV)
     try:
         await asyncio.to_thread(fleet.start_server)
-        settings = Settings(data_dir=str(fleet.data_dir), redis={"url": redis_url, "prefix": prefix},
-                            vectordb={"uri": fleet.vectordb_url})
+        settings = Settings(data_dir=str(fleet.data_dir), redis=RedisSettings(url=redis_url, prefix=prefix),
+                            vectordb=VectorDbSettings(uri=fleet.vectordb_url))
         async with open_core(settings) as core:  # this process never embeds: no model is loaded here
             results = []
             for workers in (1, 2):
