@@ -122,3 +122,63 @@ async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json()["status"] == "ok"
     ready = await client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"] == {"redis": True, "db": True}
+
+
+@pytest.mark.parametrize(("sent", "stored"), [
+    ("../../etc/passwd", "passwd"),
+    ("..\\..\\boot.ini", "boot.ini"),
+    ("dir/sub/report.md", "report.md"),
+    ("...hidden", "hidden"),
+    ("x" * 300 + ".txt", "x" * 255),
+])
+async def test_uploaded_names_are_made_safe(client: httpx.AsyncClient, sent: str, stored: str) -> None:
+    await client.post(f"{API}/kbs", json={"name": "docs"})
+    response = await client.post(f"{API}/kbs/docs/documents", files=[("files", (sent, b"hello"))])
+    assert response.status_code == 202, response.text
+    doc = response.json()["documents"][0]
+    assert doc["filename"] == stored
+    assert (await client.get(f"{API}/documents/{doc['document_id']}")).json()["filename"] == stored
+
+
+async def test_one_oversized_file_rejects_the_whole_upload(client: httpx.AsyncClient, core: Core) -> None:
+    await client.post(f"{API}/kbs", json={"name": "docs"})
+    core.settings.limits.max_upload_bytes = 1000
+    response = await client.post(f"{API}/kbs/docs/documents",
+                                 files=[("files", ("small.txt", b"ok")), ("files", ("big.txt", b"x" * 1001))])
+    assert response.status_code == 413 and response.json()["error"]["code"] == "limit_exceeded"
+    assert (await client.get(f"{API}/kbs/docs/documents")).json() == []
+    assert (await client.get(f"{API}/tasks")).json() == []
+
+
+async def test_upload_at_the_limit_is_accepted(client: httpx.AsyncClient, core: Core) -> None:
+    await client.post(f"{API}/kbs", json={"name": "docs"})
+    core.settings.limits.max_upload_bytes = 1000
+    response = await client.post(f"{API}/kbs/docs/documents", files=[("files", ("exact.txt", b"x" * 1000))])
+    assert response.status_code == 202, response.text
+
+
+async def test_task_list_filters(client: httpx.AsyncClient) -> None:
+    for kb in ("one", "two"):
+        await client.post(f"{API}/kbs", json={"name": kb})
+        await client.post(f"{API}/kbs/{kb}/documents", files=[("files", (f"{kb}.txt", b"text"))])
+    first = (await client.get(f"{API}/tasks", params={"kb": "one"})).json()
+    assert len(first) == 1
+    cancelled = await client.post(f"{API}/tasks/{first[0]['id']}/cancel")
+    assert cancelled.status_code == 200
+    assert [t["id"] for t in (await client.get(f"{API}/tasks", params={"status": "cancelled"})).json()] == [
+        first[0]["id"]]
+    assert len((await client.get(f"{API}/tasks", params={"status": "queued"})).json()) == 1
+    assert (await client.get(f"{API}/tasks", params={"status": "queued", "kb": "one"})).json() == []
+    assert len((await client.get(f"{API}/tasks", params={"limit": 1})).json()) == 1
+    missing = await client.get(f"{API}/tasks", params={"kb": "nope"})
+    assert missing.status_code == 404
+
+
+async def test_control_characters_in_names_are_replaced(client: httpx.AsyncClient) -> None:
+    await client.post(f"{API}/kbs", json={"name": "docs"})
+    body = (b'--B\r\nContent-Disposition: form-data; name="files"; filename="bad\x01name\x7f.txt"\r\n'
+            b"Content-Type: text/plain\r\n\r\nhello\r\n--B--\r\n")
+    response = await client.post(f"{API}/kbs/docs/documents", content=body,
+                                 headers={"Content-Type": "multipart/form-data; boundary=B"})
+    assert response.status_code == 202, response.text
+    assert response.json()["documents"][0]["filename"] == "bad_name_.txt"
