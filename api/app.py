@@ -30,7 +30,7 @@ def create_app(settings: Settings, *, core: Core | None = None, vectors: Any = N
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            app_core = core or await stack.enter_async_context(open_core(settings))
+            app_core: Core = core if core is not None else await stack.enter_async_context(open_core(settings))
             app_vectors = vectors
             if app_vectors is None:
                 app_vectors = vectordb.connect(settings.vectordb_uri, token=settings.vectordb.token)

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import peewee
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -131,9 +131,10 @@ async def read_fleet(core: Core) -> FleetReading:
     try:
         seconds, micros = await redis.time()
         now_s = float(seconds) + float(micros) / 1e6  # the clock heartbeats are scored with
-        beats = await redis.zrange(keys.workers, 0, MAX_WORKERS_SCRAPED - 1, desc=True, withscores=True)
+        beats = cast(list[tuple[str, float]], await redis.zrange(
+            keys.workers, 0, MAX_WORKERS_SCRAPED - 1, desc=True, withscores=True))
         if beats:
-            raws = await redis.mget([keys.worker(str(name)) for name, _ in beats])
+            raws = cast(list[str | None], await redis.mget([keys.worker(str(name)) for name, _ in beats]))
             for (name, score), raw in zip(beats, raws, strict=True):
                 workers[str(name)] = (float(score), _record(raw))
         for stream in keys.streams:
