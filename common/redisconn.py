@@ -32,7 +32,7 @@ from types import TracebackType
 
 import redis
 import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
+from redis.asyncio.client import Pipeline, PubSub
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -289,6 +289,35 @@ def atomic_pipeline(client: RedisClient) -> Pipeline | ClusterPipeline:
     if is_cluster(client):
         return client.pipeline()
     return client.pipeline(transaction=True)
+
+
+# What a pub/sub connection to one cluster node keeps of the cluster client's connection settings (the
+# cluster client also carries cluster-only ones that a plain connection rejects).
+_PUBSUB_CONNECTION_KWARGS = ("username", "password", "credential_provider", "decode_responses", "encoding",
+                             "encoding_errors", "socket_timeout", "socket_connect_timeout", "socket_keepalive",
+                             "socket_keepalive_options", "client_name", "protocol")
+
+
+class _NodePubSub(PubSub):
+    """A PubSub on its own connection pool to one cluster node; closing it closes the pool too."""
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        await self.connection_pool.disconnect()
+
+
+def pubsub(client: RedisClient, channel: str) -> PubSub:
+    """A PubSub for `channel`: the client's own on a single server; on a cluster (redis-py's async cluster
+    client has none) one on a new connection to the node serving the channel's slot. Classic pub/sub is
+    broadcast to every node of a cluster, so that node sees every message. Close it with `aclose()`."""
+    if not isinstance(client, RedisCluster):
+        return client.pubsub()
+    node = client.get_node_from_key(channel)
+    if node is None:
+        raise TransientError(f"no Redis Cluster node serves the slot of {channel!r}")
+    conn = client.get_connection_kwargs()
+    kwargs = {k: conn[k] for k in _PUBSUB_CONNECTION_KWARGS if conn.get(k) is not None}
+    return _NodePubSub(aioredis.ConnectionPool(host=node.host, port=node.port, **kwargs))
 
 
 async def server_info(client: RedisClient, key: str) -> dict[str, object]:

@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 
 import vectordb
 from common import ingest
-from common.redisconn import is_cluster, redis_server_binary, server_info
+from common.redisconn import is_cluster, pubsub, redis_server_binary, server_info
 from common.runtime import open_core
 from common.settings import Settings
 from tests.fakes import HashEmbedder
@@ -265,6 +265,24 @@ async def test_ingest_through_redis_cluster(redis_cluster: LocalCluster, tmp_pat
         finally:
             await vectors.close()
             await subscriber.aclose()
+
+
+async def test_pubsub_helper_on_cluster(redis_cluster: LocalCluster, tmp_path: Path) -> None:
+    """`common.redisconn.pubsub` gives SSE readers a subscription on a cluster (no pubsub() there)."""
+    settings = _settings(tmp_path, redis_cluster)
+    async with open_core(settings, embedder=HashEmbedder()) as core:
+        channel = core.keys.task_events("t1")
+        subscription = pubsub(core.redis, channel)
+        try:
+            await subscription.subscribe(channel)
+            received = None
+            async with asyncio.timeout(10):
+                while received is None:
+                    await core.redis.publish(channel, "hello")
+                    received = await subscription.get_message(ignore_subscribe_messages=True, timeout=0.2)
+            assert received["data"] == "hello"
+        finally:
+            await subscription.aclose()
 
 
 async def test_janitor_lease_on_cluster(redis_cluster: LocalCluster, tmp_path: Path) -> None:
