@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -316,7 +317,7 @@ def pubsub(client: RedisClient, channel: str) -> PubSub:
     if node is None:
         raise TransientError(f"no Redis Cluster node serves the slot of {channel!r}")
     conn = client.get_connection_kwargs()
-    kwargs = {k: conn[k] for k in _PUBSUB_CONNECTION_KWARGS if conn.get(k) is not None}
+    kwargs: dict[str, Any] = {k: conn[k] for k in _PUBSUB_CONNECTION_KWARGS if conn.get(k) is not None}
     return _NodePubSub(aioredis.ConnectionPool(host=node.host, port=node.port, **kwargs))
 
 
