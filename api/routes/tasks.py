@@ -17,7 +17,7 @@ from redis.asyncio.client import PubSub
 from api.deps import Services, Tenant
 from api.errors import error_responses
 from api.schemas import TaskOut
-from common import ingest
+from common import ingest, redisconn
 from common.db import TaskRecord, TaskStatus
 from common.errors import NotFound
 
@@ -95,10 +95,11 @@ ends. Comment lines (`: keepalive`) are sent every few seconds; a stream lasts a
 )
 async def task_events(task_id: str, svc: Services, tenant: Tenant) -> StreamingResponse:
     await _owned_task(svc, tenant, task_id)
-    pubsub = svc.core.redis.pubsub()
+    channel = svc.core.keys.task_events(task_id)
+    pubsub = redisconn.pubsub(svc.core.redis, channel)
     try:
         # Subscribe before reading the state, so no event falls between the two.
-        await pubsub.subscribe(svc.core.keys.task_events(task_id))
+        await pubsub.subscribe(channel)
         task = await _owned_task(svc, tenant, task_id)
     except BaseException:
         await pubsub.aclose()
