@@ -23,12 +23,13 @@ from docvec_cli.watch import TaskView, watch_tasks
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="docvec: documents in, searchable vector chunks out.")
-tasks_app = typer.Typer(help="Cancel or retry tasks.", no_args_is_help=True)
+tasks_app = typer.Typer(help="List, cancel or retry tasks.", no_args_is_help=True)
 app.add_typer(tasks_app, name="tasks")
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
 API_URL_ENV = "DOCVEC_API_URL"
+TASK_STATES = ("queued", "running", "done", "failed", "cancelled")
 ApiOption = Annotated[str | None, typer.Option("--api", envvar=API_URL_ENV, help="URL of a running docvec API")]
 KeyOption = Annotated[str | None, typer.Option("--key", envvar=API_KEY_ENV, show_default=False,
                                                help="API key for --api (default: <data_dir>/admin.key)")]
@@ -368,6 +369,49 @@ def tasks_retry(task_id: str, api_url: ApiOption = None, api_key: KeyOption = No
     """Re-run a failed or cancelled task."""
     task = _run(_task_action(api_url, api_key, "retry", task_id))
     typer.echo(f"task {task['id']}: {task['status']}")
+
+
+@tasks_app.command("list")
+def tasks_list(status: Annotated[str | None, typer.Option("--status", help="only tasks in this state")] = None,
+               kb: Annotated[str | None, typer.Option("--kb", help="knowledge base name")] = None,
+               limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 20,
+               api_url: ApiOption = None, api_key: KeyOption = None,
+               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The newest tasks (of the key's tenant through --api; of the `default` tenant in-process)."""
+    import json
+
+    if status is not None and status not in TASK_STATES:
+        raise typer.BadParameter(f"--status must be one of {', '.join(TASK_STATES)}")
+    rows = _run(_tasks_list(api_url, api_key, status, kb, limit))
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    for t in rows:
+        line = f"{t['id']}  {t['status']:<9} {float(t['progress']):>4.0%}  {t.get('stage') or '':<6}"
+        typer.echo(line + (f"  {t['error']}" if t.get("error") else ""))
+    if not rows:
+        typer.echo("no tasks")
+
+
+async def _tasks_list(api_url: str | None, api_key: str | None, status: str | None, kb: str | None,
+                      limit: int) -> list[dict[str, Any]]:
+    params: dict[str, Any] = {"limit": limit, **({"status": status} if status else {}), **({"kb": kb} if kb else {})}
+    if api_url:
+        async with _api_client(api_key, 30) as client:
+            return list(_check(await client.get(f"{api_url.rstrip('/')}/api/v1/tasks", params=params)))
+    from dataclasses import asdict
+
+    from common.db import Repository, open_database
+
+    settings = _settings()
+    database = await asyncio.to_thread(open_database, settings.db_url)
+    try:
+        repo = await asyncio.to_thread(Repository, database)
+        kb_id = (await asyncio.to_thread(repo.get_kb, kb, tenant="default")).id if kb else None
+        tasks = await asyncio.to_thread(repo.list_tasks, status=status, kb_id=kb_id, tenant="default", limit=limit)
+    finally:
+        database.close()
+    return [asdict(t) for t in tasks]
 
 
 @app.command()

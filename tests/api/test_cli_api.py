@@ -53,3 +53,18 @@ def test_no_key_is_a_clear_error(live_api: LiveApi, tmp_path: Path) -> None:
     result = _runner(tmp_path / "empty").invoke(app, ["tasks", "retry", "x", "--api", live_api.url])
     assert result.exit_code == 2
     assert "401" in result.output and "DOCVEC_API_KEY" in result.output
+
+
+def test_tasks_list_through_the_api(live_api: LiveApi, tmp_path: Path) -> None:
+    key = live_api.issue_key("lister").secret
+    doc = tmp_path / "kites.md"
+    doc.write_text(TEXT)
+    runner = _runner(tmp_path / "empty", key)
+    assert runner.invoke(app, ["ingest", str(doc), "--kb", "air", "--api", live_api.url]).exit_code == 0
+    listed = runner.invoke(app, ["tasks", "list", "--status", "queued", "--kb", "air", "--json", "--api", live_api.url])
+    assert listed.exit_code == 0, listed.output
+    tasks = json.loads(listed.output)
+    assert len(tasks) == 1 and tasks[0]["status"] == "queued"
+    assert runner.invoke(app, ["tasks", "cancel", tasks[0]["id"], "--api", live_api.url]).exit_code == 0
+    none_queued = runner.invoke(app, ["tasks", "list", "--status", "queued", "--api", live_api.url])
+    assert none_queued.exit_code == 0 and "no tasks" in none_queued.output
