@@ -71,6 +71,12 @@ class TaskOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    part: int = Field(0, description="page-range part of a split PDF (0-based); 0 for a whole-document task")
+    parts: int = Field(1, description="how many page-range tasks share this parse of the document")
+    page_from: int | None = Field(None, description="first page this part reads (1-based), if split")
+    page_to: int | None = Field(None, description="last page this part reads (inclusive), if split")
+    chunk_count: int = Field(0, description="chunks this task wrote (set when it is done)")
+    token_count: int = Field(0, description="tokens in those chunks")
 
 
 class Submitted(BaseModel):

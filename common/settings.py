@@ -168,7 +168,10 @@ class LimitsSettings(_Section):
 
 
 class WorkerSettings(_Section):
-    max_concurrent_tasks: int = Field(default=8, ge=1)
+    max_concurrent_tasks: int = Field(default=32, ge=1)
+    """Tasks in flight per worker. Most of them wait for the model: their queued chunks are what fills
+    the length-sorted embedding windows (bench.pipeline: 8 -> ratio 0.63, 32 -> 0.93 vs bare encode).
+    Lower it for workers that take many very large documents (each holds its text and chunks)."""
     max_concurrent_downloads: int = Field(default=4, ge=1)
     max_concurrent_chunk_builders: int = Field(default=2, ge=1)
     max_concurrent_embeds: int = Field(default=1, ge=1)

@@ -4,6 +4,7 @@ the workers, written through the server, and found by the API's search."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -37,8 +38,10 @@ async def test_three_workers_and_the_api_share_one_vector_store(fleet: Fleet) ->
         app = create_app(settings, core=core, vectors=vectors)
         try:
             async with app.router.lifespan_context(app):
+                key = await asyncio.to_thread(app.state.services.apikeys.create, "default")
                 transport = httpx.ASGITransport(app=app)
-                async with httpx.AsyncClient(transport=transport, base_url="http://docvec.test") as http:
+                async with httpx.AsyncClient(transport=transport, base_url="http://docvec.test",
+                                             headers={"Authorization": f"Bearer {key.secret}"}) as http:
                     assert (await http.post(f"{API}/kbs", json={"name": "fleet"})).status_code == 201
                     files = [("files", (name, f"# {name}\n\n{text}\n".encode())) for name, text in TOPICS.items()]
                     body = (await http.post(f"{API}/kbs/fleet/documents", files=files)).json()

@@ -182,6 +182,9 @@ class OnnxEmbedder:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.inter_op_num_threads = 1
+        # Parsing, chunking and I/O threads share the cores: idle intra-op threads must sleep, not spin
+        # (measured in the worker pipeline: 20.7 -> 23.3 chunks/s).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads > 0:
             options.intra_op_num_threads = threads
         self._session: onnxruntime.InferenceSession = ort.InferenceSession(
