@@ -312,7 +312,9 @@ class GetTask(DqlTask):
 # -------------------------------------------------------------------------------------------- control
 
 
-class FlushTask(Task[None]):
+class ControlTask(Task[Any]):
+    """Control-queue tasks run one at a time per collection (with flush)."""
+
     queue_name = "control"
 
     def __init__(self, engine: Engine, name: str) -> None:
@@ -323,6 +325,8 @@ class FlushTask(Task[None]):
     def channel(self) -> str:
         return f"control:{self.name}"
 
+
+class FlushTask(ControlTask):
     def execute(self) -> None:
         self.engine._collection(self.name).flush()
         self.engine._after_flush(self.name)
@@ -412,20 +416,6 @@ class HasPartitionTask(DqlTask):
 class ListPartitionsTask(DqlTask):
     def execute(self) -> list[str]:
         return [p.name for p in self.collection().meta.partitions]
-
-
-class ControlTask(Task[Any]):
-    """Control-queue tasks run one at a time per collection (with flush)."""
-
-    queue_name = "control"
-
-    def __init__(self, engine: Engine, name: str) -> None:
-        super().__init__()
-        self.engine = engine
-        self.name = name
-
-    def channel(self) -> str:
-        return f"control:{self.name}"
 
 
 class CompactTask(ControlTask):
