@@ -9,8 +9,8 @@ from pathlib import Path
 from vectordb.errors import DataDirLocked
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename or file creation inside `path` durable."""
+def fsync_path(path: Path) -> None:
+    """fsync a file (its data) or a directory (a rename or file creation inside it)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -26,15 +26,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(path.parent)
 
 
 class DirLock:

@@ -20,7 +20,7 @@ import faiss
 import numpy as np
 
 from vectordb import index as idx
-from vectordb.fsutil import atomic_write_bytes, fsync_dir, fsync_file
+from vectordb.fsutil import atomic_write_bytes, fsync_path
 from vectordb.schema import (
     DYNAMIC_FIELD,
     PARTITION_FIELD,
@@ -252,9 +252,9 @@ class SealedSegment(Segment):
         )
         seg.build_index(index_params)
         for name in ("vectors.npy", "norms.npy", "insert_ts.npy", "rows.json"):
-            fsync_file(directory / name)
+            fsync_path(directory / name)
         atomic_write_bytes(directory / "meta.json", json.dumps({"id": seg.id, "rows": n}).encode())
-        fsync_dir(directory)
+        fsync_path(directory)
         return seg
 
     def build_index(self, params: IndexParams) -> None:
@@ -262,9 +262,9 @@ class SealedSegment(Segment):
         index = idx.build_index(self.vectors, self.norms, params)
         tmp = self.directory / "index.faiss.tmp"
         idx.write_index(index, str(tmp))
-        fsync_file(tmp)
+        fsync_path(tmp)
         tmp.replace(self.directory / "index.faiss")
-        fsync_dir(self.directory)
+        fsync_path(self.directory)
         self.index, self.index_params = index, params
 
     @classmethod
@@ -305,8 +305,8 @@ class SealedSegment(Segment):
         path = self.directory / name
         with open(path, "wb") as f:
             np.save(f, pairs)
-        fsync_file(path)
-        fsync_dir(self.directory)
+        fsync_path(path)
+        fsync_path(self.directory)
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from vectordb.errors import StorageError
-from vectordb.fsutil import fsync_dir
+from vectordb.fsutil import fsync_path
 from vectordb.schema import RowBatch
 
 log = logging.getLogger(__name__)
@@ -248,7 +248,7 @@ class WalWriter:
         self._f = open(path, "ab")  # noqa: SIM115 - lives as long as the writer
         self._size = self._f.tell()
         if not existed and policy is not FsyncPolicy.NONE:
-            fsync_dir(path.parent)
+            fsync_path(path.parent)
         self._cond = threading.Condition()
         self._written_seq = 0
         self._synced_seq = 0

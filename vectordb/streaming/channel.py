@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from vectordb.errors import ConsistencyTimeout
-from vectordb.fsutil import fsync_dir
+from vectordb.fsutil import fsync_path
 from vectordb.streaming.scanner import DeliverPolicy, scan, wal_file, wal_gens
 from vectordb.tso import TimestampOracle
 from vectordb.wal import FsyncPolicy, MessageId, Op, WalRecord, WalWriter
@@ -67,7 +67,7 @@ class Channel:
         new_dir = not any(self.directory.iterdir())
         self.writer = WalWriter(wal_file(self.directory, gen), policy=self._policy, interval_ms=self._interval_ms)
         if new_dir and self._policy is not FsyncPolicy.NONE:
-            fsync_dir(self.directory.parent)
+            fsync_path(self.directory.parent)
 
     @property
     def gen(self) -> int:
