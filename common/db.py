@@ -726,6 +726,18 @@ class Repository:
                 counts[status] = int(n)
         return counts
 
+    def finished_since(self, since: float, until: float, *, limit: int) -> list[tuple[str, float]]:
+        """(status, finished_at) of done / failed tasks finished in [since, until), at most `limit`."""
+        task = self._m.task
+        terminal = (TaskStatus.DONE.value, TaskStatus.FAILED.value)
+        query = (
+            task.select(task.status, task.finished_at)
+            .where((task.finished_at >= since) & (task.finished_at < until) & task.status.in_(terminal))
+            .limit(limit)
+        )
+        with self._read():
+            return [(status, float(finished_at)) for status, finished_at in query.tuples()]
+
     # ------------------------------------------------------------------ enqueue bookkeeping
 
     def mark_enqueued(self, task_id: str, stream_id: str) -> None:

@@ -23,11 +23,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any, cast
 
-import peewee
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from common.db import TaskStatus
+from common.db import Repository, TaskStatus
 from common.keys import Keys
 from common.runtime import Core
 
@@ -81,7 +80,7 @@ async def fleet_snapshot(core: Core, *, now: float | None = None) -> dict[str, A
     streams = [await _stream(redis, keys, name, priority, now)
                for name, priority in zip(keys.streams, ("high", "normal"), strict=True)]
     dead_letter = {"name": keys.dead_letter, "length": int(await redis.xlen(keys.dead_letter))}
-    throughput = await asyncio.to_thread(finished_per_minute, core.repo.database, now)
+    throughput = await asyncio.to_thread(finished_per_minute, core.repo, now)
     states = {s: sum(1 for x in workers if x["state"] == s) for s in (ALIVE, LATE, DEAD)}
     snapshot: dict[str, Any] = {
         "now": now,
@@ -235,27 +234,21 @@ def _id_age_s(entry_id: Any, now: float) -> float | None:
 # --------------------------------------------------------------------------------------------- throughput
 
 
-def finished_per_minute(database: peewee.Database, now: float, *, window_s: int = THROUGHPUT_WINDOW_S,
+def finished_per_minute(repo: Repository, now: float, *, window_s: int = THROUGHPUT_WINDOW_S,
                         bucket_s: int = THROUGHPUT_BUCKET_S) -> dict[str, Any]:
     """Tasks that finished (done / failed) per bucket over the last `window_s`, oldest bucket first.
 
-    Reads only the `status` and `finished_at` columns of the task table (synchronous: call it in a
-    thread). Bucket `i` covers `[now - window_s + i * bucket_s, ... + bucket_s)`.
+    Synchronous (a DB read): call it in a thread. Bucket `i` covers `[now - window_s + i * bucket_s,
+    ... + bucket_s)`.
     """
     buckets = window_s // bucket_s
     since = now - buckets * bucket_s
-    task = peewee.Table("task").bind(database)
     terminal = (TaskStatus.DONE.value, TaskStatus.FAILED.value)
-    status_col, finished_col = peewee.Column(task, "status"), peewee.Column(task, "finished_at")
-    query = (task.select(status_col, finished_col)
-             # Up to one bucket past `now`: a worker clock slightly ahead of Redis still counts (last bucket).
-             .where((finished_col >= since) & (finished_col < now + bucket_s) & status_col.in_(terminal))
-             .limit(THROUGHPUT_MAX_ROWS))
     series = {status: [0] * buckets for status in terminal}
-    with database.connection_context():
-        rows = list(query.tuples())
+    # Up to one bucket past `now`: a worker clock slightly ahead of Redis still counts (last bucket).
+    rows = repo.finished_since(since, now + bucket_s, limit=THROUGHPUT_MAX_ROWS)
     for status, finished_at in rows:
-        index = min(int((float(finished_at) - since) // bucket_s), buckets - 1)
+        index = min(int((finished_at - since) // bucket_s), buckets - 1)
         series[status][index] += 1
     done, failed = series[TaskStatus.DONE.value], series[TaskStatus.FAILED.value]
     minutes = window_s / 60

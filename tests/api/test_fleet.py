@@ -134,9 +134,9 @@ async def test_a_real_worker_shows_up_and_its_finished_tasks_count_as_throughput
     assert throughput["done"][-1] + throughput["done"][-2] == 3  # finished within the last minute or two
     assert throughput["done_per_min"] == 0.05
     # Seen from two minutes later, the same tasks sit two buckets further back; from two hours later, nowhere.
-    later = await asyncio.to_thread(finished_per_minute, core.repo.database, snapshot["now"] + 120)
+    later = await asyncio.to_thread(finished_per_minute, core.repo, snapshot["now"] + 120)
     assert sum(later["done"][-5:-1]) == 3 and later["done"][-1] == 0
-    gone = await asyncio.to_thread(finished_per_minute, core.repo.database, snapshot["now"] + 7200)
+    gone = await asyncio.to_thread(finished_per_minute, core.repo, snapshot["now"] + 7200)
     assert sum(gone["done"]) == 0
 
 
