@@ -17,8 +17,9 @@ from common import ingest
 from common.chunking import Chunk, Chunker
 from common.db import DocumentRecord, KbRecord, TaskRecord
 from common.errors import Cancelled, Conflict, CorruptDocument, LimitExceeded, NotFound, PermanentError
-from common.parsing import parse_document, pdf_page_count
+from common.parsing import parse_document
 from common.parsing.base import ParsedDocument
+from common.parsing.pdf import PdfParser
 from common.parsing.sniff import PDF, detect_document_format
 from common.runtime import Core, EmbedderLoader
 from common.settings import Settings
@@ -120,8 +121,8 @@ class SplitStage:
         if not per_task or ctx.task.is_split or detect_document_format(ctx.data) != PDF:
             return
         async with self._limits.chunk_builders:
-            pages = await asyncio.to_thread(pdf_page_count, ctx.data, ctx.document.filename, limits=settings.limits)
-        if pages is None or pages <= per_task:
+            pages = await asyncio.to_thread(PdfParser(settings.limits).page_count, ctx.data, ctx.document.filename)
+        if pages <= per_task:
             return
         ranges = [(first, min(first + per_task - 1, pages)) for first in range(1, pages + 1, per_task)]
         repo = self._core.repo

@@ -36,14 +36,7 @@ from common.parsing.text import TextParser
 from common.parsing.xlsx import XlsxParser
 from common.settings import LimitsSettings
 
-__all__ = ["ParsedDocument", "Parser", "Section", "Sniffed", "parse_document", "pdf_page_count", "sniff"]
-
-
-def pdf_page_count(data: bytes, filename: str, *, limits: LimitsSettings) -> int | None:
-    """The page count of a PDF (checked against `limits.max_pages`), or None if `data` is not a PDF."""
-    if detect_document_format(data) != PDF:
-        return None
-    return PdfParser(limits).page_count(data, filename)
+__all__ = ["ParsedDocument", "Parser", "Section", "Sniffed", "parse_document", "sniff"]
 
 
 def parse_document(
