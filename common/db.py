@@ -14,16 +14,18 @@ aware UTC datetimes.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -39,6 +41,8 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 POOL_MAX_CONNECTIONS = 32
 POOL_STALE_TIMEOUT_S = 300
 POOL_WAIT_TIMEOUT_S = 30
+IN_LIST_MAX = 500  # ids per IN (...) list: far below every database's limit on bound parameters
+SELECT_IDS = 64  # ids per execution of the worker's prepared IN (...) reads
 
 
 class TaskStatus(StrEnum):
@@ -230,6 +234,42 @@ class Completion:
     document_done: bool
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimedTask:
+    """A task just claimed for a delivery, with the document and knowledge base it works on."""
+
+    task: TaskRecord
+    document: DocumentRecord
+    kb: KbRecord
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressWrite:
+    """A worker's progress write (fenced by `version`): any of progress, stage, a log line, timings."""
+
+    task_id: str
+    version: int
+    progress: float | None = None
+    message: str | None = None
+    stage: str | None = None
+    stage_timings: Mapping[str, float] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CompleteWrite:
+    """A worker's completion of a task (fenced by `version`)."""
+
+    task_id: str
+    version: int
+    chunk_count: int
+    token_count: int
+    format: str
+    stage_timings: Mapping[str, float] | None = None
+
+
+TaskWrite = ProgressWrite | CompleteWrite
+
+
 # --------------------------------------------------------------------------------------------- models
 
 
@@ -327,14 +367,43 @@ def _build_models(database: peewee.Database) -> _Models:
     return _Models(kb=KnowledgeBase, document=Document, task=Task)
 
 
+class _Statement:
+    """One parameterised statement, rendered once by the database's own dialect from a peewee query.
+
+    The query names its arguments with `_arg(name)`; constants it holds stay as they are. The hot worker
+    writes run these per row: rendering a peewee query costs far more than executing it.
+    """
+
+    def __init__(self, query: Any) -> None:
+        self.sql, params = query.sql()
+        self._spec = [
+            (p[len(_ARG):], None) if isinstance(p, str) and p.startswith(_ARG) else (None, p) for p in params
+        ]
+
+    def params(self, values: Mapping[str, Any]) -> list[Any]:
+        return [const if name is None else values[name] for name, const in self._spec]
+
+
+_ARG = "\x00arg:"
+
+
+def _arg(name: str) -> peewee.Value:
+    """A named placeholder for `_Statement` (no field conversion: the value is bound as it is)."""
+    return peewee.Value(_ARG + name, converter=False)
+
+
 def _new_id() -> str:
     return uuid.uuid4().hex
 
 
+@functools.lru_cache(maxsize=8)
+def _stamp(second: int) -> str:
+    return datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _log_line(message: str, now: float) -> str:
-    stamp = datetime.fromtimestamp(now, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    one_line = " ".join(message.splitlines())
-    return f"{stamp} {one_line}\n"
+    one_line = " ".join(message.splitlines()) if "\n" in message or "\r" in message else message
+    return f"{_stamp(int(now))} {one_line}\n"
 
 
 def _timings_json(stage_timings: Mapping[str, float]) -> str:
@@ -359,6 +428,97 @@ class Repository:
         with self._session():
             database.create_tables(self._m.all, safe=True)
             self._add_missing_columns()
+        self._sql = self._worker_statements()
+
+    def _worker_statements(self) -> dict[str, _Statement]:
+        """The per-row statements of the worker's writes (`claim_tasks`, `write_tasks`)."""
+        task, doc, kb = self._m.task, self._m.document, self._m.kb
+        running = TaskStatus.RUNNING.value
+        ids = [_arg(f"id{i}") for i in range(SELECT_IDS)]
+        fenced = (task.id == _arg("id")) & (task.version == _arg("version")) & (task.status == running)
+        return {
+            "claim": _Statement(task.update({
+                task.status: running,
+                task.attempts: task.attempts + 1,
+                # Each delivery gets its own fencing token: a worker whose entry was reclaimed by another
+                # can no longer write progress or complete the task.
+                task.version: task.version + 1,
+                task.worker: _arg("worker"),
+                task.started_at: peewee.fn.COALESCE(task.started_at, _arg("now")),
+                task.stage: None,
+                task.updated_at: _arg("now"),
+            }).where((task.id == _arg("id")) & task.status.in_([s.value for s in ACTIVE_STATUSES]))),
+            "claimed": _Statement(
+                task.select(*self._claimed_fields)
+                .join(doc, on=(task.document == doc.id))
+                .join(kb, on=(doc.kb == kb.id))
+                .where(task.id.in_(ids) & (task.status == running))
+            ),
+            "document_running": _Statement(
+                doc.update({doc.status: running, doc.updated_at: _arg("now")}).where(doc.id == _arg("id"))
+            ),
+            "completed": _Statement(
+                task.select(task.id, task.document, task.parse_version, task.parts).where(task.id.in_(ids))
+            ),
+            "log": _Statement(
+                task.update({task.progress_msg: task.progress_msg.concat(_arg("line"))}).where(task.id == _arg("id"))
+            ),
+            "progress": _Statement(task.update({
+                task.updated_at: _arg("now"),
+                task.progress: peewee.fn.COALESCE(_arg("progress"), task.progress),
+                task.stage: peewee.fn.COALESCE(_arg("stage"), task.stage),
+                task.progress_msg: task.progress_msg.concat(_arg("line")),
+                task.stage_timings: peewee.fn.COALESCE(_arg("timings"), task.stage_timings),
+            }).where(fenced)),
+            "complete": _Statement(task.update({
+                task.status: TaskStatus.DONE.value,
+                task.progress: 1.0,
+                task.stage: None,
+                task.chunk_count: _arg("chunks"),
+                task.token_count: _arg("tokens"),
+                task.finished_at: _arg("now"),
+                task.updated_at: _arg("now"),
+                task.progress_msg: task.progress_msg.concat(_arg("line")),
+                task.stage_timings: peewee.fn.COALESCE(_arg("timings"), task.stage_timings),
+            }).where(fenced)),
+            "document_done": _Statement(doc.update({
+                doc.status: TaskStatus.DONE.value,
+                doc.chunk_count: _arg("chunks"),
+                doc.token_count: _arg("tokens"),
+                doc.format: _arg("format"),
+                doc.parse_version: _arg("parse_version"),
+                doc.updated_at: _arg("now"),
+            }).where(doc.id == _arg("id"))),
+        }
+
+    @property
+    def _claimed_fields(self) -> list[Any]:
+        """The columns of a claimed task's row: the task's, its document's, its knowledge base's."""
+        return [*self._m.task._meta.sorted_fields, *self._m.document._meta.sorted_fields,
+                *self._m.kb._meta.sorted_fields]
+
+    def _execute(self, cursor: Any, name: str, **values: Any) -> int:
+        """Run one of `_sql` with `values` on `cursor`; the number of rows it matched."""
+        statement = self._sql[name]
+        cursor.execute(statement.sql, statement.params(values))
+        return int(cursor.rowcount)
+
+    def _select_ids(self, cursor: Any, name: str, ids: Sequence[str]) -> list[tuple[Any, ...]]:
+        """The rows of statement `name`, whose WHERE has `IN (:id0 ... :id<SELECT_IDS - 1>)`, for `ids`:
+        one execution per SELECT_IDS ids, padded by repeating an id so that the statement's text (and
+        so the driver's cached prepared statement) never changes."""
+        statement = self._sql[name]
+        rows: list[tuple[Any, ...]] = []
+        for begin in range(0, len(ids), SELECT_IDS):
+            chunk = list(ids[begin : begin + SELECT_IDS])
+            chunk += chunk[:1] * (SELECT_IDS - len(chunk))
+            cursor.execute(statement.sql, statement.params({f"id{i}": v for i, v in enumerate(chunk)}))
+            rows.extend(cursor.fetchall())
+        return rows
+
+    def _execute_many(self, cursor: Any, name: str, rows: Iterable[Mapping[str, Any]]) -> None:
+        statement = self._sql[name]
+        cursor.executemany(statement.sql, [statement.params(values) for values in rows])
 
     def _add_missing_columns(self) -> None:
         """Upgrade tables created by an older docvec: add the columns it did not have (all nullable or
@@ -393,6 +553,12 @@ class Repository:
     def _session(self) -> Iterator[None]:
         """One transaction on a (pooled) connection, returned to the pool afterwards; nests."""
         with self._db:
+            yield
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Run several calls in one transaction (the worker commits a round of writes at once)."""
+        with self._session():
             yield
 
     # ------------------------------------------------------------------ records
@@ -680,6 +846,17 @@ class Repository:
         with self._read():
             return self._task_record(self._task_row(task_id))
 
+    def get_tasks(self, task_ids: Sequence[str]) -> dict[str, TaskRecord]:
+        """The tasks of `task_ids` that exist, by id."""
+        task = self._m.task
+        ids = list(task_ids)
+        found: dict[str, TaskRecord] = {}
+        with self._read():
+            for begin in range(0, len(ids), IN_LIST_MAX):
+                query = task.select().where(task.id.in_(ids[begin : begin + IN_LIST_MAX]))
+                found.update((r.id, self._task_record(r)) for r in query)
+        return found
+
     def list_tasks(
         self,
         *,
@@ -768,35 +945,74 @@ class Repository:
             )
         return [self._task_record(r) for r in rows]
 
+    def active_stream_entries(self, limit: int) -> list[tuple[str, str, str]]:
+        """(task id, priority, stream entry id) of queued and running tasks that were enqueued, oldest
+        first, at most `limit` (the janitor checks that each entry still exists)."""
+        task = self._m.task
+        query = (
+            task.select(task.id, task.priority, task.stream_id)
+            .where(task.status.in_([s.value for s in ACTIVE_STATUSES]) & task.stream_id.is_null(False))
+            .order_by(task.created_at)
+            .limit(limit)
+        )
+        with self._read():
+            return list(query.tuples())
+
     # ------------------------------------------------------------------ worker transitions
 
     def claim_task(self, task_id: str, worker: str) -> TaskRecord | None:
         """Start (or restart) a delivery: running, attempts += 1; None if the task is terminal or gone."""
-        task, doc = self._m.task, self._m.document
-        now = time.time()
+        claimed = self.claim_tasks([task_id], worker)[0]
+        return None if claimed is None else claimed.task
+
+    def claim_tasks(self, task_ids: Sequence[str], worker: str) -> list[ClaimedTask | None]:
+        """Claim a delivery of each task for `worker` in one transaction: running, attempts += 1, a new
+        fencing version, "attempt N on worker" logged, its document marked running. Returns each task
+        with its document and knowledge base, or None where the task is terminal or gone.
+
+        A task named twice is claimed twice (an entry delivered twice): the later claim fences out the
+        earlier, as two separate deliveries would.
+        """
+        results: list[ClaimedTask | None] = [None] * len(task_ids)
+        rounds: list[dict[str, int]] = []  # task id -> index, one claim per task per round
+        for index, task_id in enumerate(task_ids):
+            free = next((r for r in rounds if task_id not in r), None)
+            if free is None:
+                free = {}
+                rounds.append(free)
+            free[task_id] = index
         with self._session():
-            changed = (
-                task.update(
-                    status=TaskStatus.RUNNING.value,
-                    attempts=task.attempts + 1,
-                    # Each delivery gets its own fencing token: a worker whose entry was reclaimed
-                    # by another can no longer write progress or complete the task.
-                    version=task.version + 1,
-                    worker=worker,
-                    started_at=peewee.fn.COALESCE(task.started_at, now),
-                    stage=None,
-                    updated_at=now,
-                )
-                .where((task.id == task_id) & task.status.in_([s.value for s in ACTIVE_STATUSES]))
-                .execute()
-            )
-            if changed == 0:
-                return None
-            row = self._task_row(task_id)
-            doc.update(status=TaskStatus.RUNNING.value, updated_at=now).where(
-                doc.id == row.document_id
-            ).execute()
-        return self._task_record(row)
+            for claims in rounds:
+                for claimed in self._claim_round(list(claims), worker):
+                    results[claims[claimed.task.id]] = claimed
+        return results
+
+    def _claim_round(self, task_ids: list[str], worker: str) -> list[ClaimedTask]:
+        now = time.time()
+        cursor = self._db.cursor()
+        self._execute_many(cursor, "claim", ({"id": task_id, "worker": worker, "now": now} for task_id in task_ids))
+        # Every active task named is now running for this worker; the others are terminal or gone.
+        names = [f.column_name for f in self._claimed_fields]
+        split = (len(self._m.task._meta.sorted_fields),
+                 len(self._m.task._meta.sorted_fields) + len(self._m.document._meta.sorted_fields))
+        out: list[ClaimedTask] = []
+        logs: list[dict[str, Any]] = []
+        found = {row[0]: row for row in self._select_ids(cursor, "claimed", task_ids)}  # the task's id first
+        for task_id in task_ids:
+            values = found.get(task_id)
+            if values is None:
+                continue
+            t = SimpleNamespace(**dict(zip(names[: split[0]], values[: split[0]], strict=True)))
+            d = SimpleNamespace(**dict(zip(names[split[0] : split[1]], values[split[0] : split[1]], strict=True)))
+            k = SimpleNamespace(**dict(zip(names[split[1] :], values[split[1] :], strict=True)))
+            line = _log_line(f"attempt {t.attempts} on {worker}", now)
+            t.progress_msg = (t.progress_msg or "") + line
+            logs.append({"id": t.id, "line": line})
+            d.status, d.updated_at = TaskStatus.RUNNING.value, now
+            out.append(ClaimedTask(self._task_record(t), self._doc_record(d), self._kb_record(k)))
+        self._execute_many(cursor, "document_running", ({"id": c.document.id, "now": now} for c in out))
+        self._execute_many(cursor, "log", logs)
+        return out
 
     def _fenced(
         self, task_id: str, version: int, statuses: Iterable[TaskStatus] = (TaskStatus.RUNNING,)
@@ -815,31 +1031,9 @@ class Repository:
         stage_timings: Mapping[str, float] | None = None,
     ) -> bool:
         """Update progress / stage / this attempt's stage timings and append a timestamped log line;
-        False if fenced out. One UPDATE: this runs several times per stage of every task."""
-        task = self._m.task
-        now = time.time()
-        values: dict[Any, Any] = {task.updated_at: now}
-        if progress is not None:
-            values[task.progress] = min(1.0, max(0.0, float(progress)))
-        if stage is not None:
-            values[task.stage] = stage
-        if message is not None:
-            values[task.progress_msg] = task.progress_msg.concat(_log_line(message, now))
-        if stage_timings is not None:
-            values[task.stage_timings] = _timings_json(stage_timings)
-        with self._session():
-            return task.update(values).where(self._fenced(task_id, version)).execute() == 1
-
-    def _locked_task(self, where: Any) -> Any:
-        """Read one task row, locking it (FOR UPDATE) where the database supports row locks.
-
-        SQLite has none, but every write transaction there starts with BEGIN IMMEDIATE, which serialises
-        writers just as well.
-        """
-        query = self._m.task.select().where(where)
-        if self._db.for_update:
-            query = query.for_update()
-        return query.first()
+        False if fenced out."""
+        write = ProgressWrite(task_id, version, progress, message, stage, stage_timings)
+        return bool(self.write_tasks([write])[0])
 
     def complete_task(
         self,
@@ -857,50 +1051,86 @@ class Repository:
         does so only when it is the last part of its parse to finish; the document then counts the
         chunks and tokens of every part.
         """
-        task, doc = self._m.task, self._m.document
+        result = self.write_tasks([CompleteWrite(task_id, version, chunk_count, token_count, format, stage_timings)])[0]
+        assert not isinstance(result, bool)
+        return result
+
+    def write_tasks(self, writes: Sequence[TaskWrite]) -> list[bool | Completion | None]:
+        """Apply workers' progress writes and completions in one transaction, in order. Each result is
+        what `append_progress` / `complete_task` would return for it alone."""
         now = time.time()
-        timings = {} if stage_timings is None else {task.stage_timings: _timings_json(stage_timings)}
+        results: list[bool | Completion | None] = []
+        completed: dict[str, tuple[int, CompleteWrite]] = {}  # task id -> (result index, write)
         with self._session():
-            changed = (
-                task.update(
-                    timings,
-                    status=TaskStatus.DONE.value,
-                    progress=1.0,
-                    stage=None,
-                    chunk_count=chunk_count,
-                    token_count=token_count,
-                    finished_at=now,
-                    updated_at=now,
-                    progress_msg=task.progress_msg.concat(_log_line("done", now)),
+            cursor = self._db.cursor()
+            for write in writes:
+                timings = None if write.stage_timings is None else _timings_json(write.stage_timings)
+                if isinstance(write, ProgressWrite):
+                    progress = None if write.progress is None else min(1.0, max(0.0, float(write.progress)))
+                    line = "" if write.message is None else _log_line(write.message, now)
+                    results.append(self._execute(
+                        cursor, "progress", id=write.task_id, version=write.version, now=now, progress=progress,
+                        stage=write.stage, line=line, timings=timings,
+                    ) == 1)
+                    continue
+                done = self._execute(
+                    cursor, "complete", id=write.task_id, version=write.version, now=now,
+                    chunks=write.chunk_count, tokens=write.token_count, line=_log_line("done", now), timings=timings,
                 )
-                .where(self._fenced(task_id, version))
-                .execute()
-            )
-            if changed == 0:
-                return None
-            row = self._task_row(task_id)
-            if row.parts > 1:
+                if done:
+                    completed[write.task_id] = (len(results), write)
+                results.append(None)
+            if completed:
+                for index, completion in self._finish_documents(cursor, completed, now).items():
+                    results[index] = completion
+        return results
+
+    def _finish_documents(self, cursor: Any, completed: dict[str, tuple[int, CompleteWrite]],
+                          now: float) -> dict[int, Completion]:
+        """Make the parse of each just-completed task live on its document (for a page-range part: once
+        every part of its parse is done)."""
+        task, doc = self._m.task, self._m.document
+        out: dict[int, Completion] = {}
+        finished: set[tuple[str, int]] = set()  # (document, parse version) made live in this transaction
+        found = {row[0]: row[1:] for row in self._select_ids(cursor, "completed", list(completed))}
+        for task_id, (index, write) in completed.items():  # in the order of the writes
+            document_id, parse_version, parts = found[task_id]
+            chunk_count, token_count = write.chunk_count, write.token_count
+            if parts > 1:
+                if (document_id, parse_version) in finished:  # a sibling part of this round got there first
+                    out[index] = Completion(document_done=False)
+                    continue
                 # Lock the document row first: concurrent last parts serialise here, and the one that
                 # comes second sees the other's commit.
-                doc.update(updated_at=now).where(doc.id == row.document_id).execute()
-                parts = list(
+                doc.update(updated_at=now).where(doc.id == document_id).execute()
+                siblings = list(
                     task.select(task.status, task.chunk_count, task.token_count).where(
-                        (task.document == row.document_id) & (task.parse_version == row.parse_version)
-                    )
+                        (task.document == document_id) & (task.parse_version == parse_version)
+                    ).tuples()
                 )
-                if len(parts) < row.parts or any(p.status != TaskStatus.DONE.value for p in parts):
-                    return Completion(document_done=False)
-                chunk_count = sum(p.chunk_count for p in parts)
-                token_count = sum(p.token_count for p in parts)
-            doc.update(
-                status=TaskStatus.DONE.value,
-                chunk_count=chunk_count,
-                token_count=token_count,
-                format=format,
-                parse_version=row.parse_version,
-                updated_at=now,
-            ).where(doc.id == row.document_id).execute()
-        return Completion(document_done=True)
+                if len(siblings) < parts or any(status != TaskStatus.DONE.value for status, _, _ in siblings):
+                    out[index] = Completion(document_done=False)
+                    continue
+                chunk_count = sum(chunks for _, chunks, _ in siblings)
+                token_count = sum(tokens for _, _, tokens in siblings)
+            self._execute(
+                cursor, "document_done", id=document_id, chunks=chunk_count, tokens=token_count, format=write.format,
+                parse_version=parse_version, now=now,
+            )
+            finished.add((document_id, parse_version))
+            out[index] = Completion(document_done=True)
+        return out
+
+    def _locked_task(self, where: Any) -> Any:
+        """Read one task row, locking it (FOR UPDATE) where the database supports row locks.
+
+        SQLite has none, but every write transaction there starts with BEGIN IMMEDIATE, which serialises
+        writers just as well.
+        """
+        query = self._m.task.select().where(where)
+        if self._db.for_update:
+            query = query.for_update()
+        return query.first()
 
     def split_task(self, task_id: str, version: int, ranges: list[tuple[int, int]]) -> list[TaskRecord]:
         """Split a running whole-document task into page-range parts: it keeps `ranges[0]`, a new queued

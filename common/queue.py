@@ -8,23 +8,37 @@ tasks not yet finished.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 
 from common.keys import Keys
 
 TASK_ID_FIELD = "task_id"
 CLAIM_MIN_IDLE_MS = 1000
 
-# XACK + XDEL in one atomic step. A script rather than MULTI/EXEC: it is atomic on a single server and
-# on a Redis Cluster alike (redis-py's async cluster client has no transactions).
+# XACK + XDEL of entries of one stream in one atomic step. A script rather than MULTI/EXEC: it is atomic
+# on a single server and on a Redis Cluster alike (redis-py's async cluster client has no transactions).
+# Sent with EVAL (the server caches it by its hash): EVALSHA in a pipeline costs a SCRIPT EXISTS first.
 _ACK_SCRIPT = """
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-return redis.call('XDEL', KEYS[1], ARGV[2])
+redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 2))
+return redis.call('XDEL', KEYS[1], unpack(ARGV, 2))
+"""
+
+# The entry ids of ARGV that are no longer in the stream KEYS[1].
+_MISSING_ENTRIES_SCRIPT = """
+local missing = {}
+for i = 1, #ARGV do
+  if #redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i], 'COUNT', 1) == 0 then
+    missing[#missing + 1] = ARGV[i]
+  end
+end
+return missing
 """
 
 
@@ -43,7 +57,6 @@ class TaskQueue:
     def __init__(self, redis: Redis | RedisCluster, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
-        self._ack_script = redis.register_script(_ACK_SCRIPT)
 
     @property
     def keys(self) -> Keys:
@@ -98,7 +111,17 @@ class TaskQueue:
 
     async def ack(self, message: QueueMessage) -> None:
         """Ack and delete the entry: the task is finished for good."""
-        await self._ack_script(keys=[message.stream], args=[self._keys.group, message.entry_id])
+        async with self._redis.pipeline(transaction=False) as pipe:
+            self.add_ack(pipe, [message])
+            await pipe.execute()
+
+    def add_ack(self, pipe: Pipeline | ClusterPipeline, messages: Sequence[QueueMessage]) -> None:
+        """Add the ack and delete of `messages` to `pipe` (one atomic script call per stream)."""
+        by_stream: dict[str, list[str]] = {}
+        for message in messages:
+            by_stream.setdefault(message.stream, []).append(message.entry_id)
+        for stream, ids in by_stream.items():
+            pipe.eval(_ACK_SCRIPT, 1, stream, self._keys.group, *ids)
 
     async def renew(self, consumer: str, messages: list[QueueMessage]) -> None:
         """Reset the idle time of in-flight entries so idle-based reclaim never steals them."""
@@ -179,7 +202,18 @@ class TaskQueue:
             await self._redis.xgroup_delconsumer(stream, self._keys.group, consumer)
 
     async def entry_exists(self, priority: str, entry_id: str) -> bool:
-        return bool(await self._redis.xrange(self._keys.stream_for(priority), entry_id, entry_id, count=1))
+        return (await self.entries_exist([(priority, entry_id)]))[0]
+
+    async def entries_exist(self, entries: Sequence[tuple[str, str]]) -> list[bool]:
+        """Whether each (priority, entry id) is still in its stream (one script call per stream)."""
+        by_stream: dict[str, list[str]] = {}
+        for priority, entry_id in entries:
+            by_stream.setdefault(self._keys.stream_for(priority), []).append(entry_id)
+        missing: set[tuple[str, str]] = set()
+        for stream, ids in by_stream.items():
+            gone = await self._redis.eval(_MISSING_ENTRIES_SCRIPT, 1, stream, *ids)
+            missing.update((stream, str(entry_id)) for entry_id in gone)
+        return [(self._keys.stream_for(priority), entry_id) not in missing for priority, entry_id in entries]
 
 
 @dataclass(frozen=True, slots=True)

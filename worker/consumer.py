@@ -111,6 +111,7 @@ class Worker:
                 async with asyncio.TaskGroup() as tasks:
                     await self._consume(tasks)
                     await self._drain(w.shutdown_grace_s)
+                await self._executor.drain()
                 self._stopped.set()
         finally:
             await self._deregister()

@@ -10,12 +10,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from common import ingest
-from common.db import TaskRecord
+from common.db import ClaimedTask
 from common.errors import Cancelled, DocvecError, LimitExceeded, NotFound, PermanentError, StageTimeout
 from common.queue import QueueMessage
 from common.runtime import Core
 from vectordb.chunkstore import ChunkStore
 from worker.batching import EmbedBatcher
+from worker.ledger import TaskLedger, TaskSignals
 from worker.metrics import WorkerMetrics
 from worker.pipeline import (
     ChunkStage,
@@ -83,21 +84,25 @@ class TaskExecutor:
             "index": w.index_timeout_s,
         }
         self.running: dict[str, TaskProgress] = {}
+        self._signals = TaskSignals(core.redis, core.keys, core.queue)
+        self._ledger = TaskLedger(core.repo, self._signals, consumer)
+
+    async def drain(self) -> None:
+        """Flush the writes and signals still queued (at shutdown, after the last task)."""
+        await self._ledger.drain()
+        await self._signals.drain()
 
     async def execute(self, message: QueueMessage) -> TaskResult:
         """Run the task of `message`. Raises only if settling itself failed (entry stays pending)."""
-        repo, queue = self._core.repo, self._core.queue
         if not message.task_id:
-            await queue.ack(message)
+            await self._signals.ack(message)
             return TaskResult(Outcome.SKIPPED)
-        task = await asyncio.to_thread(repo.claim_task, message.task_id, self._consumer)
-        if task is None:
+        claimed = await self._ledger.claim(message.task_id)
+        if claimed is None:
             await self._settle_finished(message)
             return TaskResult(Outcome.SKIPPED)
-        progress = TaskProgress(
-            repo=repo, redis=self._core.redis, keys=self._core.keys,
-            task_id=task.id, version=task.version, consumer=self._consumer,
-        )
+        task = claimed.task
+        progress = TaskProgress(claimed, ledger=self._ledger, signals=self._signals, consumer=self._consumer)
         max_attempts = self._core.settings.worker.max_attempts
         if task.attempts > max_attempts:
             reason = f"gave up after {max_attempts} attempts"
@@ -108,20 +113,16 @@ class TaskExecutor:
 
         self.running[task.id] = progress
         try:
-            return await self._run(message, task, progress)
+            return await self._run(message, claimed, progress)
         finally:
             self.running.pop(task.id, None)
 
-    async def _run(self, message: QueueMessage, task: TaskRecord, progress: TaskProgress) -> TaskResult:
-        repo = self._core.repo
+    async def _run(self, message: QueueMessage, claimed: ClaimedTask, progress: TaskProgress) -> TaskResult:
+        task = claimed.task
         ctx: TaskContext | None = None
         try:
             async with asyncio.timeout(self._core.settings.worker.task_deadline_s):
-                document = await asyncio.to_thread(repo.get_document, task.document_id)
-                kb = await asyncio.to_thread(repo.get_kb_by_id, task.kb_id)
-                ctx = TaskContext(task=task, document=document, kb=kb, progress=progress)
-                await progress.check_cancelled()
-                await progress.report(0.0, f"attempt {task.attempts} on {self._consumer}", stage="start")
+                ctx = TaskContext(task=task, document=claimed.document, kb=claimed.kb, progress=progress)
                 for stage in self._stages:
                     await progress.check_cancelled()
                     await self._run_stage(stage, ctx)
@@ -159,23 +160,16 @@ class TaskExecutor:
         self.metrics.observe_stage(stage.name, time.monotonic() - started, chunks=len(ctx.chunks))
 
     async def _complete(self, message: QueueMessage, ctx: TaskContext) -> None:
-        repo, task = self._core.repo, ctx.task
         assert ctx.parsed is not None
-        completed = await asyncio.to_thread(
-            repo.complete_task, task.id, task.version,
-            chunk_count=len(ctx.chunks), token_count=ctx.token_count, format=ctx.parsed.format,
-            stage_timings=ctx.progress.timings,
+        completed = await ctx.progress.complete(
+            chunk_count=len(ctx.chunks), token_count=ctx.token_count, format=ctx.parsed.format
         )
-        if completed is None:
-            raise Cancelled(f"task {task.id} was cancelled or superseded before it completed")
         if completed.document_done:
             # The new version is live: older versions of the document's chunks go.
             await self._chunks.delete_document(
-                ctx.kb.collection, ctx.document.id, except_version=task.parse_version
+                ctx.kb.collection, ctx.document.id, except_version=ctx.task.parse_version
             )
-        ctx.progress.progress = 1.0
-        await ctx.progress.publish("done", status="done", message=f"{len(ctx.chunks)} chunks")
-        await self._core.queue.ack(message)
+        await self._signals.ack(message, ctx.progress.event("done", status="done", message=f"{len(ctx.chunks)} chunks"))
 
     async def _settle_finished(self, message: QueueMessage) -> None:
         """A redelivered entry of a task already terminal: finish any cleanup, then ack."""
@@ -195,15 +189,14 @@ class TaskExecutor:
                     await self._chunks.delete_document(kb.collection, document.id, only_version=task.parse_version)
         except NotFound:
             log.info("entry %s names task %s, which no longer exists", message.entry_id, message.task_id)
-        await self._core.queue.ack(message)
+        await self._signals.ack(message)
 
     async def _cancelled(self, message: QueueMessage, progress: TaskProgress, ctx: TaskContext | None) -> None:
         if ctx is not None and await self._owns_nothing_live(ctx):
             await self._chunks.delete_document(
                 ctx.kb.collection, ctx.document.id, only_version=ctx.task.parse_version
             )
-        await progress.publish("cancelled", status="cancelled")
-        await self._core.queue.ack(message)
+        await self._signals.ack(message, progress.event("cancelled", status="cancelled"))
 
     async def _owns_nothing_live(self, ctx: TaskContext) -> bool:
         """True when this run's chunk set is garbage: the task was cancelled or deleted. False when
@@ -219,11 +212,11 @@ class TaskExecutor:
         repo = self._core.repo
         if await asyncio.to_thread(repo.fail_task, progress.task_id, progress.version, reason):
             await self._fail_sibling_parts(progress.task_id)
-        await progress.publish("failed", status="failed", message=reason)
         if dead_letter:
+            progress.publish("failed", status="failed", message=reason)
             await self._core.queue.dead_letter(message, reason)
         else:
-            await self._core.queue.ack(message)
+            await self._signals.ack(message, progress.event("failed", status="failed", message=reason))
 
     async def _fail_sibling_parts(self, task_id: str) -> None:
         """A failed page-range part fails its whole parse: cancel the other parts, drop its chunks."""
@@ -248,8 +241,8 @@ class TaskExecutor:
             return TaskResult(Outcome.FAILED)
         requeued = await asyncio.to_thread(self._core.repo.requeue_task, progress.task_id, progress.version, error)
         if not requeued:  # cancelled meanwhile
-            await self._core.queue.ack(message)
+            await self._signals.ack(message)
             return TaskResult(Outcome.CANCELLED)
-        await progress.publish("retry", status="queued", message=error)
+        progress.publish("retry", status="queued", message=error)
         base_s = self._core.settings.worker.retry_backoff_s
         return TaskResult(Outcome.RETRY, retry_after_s=min(base_s * 2 ** max(attempts - 1, 0), MAX_BACKOFF_S))

@@ -14,7 +14,6 @@ import logging
 import time
 
 from common import ingest
-from common.db import TaskRecord, TaskStatus
 from common.redisconn import atomic_pipeline, server_info
 from common.runtime import Core
 from worker.liveness import expired_workers, live_consumers
@@ -22,6 +21,7 @@ from worker.liveness import expired_workers, live_consumers
 log = logging.getLogger(__name__)
 
 ORPHAN_SCAN_LIMIT = 100_000
+ORPHAN_CHECK_BATCH = 1_000  # stream entries checked per round trip
 
 # Take or extend the lease only if free or already ours: one atomic step.
 _LEASE_SCRIPT = """
@@ -95,26 +95,24 @@ class Janitor:
 
     async def _requeue_orphans(self, *, full: bool) -> None:
         repo, grace_s = self._core.repo, self._core.settings.worker.orphan_grace_s
-        candidates = await asyncio.to_thread(repo.unenqueued_tasks, grace_s)
+        candidates = [(t.id, t.stream_id) for t in await asyncio.to_thread(repo.unenqueued_tasks, grace_s)]
         if full:
-            for status in (TaskStatus.QUEUED, TaskStatus.RUNNING):
-                active = await asyncio.to_thread(repo.list_tasks, status=status, limit=ORPHAN_SCAN_LIMIT)
-                for task in active:
-                    if task.stream_id and not await self._has_entry(task):
-                        candidates.append(task)
-        for task in candidates:
-            await self._requeue(task)
-
-    async def _has_entry(self, task: TaskRecord) -> bool:
-        assert task.stream_id is not None
-        return await self._core.queue.entry_exists(task.priority, task.stream_id)
-
-    async def _requeue(self, task: TaskRecord) -> None:
-        current = await asyncio.to_thread(self._core.repo.get_task, task.id)
-        if current.is_terminal or (current.stream_id and current.stream_id != task.stream_id):
-            return  # finished or re-enqueued meanwhile
-        if current.stream_id and await self._has_entry(current):
+            entries = await asyncio.to_thread(repo.active_stream_entries, ORPHAN_SCAN_LIMIT)
+            for begin in range(0, len(entries), ORPHAN_CHECK_BATCH):
+                batch = entries[begin : begin + ORPHAN_CHECK_BATCH]
+                found = await self._core.queue.entries_exist([(priority, entry) for _, priority, entry in batch])
+                candidates.extend((task_id, entry) for (task_id, _, entry), present in zip(batch, found, strict=True)
+                                  if not present)
+        if not candidates:
             return
-        await ingest.enqueue(self._core, current)
-        self.requeued += 1
-        log.warning("janitor re-enqueued orphan task %s (%s)", task.id, task.status)
+        # Most entries found missing belong to tasks that finished since the scan read them.
+        current = await asyncio.to_thread(repo.get_tasks, [task_id for task_id, _ in candidates])
+        for task_id, seen_stream_id in candidates:
+            task = current.get(task_id)
+            if task is None or task.is_terminal or (task.stream_id and task.stream_id != seen_stream_id):
+                continue  # gone, finished or re-enqueued meanwhile
+            if task.stream_id and await self._core.queue.entry_exists(task.priority, task.stream_id):
+                continue
+            await ingest.enqueue(self._core, task)
+            self.requeued += 1
+            log.warning("janitor re-enqueued orphan task %s (%s)", task_id, task.status)

@@ -1,81 +1,89 @@
-"""Progress reporting and cancellation checks for one running task."""
+"""A running task's writes: progress, cancellation checks and its completion."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import time
+from collections import deque
 
-from redis.asyncio import Redis
-
-from common.db import Repository
+from common.db import ClaimedTask, CompleteWrite, Completion, ProgressWrite
 from common.errors import Cancelled
-from common.keys import Keys
-from common.redisconn import is_cluster
+from worker.ledger import TaskEvent, TaskLedger, TaskSignals, WriteFailed, WriteResult, task_event
 
 
 class TaskProgress:
-    """Writes a task's progress to the DB (fenced by task version) and publishes it for live views.
+    """Writes one delivery's progress to the DB (fenced by the task version, through the worker's
+    `TaskLedger`) and publishes it for live views.
 
-    A fenced-out write means the task was cancelled or superseded while running: it raises
-    `Cancelled`, so the worker stops writing at once.
+    Progress writes are write-behind: `report` queues the write and returns. A write that was fenced out
+    (the task was cancelled or superseded meanwhile) raises `Cancelled` at the next `report`,
+    `check_cancelled` or `complete`, and a write whose transaction failed raises its error there.
     """
 
-    def __init__(self, *, repo: Repository, redis: Redis, keys: Keys, task_id: str, version: int,
-                 consumer: str) -> None:
-        self._repo = repo
-        self._redis = redis
-        self._keys = keys
-        self.task_id = task_id
-        self.version = version
+    def __init__(self, claimed: ClaimedTask, *, ledger: TaskLedger, signals: TaskSignals, consumer: str) -> None:
+        self._ledger = ledger
+        self._signals = signals
+        self.task_id = claimed.task.id
+        self.version = claimed.task.version
         self.consumer = consumer
         self.stage: str | None = None
-        self.progress = 0.0
+        self.progress = claimed.task.progress
         self.timings: dict[str, float] = {}  # this attempt's stage timings, written with the next report
         self._timings_written = 0
+        self._writes: deque[asyncio.Future[ClaimedTask | WriteResult]] = deque()
+        # The claim has just read the task as active in the database (the API marks a cancelled task
+        # there before it sets the Redis flag): the first check needs no round trip.
+        self._checked_by_claim = True
 
     async def report(self, progress: float, message: str | None = None, *, stage: str | None = None) -> None:
+        self._raise_settled()
         progress = min(max(progress, 0.0), 1.0)
         if stage is not None:
             self.stage = stage
         self.progress = progress
         timings = dict(self.timings) if len(self.timings) != self._timings_written else None
-        written = await asyncio.to_thread(
-            self._repo.append_progress, self.task_id, self.version,
-            progress=progress, message=message, stage=stage, stage_timings=timings,
-        )
-        if not written:
-            raise Cancelled(f"task {self.task_id} was cancelled or superseded")
+        write = ProgressWrite(self.task_id, self.version, progress, message, stage, timings)
+        self._writes.append(self._ledger.write(write, self.event("progress", message=message)))
         if timings is not None:
             self._timings_written = len(timings)
-        await self.publish("progress", message=message)
 
     def record_timing(self, stage: str, seconds: float) -> None:
         """Note how long `stage` took; it reaches the DB with the next report (or completion)."""
         self.timings[stage] = seconds
 
-    async def publish(self, event: str, *, message: str | None = None, status: str | None = None) -> None:
-        payload = json.dumps({
-            "event": event,
-            "task_id": self.task_id,
-            "stage": self.stage,
-            "progress": round(self.progress, 4),
-            "message": message,
-            "status": status,
-            "worker": self.consumer,
-            "at": time.time(),
-        })
-        channels = (self._keys.task_events(self.task_id), self._keys.all_events)
-        if is_cluster(self._redis):  # redis-py's cluster pipeline refuses PUBLISH
-            for channel in channels:
-                await self._redis.publish(channel, payload)
-            return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for channel in channels:
-                pipe.publish(channel, payload)
-            await pipe.execute()
-
     async def check_cancelled(self) -> None:
-        """Raise `Cancelled` if the API has flagged this task."""
-        if await self._redis.exists(self._keys.cancel(self.task_id)):
+        """Raise `Cancelled` if the API has flagged this task (or a progress write was fenced out)."""
+        self._raise_settled()
+        if self._checked_by_claim:
+            self._checked_by_claim = False
+            return
+        if await self._signals.cancelled(self.task_id):
             raise Cancelled(f"task {self.task_id} was cancelled")
+
+    async def complete(self, *, chunk_count: int, token_count: int, format: str) -> Completion:
+        """Mark the task done, committed after (or with) its earlier progress writes; `Cancelled` if it was
+        fenced out."""
+        self._raise_settled()
+        write = CompleteWrite(self.task_id, self.version, chunk_count, token_count, format, dict(self.timings))
+        result = await self._ledger.write(write)
+        if isinstance(result, WriteFailed):
+            raise result.error
+        if not isinstance(result, Completion):
+            raise Cancelled(f"task {self.task_id} was cancelled or superseded before it completed")
+        self.progress = 1.0
+        return result
+
+    def event(self, event: str, *, message: str | None = None, status: str | None = None) -> TaskEvent:
+        return task_event(event, task_id=self.task_id, stage=self.stage, progress=self.progress,
+                          worker=self.consumer, message=message, status=status)
+
+    def publish(self, event: str, *, message: str | None = None, status: str | None = None) -> None:
+        """Publish an event now (in the next Redis round), without a database write."""
+        self._signals.publish(self.task_id, self.event(event, message=message, status=status))
+
+    def _raise_settled(self) -> None:
+        while self._writes and self._writes[0].done():
+            result = self._writes.popleft().result()
+            if isinstance(result, WriteFailed):
+                raise result.error
+            if result is False:
+                raise Cancelled(f"task {self.task_id} was cancelled or superseded")

@@ -277,6 +277,8 @@ def test_claim_progress_timings_complete(repo: Repository) -> None:
     # Each delivery gets its own fencing token: the claim bumps the version.
     assert claimed.started_at is not None and claimed.version == task.version + 1 == 2
     assert repo.get_task(task.id).version == claimed.version
+    assert claimed.progress_lines[-1].endswith(" attempt 1 on worker-1")
+    assert repo.get_task(task.id).progress_msg == claimed.progress_msg
     assert repo.get_document(doc.id).status == TaskStatus.RUNNING
     v1 = claimed.version
 
@@ -314,7 +316,10 @@ def test_claim_progress_timings_complete(repo: Repository) -> None:
         "worker-2",
         None,
     )
-    assert after.progress_msg == now.progress_msg and after.stage_timings == now.stage_timings
+    # Each delivery logs itself; the straggler's writes left nothing.
+    assert again.progress_msg == now.progress_msg + again.progress_lines[-1] + "\n"
+    assert again.progress_lines[-1].endswith(" attempt 2 on worker-2")
+    assert after.progress_msg == again.progress_msg and after.stage_timings == now.stage_timings
     assert after.error is None and after.finished_at is None
     d = repo.get_document(doc.id)
     assert (d.status, d.chunk_count, d.format, d.parse_version) == (TaskStatus.RUNNING, 0, None, 0)
@@ -529,6 +534,75 @@ def test_concurrent_cancel_and_complete(repo: Repository) -> None:
     else:
         assert outcome["cancel"] == TaskStatus.CANCELLED and final == TaskStatus.CANCELLED
     assert repo.get_document(doc.id).status == final
+
+
+# ------------------------------------------------------------------------------- batched worker writes
+
+
+def test_claim_tasks_claims_a_batch_with_documents_and_kbs(repo: Repository) -> None:
+    kb = _kb(repo)
+    docs = [_doc(repo, kb, filename=f"d{i}.txt") for i in range(3)]
+    (_, done_task), (_, cancelled_task) = docs[1], docs[2]
+    running = repo.claim_task(done_task.id, "w0")
+    assert repo.complete_task(done_task.id, running.version, chunk_count=1, token_count=1, format="txt")
+    repo.cancel_task(cancelled_task.id)
+
+    first = docs[0][1]
+    claimed = repo.claim_tasks([first.id, done_task.id, "missing", first.id, cancelled_task.id], "w1")
+    assert [c is None for c in claimed] == [False, True, True, False, True]
+    one, twice = claimed[0], claimed[3]
+    assert one is not None and twice is not None
+    assert one.document.id == docs[0][0].id and one.document.status == TaskStatus.RUNNING
+    assert one.kb == repo.get_kb_by_id(kb.id)
+    # Named twice = delivered twice: two claims, and the later one fences out the earlier.
+    assert (one.task.attempts, twice.task.attempts) == (1, 2) and twice.task.version == one.task.version + 1
+    assert not repo.append_progress(first.id, one.task.version, progress=0.5)
+    assert repo.append_progress(first.id, twice.task.version, progress=0.5)
+    stored = repo.get_task(first.id)
+    assert [line.split(" ", 1)[1] for line in stored.progress_lines] == ["queued", "attempt 1 on w1", "attempt 2 on w1"]
+    assert stored.progress_msg == twice.task.progress_msg and stored.progress == 0.5
+    assert repo.get_document(docs[0][0].id).status == TaskStatus.RUNNING
+
+
+def test_write_tasks_applies_a_round_in_order_with_fencing(repo: Repository) -> None:
+    from common.db import CompleteWrite, ProgressWrite
+
+    kb = _kb(repo)
+    (doc_a, a), (doc_b, b) = _doc(repo, kb, filename="a.txt"), _doc(repo, kb, filename="b.txt")
+    ca, cb = (c.task for c in repo.claim_tasks([a.id, b.id], "w") if c is not None)
+    results = repo.write_tasks([
+        ProgressWrite(a.id, ca.version, progress=0.5, message="half", stage="embed"),
+        ProgressWrite(b.id, cb.version - 1, message="stale"),
+        CompleteWrite(a.id, ca.version, chunk_count=3, token_count=30, format="txt", stage_timings={"embed": 1.5}),
+        ProgressWrite(a.id, ca.version, message="after done"),  # the task is no longer running
+        CompleteWrite(b.id, cb.version - 1, chunk_count=1, token_count=1, format="txt"),
+    ])
+    assert results[0] is True and results[1] is False and results[3] is False and results[4] is None
+    assert results[2] is not None and not isinstance(results[2], bool) and results[2].document_done
+    done = repo.get_task(a.id)
+    assert (done.status, done.chunk_count, done.stage_timings) == (TaskStatus.DONE, 3, {"embed": 1.5})
+    assert [line.split(" ", 1)[1] for line in done.progress_lines[-2:]] == ["half", "done"]
+    live = repo.get_document(doc_a.id)
+    assert (live.status, live.parse_version, live.chunk_count, live.format) == (TaskStatus.DONE, 1, 3, "txt")
+    assert "stale" not in repo.get_task(b.id).progress_msg
+    assert repo.get_document(doc_b.id).status == TaskStatus.RUNNING
+
+
+def test_last_two_parts_completing_in_one_round_make_the_document_live_once(repo: Repository) -> None:
+    from common.db import CompleteWrite
+
+    kb = _kb(repo)
+    doc, task = _doc(repo, kb, filename="big.pdf")
+    running = repo.claim_task(task.id, "w1")
+    (part,) = repo.split_task(task.id, running.version, [(1, 10), (11, 20)])
+    second = repo.claim_task(part.id, "w1")
+    results = repo.write_tasks([
+        CompleteWrite(task.id, running.version, chunk_count=4, token_count=40, format="pdf"),
+        CompleteWrite(part.id, second.version, chunk_count=5, token_count=50, format="pdf"),
+    ])
+    assert [r.document_done for r in results if r is not None and not isinstance(r, bool)] == [True, False]
+    live = repo.get_document(doc.id)
+    assert (live.status, live.parse_version, live.chunk_count, live.token_count) == ("done", 1, 9, 90)
 
 
 # ------------------------------------------------------------------------------- page-range parts
