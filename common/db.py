@@ -14,6 +14,7 @@ aware UTC datetimes.
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import re
@@ -25,7 +26,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -270,6 +270,28 @@ class CompleteWrite:
 TaskWrite = ProgressWrite | CompleteWrite
 
 
+@dataclass(slots=True)
+class _Carried:
+    """Progress writes of one delivery merged into one UPDATE (see `Repository.write_tasks`)."""
+
+    task_id: str
+    version: int
+    indices: list[int] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    progress: float | None = None
+    stage: str | None = None
+    timings: str | None = None
+
+    def add(self, index: int, write: ProgressWrite, timings: str | None, now: float) -> None:
+        self.indices.append(index)
+        if write.message is not None:
+            self.lines.append(_log_line(write.message, now))
+        if write.progress is not None:
+            self.progress = min(1.0, max(0.0, float(write.progress)))
+        self.stage = write.stage if write.stage is not None else self.stage
+        self.timings = timings if timings is not None else self.timings
+
+
 # --------------------------------------------------------------------------------------------- models
 
 
@@ -447,6 +469,10 @@ class Repository:
                 task.started_at: peewee.fn.COALESCE(task.started_at, _arg("now")),
                 task.stage: None,
                 task.updated_at: _arg("now"),
+                # "<stamp> attempt <N> on <worker>": N is the new attempts count.
+                task.progress_msg: task.progress_msg.concat(_arg("before")).concat(task.attempts + 1).concat(
+                    _arg("after")
+                ),
             }).where((task.id == _arg("id")) & task.status.in_([s.value for s in ACTIVE_STATUSES]))),
             "claimed": _Statement(
                 task.select(*self._claimed_fields)
@@ -459,9 +485,6 @@ class Repository:
             ),
             "completed": _Statement(
                 task.select(task.id, task.document, task.parse_version, task.parts).where(task.id.in_(ids))
-            ),
-            "log": _Statement(
-                task.update({task.progress_msg: task.progress_msg.concat(_arg("line"))}).where(task.id == _arg("id"))
             ),
             "progress": _Statement(task.update({
                 task.updated_at: _arg("now"),
@@ -490,6 +513,15 @@ class Repository:
                 doc.updated_at: _arg("now"),
             }).where(doc.id == _arg("id"))),
         }
+
+    @functools.cached_property
+    def _row_types(self) -> tuple[Any, Any, Any]:
+        """Named tuples for the task, document and knowledge base parts of a claimed row (attribute access
+        for the `_*_record` builders at a fraction of a model instance's cost)."""
+        return tuple(
+            collections.namedtuple(f"{m.__name__}Row", [f.column_name for f in m._meta.sorted_fields])
+            for m in (self._m.task, self._m.document, self._m.kb)
+        )
 
     @property
     def _claimed_fields(self) -> list[Any]:
@@ -990,28 +1022,25 @@ class Repository:
     def _claim_round(self, task_ids: list[str], worker: str) -> list[ClaimedTask]:
         now = time.time()
         cursor = self._db.cursor()
-        self._execute_many(cursor, "claim", ({"id": task_id, "worker": worker, "now": now} for task_id in task_ids))
+        before, after = f"{_stamp(int(now))} attempt ", f" on {' '.join(worker.splitlines())}\n"
+        self._execute_many(cursor, "claim", (
+            {"id": task_id, "worker": worker, "now": now, "before": before, "after": after} for task_id in task_ids
+        ))
         # Every active task named is now running for this worker; the others are terminal or gone.
-        names = [f.column_name for f in self._claimed_fields]
-        split = (len(self._m.task._meta.sorted_fields),
-                 len(self._m.task._meta.sorted_fields) + len(self._m.document._meta.sorted_fields))
+        task_row, doc_row, kb_row = self._row_types
+        doc_at = len(task_row._fields)
+        kb_at = doc_at + len(doc_row._fields)
         out: list[ClaimedTask] = []
-        logs: list[dict[str, Any]] = []
         found = {row[0]: row for row in self._select_ids(cursor, "claimed", task_ids)}  # the task's id first
         for task_id in task_ids:
             values = found.get(task_id)
             if values is None:
                 continue
-            t = SimpleNamespace(**dict(zip(names[: split[0]], values[: split[0]], strict=True)))
-            d = SimpleNamespace(**dict(zip(names[split[0] : split[1]], values[split[0] : split[1]], strict=True)))
-            k = SimpleNamespace(**dict(zip(names[split[1] :], values[split[1] :], strict=True)))
-            line = _log_line(f"attempt {t.attempts} on {worker}", now)
-            t.progress_msg = (t.progress_msg or "") + line
-            logs.append({"id": t.id, "line": line})
-            d.status, d.updated_at = TaskStatus.RUNNING.value, now
+            t = task_row._make(values[:doc_at])
+            d = doc_row._make(values[doc_at:kb_at])._replace(status=TaskStatus.RUNNING.value, updated_at=now)
+            k = kb_row._make(values[kb_at:])
             out.append(ClaimedTask(self._task_record(t), self._doc_record(d), self._kb_record(k)))
         self._execute_many(cursor, "document_running", ({"id": c.document.id, "now": now} for c in out))
-        self._execute_many(cursor, "log", logs)
         return out
 
     def _fenced(
@@ -1057,29 +1086,50 @@ class Repository:
 
     def write_tasks(self, writes: Sequence[TaskWrite]) -> list[bool | Completion | None]:
         """Apply workers' progress writes and completions in one transaction, in order. Each result is
-        what `append_progress` / `complete_task` would return for it alone."""
+        what `append_progress` / `complete_task` would return for it alone.
+
+        Consecutive writes of one delivery (same task and version) collapse into one UPDATE: progress
+        writes into the next progress write or completion of that task, their log lines kept in order.
+        The fence is the same for all of them, so they succeed or fail together as they would alone.
+        """
         now = time.time()
-        results: list[bool | Completion | None] = []
+        results: list[bool | Completion | None] = [None] * len(writes)
         completed: dict[str, tuple[int, CompleteWrite]] = {}  # task id -> (result index, write)
+        carried: dict[str, _Carried] = {}  # task id -> its progress writes not executed yet
         with self._session():
             cursor = self._db.cursor()
-            for write in writes:
+
+            def flush(carry: _Carried) -> None:
+                written = self._execute(
+                    cursor, "progress", id=carry.task_id, version=carry.version, now=now, progress=carry.progress,
+                    stage=carry.stage, line="".join(carry.lines), timings=carry.timings,
+                ) == 1
+                for index in carry.indices:
+                    results[index] = written
+
+            for index, write in enumerate(writes):
+                carry = carried.pop(write.task_id, None)
+                if carry is not None and carry.version != write.version:
+                    flush(carry)
+                    carry = None
                 timings = None if write.stage_timings is None else _timings_json(write.stage_timings)
                 if isinstance(write, ProgressWrite):
-                    progress = None if write.progress is None else min(1.0, max(0.0, float(write.progress)))
-                    line = "" if write.message is None else _log_line(write.message, now)
-                    results.append(self._execute(
-                        cursor, "progress", id=write.task_id, version=write.version, now=now, progress=progress,
-                        stage=write.stage, line=line, timings=timings,
-                    ) == 1)
+                    carry = carry or _Carried(write.task_id, write.version)
+                    carry.add(index, write, timings, now)
+                    carried[write.task_id] = carry
                     continue
+                lines = [] if carry is None else carry.lines
                 done = self._execute(
                     cursor, "complete", id=write.task_id, version=write.version, now=now,
-                    chunks=write.chunk_count, tokens=write.token_count, line=_log_line("done", now), timings=timings,
-                )
+                    chunks=write.chunk_count, tokens=write.token_count, line="".join([*lines, _log_line("done", now)]),
+                    timings=timings if timings is not None or carry is None else carry.timings,
+                ) == 1
+                for carried_index in [] if carry is None else carry.indices:
+                    results[carried_index] = done
                 if done:
-                    completed[write.task_id] = (len(results), write)
-                results.append(None)
+                    completed[write.task_id] = (index, write)
+            for carry in carried.values():
+                flush(carry)
             if completed:
                 for index, completion in self._finish_documents(cursor, completed, now).items():
                     results[index] = completion
@@ -1092,6 +1142,7 @@ class Repository:
         task, doc = self._m.task, self._m.document
         out: dict[int, Completion] = {}
         finished: set[tuple[str, int]] = set()  # (document, parse version) made live in this transaction
+        live: list[dict[str, Any]] = []
         found = {row[0]: row[1:] for row in self._select_ids(cursor, "completed", list(completed))}
         for task_id, (index, write) in completed.items():  # in the order of the writes
             document_id, parse_version, parts = found[task_id]
@@ -1113,12 +1164,11 @@ class Repository:
                     continue
                 chunk_count = sum(chunks for _, chunks, _ in siblings)
                 token_count = sum(tokens for _, _, tokens in siblings)
-            self._execute(
-                cursor, "document_done", id=document_id, chunks=chunk_count, tokens=token_count, format=write.format,
-                parse_version=parse_version, now=now,
-            )
+            live.append({"id": document_id, "chunks": chunk_count, "tokens": token_count, "format": write.format,
+                         "parse_version": parse_version, "now": now})
             finished.add((document_id, parse_version))
             out[index] = Completion(document_done=True)
+        self._execute_many(cursor, "document_done", live)
         return out
 
     def _locked_task(self, where: Any) -> Any:

@@ -588,6 +588,35 @@ def test_write_tasks_applies_a_round_in_order_with_fencing(repo: Repository) -> 
     assert repo.get_document(doc_b.id).status == TaskStatus.RUNNING
 
 
+def test_write_tasks_merges_one_deliverys_consecutive_writes_keeping_every_line(repo: Repository) -> None:
+    from common.db import CompleteWrite, ProgressWrite
+
+    kb = _kb(repo)
+    _, task = _doc(repo, kb)
+    claimed = repo.claim_task(task.id, "w")
+    results = repo.write_tasks([
+        ProgressWrite(task.id, claimed.version, progress=0.1, message="fetch started", stage="fetch"),
+        ProgressWrite(task.id, claimed.version, progress=0.2, message="parse started", stage="parse",
+                      stage_timings={"fetch": 0.5}),
+        CompleteWrite(task.id, claimed.version, chunk_count=2, token_count=20, format="txt"),
+    ])
+    assert results[:2] == [True, True] and results[2] is not None and not isinstance(results[2], bool)
+    done = repo.get_task(task.id)
+    assert [line.split(" ", 1)[1] for line in done.progress_lines[-3:]] == ["fetch started", "parse started", "done"]
+    assert done.stage_timings == {"fetch": 0.5} and done.status == TaskStatus.DONE
+
+    # A write of an older delivery in the same round does not merge into the current one's.
+    again = repo.reparse_document(task.document_id)
+    current = repo.claim_task(again.id, "w2")
+    results = repo.write_tasks([
+        ProgressWrite(again.id, current.version - 1, message="straggler"),
+        ProgressWrite(again.id, current.version, message="current"),
+    ])
+    assert results == [False, True]
+    lines = repo.get_task(again.id).progress_lines
+    assert lines[-1].endswith(" current") and not any(line.endswith(" straggler") for line in lines)
+
+
 def test_last_two_parts_completing_in_one_round_make_the_document_live_once(repo: Repository) -> None:
     from common.db import CompleteWrite
 
