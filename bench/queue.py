@@ -172,13 +172,14 @@ class NoopStage:
     start, end = 0.0, 1.0
 
     def __init__(self, timing: Timing) -> None:
-        self._timing = timing
-
-    async def run(self, ctx: Any) -> None:
         from common.parsing.base import ParsedDocument
 
+        self._timing = timing
+        self._parsed = ParsedDocument(format="noop", text="")
+
+    async def run(self, ctx: Any) -> None:
         self._timing.task_started()
-        ctx.parsed = ParsedDocument(format="noop", text="")
+        ctx.parsed = self._parsed
 
 
 class NoopChunks:

@@ -16,6 +16,7 @@ from common.queue import QueueMessage
 from common.runtime import Core
 from vectordb.chunkstore import ChunkStore
 from worker.batching import EmbedBatcher
+from worker.deadlines import Deadlines, Watch
 from worker.ledger import TaskLedger, TaskSignals
 from worker.metrics import WorkerMetrics
 from worker.pipeline import (
@@ -85,6 +86,7 @@ class TaskExecutor:
         }
         self.running: dict[str, TaskProgress] = {}
         self._signals = TaskSignals(core.redis, core.keys, core.queue)
+        self._deadlines = Deadlines()
         self._ledger = TaskLedger(core.repo, self._signals, consumer)
 
     async def drain(self) -> None:
@@ -120,42 +122,43 @@ class TaskExecutor:
     async def _run(self, message: QueueMessage, claimed: ClaimedTask, progress: TaskProgress) -> TaskResult:
         task = claimed.task
         ctx: TaskContext | None = None
+        watch = self._deadlines.watch(self._core.settings.worker.task_deadline_s)
         try:
-            async with asyncio.timeout(self._core.settings.worker.task_deadline_s):
-                ctx = TaskContext(task=task, document=claimed.document, kb=claimed.kb, progress=progress)
-                for stage in self._stages:
-                    await progress.check_cancelled()
-                    await self._run_stage(stage, ctx)
-                await self._complete(message, ctx)
-                return TaskResult(Outcome.DONE)
+            try:
+                async with watch:
+                    ctx = TaskContext(task=task, document=claimed.document, kb=claimed.kb, progress=progress)
+                    for stage in self._stages:
+                        await progress.check_cancelled()
+                        await self._run_stage(stage, ctx, watch)
+                    await self._complete(message, ctx)
+                    return TaskResult(Outcome.DONE)
+            except TimeoutError as exc:
+                if not watch.fired:  # a TimeoutError of the stage's own making: an ordinary error
+                    raise
+                if watch.expired_stage is None:
+                    deadline = self._core.settings.worker.task_deadline_s
+                    raise StageTimeout(f"task exceeded its deadline of {deadline:g}s") from exc
+                text = f"stage {watch.expired_stage} exceeded its timeout of {watch.stage_timeout_s:g}s"
+                if watch.expired_stage == "parse":  # a document that cannot be parsed in time never will be
+                    raise LimitExceeded(text) from exc
+                raise StageTimeout(text) from exc
         except (Cancelled, NotFound):  # cancelled, superseded, or its document was deleted
             await self._cancelled(message, progress, ctx)
             return TaskResult(Outcome.CANCELLED)
         except PermanentError as exc:
             await self._fail(message, progress, exc.message)
             return TaskResult(Outcome.FAILED)
-        except TimeoutError:
-            deadline = self._core.settings.worker.task_deadline_s
-            return await self._retry_or_give_up(
-                message, progress, task.attempts, f"task exceeded its deadline of {deadline:g}s"
-            )
         except Exception as exc:  # the task boundary: anything else counts as transient
             log.warning("task %s attempt %d failed: %r", task.id, task.attempts, exc)
             text = exc.message if isinstance(exc, DocvecError) else f"{type(exc).__name__}: {exc}"
             return await self._retry_or_give_up(message, progress, task.attempts, text)
 
-    async def _run_stage(self, stage: Stage, ctx: TaskContext) -> None:
-        timeout_s = self._timeouts_s.get(stage.name, self._core.settings.worker.task_deadline_s)
+    async def _run_stage(self, stage: Stage, ctx: TaskContext, watch: Watch) -> None:
         started = time.monotonic()
         await ctx.progress.report(stage.start, f"{stage.name} started", stage=stage.name)
-        try:
-            async with asyncio.timeout(timeout_s):
-                await stage.run(ctx)
-        except TimeoutError as exc:
-            message = f"stage {stage.name} exceeded its timeout of {timeout_s:g}s"
-            if stage.name == "parse":  # a document that cannot be parsed in time never will be
-                raise LimitExceeded(message) from exc
-            raise StageTimeout(message) from exc
+        watch.begin_stage(stage.name, self._timeouts_s.get(stage.name, self._core.settings.worker.task_deadline_s))
+        await stage.run(ctx)
+        watch.end_stage()
         ctx.progress.record_timing(stage.name, time.monotonic() - started)
         self.metrics.observe_stage(stage.name, time.monotonic() - started, chunks=len(ctx.chunks))
 
