@@ -583,7 +583,11 @@ class Repository:
 
     @contextmanager
     def _session(self) -> Iterator[None]:
-        """One transaction on a (pooled) connection, returned to the pool afterwards; nests."""
+        """One transaction on a (pooled) connection, returned to the pool afterwards. Inside another
+        one it simply joins it (no savepoint: nothing here recovers from an error inside a transaction)."""
+        if self._db.in_transaction():
+            yield
+            return
         with self._db:
             yield
 
@@ -1030,6 +1034,7 @@ class Repository:
         task_row, doc_row, kb_row = self._row_types
         doc_at = len(task_row._fields)
         kb_at = doc_at + len(doc_row._fields)
+        doc_status, doc_updated = doc_row._fields.index("status"), doc_row._fields.index("updated_at")
         out: list[ClaimedTask] = []
         found = {row[0]: row for row in self._select_ids(cursor, "claimed", task_ids)}  # the task's id first
         for task_id in task_ids:
@@ -1037,7 +1042,9 @@ class Repository:
             if values is None:
                 continue
             t = task_row._make(values[:doc_at])
-            d = doc_row._make(values[doc_at:kb_at])._replace(status=TaskStatus.RUNNING.value, updated_at=now)
+            doc_values = list(values[doc_at:kb_at])
+            doc_values[doc_status], doc_values[doc_updated] = TaskStatus.RUNNING.value, now  # as just written
+            d = doc_row._make(doc_values)
             k = kb_row._make(values[kb_at:])
             out.append(ClaimedTask(self._task_record(t), self._doc_record(d), self._kb_record(k)))
         self._execute_many(cursor, "document_running", ({"id": c.document.id, "now": now} for c in out))

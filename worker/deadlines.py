@@ -2,11 +2,10 @@
 
 `asyncio.timeout` schedules and cancels a timer on the event loop each time it is entered; with a task
 deadline and a timeout per stage, that costs more than the rest of a short task's path. Here a running
-task holds one `asyncio.timeout(None)` (no timer) and a `Watch` with two instants: the task's deadline
-and the end of its current stage. One sweeper wakes every `tick_s` while any task is watched and expires
-the timeout of each task past either instant: the task is cancelled and leaves its `async with` with
-`TimeoutError`, exactly as with `asyncio.timeout`, and `Watch.expired_stage` names the stage whose
-timeout it was (None for the task deadline). A timeout fires at most `tick_s` late.
+task holds a `Watch` with two instants: the task's deadline and the end of its current stage. One
+sweeper wakes every `tick_s` while any task is watched and cancels each task past either instant; the
+task leaves its `async with` with `TimeoutError`, as with `asyncio.timeout`, and `Watch.expired_stage`
+names the stage whose timeout it was (None for the task deadline). A timeout fires at most `tick_s` late.
 """
 
 from __future__ import annotations
@@ -21,32 +20,38 @@ SWEEP_TICK_S = 0.1
 class Watch:
     """One task's deadline and current stage timeout; use as `async with deadlines.watch(s) as watch`."""
 
-    __slots__ = ("_deadlines", "_deadline_s", "_deadline", "_stage_end", "_timeout", "stage", "stage_timeout_s",
-                 "expired_stage", "fired")
+    __slots__ = ("_deadlines", "_deadline_s", "_deadline", "_stage_end", "_task", "_cancelling", "stage",
+                 "stage_timeout_s", "expired_stage", "fired")
 
     def __init__(self, deadlines: Deadlines, deadline_s: float) -> None:
         self._deadlines = deadlines
         self._deadline_s = deadline_s
         self._deadline = math.inf
         self._stage_end = math.inf
-        self._timeout: asyncio.Timeout | None = None
+        self._task: asyncio.Task[object] | None = None
+        self._cancelling = 0
         self.stage: str | None = None
         self.stage_timeout_s = 0.0
         self.expired_stage: str | None = None
         self.fired = False
 
     async def __aenter__(self) -> Watch:
-        self._timeout = asyncio.timeout(None)
-        await self._timeout.__aenter__()
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("a deadline watch must be used inside a task")
+        self._task, self._cancelling = task, task.cancelling()
         self._deadline = asyncio.get_running_loop().time() + self._deadline_s
         self._deadlines._add(self)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> bool | None:
+                        tb: TracebackType | None) -> None:
         self._deadlines._discard(self)
-        assert self._timeout is not None
-        return await self._timeout.__aexit__(exc_type, exc, tb)
+        # As asyncio.timeout does: the cancellation this watch caused becomes TimeoutError, any other
+        # cancellation (the worker shutting down) stays one.
+        if self.fired and exc_type is asyncio.CancelledError and self._task is not None:
+            if self._task.uncancel() <= self._cancelling:
+                raise TimeoutError("deadline exceeded") from exc
 
     def begin_stage(self, name: str, timeout_s: float) -> None:
         self.stage, self.stage_timeout_s = name, timeout_s
@@ -56,14 +61,16 @@ class Watch:
         self.stage, self._stage_end = None, math.inf
 
     def _expire_if_due(self, now: float) -> None:
-        if self.fired or self._timeout is None:
+        # The sweeper runs while the watched task is suspended inside its `async with`, so the
+        # cancellation is delivered there.
+        if self.fired or self._task is None:
             return
         if now >= self._stage_end:
             self.expired_stage = self.stage
         elif now < self._deadline:
             return
         self.fired = True
-        self._timeout.reschedule(now)  # fires on the loop's next iteration: cancels the task
+        self._task.cancel()
 
 
 class Deadlines:
