@@ -5,8 +5,10 @@ AOF on), one after the other, on the same number of tasks.
 
 - docvec: the real path with the pipeline stages replaced by one no-op stage. Enqueue = Document + Task
   rows in the database (SQLite, WAL) then XADD (`common.ingest.enqueue`); consume = the real `Worker`
-  (consumer group read, DB claim with a new fencing version and attempts + 1, cancel checks, progress
-  written to the DB and published, DB completion, then XACK+XDEL).
+  (consumer group read, DB claim with a new fencing version and attempts + 1, cancel check, a progress
+  write to the DB and its event published, DB completion, then XACK+XDEL), with the worker's group
+  commit: the DB writes of all concurrent tasks go in one transaction per round, events and acks in
+  one Redis round trip (`worker.ledger`). The worker's janitor runs its start-up scan during the run.
 - arq: `poll_delay=0.01, max_jobs=50, queue_read_limit=500` (its defaults poll every 0.5 s).
 - Dramatiq: RedisBroker, one worker with 8 threads.
 - Celery: Redis broker, a `--pool=solo` worker process (prefetch multiplier 64, results ignored).

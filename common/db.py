@@ -927,12 +927,14 @@ class Repository:
             )
         return [self._task_record(r) for r in rows]
 
-    def task_counts(self, *, tenant: str | None = None) -> dict[str, int]:
+    def task_counts(self, *, tenant: str | None = None, kb_id: str | None = None) -> dict[str, int]:
         """Number of tasks per status (every status present, zeros included)."""
         task = self._m.task
         query = task.select(task.status, peewee.fn.COUNT(task.id).alias("n")).group_by(task.status)
         if tenant is not None:
             query = query.where(task.tenant == tenant)
+        if kb_id is not None:
+            query = query.where(task.kb_id == kb_id)
         counts = {s.value: 0 for s in TaskStatus}
         with self._read():
             for status, n in query.tuples():
