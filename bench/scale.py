@@ -51,9 +51,8 @@ class RssSampler:
         self.samples_mb[moment] = round(psutil.Process(self.pid).memory_info().rss / MIB, 1)
 
 
-def _corpus(quick: bool) -> list[str]:
+def _corpus(count: int) -> list[str]:
     rng = random.Random(7)
-    count = 24 if quick else 1_000
     return [prose_document(rng, sections=rng.randint(1, 2), paragraphs=2, sentences=5) for _ in range(count)]
 
 
@@ -196,9 +195,10 @@ async def _run(workdir: Path, documents: list[str]) -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.scale")
     parser.add_argument("--quick", action="store_true", help="24 documents per run; finishes within 60 s")
+    parser.add_argument("--documents", type=int, default=0, help="documents per run (default 1,000; 24 quick)")
     args = parser.parse_args()
     emit(BENCH, "machine", machine_state(), "info")
-    documents = _corpus(args.quick)
+    documents = _corpus(args.documents or (24 if args.quick else 1_000))
     with tempfile.TemporaryDirectory(prefix="docvec-bench-scale-") as tmp:
         one, two = asyncio.run(_run(Path(tmp), documents))
     rss = one["rss_mb"] or {}

@@ -84,7 +84,10 @@ def _on_signals(callback: Any) -> None:
 @app.command()
 def up(host: str = "127.0.0.1", port: int = 8000) -> None:
     """All in one: embedded Redis + API + vector store + one worker. Ctrl-C stops everything."""
+    from common.memory import pin_mmap_threshold
+
     _setup_logging()
+    pin_mmap_threshold()
     _run(_up(_settings(), host, port))
 
 
@@ -131,9 +134,11 @@ def worker(concurrency: Annotated[int | None, typer.Option(help="task slots")] =
            consumer: Annotated[str | None, typer.Option(help="consumer name (default host-pid-random)")] = None,
            ) -> None:
     """Run one worker process (stops gracefully on SIGTERM/SIGINT)."""
+    from common.memory import pin_mmap_threshold
     from worker.main import run_worker
 
     _setup_logging()
+    pin_mmap_threshold()
     _run(run_worker(_settings(), consumer=consumer, concurrency=concurrency))
 
 
