@@ -457,7 +457,7 @@ class Repository:
         task, doc, kb = self._m.task, self._m.document, self._m.kb
         running = TaskStatus.RUNNING.value
         ids = [_arg(f"id{i}") for i in range(SELECT_IDS)]
-        fenced = (task.id == _arg("id")) & (task.version == _arg("version")) & (task.status == running)
+        fenced = self._fenced(_arg("id"), _arg("version"))
         return {
             "claim": _Statement(task.update({
                 task.status: running,
@@ -514,20 +514,25 @@ class Repository:
             }).where(doc.id == _arg("id"))),
         }
 
-    @functools.cached_property
-    def _row_types(self) -> tuple[Any, Any, Any]:
-        """Named tuples for the task, document and knowledge base parts of a claimed row (attribute access
-        for the `_*_record` builders at a fraction of a model instance's cost)."""
-        return tuple(
-            collections.namedtuple(f"{m.__name__}Row", [f.column_name for f in m._meta.sorted_fields])
-            for m in (self._m.task, self._m.document, self._m.kb)
-        )
+    @property
+    def _claimed_models(self) -> tuple[Any, Any, Any]:
+        """The models a claimed task's row joins, in the order of its columns."""
+        return (self._m.task, self._m.document, self._m.kb)
 
     @property
     def _claimed_fields(self) -> list[Any]:
         """The columns of a claimed task's row: the task's, its document's, its knowledge base's."""
-        return [*self._m.task._meta.sorted_fields, *self._m.document._meta.sorted_fields,
-                *self._m.kb._meta.sorted_fields]
+        return [f for m in self._claimed_models for f in m._meta.sorted_fields]
+
+    @functools.cached_property
+    def _row_types(self) -> tuple[Any, Any, Any]:
+        """Named tuples for the task, document and knowledge base parts of a claimed row (attribute access
+        for the `_*_record` builders at a fraction of a model instance's cost)."""
+        task_row, doc_row, kb_row = (
+            collections.namedtuple(f"{m.__name__}Row", [f.column_name for f in m._meta.sorted_fields])
+            for m in self._claimed_models
+        )
+        return task_row, doc_row, kb_row
 
     def _execute(self, cursor: Any, name: str, **values: Any) -> int:
         """Run one of `_sql` with `values` on `cursor`; the number of rows it matched."""
@@ -1053,7 +1058,8 @@ class Repository:
         return out
 
     def _fenced(
-        self, task_id: str, version: int, statuses: Iterable[TaskStatus] = (TaskStatus.RUNNING,)
+        self, task_id: str | peewee.Value, version: int | peewee.Value,
+        statuses: Iterable[TaskStatus] = (TaskStatus.RUNNING,),
     ) -> Any:
         task = self._m.task
         return (task.id == task_id) & (task.version == version) & task.status.in_([s.value for s in statuses])
