@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from common.apikeys import TENANT_RE
+
 
 class ErrorDetail(BaseModel):
     code: str = Field(description="stable, machine-readable error code, e.g. not_found")
@@ -116,7 +118,7 @@ class Health(BaseModel):
 
 
 class KeyCreate(BaseModel):
-    tenant: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    tenant: str = Field(min_length=1, max_length=64, pattern=f"^{TENANT_RE.pattern}$")
     admin: bool = False
     name: str = Field(default="", max_length=128)
 
