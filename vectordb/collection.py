@@ -14,8 +14,16 @@ compute without it.
 
 Flush seals the growing segment, rotates every channel to a new WAL generation (the checkpoint
 recorded in the catalog as `wal_gen`) and deletes the generations it covers. Recovery replays
-each channel from that checkpoint, applying transactions only if their commit record is present.
+each channel from that checkpoint, applying transactions only if their commit record is present;
+replay is idempotent (a primary key logged twice is one row, the later one).
 `flush_lock` serialises flush and index rebuilds, which do their slow I/O outside `lock`.
+
+Storage failures: a write is applied in memory before it is durable, so when its WAL append is
+refused after the fact (an fsync failed, or a write spanning channels failed on a later one), memory
+holds writes the log does not. The channel's writer has already cut them off the file; the next
+request (or the engine's maintenance loop) then rebuilds the collection in place from what is
+durable: sealed segments with their persisted deletes, plus a replay of the WAL from the
+checkpoint, and reopens the failed channels. No restart is needed once the disk works again.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from vectordb.catalog import Catalog, CollectionMeta, SegmentMeta
-from vectordb.errors import CollectionNotFound, DuplicatePrimaryKey, InvalidRequest
+from vectordb.errors import CollectionNotFound, DuplicatePrimaryKey, InvalidRequest, StorageError
 from vectordb.expr import Expr, evaluate
 from vectordb.fsutil import atomic_write_bytes
 from vectordb.index import check_metric, higher_is_better, prepare_queries
@@ -53,7 +61,7 @@ from vectordb.streaming.interceptors import (
 from vectordb.streaming.options import StreamingOptions
 from vectordb.streaming.recovery import replay
 from vectordb.streaming.scanner import DeliverPolicy, wal_gens
-from vectordb.tso import TimestampOracle
+from vectordb.tso import MAX_TIMESTAMP, TimestampOracle
 from vectordb.wal import MessageId, Op, WalRecord, WalWriter, resolve_fsync_policy
 
 log = logging.getLogger(__name__)
@@ -143,6 +151,8 @@ class Collection:
             self._append_and_apply,
         )
         self._closed = True
+        self._stale = False  # memory holds a write that was revoked from the WAL: rebuild before use
+        self._epoch = 0  # bumped by every rebuild: a flush that straddles one must not commit
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -205,18 +215,11 @@ class Collection:
         shards_num = int(json.loads(shards_file.read_text())["shards_num"]) if shards_file.exists() else 1
         coll = cls(meta, directory, tso, catalog, fsync=fsync, streaming=streaming, shards_num=shards_num)
         coll._remove_garbage()
-        for sm in meta.segments:
-            seg = SealedSegment.load(sm.id, meta.schema, coll._segment_dir(sm.id), meta.index, sm.deletes_file)
-            seg.persisted_delete_version = seg.delete_version
-            coll.segments[seg.id] = seg
-            alive = np.flatnonzero(seg.delete_ts == np.iinfo(np.int64).max)
-            for off in alive.tolist():
-                coll.pk_map[seg.pks[off]] = (seg.id, off)
-        coll.segments[coll.growing.id] = coll.growing
-        replayed = 0
-        for rec in replay(coll.channels, meta.wal_gen):
-            coll._apply(rec, None)
-            replayed += 1
+        sealed = [
+            SealedSegment.load(sm.id, meta.schema, coll._segment_dir(sm.id), meta.index, sm.deletes_file)
+            for sm in meta.segments
+        ]
+        replayed = coll._restore(sealed, repair=True)
         if replayed:
             log.info("collection %s: replayed %d WAL messages", meta.name, replayed)
         gen = max([meta.wal_gen, *coll._wal_gens()])
@@ -225,6 +228,82 @@ class Collection:
             ch.tick()
         coll._closed = False
         return coll
+
+    def _restore(self, sealed: Sequence[SealedSegment], *, repair: bool) -> int:
+        """Memory from what is durable: `sealed` (with their persisted deletes), a new growing
+        segment, and the WAL replayed from the checkpoint. Returns the number of messages replayed.
+
+        A primary key alive in two sealed segments (written by versions that did not collapse
+        replayed duplicates) keeps its newest row; the older one is deleted (persisted by the next flush).
+        """
+        self.segments = {}
+        self.pk_map = {}
+        for seg in sorted(sealed, key=lambda s: s.id):
+            seg.persisted_delete_version = seg.delete_version
+            self.segments[seg.id] = seg
+            for off in np.flatnonzero(seg.delete_ts[: seg.n] == MAX_TIMESTAMP).tolist():
+                self._track(seg.pks[off], seg, off)
+        self.growing = GrowingSegment(self._tso.next(), self.schema)
+        self.segments[self.growing.id] = self.growing
+        replayed = 0
+        for rec in replay(self.channels, self.meta.wal_gen, repair=repair):
+            self._apply(rec, None)
+            replayed += 1
+        return replayed
+
+    def _track(self, pk: Any, seg: Segment, off: int) -> None:
+        """Map `pk` to (seg, off); if it is mapped already, the older of the two rows is deleted."""
+        loc = self.pk_map.get(pk)
+        rows = [(seg, off)]
+        if loc is not None:
+            rows.append((self.segments[loc[0]], loc[1]))
+            rows.sort(key=lambda row: int(row[0].insert_ts[row[1]]))
+            (old_seg, old_off), (seg, off) = rows
+            old_seg.mark_deleted(old_off, int(seg.insert_ts[off]))
+        self.pk_map[pk] = (seg.id, off)
+
+    # ----------------------------------------------------------------------------- storage failures
+
+    @property
+    def epoch(self) -> int:
+        """Bumped by every rebuild after a storage failure: slow work begun before one must not commit."""
+        return self._epoch
+
+    @property
+    def needs_recovery(self) -> bool:
+        """Memory may hold writes the WAL refused: the next request rebuilds it (see `recover`)."""
+        return self._stale or any(ch.failed for ch in self.channels)
+
+    def recover(self) -> None:
+        """Rebuild from what is durable if a storage failure left memory ahead of the log.
+
+        Raises StorageError while the disk still refuses the cut of refused writes.
+        """
+        with self.lock:
+            self._heal_locked()
+
+    def _heal_locked(self) -> None:
+        if self._closed or not self.needs_recovery:
+            return
+        for ch in self.channels:
+            if ch.failed:
+                ch.reopen()
+        persisted = {sm.id: sm.deletes_file for sm in self.meta.segments}
+        sealed = [s for s in self.segments.values() if isinstance(s, SealedSegment) and s.id in persisted]
+        for seg in sealed:
+            seg.reload_deletes(persisted[seg.id])
+        try:
+            replayed = self._restore(sealed, repair=False)
+        except OSError as e:
+            raise StorageError(f"collection {self.name!r}: cannot read its WAL to recover: {e}") from e
+        self._stale = False
+        self._epoch += 1
+        for ch in self.channels:
+            ch.tick()
+        log.warning(
+            "collection %s: recovered from a storage failure; rebuilt from %d sealed segments and %d WAL messages",
+            self.name, len(sealed), replayed,
+        )
 
     def _wal_gens(self) -> list[int]:
         """WAL generations on disk in any channel, oldest first."""
@@ -331,16 +410,30 @@ class Collection:
 
     def _append_parts(self, parts: Mapping[int, list[WalRecord]]) -> list[tuple[Channel, AppendTicket]]:
         """Run each channel's messages through the interceptor chain (logged and applied, not yet durable)."""
-        tickets = []
+        tickets: list[tuple[Channel, AppendTicket]] = []
         with self.lock:
             if self._closed:
                 raise CollectionNotFound(f"collection {self.name!r} was dropped or the engine closed")
+            self._heal_locked()
             for ch, messages in parts.items():
                 ctx = AppendContext(self.channels[ch], messages)
-                self._append(ctx)
+                try:
+                    self._append(ctx)
+                except BaseException:
+                    if ctx.ticket is not None:  # logged, then applying it failed
+                        tickets.append((ctx.channel, ctx.ticket))
+                    self._revoke(tickets)
+                    raise
                 assert ctx.ticket is not None
                 tickets.append((ctx.channel, ctx.ticket))
         return tickets
+
+    def _revoke(self, tickets: list[tuple[Channel, AppendTicket]]) -> None:
+        """A write failed part-way: take back what it logged on other channels; memory is rebuilt."""
+        for channel, ticket in tickets:
+            channel.revoke(ticket)
+        if tickets:
+            self._stale = True
 
     def _append_and_apply(self, ctx: AppendContext) -> None:
         """The chain's last step, under the lock: one write to the channel's WAL, then apply."""
@@ -367,6 +460,11 @@ class Collection:
             assert isinstance(target, GrowingSegment)
             start = target.append(rec.batch, rec.ts)
             for i, pk in enumerate(rec.batch.pks):
+                # Live inserts never find their key taken (insert refuses, upsert logs the delete);
+                # replay can (a write logged twice): the later row wins, so a key is one row.
+                old = self.pk_map.get(pk)
+                if old is not None:
+                    self.segments[old[0]].mark_deleted(old[1], rec.ts)
                 self.pk_map[pk] = (target.id, start + i)
 
     # ----------------------------------------------------------------------------------------- reads
@@ -378,6 +476,7 @@ class Collection:
         writers (delete by filter) only; readers pass the timestamp `read_ts()` gave them.
         """
         with self.lock:
+            self._heal_locked()
             ts = self._tso.next() if read_ts is None else read_ts
             return ts, [s.view() for s in self.segments.values() if s.n]
 
@@ -393,7 +492,15 @@ class Collection:
         Raises ConsistencyTimeout after `timeout_s` (default: the engine's read timeout).
         """
         deadline = time.monotonic() + (self.options.read_timeout_s if timeout_s is None else timeout_s)
-        return min(ch.wait_serviceable(ts, deadline) for ch in self.channels)
+        while True:
+            if self.needs_recovery:
+                self.recover()
+            try:
+                return min(ch.wait_serviceable(ts, deadline) for ch in self.channels)
+            except StorageError:
+                if not self.needs_recovery or time.monotonic() >= deadline:
+                    raise
+                # a write failed while this read waited for it: rebuild without it, then wait again
 
     def serviceable_ts(self) -> int:
         """The timestamp at which every channel's writes are applied and durable (no waiting)."""
@@ -461,6 +568,7 @@ class Collection:
 
     def get(self, pks: Sequence[Any], output_fields: list[str]) -> list[dict[str, Any]]:
         with self.lock:
+            self._heal_locked()
             out = []
             for pk in pks:
                 loc = self.pk_map.get(pk)
@@ -471,6 +579,7 @@ class Collection:
 
     def count(self) -> int:
         with self.lock:
+            self._heal_locked()
             return len(self.pk_map)
 
     @property
@@ -485,6 +594,7 @@ class Collection:
             with self.lock:
                 if self.wal is None:
                     raise CollectionNotFound(f"collection {self.name!r} was dropped or the engine closed")
+                self._heal_locked()
                 to_seal = [s for s in self.segments.values() if isinstance(s, GrowingSegment) and s.n]
                 dirty = [
                     s
@@ -502,30 +612,53 @@ class Collection:
                 # Every write logged so far is in the growing segments being sealed: the new
                 # generation is the checkpoint recovery will replay from once the catalog has it.
                 marker = WalRecord(Op.FLUSH.value, self._tso.next(), [], info={"checkpoint_gen": new_gen})
+                # The deletes applied so far (all before the marker) are persisted with the segments;
+                # later ones live in the new WAL generation until the next flush.
+                cut_versions = {seg.id: seg.delete_version for seg in [*dirty, *to_seal]}
                 for ch in self.channels:
                     ch.rotate(new_gen, marker)
                 index_params = self.meta.index
+                epoch = self.epoch
             # Slow part without the lock: writes after the rotation go to the new WAL generation.
             sealed = [SealedSegment.seal(g, self._segment_dir(g.id), index_params) for g in to_seal]  # type: ignore[arg-type]
             deletes_name = f"deletes-{new_gen}.npy"
             versions: dict[int, int] = {}
-            for seg in [*dirty, *(s for s in sealed if s.delete_version)]:
-                versions[seg.id] = seg.delete_version
-                seg.write_deletes(deletes_name)
+            for seg in [*dirty, *sealed]:
+                if cut_versions[seg.id]:
+                    versions[seg.id] = cut_versions[seg.id]
+                    seg.write_deletes(deletes_name, up_to_ts=marker.ts)
             with self.lock:
+                if self.epoch != epoch:
+                    # A storage failure rebuilt memory meanwhile (the sealed rows were replayed
+                    # from the WAL again): committing would list them twice. Retry the flush.
+                    self._discard_flush(sealed, [*dirty, *sealed], deletes_name)
+                    raise StorageError(f"flush of {self.name!r} was interrupted by a storage recovery; retry it")
                 for growing, seg in zip(to_seal, sealed, strict=True):
                     # Deletes that landed on the growing segment after `seal` are in the shared
                     # delete_ts buffer but not in the sealed segment's version: count them, so the
                     # next flush persists them before it truncates the WAL that holds them.
                     seg.delete_version = max(seg.delete_version, growing.delete_version)
                     self.segments[seg.id] = seg  # same id and offsets: pk_map stays valid
-                old_files = self._commit_segments(new_gen, versions, deletes_name)
+                try:
+                    old_files = self._commit_segments(new_gen, versions, deletes_name)
+                except BaseException:
+                    self._stale = True  # memory lists segments the catalog does not: rebuild from it
+                    raise
                 for seg_id, version in versions.items():
                     done = self.segments[seg_id]
                     assert isinstance(done, SealedSegment)
                     done.persisted_delete_version = version
             for p in old_files:
                 p.unlink(missing_ok=True)
+
+    def _discard_flush(
+        self, sealed: Sequence[SealedSegment], written: Sequence[SealedSegment], deletes_name: str
+    ) -> None:
+        """Remove the files of a flush that will not commit (what remains is swept on the next open)."""
+        for seg in written:
+            (seg.directory / deletes_name).unlink(missing_ok=True)
+        for seg in sealed:
+            shutil.rmtree(seg.directory, ignore_errors=True)
 
     def _commit_segments(self, new_gen: int, versions: dict[int, int], deletes_name: str) -> list[Path]:
         """Record sealed segments and the new WAL generation in the catalog; return files now unused."""

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vectordb.catalog import Catalog, SegmentMeta
-from vectordb.errors import CollectionNotFound
+from vectordb.errors import CollectionNotFound, StorageError
 from vectordb.segment import SealedSegment
 from vectordb.tso import TimestampOracle
 
@@ -158,12 +158,13 @@ def compact(
             # which may trail the newest timestamp while writes are still being made durable.
             ts = min(tso.next(), coll.serviceable_ts())
             sealed = [s for s in coll.segments.values() if isinstance(s, SealedSegment)]
+            epoch = coll.epoch
         merged: list[_Merged] = []
         try:
             for group in plan(sealed, policy, ts):
                 seg_id = tso.next()
                 merged.append(_merge(group, ts, seg_id, coll._segment_dir(seg_id), coll))
-            result = _swap(coll, catalog, merged)
+            result = _swap(coll, catalog, merged, epoch)
         except BaseException:
             for m in merged:
                 if m.segment is not None:
@@ -185,13 +186,15 @@ def compact(
     return result
 
 
-def _swap(coll: Collection, catalog: Catalog, merged: list[_Merged]) -> CompactionResult:
+def _swap(coll: Collection, catalog: Catalog, merged: list[_Merged], epoch: int) -> CompactionResult:
     """Carry late deletes over, record the new segments in the catalog, then switch memory over."""
     if not merged:
         return CompactionResult()
     with coll.lock:
         if coll.wal is None:
             raise CollectionNotFound(f"collection {coll.name!r} was dropped or the engine closed")
+        if coll.epoch != epoch:  # memory was rebuilt from disk meanwhile: the plan may not hold
+            raise StorageError(f"compaction of {coll.name!r} was interrupted by a storage recovery; retry it")
         removed = {s.id for m in merged for s in m.sources}
         purged = 0
         for m in merged:

@@ -9,7 +9,8 @@ Layout of the data directory:
     collections/<id>/segments/<segment id>/   vectors.npy norms.npy insert_ts.npy rows.json
                                index.faiss meta.json deletes-<gen>.npy
 
-Background maintenance (one thread, stopped on close): seals growing segments older than
+Background maintenance (one thread, stopped on close): rebuilds collections that a storage failure
+left ahead of their WAL (see `vectordb.collection`) once the disk works again, seals growing segments older than
 `seal_age_s`, starts low-priority compactions when the policy's triggers fire, and balances the query
 workers. Collections are loaded on the query coordinator when created or opened.
 """
@@ -36,6 +37,7 @@ from vectordb.errors import (
     InvalidRequest,
     PartitionExists,
     PartitionNotFound,
+    StorageError,
 )
 from vectordb.fsutil import DirLock
 from vectordb.proxy import Proxy, ProxyLimits, Task
@@ -468,11 +470,18 @@ class Engine:
             log.error("background %s of %s failed: %s", key[0], key[1], future.exception())
 
     def _maintenance_loop(self, interval_s: float) -> None:
-        """Seal by age, trigger compactions, balance the query workers; until close."""
+        """Recover collections from storage failures, seal by age, trigger compactions, balance the
+        query workers; until close."""
         while not self._stop.wait(interval_s):
             with self._colls_lock:
                 collections = list(self._collections.values())
             for coll in collections:
+                if coll.needs_recovery:
+                    try:
+                        coll.recover()
+                    except StorageError as e:
+                        log.warning("collection %s is still unavailable: %s", coll.name, e)
+                        continue
                 if self._should_seal(coll.growing):
                     self._request_seal(coll.name)
                 if self.compaction.auto and needs_compaction(list(_sealed(coll).values()), self.compaction):

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 from vectordb.catalog import Catalog, CollectionMeta
-from vectordb.errors import CollectionNotFound, EngineClosed
+from vectordb.errors import CollectionNotFound, EngineClosed, StorageError
 from vectordb.metrics import ProxyMetrics
 from vectordb.ratelimit import RateLimiter
 from vectordb.tso import TimestampOracle
@@ -90,20 +90,34 @@ class Task(ABC, Generic[T]):
             result = self.post_execute(raw)
             phases.update(pre_execute=t1 - started, execute=t2 - t1, post_execute=time.perf_counter() - t2)
         except BaseException as e:  # the task boundary: the waiter re-raises it
-            self.end_ts = end_ts()
+            self._stamp_end(end_ts)
+            if isinstance(e, OSError):  # the disk (full, failing): not the request's fault, retry later
+                e = _storage_error(self, e)
             self.future.set_exception(e)
             if not isinstance(e, Exception):
                 raise
         else:
-            self.end_ts = end_ts()
+            self._stamp_end(end_ts)
             self.future.set_result(result)
         finally:
             if metrics is not None:
                 phases["total"] = time.perf_counter() - started + phases["queue"]
                 metrics.record(type(self).__name__, phases)
 
+    def _stamp_end(self, end_ts: Callable[[], int]) -> None:
+        try:
+            self.end_ts = end_ts()
+        except OSError as e:  # the TSO could not persist its window (disk full): the outcome stands
+            log.warning("%r: no end timestamp: %s", self, e)
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} id={self.id} channel={self.channel()!r}>"
+
+
+def _storage_error(task: Task[Any], error: OSError) -> StorageError:
+    wrapped = StorageError(f"{type(task).__name__} failed on the data directory: {error}")
+    wrapped.__cause__ = error
+    return wrapped
 
 
 @dataclass(frozen=True, slots=True)

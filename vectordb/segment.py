@@ -284,11 +284,7 @@ class SealedSegment(Segment):
         seg.pks, seg.columns, seg.dynamic = rows["pks"], rows["columns"], rows["dynamic"]
         seg.n = len(seg.pks)
         seg.columns.setdefault(PARTITION_FIELD, [0] * seg.n)  # written before partitions existed
-        seg.delete_ts = np.full(seg.n, MAX_TIMESTAMP, dtype=np.int64)
-        if deletes_file:
-            deletes = np.load(directory / deletes_file)
-            if len(deletes):
-                seg.delete_ts[deletes[:, 0]] = deletes[:, 1]
+        seg.delete_ts = seg._persisted_deletes(deletes_file)
         seg.index = idx.read_index(str(directory / "index.faiss"))
         seg.index_params = index_params
         return seg
@@ -297,10 +293,32 @@ class SealedSegment(Segment):
     def deleted_count(self) -> int:
         return int(np.count_nonzero(self.delete_ts[: self.n] != MAX_TIMESTAMP))
 
-    def write_deletes(self, name: str) -> None:
-        """Persist (offset, delete_ts) of every deleted row to `name` in the segment directory."""
+    def _persisted_deletes(self, deletes_file: str | None) -> np.ndarray:
+        delete_ts = np.full(self.n, MAX_TIMESTAMP, dtype=np.int64)
+        if deletes_file:
+            deletes = np.load(self.directory / deletes_file)
+            if len(deletes):
+                delete_ts[deletes[:, 0]] = deletes[:, 1]
+        return delete_ts
+
+    def reload_deletes(self, deletes_file: str | None) -> None:
+        """Forget the deletes held only in memory: back to what `deletes_file` persisted.
+
+        A new array (views taken before keep theirs); the delete version moves on, so cached
+        visibility summaries are recomputed.
+        """
+        self.delete_ts = self._persisted_deletes(deletes_file)
+        self.delete_version += 1
+        self.persisted_delete_version = self.delete_version
+
+    def write_deletes(self, name: str, *, up_to_ts: int = MAX_TIMESTAMP) -> None:
+        """Persist (offset, delete_ts) of every row deleted at or before `up_to_ts` to `name`.
+
+        Flush passes its checkpoint timestamp: later deletes live in the WAL after the checkpoint and
+        may not be durable yet, so they must not reach a file that outlives that WAL.
+        """
         snapshot = self.delete_ts.copy()
-        offsets = np.flatnonzero(snapshot != MAX_TIMESTAMP)
+        offsets = np.flatnonzero((snapshot != MAX_TIMESTAMP) & (snapshot <= up_to_ts))
         pairs = np.stack([offsets, snapshot[offsets]], axis=1).astype(np.int64)
         path = self.directory / name
         with open(path, "wb") as f:

@@ -59,8 +59,9 @@ class TimestampOracle:
         return int(json.loads(self._path.read_text())["reserved_physical_ms"])
 
     def _reserve(self, physical: int) -> None:
-        self._reserved = physical + self._window_ms
-        atomic_write_bytes(self._path, json.dumps({"reserved_physical_ms": self._reserved}).encode())
+        reserved = physical + self._window_ms
+        atomic_write_bytes(self._path, json.dumps({"reserved_physical_ms": reserved}).encode())
+        self._reserved = reserved  # only once durable: a failed write must not hand out unreserved time
 
     def next(self) -> int:
         """Return a timestamp larger than every one returned before, in this and earlier runs."""

@@ -6,8 +6,9 @@ timestamp, primary keys, transaction id, scalar columns or a DDL/flush descripti
 carry the vectors after it.
 
 Damage on read:
-- a torn tail (short frame header, a record running past the end of the file, or a bad last record)
-  is an append that never completed: it is cut and never replayed;
+- a torn tail (short frame header, a record running past the end of the file, a bad last record, or
+  any of these followed by nothing but zeros, e.g. a zero-filled tail after a crash) is an append
+  that never completed: it is cut and never replayed;
 - a bad record with data after it is corruption in the middle: reading stops there, the error is
   logged loudly, and everything from that record on is moved to `<file>.corrupt` for inspection
   rather than silently dropped.
@@ -165,6 +166,8 @@ def _check_frame(data: bytes, offset: int) -> tuple[str | None, int]:
         return "torn frame header", len(data)
     length, crc = _FRAME.unpack_from(data, offset)
     end = offset + _FRAME.size + length
+    if length <= _HEADER_LEN.size:  # a record holds at least its header; all-zero bytes read as length 0
+        return "empty frame", end
     if length > MAX_RECORD_BYTES or end > len(data):
         return "torn record", end
     if zlib.crc32(data[offset + _FRAME.size : end]) != crc:
@@ -174,7 +177,8 @@ def _check_frame(data: bytes, offset: int) -> tuple[str | None, int]:
 
 def _valid_frame_after(data: bytes, start: int) -> int | None:
     """Offset of the first CRC-valid frame at or after `start` (bounded scan), or None."""
-    stop = min(len(data) - _FRAME.size, start + _RESYNC_SCAN_BYTES)
+    # A frame's length field is not zero, so no frame starts in a run of zeros at the end.
+    stop = min(len(data) - _FRAME.size, start + _RESYNC_SCAN_BYTES, len(data.rstrip(b"\0")) - 1)
     for p in range(start, stop + 1):
         length, crc = _FRAME.unpack_from(data, p)
         end = p + _FRAME.size + length
@@ -183,10 +187,18 @@ def _valid_frame_after(data: bytes, start: int) -> int | None:
     return None
 
 
+def _is_torn_tail(data: bytes, offset: int, end: int) -> bool:
+    """Whether the bad frame at `offset` is an append that never completed: no valid frame follows it,
+    and after it (as far as its header declares) the file ends or holds only zeros, which is what a
+    crash leaves when the file's size reached the disk before its data."""
+    if end < len(data) and data[end:].strip(b"\0"):
+        return False
+    return _valid_frame_after(data, offset + 1) is None
+
+
 def _cut(path: Path, data: bytes, offset: int, end: int, problem: str) -> None:
     """Cut the file at `offset`; keep the cut bytes in `.corrupt` unless they are only a torn tail."""
-    torn_tail = end >= len(data) and _valid_frame_after(data, offset + 1) is None
-    if torn_tail:
+    if _is_torn_tail(data, offset, end):
         log.warning("WAL %s: %s at byte %d; cutting a torn tail of %d bytes", path, problem, offset, len(data) - offset)
     else:
         side = path.with_name(path.name + ".corrupt")
@@ -234,26 +246,45 @@ def resolve_fsync_policy(fsync_policy: str | FsyncPolicy | None, fsync: bool | N
 
 
 class WalWriter:
-    """Appends framed records to one WAL file.
+    """Appends framed records to one WAL file through a raw (unbuffered) file descriptor.
 
-    `append` is not thread-safe (the channel's lock serialises appends, so file order is timestamp
-    order); it writes to the OS and returns a sequence number. `sync(seq)` is thread-safe and returns
-    once that append is durable under the policy; callers acknowledge a write only after it.
+    `append_many` is called under the channel's lock (so file order is timestamp order); it writes to
+    the OS and returns a sequence number. `sync(seq)` is thread-safe and returns once that append is
+    durable under the policy; callers acknowledge a write only after it.
+
+    Failures never leave a refused byte behind (PostgreSQL's lesson from "fsyncgate": after a failed
+    fsync the page cache cannot be trusted, so what was not acknowledged is cut, never retried):
+    - a failed write is cut back at once to where it started; the writer stays usable;
+    - a failed fsync cuts the file back to the last acknowledged byte (`acked_size`: covered by a
+      successful fsync, or simply written under the interval/none policies), fails every append not
+      yet acknowledged, and leaves the writer `failed`: its channel must reopen the file and rebuild
+      its state from what is durable (`Collection` does that on its next request);
+    - if even the cut fails, `settle()` retries it before the file may be reopened.
     """
 
     def __init__(self, path: Path, *, policy: FsyncPolicy = FsyncPolicy.ALWAYS, interval_ms: int = 100) -> None:
         self.path = path
         self.policy = policy
         existed = path.exists()
-        self._f = open(path, "ab")  # noqa: SIM115 - lives as long as the writer
-        self._size = self._f.tell()
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise StorageError(f"cannot open WAL {path}: {e}") from e
+        self._size = os.fstat(self._fd).st_size
+        self._acked_size = self._size  # what the file held when opened was replayed: it counts as acknowledged
         if not existed and policy is not FsyncPolicy.NONE:
-            fsync_path(path.parent)
+            try:
+                fsync_path(path.parent)
+            except OSError as e:
+                os.close(self._fd)
+                raise StorageError(f"cannot make the new WAL {path} durable: {e}") from e
         self._cond = threading.Condition()
         self._written_seq = 0
         self._synced_seq = 0
         self._syncing = False
-        self._failed: BaseException | None = None
+        self._cuts = 0  # bumped by `revoke_from`: an fsync that overlapped a cut proves nothing
+        self._failed: StorageError | None = None
+        self._unsafe_tail = False  # refused bytes may still be in the file: a cut failed
         self._closed = False
         self.fsync_count = 0
         self._ticker: threading.Thread | None = None
@@ -266,80 +297,146 @@ class WalWriter:
     def size_bytes(self) -> int:
         return self._size
 
+    @property
+    def acked_size(self) -> int:
+        """Bytes of the file that hold acknowledged (or acknowledgeable) appends only."""
+        return self._acked_size
+
+    @property
+    def failed(self) -> bool:
+        return self._failed is not None
+
     def append(self, rec: WalRecord) -> int:
         """Write and (by policy) fsync one record; see `append_many`."""
         seq = self.append_many([rec])
-        if self.policy in (FsyncPolicy.ALWAYS, FsyncPolicy.BATCH):
-            self.sync(seq)
+        self.sync(seq)
         return seq
 
     def append_many(self, recs: Sequence[WalRecord]) -> int:
-        """Write the records in one `write`; return the sequence number to pass to `sync`.
+        """Write the records in one go; return the sequence number to pass to `sync`.
 
-        On a write failure the file is cut back to its old size, so no half frame stays behind.
+        On a write failure (disk full, file size limit, I/O error) the file is cut back to its old
+        size, so no part of the refused frames stays behind, and StorageError is raised.
         """
         data = b"".join(frame(encode_record(r)) for r in recs)
-        self._raise_if_failed()
-        try:
-            self._f.write(data)
-            self._f.flush()
-        except OSError as e:
-            self._rollback()
-            raise StorageError(f"cannot write WAL {self.path}: {e}") from e
-        self._size += len(data)
         with self._cond:
+            self._raise_if_unusable()
+            start = self._size
+            try:
+                _write_at(self._fd, data, start)
+            except OSError as e:
+                # Later appends overwrite these offsets, so the cut needs no fsync: a crash before
+                # the new size is durable leaves at most a torn tail of refused bytes, which is cut.
+                if not self._truncate_locked(start, sync=False):
+                    self._fail_locked(f"cannot cut a failed write off WAL {self.path}")
+                raise StorageError(f"cannot write WAL {self.path}: {e}") from e
+            self._size = start + len(data)
             self._written_seq += 1
+            if self.policy in (FsyncPolicy.INTERVAL, FsyncPolicy.NONE):
+                self._acked_size = self._size
             return self._written_seq
 
     def sync(self, seq: int) -> None:
-        """Return once append `seq` is durable under the policy (a no-op for interval/none)."""
+        """Return once append `seq` is durable under the policy (a no-op for interval/none).
+
+        Raises StorageError when an fsync failed before covering it (the append was cut: refused).
+        """
         if self.policy is FsyncPolicy.ALWAYS:
             with self._cond:
-                if self._synced_seq < seq:
-                    self._fsync_locked(self._written_seq)
-                self._raise_if_failed()
+                if self._synced_seq < seq and self._failed is None:
+                    self._fsync_locked()
+                self._raise_unless_synced(seq)
         elif self.policy is FsyncPolicy.BATCH:
             self._group_sync(seq)
 
     def _group_sync(self, seq: int) -> None:
         with self._cond:
-            while self._synced_seq < seq:
-                self._raise_if_failed()
+            while self._synced_seq < seq and self._failed is None:
                 if self._syncing:
                     self._cond.wait()
                     continue
                 # Leader: one fsync covers every append written so far, including other threads'.
                 self._syncing = True
-                target = self._written_seq
+                target, target_size, cuts = self._written_seq, self._size, self._cuts
                 self._cond.release()
                 try:
                     error = self._do_fsync()
                 finally:
                     self._cond.acquire()
                     self._syncing = False
-                self._after_fsync(target, error)
-            self._raise_if_failed()
+                self._after_fsync(target, target_size, cuts, error)
+            self._raise_unless_synced(seq)
 
-    def _fsync_locked(self, target: int) -> None:
-        self._after_fsync(target, self._do_fsync())
+    def _raise_unless_synced(self, seq: int) -> None:
+        if self._synced_seq < seq:
+            raise self._failed or StorageError(f"WAL {self.path}: append {seq} was not made durable")
+
+    def _fsync_locked(self) -> None:
+        self._after_fsync(self._written_seq, self._size, self._cuts, self._do_fsync())
 
     def _do_fsync(self) -> OSError | None:
         try:
-            os.fsync(self._f.fileno())
+            os.fsync(self._fd)
         except OSError as e:
             return e
         return None
 
-    def _after_fsync(self, target: int, error: OSError | None) -> None:
+    def _after_fsync(self, target: int, target_size: int, cuts: int, error: OSError | None) -> None:
         self.fsync_count += 1
         if error is not None:
-            # The page cache state after a failed fsync is unknown: refuse further writes (like
-            # PostgreSQL), the channel must be reopened, which replays what really is on disk.
-            self._failed = StorageError(f"fsync of WAL {self.path} failed: {error}")
-            log.error("%s", self._failed)
-        else:
+            self._fail_locked(f"fsync of WAL {self.path} failed: {error}")
+        elif cuts == self._cuts:
             self._synced_seq = max(self._synced_seq, target)
+            self._acked_size = max(self._acked_size, target_size)
         self._cond.notify_all()
+
+    def _fail_locked(self, reason: str) -> None:
+        """Refuse every append not yet acknowledged: cut them off the file, fail their waiters."""
+        if self._failed is None:
+            self._failed = StorageError(f"{reason}; the writes not yet acknowledged were refused")
+            log.error("%s", self._failed)
+        self._truncate_locked(self._acked_size, sync=self.policy is not FsyncPolicy.NONE)
+        self._cond.notify_all()
+
+    def _truncate_locked(self, size: int, *, sync: bool) -> bool:
+        """Cut the file to `size` (and fsync the cut); on failure mark the tail unsafe and the writer failed."""
+        try:
+            if self._closed:
+                os.truncate(self.path, size)
+                if sync:
+                    fsync_path(self.path)
+            else:
+                os.ftruncate(self._fd, size)
+                if sync:
+                    os.fsync(self._fd)
+        except OSError as e:
+            self._unsafe_tail = True
+            if self._failed is None:
+                self._failed = StorageError(f"cannot cut refused bytes off WAL {self.path}: {e}")
+            log.error("WAL %s: could not cut the file back to byte %d: %s", self.path, size, e)
+            return False
+        self._size = size
+        self._unsafe_tail = False
+        return True
+
+    def revoke_from(self, offset: int) -> None:
+        """Cut the file back to `offset`, the start of the last append, which its caller refused.
+
+        For a write that spans channels and failed on a later one; the caller holds the channel's
+        lock, so no append follows the revoked one.
+        """
+        with self._cond:
+            self._cuts += 1
+            self._acked_size = min(self._acked_size, offset)
+            if not self._truncate_locked(offset, sync=self.policy is not FsyncPolicy.NONE):
+                self._fail_locked(f"cannot revoke the last append to WAL {self.path}")
+            self._cond.notify_all()
+
+    def settle(self) -> None:
+        """Before a failed writer's file is reopened: make sure its refused bytes are gone (retry the cut)."""
+        with self._cond:
+            if self._unsafe_tail and not self._truncate_locked(self._acked_size, sync=True):
+                raise StorageError(f"WAL {self.path} still holds refused writes and cannot be cut; check the disk")
 
     def is_durable(self, seq: int) -> bool:
         """Whether append `seq` may be made visible: fsynced, or written when the policy never waits."""
@@ -347,36 +444,41 @@ class WalWriter:
             return self._synced_seq >= seq
         return self._written_seq >= seq
 
-    def _raise_if_failed(self) -> None:
+    def _raise_if_unusable(self) -> None:
         if self._failed is not None:
             raise self._failed
+        if self._closed:
+            raise StorageError(f"WAL {self.path} is closed")
 
     def _sync_every_interval(self) -> None:
         with self._cond:
             while not self._closed:
                 self._cond.wait(self._interval_s)
                 if not self._closed and self._synced_seq < self._written_seq and self._failed is None:
-                    self._fsync_locked(self._written_seq)
-
-    def _rollback(self) -> None:
-        # A half-written frame followed by later good ones would make recovery drop acknowledged writes.
-        try:
-            self._f.truncate(self._size)
-            self._f.seek(self._size)
-        except OSError as e:
-            log.error("WAL %s: could not cut back a failed append: %s", self.path, e)
+                    self._fsync_locked()
 
     def close(self) -> None:
-        """Make everything written durable (unless the policy is none) and close the file."""
+        """Make everything written durable (unless the policy is none) and close the file. Idempotent.
+
+        Does not raise: a final fsync that fails leaves the writer `failed` (see the class docstring).
+        """
         with self._cond:
             if self._closed:
                 return
             while self._syncing:  # a group-commit leader is fsyncing outside the lock
                 self._cond.wait()
             if self.policy is not FsyncPolicy.NONE and self._synced_seq < self._written_seq and self._failed is None:
-                self._fsync_locked(self._written_seq)
+                self._fsync_locked()
             self._closed = True
             self._cond.notify_all()
         if self._ticker is not None:
             self._ticker.join()
-        self._f.close()
+        os.close(self._fd)
+
+
+def _write_at(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written

@@ -13,18 +13,18 @@ from vectordb.streaming import Session, StreamingOptions
 from vectordb.tso import physical_ms_of
 from vectordb.wal import FsyncPolicy, Op, WalRecord
 
-from .conftest import clustered, make_rows, make_schema
-from .test_streaming import _batch, _Env
+from .conftest import BareCollection, clustered, make_rows, make_schema
+from .test_streaming import _batch
 
 
-def _pending_insert(env: _Env, start: int):
+def _pending_insert(env: BareCollection, start: int):
     """Log and apply an insert whose fsync has not happened yet (batch policy, not awaited)."""
     b = _batch(1, start)
     return env.coll._append_parts({0: [WalRecord(Op.INSERT.value, 0, b.pks, b)]})
 
 
 def test_strong_waits_for_in_flight_writes_and_eventually_does_not(tmp_path):
-    env = _Env(tmp_path, policy=FsyncPolicy.BATCH)
+    env = BareCollection(tmp_path, policy=FsyncPolicy.BATCH)
     env.coll.insert(_batch(2))
     tickets = _pending_insert(env, 100)
     started = time.monotonic()
@@ -40,7 +40,7 @@ def test_strong_waits_for_in_flight_writes_and_eventually_does_not(tmp_path):
 
 
 def test_session_waits_only_for_its_own_writes(tmp_path):
-    env = _Env(tmp_path, policy=FsyncPolicy.BATCH)
+    env = BareCollection(tmp_path, policy=FsyncPolicy.BATCH)
     session = Session()
     env.coll.insert(_batch(2), session=session)
     mine = session.last_write_ts
@@ -54,7 +54,7 @@ def test_session_waits_only_for_its_own_writes(tmp_path):
 
 
 def test_bounded_guarantee_respects_the_staleness_bound(tmp_path):
-    env = _Env(tmp_path, policy=FsyncPolicy.BATCH)
+    env = BareCollection(tmp_path, policy=FsyncPolicy.BATCH)
     now_ms = time.time_ns() // 1_000_000
     g = env.coll.guarantee_ts("Bounded")
     assert abs(physical_ms_of(g) - (now_ms - 5000)) < 200
@@ -64,7 +64,7 @@ def test_bounded_guarantee_respects_the_staleness_bound(tmp_path):
     env.coll._await(tickets, None)
     env.coll.close()
     (tmp_path / "strict").mkdir()
-    strict = _Env(tmp_path / "strict", policy=FsyncPolicy.BATCH)
+    strict = BareCollection(tmp_path / "strict", policy=FsyncPolicy.BATCH)
     strict.coll.options = StreamingOptions(fsync_policy=FsyncPolicy.BATCH, bounded_staleness_ms=0)
     tickets = _pending_insert(strict, 100)
     time.sleep(0.01)
@@ -75,7 +75,7 @@ def test_bounded_guarantee_respects_the_staleness_bound(tmp_path):
 
 
 def test_serviceable_ts_advances_on_idle_ticks(tmp_path):
-    env = _Env(tmp_path)
+    env = BareCollection(tmp_path)
     before = env.coll.serviceable_ts()
     time.sleep(0.005)
     assert env.coll.read_ts("Strong") > before

@@ -8,48 +8,23 @@ import threading
 
 import pytest
 
-from vectordb.catalog import Catalog, CollectionMeta
 from vectordb.collection import Collection
-from vectordb.schema import IndexParams, validate_rows
+from vectordb.schema import validate_rows
 from vectordb.streaming import (
     AppendContext,
     DeliverAfterTs,
     DeliverAll,
     DeliverFromId,
     DeliverLatest,
-    StreamingOptions,
     compose,
 )
-from vectordb.tso import TimestampOracle
 from vectordb.wal import FsyncPolicy, Op, WalRecord, WalWriter, encode_record, frame, read_frames, read_wal
 
-from .conftest import clustered, make_rows, make_schema
+from .conftest import BareCollection, clustered, make_rows, make_schema
 
 
 def _batch(n: int, start: int = 0):
     return validate_rows(make_schema(), make_rows(clustered(n, 16, seed=start), start))
-
-
-class _Env:
-    """A bare Collection (no engine) over `tmp_path`, reopenable."""
-
-    def __init__(self, tmp_path, *, shards_num: int = 1, policy: FsyncPolicy = FsyncPolicy.NONE) -> None:
-        self.root = tmp_path
-        self.tso = TimestampOracle(tmp_path / "tso.json")
-        self.catalog = Catalog(tmp_path / "catalog.json")
-        self.options = StreamingOptions(fsync_policy=policy)
-        meta = CollectionMeta(id=1, name="c", schema=make_schema(), index=IndexParams("FLAT", "L2"), created_ts=1)
-        self.catalog.put(meta)
-        self.coll = Collection.create(
-            meta, tmp_path / "c", self.tso, self.catalog, streaming=self.options, shards_num=shards_num
-        )
-
-    def reopen(self) -> Collection:
-        self.coll.close()
-        meta = self.catalog.get("c")
-        assert meta is not None
-        self.coll = Collection.open(meta, self.root / "c", self.tso, self.catalog, streaming=self.options)
-        return self.coll
 
 
 # -------------------------------------------------------------------------------------- framing
@@ -149,7 +124,7 @@ def test_always_fsyncs_every_append(tmp_path, fsyncs):
 
 
 def test_batch_group_commit_shares_fsyncs_between_concurrent_writers(tmp_path, fsyncs, monkeypatch):
-    env = _Env(tmp_path, policy=FsyncPolicy.BATCH)
+    env = BareCollection(tmp_path, policy=FsyncPolicy.BATCH)
     real = os.fsync
 
     def slow(fd):  # a disk that takes a while, so writers pile up behind one fsync
@@ -216,7 +191,7 @@ def test_engine_open_accepts_policy_and_legacy_flag(tmp_path):
 
 
 def test_interceptors_run_in_order_and_stamp_one_timestamp(tmp_path):
-    env = _Env(tmp_path)
+    env = BareCollection(tmp_path)
     seen: list[AppendContext] = []
     real = env.coll._append
     env.coll._append = lambda ctx: (real(ctx), seen.append(ctx))  # type: ignore[method-assign]
@@ -248,7 +223,7 @@ def test_compose_nests_in_list_order():
 
 
 def test_channel_writes_are_ordered_by_timestamp(tmp_path):
-    env = _Env(tmp_path, shards_num=2)
+    env = BareCollection(tmp_path, shards_num=2)
 
     def write(i: int) -> None:
         for j in range(10):
@@ -270,7 +245,7 @@ def test_channel_writes_are_ordered_by_timestamp(tmp_path):
 
 
 def test_scanner_deliver_policies(tmp_path):
-    env = _Env(tmp_path)
+    env = BareCollection(tmp_path)
     for i in range(4):
         env.coll.insert(_batch(1, i))
     everything = list(env.coll.scan(0, DeliverAll()))
@@ -292,7 +267,7 @@ def test_scanner_deliver_policies(tmp_path):
 
 
 def test_recovery_from_checkpoint_after_flush_and_more_writes(tmp_path):
-    env = _Env(tmp_path, shards_num=3)
+    env = BareCollection(tmp_path, shards_num=3)
     env.coll.insert(_batch(30))
     env.coll.delete_pks([1, 2])
     env.coll.flush()
@@ -316,7 +291,7 @@ def _append_raw(coll: Collection, recs: list[WalRecord]) -> None:
 
 
 def test_txn_without_commit_is_not_applied(tmp_path):
-    env = _Env(tmp_path)
+    env = BareCollection(tmp_path)
     env.coll.insert(_batch(3))
     ts = env.tso.next()
     b = _batch(2, 50)
@@ -334,7 +309,7 @@ def test_txn_without_commit_is_not_applied(tmp_path):
 
 
 def test_txn_rollback_drops_it_and_commit_applies_it(tmp_path):
-    env = _Env(tmp_path)
+    env = BareCollection(tmp_path)
     env.coll.insert(_batch(3))
     b = _batch(2, 50)
     t1, t2 = env.tso.next(), env.tso.next()
@@ -356,7 +331,7 @@ def test_txn_rollback_drops_it_and_commit_applies_it(tmp_path):
 
 
 def test_torn_upsert_transaction_is_all_or_nothing(tmp_path):
-    env = _Env(tmp_path)
+    env = BareCollection(tmp_path)
     env.coll.insert(_batch(4))
     path = env.coll.channels[0].writer.path  # type: ignore[union-attr]
     size = path.stat().st_size

@@ -6,10 +6,16 @@ It advances when a write becomes durable and on time ticks: a tick, taken under 
 with no write in flight, moves it to a fresh TSO timestamp (any later write gets a larger one).
 Ticks are cheap and in memory; they happen when a reader needs one, on flush and on close (where
 a time-tick message is also logged).
+
+When the writer fails (an fsync failed: its unacknowledged appends were cut off the file and their
+tickets will never become durable), the channel is `failed`: readers waiting on it are told so
+instead of timing out, and the collection calls `reopen` once it has dropped those writes from
+memory. `revoke` takes back the last append of a write that failed on another channel.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import zlib
@@ -19,12 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vectordb.errors import ConsistencyTimeout
+from vectordb.errors import ConsistencyTimeout, StorageError
 from vectordb.fsutil import fsync_path
 from vectordb.streaming.scanner import DeliverPolicy, scan, wal_file, wal_gens
 from vectordb.tso import TimestampOracle
 from vectordb.wal import FsyncPolicy, MessageId, Op, WalRecord, WalWriter
 
+log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class AppendTicket:
@@ -70,6 +77,11 @@ class Channel:
             fsync_path(self.directory.parent)
 
     @property
+    def failed(self) -> bool:
+        """The writer failed: some appends were refused and memory must be rebuilt, then `reopen`."""
+        return self.writer is not None and self.writer.failed
+
+    @property
     def gen(self) -> int:
         assert self.writer is not None
         return int(self.writer.path.stem)
@@ -104,14 +116,47 @@ class Channel:
             if moved:
                 self._cond.notify_all()
 
+    def revoke(self, ticket: AppendTicket) -> None:
+        """Take back the channel's last append (the caller holds `lock` since it made it): cut it off
+        the file and forget its ticket. The caller must drop it from memory too."""
+        ticket.writer.revoke_from(ticket.first_id.offset)
+        with self._cond:
+            if self._pending and self._pending[-1] is ticket:
+                self._pending.pop()
+
+    def reopen(self) -> None:
+        """Replace a failed writer by a new one on the same file, once its refused bytes are cut.
+
+        The failed writer's pending tickets are dropped (they were refused); raises StorageError if
+        the file cannot be cut yet (the disk is still failing).
+        """
+        old = self.writer
+        assert old is not None and old.failed
+        old.settle()
+        old.close()
+        self._advance()  # appends it made durable before failing
+        with self._cond:
+            self._pending = deque(t for t in self._pending if t.writer is not old)
+            self._cond.notify_all()
+        self.writer = WalWriter(old.path, policy=self._policy, interval_ms=self._interval_ms)
+
     def rotate(self, new_gen: int, marker: WalRecord | None) -> None:
-        """Append `marker` (a flush record) to the current file, close it durably, start `new_gen`."""
+        """Append `marker` (a flush record) to the current file, close it durably, start `new_gen`.
+
+        If the old file cannot be made durable, the channel keeps it (now failed) and StorageError
+        is raised: the checkpoint must not cover writes that were refused.
+        """
         assert self.writer is not None
         old = self.writer
         if marker is not None:
             old.append_many([marker])
-        self.writer = WalWriter(wal_file(self.directory, new_gen), policy=self._policy, interval_ms=self._interval_ms)
+        new = WalWriter(wal_file(self.directory, new_gen), policy=self._policy, interval_ms=self._interval_ms)
         old.close()  # fsyncs everything it holds: every pending write on it is durable now
+        if old.failed:
+            new.close()
+            new.path.unlink(missing_ok=True)
+            raise StorageError(f"channel {self.name}: cannot rotate the WAL, {old.path} was not made durable")
+        self.writer = new
         self._advance()
 
     def truncate_before(self, gen: int) -> None:
@@ -121,11 +166,21 @@ class Channel:
                 wal_file(self.directory, g).unlink(missing_ok=True)
 
     def close(self, *, tick: bool) -> None:
-        if self.writer is None:
+        """Log a final time tick (unless failed), close the writer durably. A failed writer's file is cut."""
+        writer = self.writer
+        if writer is None:
             return
-        if tick:
-            self.writer.append_many([WalRecord(Op.TIME_TICK.value, self.tick(), [])])
-        self.writer.close()
+        if writer.failed:
+            try:
+                writer.settle()
+            except StorageError as e:
+                log.error("channel %s: closing with refused writes still in %s: %s", self.name, writer.path, e)
+        elif tick:
+            try:
+                writer.append_many([WalRecord(Op.TIME_TICK.value, self.tick(), [])])
+            except StorageError as e:  # only a marker: recovery does not need it
+                log.warning("channel %s: closing without a final time tick: %s", self.name, e)
+        writer.close()
         self.writer = None
         self._advance()
 
@@ -146,6 +201,8 @@ class Channel:
         while True:
             if self.serviceable_ts >= ts:
                 return self.serviceable_ts
+            if self.failed:
+                raise StorageError(f"channel {self.name}: a write failed to become durable; recover, then read")
             if self.tick() >= ts:
                 return self.serviceable_ts
             with self._cond:

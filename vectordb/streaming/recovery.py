@@ -37,11 +37,12 @@ def committed(messages: Iterable[tuple[MessageId, WalRecord]]) -> Iterator[WalRe
         )
 
 
-def replay(channels: Sequence[Channel], checkpoint_gen: int) -> Iterator[WalRecord]:
+def replay(channels: Sequence[Channel], checkpoint_gen: int, *, repair: bool = True) -> Iterator[WalRecord]:
     """Committed messages of every channel after the checkpoint, merged in timestamp order.
 
-    Reading repairs damage (cuts torn tails, moves mid-file corruption to `.corrupt`).
+    With `repair` (opening a collection), reading repairs damage: it cuts torn tails and moves
+    mid-file corruption to `.corrupt`; without it (rebuilding a live collection) it only reads.
     """
     start = DeliverFromId(MessageId(checkpoint_gen, 0))
-    streams = [committed(ch.scan(start, repair=True)) for ch in channels]
+    streams = [committed(ch.scan(start, repair=repair)) for ch in channels]
     return heapq.merge(*streams, key=lambda rec: rec.ts)
