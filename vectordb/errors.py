@@ -17,6 +17,9 @@ class RowError(InvalidRequest):
     code = "invalid_row"
 
 
+_SHOWN_FILTER_CHARS = 200  # of the filter quoted in its error message
+
+
 class FilterError(InvalidRequest):
     """A filter expression failed to parse or refers to an unknown field; carries the 0-based position."""
 
@@ -24,6 +27,8 @@ class FilterError(InvalidRequest):
 
     def __init__(self, message: str, *, position: int | None = None, expression: str = "") -> None:
         where = f" at position {position}" if position is not None else ""
+        if len(expression) > _SHOWN_FILTER_CHARS:
+            expression = expression[:_SHOWN_FILTER_CHARS] + "..."
         shown = f" in {expression!r}" if expression else ""
         super().__init__(f"{message}{where}{shown}")
         self.position = position
@@ -81,3 +86,4 @@ class ConsistencyTimeout(TransientError):
     """A read waited too long for the serviceable timestamp to reach its guarantee timestamp."""
 
     code = "consistency_timeout"
+

@@ -14,6 +14,10 @@ Grammar (keywords are case-insensitive):
     literal  := int | float | string | true | false        # strings in "..." or '...'
 
 A name that is not in the schema refers to a dynamic field when the schema enables them.
+
+Limits: a filter is at most `MAX_FILTER_CHARS` characters and nests parentheses and `not`s at most
+`MAX_FILTER_DEPTH` deep (the parser and the evaluator recurse on nesting); beyond them it is a
+FilterError that names the limit, like any other bad filter.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ import numpy as np
 
 from vectordb.errors import FilterError
 from vectordb.schema import DYNAMIC_FIELD, CollectionSchema, DataType
+
+MAX_FILTER_CHARS = 1 << 20  # a few thousand `in` list entries fit many times over
+MAX_FILTER_DEPTH = 64  # nested ( ) and `not`; generated filters are flat (`a or b or ...`, `x in [...]`)
 
 # ---------------------------------------------------------------------------------------------- tokens
 
@@ -190,6 +197,14 @@ class _Parser:
         self.schema = schema
         self.tokens = tokenize(text)
         self.i = 0
+        self.depth = 0
+
+    def nest(self, t: Token) -> None:
+        """Enter one more level of `(` or `not` (the caller leaves it with `self.depth -= 1`)."""
+        self.depth += 1
+        if self.depth > MAX_FILTER_DEPTH:
+            self.fail(f"the filter nests parentheses and 'not' more than {MAX_FILTER_DEPTH} levels deep "
+                      "(the limit); flatten it, e.g. with 'or', 'and' or 'in [...]'", t)
 
     # token helpers
     @property
@@ -232,15 +247,20 @@ class _Parser:
 
     def parse_not(self) -> Expr:
         if self.tok.kind == "NOT":
+            self.nest(self.tok)
             self.i += 1
-            return Not(self.parse_not())
+            e: Expr = Not(self.parse_not())
+            self.depth -= 1
+            return e
         return self.parse_primary()
 
     def parse_primary(self) -> Expr:
         if self.tok.kind == "(":
+            self.nest(self.tok)
             self.i += 1
             e = self.parse_or()
             self.take(")")
+            self.depth -= 1
             return e
         left = self.parse_operand()
         t = self.tok
@@ -406,6 +426,11 @@ def compile_filter(text: str, schema: CollectionSchema) -> Expr | None:
     """Parse and type-check `text` against `schema`. Empty text means "no filter" (None)."""
     if not isinstance(text, str):
         raise FilterError(f"a filter must be a string, got {type(text).__name__}")
+    if len(text) > MAX_FILTER_CHARS:
+        raise FilterError(
+            f"the filter is {len(text):,} characters long, above the limit of {MAX_FILTER_CHARS:,}; "
+            "split the request or filter on fewer values"
+        )
     if not text.strip():
         return None
     return _Parser(text, schema).parse()

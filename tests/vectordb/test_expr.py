@@ -124,3 +124,28 @@ def test_json_type_mismatch_is_false_not_error():
     mask = evaluate(compile_filter('meta["v"] > 2', schema), Rows(rows))
     assert mask.tolist() == [False, True]
     assert DataType.JSON
+
+
+@pytest.mark.parametrize(
+    "expr",
+    ["(" * 1500 + "n > 1" + ")" * 1500, "not " * 1000 + "ok", "!" * 5000 + "ok", "(not " * 40 + "ok" + ")" * 40],
+)
+def test_deep_nesting_is_a_filter_error_naming_the_limit(schema, expr):
+    with pytest.raises(FilterError, match=r"more than 64 levels deep \(the limit\)") as info:
+        compile_filter(expr, schema)
+    assert len(str(info.value)) < 600  # the quoted filter is cut short
+
+
+def test_nesting_up_to_the_limit_parses_and_evaluates(schema):
+    rows = make_rows(clustered(6, 16))
+    deep = compile_filter("(" * 62 + "not (n > 2)" + ")" * 62, schema)  # 64 levels
+    nots = compile_filter("not " * 64 + "ok", schema)
+    assert evaluate(deep, Rows(rows)).tolist() == [r["n"] <= 2 for r in rows]
+    assert evaluate(nots, Rows(rows)).tolist() == [r["ok"] for r in rows]
+
+
+def test_an_overlong_filter_is_a_filter_error_naming_the_limit(schema):
+    long = "n in [" + ", ".join(["1"] * 400_000) + "]"
+    with pytest.raises(FilterError, match="above the limit of 1,048,576"):
+        compile_filter(long, schema)
+    assert compile_filter("n in [" + ", ".join(["1"] * 100_000) + "]", schema) is not None
