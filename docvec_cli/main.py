@@ -9,12 +9,13 @@ import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import httpx
 import typer
 import uvicorn
 from rich.console import Console
+from rich.markup import escape
 
 from common.errors import DocvecError, NotFound
 from common.settings import Settings, load_settings
@@ -63,8 +64,13 @@ def _run(coro: Any) -> Any:
     try:
         return asyncio.run(coro)
     except DocvecError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(2) from exc
+        _exit_with(exc)
+
+
+def _exit_with(exc: DocvecError) -> NoReturn:
+    """Print a typed error's message (never parsed as markup) and exit 2."""
+    Console(stderr=True).print(f"[red]error:[/red] {escape(exc.message)}")
+    raise typer.Exit(2) from exc
 
 
 class _Server(uvicorn.Server):
@@ -166,14 +172,24 @@ def api(host: str | None = None, port: int | None = None) -> None:
 def vectordb_server(host: str = "127.0.0.1", port: int = 19530,
                     data: Annotated[str | None, typer.Option(help="data dir (default <data_dir>/vectors)")] = None,
                     token: Annotated[str | None, typer.Option(envvar="DOCVEC_VECTORDB__TOKEN",
-                                                              help="required Bearer token")] = None) -> None:
-    """Serve the vector store over HTTP (Milvus RESTful v2 subset) for a fleet of workers."""
+                                                              help="required Bearer token")] = None,
+                    insecure_no_token: Annotated[bool, typer.Option(
+                        "--insecure-no-token", help="allow a non-loopback --host without a token "
+                                                    "(trusted networks only)")] = False) -> None:
+    """Serve the vector store over HTTP (Milvus RESTful v2 subset) for a fleet of workers.
+
+    A --host other than loopback needs a --token (or DOCVEC_VECTORDB__TOKEN) unless --insecure-no-token.
+    """
     from vectordb.server import run_server
 
     settings = _settings()
     _setup_logging()
-    run_server(data or str(settings.data_path / "vectors"), host=host, port=port,
-               token=token if token is not None else settings.vectordb.token)
+    try:
+        run_server(data or str(settings.data_path / "vectors"), host=host, port=port,
+                   token=token if token is not None else settings.vectordb.token,
+                   insecure_no_token=insecure_no_token)
+    except DocvecError as exc:
+        _exit_with(exc)
 
 
 def _collect_files(paths: list[Path]) -> list[Path]:

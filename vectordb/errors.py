@@ -87,3 +87,8 @@ class ConsistencyTimeout(TransientError):
 
     code = "consistency_timeout"
 
+
+class InsecureServer(InvalidRequest):
+    """The server would listen beyond loopback without a token (see `vectordb.server.check_exposure`)."""
+
+    code = "insecure_server"

@@ -42,6 +42,7 @@ import argparse
 import asyncio
 import contextlib
 import hmac
+import ipaddress
 import json
 import logging
 import sys
@@ -59,6 +60,7 @@ from starlette.routing import Route
 from common.errors import DocvecError, InvalidRequest, LimitExceeded, StageTimeout, Unauthorized
 from vectordb.catalog import CollectionMeta
 from vectordb.engine import DEFAULT_SEAL_ROWS, Engine
+from vectordb.errors import InsecureServer
 from vectordb.proxy import Task
 from vectordb.restproto import (
     API_PREFIX,
@@ -629,6 +631,28 @@ def create_app(
     return Starlette(routes=[Route("/{path:path}", endpoint, methods=methods)])
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an address or "localhost") is reachable only from this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name may resolve to anything
+
+
+def check_exposure(host: str, token: str, *, insecure_no_token: bool = False) -> None:
+    """Refuse to serve every collection, unauthenticated, to the network: a non-loopback `host`
+    (0.0.0.0, a LAN address, a host name) needs a token, unless the operator says the network is trusted."""
+    if token or insecure_no_token or is_loopback(host):
+        return
+    raise InsecureServer(
+        f"refusing to serve the vector store on {host} without a token: anyone who can reach it could read and "
+        "delete every collection. Set one with --token (or DOCVEC_VECTORDB__TOKEN) and give it to the clients "
+        "(vectordb.token), bind to 127.0.0.1, or pass --insecure-no-token on a trusted network"
+    )
+
+
 class _Server(uvicorn.Server):
     """uvicorn re-raises the stop signal after its graceful shutdown (killing the process with the default
     handler), which would skip closing the engine; forget it, so `run_server` closes the engine and returns."""
@@ -656,16 +680,20 @@ def run_server(
     fsync: bool = True,
     seal_rows: int = DEFAULT_SEAL_ROWS,
     log_level: str = "info",
+    insecure_no_token: bool = False,
 ) -> None:
     """Serve the store at `data_dir` until SIGTERM/SIGINT, then drain requests and close the engine.
 
     The engine is opened before the port is bound, so a second server on the same directory fails at
-    once with DataDirLocked (the directory's exclusive lock).
+    once with DataDirLocked (the directory's exclusive lock). A non-loopback `host` needs a `token`
+    unless `insecure_no_token` (InsecureServer, before anything is opened or bound).
     """
+    check_exposure(host, token, insecure_no_token=insecure_no_token)
     engine = Engine.open(data_dir, fsync=fsync, seal_rows=seal_rows)
     try:
-        if not token and host not in ("127.0.0.1", "localhost", "::1"):
-            log.warning("serving the vector store on %s without a token: anyone who can reach it can write", host)
+        if not token and not is_loopback(host):
+            log.warning("serving the vector store on %s WITHOUT a token (--insecure-no-token): anyone who can "
+                        "reach it can read and delete every collection", host)
         app = create_app(engine, token=token, max_body_bytes=max_body_bytes, request_timeout_s=request_timeout_s)
         config = uvicorn.Config(
             app,
@@ -688,6 +716,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--token", default="", help="require `Authorization: Bearer TOKEN`")
+    parser.add_argument("--insecure-no-token", action="store_true",
+                        help="allow a non-loopback --host without a token (trusted networks only)")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     parser.add_argument("--request-timeout-s", type=float, default=DEFAULT_REQUEST_TIMEOUT_S)
     parser.add_argument("--no-fsync", action="store_true", help="skip fsync on writes (tests, benchmarks)")
@@ -704,6 +734,7 @@ def main(argv: list[str] | None = None) -> int:
             request_timeout_s=args.request_timeout_s,
             fsync=not args.no_fsync,
             seal_rows=args.seal_rows,
+            insecure_no_token=args.insecure_no_token,
         )
     except DocvecError as e:
         print(f"vectordb server: {e.message}", file=sys.stderr)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -20,9 +21,9 @@ import pytest
 
 from common.errors import LimitExceeded, StageTimeout, Unauthorized
 from vectordb.engine import Engine
-from vectordb.errors import CollectionNotFound, DataDirLocked
+from vectordb.errors import CollectionNotFound, DataDirLocked, InsecureServer
 from vectordb.http_client import HttpClient
-from vectordb.server import Reply, RestApi, run_server
+from vectordb.server import Reply, RestApi, check_exposure, run_server
 
 from .live_server import LiveServer
 
@@ -251,6 +252,12 @@ async def test_release_and_load(http: httpx.AsyncClient) -> None:
         ("entities/insert", {"collectionName": "quick_setup", "data": [{"id": 0}]}, 1804, "missing field"),
         ("entities/insert", {"collectionName": "quick_setup", "data": QUICK_SETUP_DATA[:1]}, 1806, "primary key"),
         ("entities/query", {"collectionName": "quick_setup", "filter": "id >"}, 1850, "position"),
+        ("entities/query", {"collectionName": "quick_setup", "filter": "(" * 1500 + "id > 1" + ")" * 1500}, 1850,
+         "levels deep (the limit)"),
+        ("entities/delete", {"collectionName": "quick_setup", "filter": "not " * 1000 + "id > 1"}, 1850,
+         "levels deep (the limit)"),
+        ("entities/search", {"collectionName": "quick_setup", "data": [[1] * 5], "filter": "(" * 200 + "id > 1"},
+         1850, "levels deep (the limit)"),
         ("entities/search", {"collectionName": "quick_setup", "data": [[1, 2]]}, 1100, "shape"),
         ("entities/search", {"collectionName": "quick_setup", "data": [[1] * 5], "annsField": "x"}, 1100, "annsField"),
         ("indexes/drop", {"collectionName": "quick_setup", "indexName": "vector"}, 1100, "not supported"),
@@ -339,6 +346,42 @@ def _schema(dim: int) -> Any:
     return CollectionSchema(
         (FieldSchema("id", DataType.INT64, is_primary=True), FieldSchema("vector", DataType.FLOAT_VECTOR, dim=dim))
     )
+
+
+# ------------------------------------------------------------------------------ exposure without a token
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "vectordb.internal"])
+def test_a_non_loopback_host_needs_a_token(host: str) -> None:
+    with pytest.raises(InsecureServer, match=f"on {re.escape(host)} without a token"):
+        check_exposure(host, "")
+    check_exposure(host, "secret")
+    check_exposure(host, "", insecure_no_token=True)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost", "LOCALHOST"])
+def test_loopback_needs_no_token(host: str) -> None:
+    check_exposure(host, "")
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        [sys.executable, "-m", "vectordb.server", "--host", "0.0.0.0"],
+        [sys.executable, "-m", "docvec_cli", "vectordb", "--host", "0.0.0.0"],
+    ],
+    ids=["python -m vectordb.server", "docvec vectordb"],
+)
+def test_the_server_refuses_to_start_open_to_the_network(tmp_path: Path, cmd: list[str]) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DOCVEC_VECTORDB__TOKEN"}
+    env["DOCVEC_DATA_DIR"] = str(tmp_path)
+    done = subprocess.run([*cmd, "--port", str(_free_port()), "--data", str(tmp_path / "vec")], cwd=REPO_ROOT,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    message = " ".join(done.stderr.split())
+    assert "refusing to serve the vector store on 0.0.0.0 without a token" in message
+    assert "--insecure-no-token" in message
+    assert not (tmp_path / "vec").exists()  # refused before the data directory was touched
 
 
 # ------------------------------------------------------------------------------ the data-directory lock
