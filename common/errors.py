@@ -1,7 +1,9 @@
 """docvec's error tree. Every error carries a stable `code` and an HTTP status; one API handler maps them.
 
-Workers decide retry vs fail by type: `PermanentError` fails a task at once, `TransientError` (and any
-unknown exception, up to the attempt limit) is retried after a backoff.
+Workers decide retry vs fail by type: `PermanentError` fails a task at once; `DependencyUnavailable`
+(Redis, the database, object storage, the vector store or an embedding endpoint is down) is waited out
+and never counts as an attempt; any other `TransientError` or unknown exception is retried after a
+backoff, up to the attempt limit.
 """
 
 from __future__ import annotations
@@ -50,6 +52,18 @@ class TransientError(DocvecError):
 
     code = "unavailable"
     http_status = 503
+
+
+class DependencyUnavailable(TransientError):
+    """A service docvec depends on is unreachable, timing out or answering 5xx: never the document's
+    fault. `dependency` names it (see `common.dependencies.Dependency`); a worker waits for it to come
+    back instead of spending the task's attempts."""
+
+    code = "dependency_unavailable"
+
+    def __init__(self, dependency: str, message: str) -> None:
+        super().__init__(message, code=f"{dependency}_unavailable")  # e.g. "vector_store_unavailable"
+        self.dependency = dependency
 
 
 class StageTimeout(TransientError):

@@ -15,6 +15,7 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from common.db import Repository, open_database
+from common.dependencies import Dependency, Probe
 from common.embedding.base import Embedder
 from common.embedding.factory import build_embedder
 from common.keys import Keys
@@ -83,3 +84,26 @@ async def open_core(settings: Settings, *, embedder: Embedder | None = None) -> 
             store=store,
             embedders=EmbedderLoader(settings.embedding, embedder, onnx_cache_dir=settings.data_path / "onnx"),
         )
+
+
+def dependency_probes(core: Core, vector_store: Probe, *, embedding: bool) -> dict[Dependency, Probe]:
+    """A cheap call per dependency that succeeds only when it answers (`vector_store`: the vector-store
+    client's own, e.g. `ChunkStore.ping`; `embedding`: probe a remote embedding endpoint too).
+    A dependency without a probe counts as back at the next probe round."""
+
+    async def database() -> None:
+        await asyncio.to_thread(core.repo.ping)
+
+    async def embedder() -> None:
+        model = await core.embedders.get()
+        await asyncio.to_thread(model.encode, ["ping"], 1)
+
+    probes: dict[Dependency, Probe] = {
+        Dependency.REDIS: core.redis.ping,
+        Dependency.DATABASE: database,
+        Dependency.OBJECT_STORE: lambda: core.store.exists("docvec-probe"),
+        Dependency.VECTOR_STORE: vector_store,
+    }
+    if embedding:
+        probes[Dependency.EMBEDDING] = embedder
+    return probes

@@ -2,19 +2,25 @@
 
 One collection per knowledge base. Chunk ids are derived from (document, parse version, ordinal,
 content hash), so re-running a task writes the same ids (an upsert) and a finished parse version
-replaces the previous one as a whole.
+replaces the previous one as a whole. Which chunk sets are live is the database's business
+(`lifecycle`): this module stores, finds and removes chunks, and reports the store being unreachable
+as `DependencyUnavailable` (vector_store).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
+from common.dependencies import Dependency
+from common.errors import DependencyUnavailable, TransientError
 from vectordb.schema import CollectionSchema, DataType, FieldSchema, IndexParams
+
+T = TypeVar("T")
 
 TITLE_MAX_CHARS = 1024
 TEXT_MAX_CHARS = 65_535
@@ -82,6 +88,7 @@ class ChunkHit:
     text: str
     score: float
     page: int | None
+    parse_version: int = 0
 
 
 def _quote(value: str) -> str:
@@ -95,14 +102,32 @@ class ChunkStore:
         self._client = client
         self._index = IndexParams(index_type=index_type, metric_type=metric_type)
 
+    @staticmethod
+    async def _reach(call: Awaitable[T]) -> T:
+        """Await a client call; the store being unreachable or failing (any TransientError of the
+        client: connection refused, timeouts, 5xx, a full disk) is the vector store being unavailable."""
+        try:
+            return await call
+        except DependencyUnavailable:
+            raise
+        except TransientError as exc:
+            raise DependencyUnavailable(Dependency.VECTOR_STORE, f"vector store: {exc.message}") from exc
+
+    async def ping(self) -> None:
+        """A cheap call that succeeds only when the store answers (the worker's dependency probe)."""
+        await self._reach(self._client.list_collections())
+
     async def ensure_collection(self, collection: str, dim: int) -> None:
-        await self._client.create_collection(
+        await self._reach(self._client.create_collection(
             collection, chunk_schema(dim), index=self._index, if_not_exists=True
-        )
+        ))
+
+    async def has_collection(self, collection: str) -> bool:
+        return bool(await self._reach(self._client.has_collection(collection)))
 
     async def drop_collection(self, collection: str) -> None:
-        if await self._client.has_collection(collection):
-            await self._client.drop_collection(collection)
+        if await self.has_collection(collection):
+            await self._reach(self._client.drop_collection(collection))
 
     async def upsert(self, collection: str, rows: Sequence[ChunkRow], vectors: np.ndarray) -> int:
         if len(rows) != len(vectors):
@@ -126,37 +151,49 @@ class ChunkStore:
             }
             for row, vector in zip(rows, vectors, strict=True)
         ]
-        await self._client.upsert(collection, payload)
+        await self._reach(self._client.upsert(collection, payload))
         return len(payload)
 
-    async def delete_document(self, collection: str, document_id: str, *, except_version: int | None = None,
-                              only_version: int | None = None) -> int:
-        """Delete a document's chunks: all of them, all but one parse version, or just one version."""
-        if not await self._client.has_collection(collection):
+    async def delete_document(self, collection: str, document_id: str, *, only_version: int | None = None) -> int:
+        """Delete a document's chunks, all of them or one parse version's; returns how many went."""
+        if not await self.has_collection(collection):
             return 0
         expr = f"document_id == {_quote(document_id)}"
-        if except_version is not None:
-            expr += f" and parse_version != {int(except_version)}"
         if only_version is not None:
             expr += f" and parse_version == {int(only_version)}"
-        return int(await self._client.delete(collection, filter=expr))
+        return int(await self._reach(self._client.delete(collection, filter=expr)))
 
     async def count_document(self, collection: str, document_id: str) -> int:
-        if not await self._client.has_collection(collection):
+        if not await self.has_collection(collection):
             return 0
-        rows = await self._client.query(
+        rows = await self._reach(self._client.query(
             collection, filter=f"document_id == {_quote(document_id)}", output_fields=["id"]
-        )
+        ))
         return len(rows)
+
+    async def document_versions(self, collection: str, document_id: str | None = None) -> dict[str, dict[int, int]]:
+        """Chunks per (document, parse version) in the store: {document id: {version: count}} (audits)."""
+        if not await self.has_collection(collection):
+            return {}
+        expr = f"document_id == {_quote(document_id)}" if document_id else 'document_id != ""'
+        rows = await self._reach(self._client.query(
+            collection, filter=expr, output_fields=["document_id", "parse_version"]
+        ))
+        out: dict[str, dict[int, int]] = {}
+        for row in rows:
+            versions = out.setdefault(str(row["document_id"]), {})
+            versions[int(row["parse_version"])] = versions.get(int(row["parse_version"]), 0) + 1
+        return out
 
     async def search(self, collection: str, vector: np.ndarray, top_k: int,
                      filter: str | None = None) -> list[ChunkHit]:
-        if not await self._client.has_collection(collection):
+        """The `top_k` nearest chunks of any version (the caller keeps only live ones)."""
+        if not await self.has_collection(collection):
             return []
-        results = await self._client.search(
+        results = await self._reach(self._client.search(
             collection, [np.asarray(vector, dtype=np.float32).tolist()], limit=top_k,
             filter=filter or None, output_fields=OUTPUT_FIELDS,
-        )
+        ))
         hits: list[ChunkHit] = []
         for hit in results[0] if results else []:
             entity = hit.entity
@@ -169,5 +206,6 @@ class ChunkStore:
                 text=str(entity.get("text", "")),
                 score=float(hit.distance),
                 page=None if page == NO_PAGE else page,
+                parse_version=int(entity.get("parse_version", 0)),
             ))
         return hits

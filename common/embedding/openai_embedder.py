@@ -20,9 +20,10 @@ from tenacity import (
     wait_random,
 )
 
+from common.dependencies import Dependency
 from common.embedding.st_embedder import bundled_model_path
 from common.embedding.tokenizer import ModelTokenizer
-from common.errors import PermanentError, TransientError
+from common.errors import DependencyUnavailable, PermanentError, TransientError
 
 # Statuses that mean "try again later"; other 4xx mean the request or the configuration is wrong.
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
@@ -145,9 +146,9 @@ class OpenAIEmbedder:
         try:
             response = retrying(self._request, payload)
         except (_RetryableStatus, httpx.TransportError) as exc:
-            raise TransientError(
+            raise DependencyUnavailable(
+                Dependency.EMBEDDING,
                 f"embedding endpoint {self._url} failed after {self._retries + 1} attempts: {exc!r}",
-                code="embedding_unavailable",
             ) from exc
         return self._parse(response, len(texts))
 

@@ -9,8 +9,8 @@ from typing import Protocol, runtime_checkable
 class ObjectStore(Protocol):
     """Async blob store addressed by slash-separated keys (`kb/<kb_id>/<doc_id>`).
 
-    Raises `common.errors.NotFound` for a missing key and `TransientError` when the backend is
-    unreachable; keys with `..`, absolute paths or empty parts are rejected with `InvalidRequest`.
+    Raises `common.errors.NotFound` for a missing key and `DependencyUnavailable` (object_store) when the
+    backend is unreachable; keys with `..`, absolute paths or empty parts are rejected with `InvalidRequest`.
     """
 
     async def put(self, key: str, data: bytes) -> None: ...

@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
-from common.errors import InvalidRequest, NotFound
+from common.dependencies import Dependency
+from common.errors import DependencyUnavailable, InvalidRequest, NotFound
 
 MAX_KEY_BYTES = 1024
 
@@ -30,6 +32,22 @@ def validate_key(key: str) -> tuple[str, ...]:
     return parts
 
 
+_MISSING = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
+
+
+@contextlib.contextmanager
+def _unavailable_on_os_error(action: str, key: str, *, passing: tuple[type[OSError], ...] = ()) -> Iterator[None]:
+    """A failing disk (full, I/O error, permissions) is the object store being unavailable."""
+    try:
+        yield
+    except passing:
+        raise
+    except OSError as exc:
+        raise DependencyUnavailable(
+            Dependency.OBJECT_STORE, f"local object store: cannot {action} {key!r}: {exc}"
+        ) from exc
+
+
 class LocalDirStore:
     """`ObjectStore` on a local directory; writes are atomic (temp file, fsync, rename)."""
 
@@ -41,7 +59,8 @@ class LocalDirStore:
 
     async def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        await asyncio.to_thread(self._put_sync, path, data)
+        with _unavailable_on_os_error("store", key):
+            await asyncio.to_thread(self._put_sync, path, data)
 
     def _put_sync(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,13 +89,15 @@ class LocalDirStore:
     async def get(self, key: str) -> bytes:
         path = self._path(key)
         try:
-            return await asyncio.to_thread(path.read_bytes)
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            with _unavailable_on_os_error("read", key, passing=_MISSING):
+                return await asyncio.to_thread(path.read_bytes)
+        except _MISSING as exc:
             raise NotFound(f"object {key!r} not found") from exc
 
     async def delete(self, key: str) -> None:
         path = self._path(key)
-        await asyncio.to_thread(self._delete_sync, path)
+        with _unavailable_on_os_error("delete", key):
+            await asyncio.to_thread(self._delete_sync, path)
 
     def _delete_sync(self, path: Path) -> None:
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
@@ -92,7 +113,8 @@ class LocalDirStore:
 
     async def exists(self, key: str) -> bool:
         path = self._path(key)
-        return await asyncio.to_thread(path.is_file)
+        with _unavailable_on_os_error("check", key):
+            return await asyncio.to_thread(path.is_file)
 
     async def close(self) -> None:
         """Nothing to release."""

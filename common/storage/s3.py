@@ -26,7 +26,8 @@ from botocore.exceptions import (  # type: ignore[import-untyped]
 from botocore.exceptions import ConnectionError as BotoConnectionError  # type: ignore[import-untyped]
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
-from common.errors import DocvecError, NotFound, TransientError
+from common.dependencies import Dependency
+from common.errors import DependencyUnavailable, DocvecError, NotFound
 from common.settings import S3_MIN_PART_BYTES, StorageSettings
 from common.storage.local import validate_key
 
@@ -91,7 +92,7 @@ class S3Store:
 
     Objects above `multipart_threshold_bytes` go up as a multipart upload (aborted on failure).
     Every S3 call is retried with exponential backoff on connection errors, throttling and 5xx;
-    when those persist the call raises `TransientError`. A missing object raises `NotFound`; any
+    when those persist the call raises `DependencyUnavailable` (object_store). A missing object raises `NotFound`; any
     other 4xx (AccessDenied, NoSuchBucket, ...) raises a `DocvecError` naming the S3 code, at once.
     """
 
@@ -304,9 +305,9 @@ class S3Store:
             if code in _MISSING_OBJECT_CODES and key:
                 return NotFound(f"object {key!r} not found")
             if is_retryable(exc):
-                return TransientError(
+                return DependencyUnavailable(
+                    Dependency.OBJECT_STORE,
                     f"S3 {operation} {where}: still {code} after {self._settings.max_attempts} attempts",
-                    code="storage_unavailable",
                 )
             if code in {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}:
                 return DocvecError(
@@ -321,10 +322,10 @@ class S3Store:
                 )
             return DocvecError(f"S3 {operation} {where} failed: {code}", code="storage_error")
         if is_retryable(exc):
-            return TransientError(
+            return DependencyUnavailable(
+                Dependency.OBJECT_STORE,
                 f"S3 {operation} {where}: endpoint unreachable after {self._settings.max_attempts} attempts "
                 f"({type(exc).__name__})",
-                code="storage_unavailable",
             )
         if isinstance(exc, NoCredentialsError):
             return DocvecError(
