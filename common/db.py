@@ -33,7 +33,8 @@ import peewee
 from playhouse.migrate import SchemaMigrator, migrate
 from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase, PooledSqliteDatabase
 
-from common.errors import Conflict, InvalidRequest, NotFound
+from common.dependencies import Dependency
+from common.errors import Conflict, DependencyUnavailable, InvalidRequest, NotFound
 
 KB_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 PRIORITIES = ("high", "normal")
@@ -226,12 +227,38 @@ class TaskRecord:
         return self.parts > 1
 
 
+class GarbageKind(StrEnum):
+    CHUNKS = "chunks"  # a document's chunks: one parse version, or every version
+    COLLECTION = "collection"  # a deleted knowledge base's collection
+    BLOB = "blob"  # a stored upload
+
+
+@dataclass(frozen=True, slots=True)
+class GarbageRecord:
+    """One thing to remove (see the `garbage` model)."""
+
+    id: str
+    kind: GarbageKind
+    reason: str
+    kb_id: str
+    collection: str | None
+    document_id: str | None
+    parse_version: int | None
+    blob_key: str | None
+    created_at: float
+    attempts: int
+    removed: int
+    last_error: str | None
+
+
 @dataclass(frozen=True, slots=True)
 class Completion:
     """A completed task: `document_done` when its parse version became the document's live chunk set
-    (always for a whole-document task; for a page-range part, when it was the last part to finish)."""
+    (always for a whole-document task; for a page-range part, when it was the last part to finish);
+    `replaced_version`, the live version that it replaced (0: none), now garbage."""
 
     document_done: bool
+    replaced_version: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,10 +328,11 @@ class _Models:
     kb: Any
     document: Any
     task: Any
+    garbage: Any
 
     @property
     def all(self) -> list[type[peewee.Model]]:
-        return [self.kb, self.document, self.task]
+        return [self.kb, self.document, self.task, self.garbage]
 
 
 def _build_models(database: peewee.Database) -> _Models:
@@ -386,7 +414,28 @@ def _build_models(database: peewee.Database) -> _Models:
             table_name = "task"
             indexes = ((("status", "created_at"), False),)
 
-    return _Models(kb=KnowledgeBase, document=Document, task=Task)
+    class Garbage(_Base):
+        """Something to remove from the vector store or the object store, recorded in the same transaction
+        as the change that made it garbage; the janitor removes it, then this row (see `lifecycle.garbage`)."""
+
+        id = peewee.CharField(max_length=32, primary_key=True)
+        kind = peewee.CharField(max_length=16)  # GarbageKind
+        reason = peewee.CharField(max_length=128)
+        kb_id = peewee.CharField(max_length=32)
+        collection = peewee.CharField(max_length=128, null=True)
+        document_id = peewee.CharField(max_length=32, null=True, index=True)
+        parse_version = peewee.IntegerField(null=True)  # chunks of this version; None: every version
+        blob_key = peewee.CharField(max_length=512, null=True, index=True)
+        created_at = peewee.DoubleField()
+        next_at = peewee.DoubleField(index=True)
+        attempts = peewee.IntegerField(default=0)
+        removed = peewee.BigIntegerField(default=0)
+        last_error = peewee.TextField(null=True)
+
+        class Meta:
+            table_name = "garbage"
+
+    return _Models(kb=KnowledgeBase, document=Document, task=Task, garbage=Garbage)
 
 
 class _Statement:
@@ -441,8 +490,20 @@ def _check_priority(priority: str) -> str:
 # --------------------------------------------------------------------------------------------- repository
 
 
+@contextmanager
+def _database_unavailable() -> Iterator[None]:
+    """The driver losing its server (connection refused or dropped, a restart, "database is locked" past
+    the busy timeout) is the database being unavailable, not the caller's fault."""
+    try:
+        yield
+    except (peewee.OperationalError, peewee.InterfaceError) as exc:
+        raise DependencyUnavailable(Dependency.DATABASE, f"database unavailable: {exc}") from exc
+
+
 class Repository:
-    """Knowledge bases, documents and tasks on one database. All methods are synchronous and thread-safe."""
+    """Knowledge bases, documents and tasks on one database. All methods are synchronous and thread-safe.
+
+    Raises `DependencyUnavailable` (database) when the database cannot be reached."""
 
     def __init__(self, database: peewee.Database) -> None:
         self._db = database
@@ -484,7 +545,11 @@ class Repository:
                 doc.update({doc.status: running, doc.updated_at: _arg("now")}).where(doc.id == _arg("id"))
             ),
             "completed": _Statement(
-                task.select(task.id, task.document, task.parse_version, task.parts).where(task.id.in_(ids))
+                task.select(task.id, task.document, task.parse_version, task.parts, doc.parse_version, doc.kb,
+                            kb.collection)
+                .join(doc, on=(task.document == doc.id))
+                .join(kb, on=(doc.kb == kb.id))
+                .where(task.id.in_(ids))
             ),
             "progress": _Statement(task.update({
                 task.updated_at: _arg("now"),
@@ -572,6 +637,11 @@ class Repository:
     def database(self) -> peewee.Database:
         return self._db
 
+    def ping(self) -> None:
+        """A round trip to the database (health checks); DependencyUnavailable when it does not answer."""
+        with self._read():
+            self._db.execute_sql("SELECT 1")
+
     def close(self) -> None:
         """Close every pooled connection (call once, at shutdown)."""
         close_all = getattr(self._db, "close_all", None)
@@ -583,7 +653,7 @@ class Repository:
     @contextmanager
     def _read(self) -> Iterator[None]:
         """A pooled connection without a transaction: reads never take SQLite's write lock."""
-        with self._db.connection_context():
+        with _database_unavailable(), self._db.connection_context():
             yield
 
     @contextmanager
@@ -593,7 +663,7 @@ class Repository:
         if self._db.in_transaction():
             yield
             return
-        with self._db:
+        with _database_unavailable(), self._db:
             yield
 
     @contextmanager
@@ -739,14 +809,30 @@ class Repository:
             rows = list(kb.select().where(kb.tenant == tenant).order_by(kb.name))
         return [self._kb_record(r) for r in rows]
 
-    def delete_kb(self, kb_id: str) -> None:
-        """Delete a knowledge base with its documents and tasks (rows only; blobs/chunks are the caller's)."""
+    def delete_kb(self, kb_id: str) -> list[str]:
+        """Delete a knowledge base with its documents and tasks; its collection and every blob become
+        garbage in the same transaction. Returns the ids of the tasks that were queued or running (to flag
+        in Redis): their workers are fenced out, their rows are gone."""
         m = self._m
+        now = time.time()
         with self._session():
+            row = m.kb.get_or_none(m.kb.id == kb_id)
+            if row is None:
+                raise NotFound(f"knowledge base {kb_id} not found")
+            active = [r.id for r in m.task.select(m.task.id).where(
+                (m.task.kb_id == kb_id) & m.task.status.in_([s.value for s in ACTIVE_STATUSES]))]
+            self._add_garbage(GarbageKind.COLLECTION, "knowledge base deleted", kb_id=kb_id, now=now,
+                              collection=row.collection)
+            blobs = [key for (key,) in m.document.select(m.document.blob_key).where(m.document.kb == kb_id).tuples()]
+            for begin in range(0, len(blobs), IN_LIST_MAX):
+                m.garbage.insert_many([
+                    self._garbage_row(GarbageKind.BLOB, "knowledge base deleted", kb_id=kb_id, now=now, blob_key=key)
+                    for key in blobs[begin : begin + IN_LIST_MAX]
+                ]).execute()
             m.task.delete().where(m.task.kb_id == kb_id).execute()
             m.document.delete().where(m.document.kb == kb_id).execute()
-            if m.kb.delete().where(m.kb.id == kb_id).execute() == 0:
-                raise NotFound(f"knowledge base {kb_id} not found")
+            m.kb.delete().where(m.kb.id == kb_id).execute()
+        return active
 
     # ------------------------------------------------------------------ documents
 
@@ -760,7 +846,8 @@ class Repository:
         blob_key: str,
         priority: str = "normal",
     ) -> tuple[DocumentRecord, TaskRecord]:
-        """Insert a queued document and its first task (parse_version 1, version 1) in one transaction."""
+        """Insert a queued document and its first task (parse_version 1, version 1) in one transaction; the
+        upload's blob stops being garbage (see `intend_blob`)."""
         _check_priority(priority)
         now = time.time()
         doc_id = _new_id()
@@ -785,6 +872,8 @@ class Repository:
                 updated_at=now,
             )
             task = self._insert_task(doc_id, kb.id, kb.tenant, parse_version=1, priority=priority, now=now)
+            g = self._m.garbage
+            g.delete().where((g.kind == GarbageKind.BLOB.value) & (g.blob_key == blob_key)).execute()
         return self._doc_record(doc), self._task_record(task)
 
     def _insert_task(
@@ -874,12 +963,27 @@ class Repository:
             )
         return [self._doc_record(r) for r in rows]
 
-    def delete_document(self, document_id: str) -> None:
-        """Delete a document row and its tasks (blob and chunks are the caller's)."""
+    def delete_document(self, document_id: str) -> list[str]:
+        """Delete a document and its tasks; its chunks (every version) and its blob become garbage in the
+        same transaction. Returns the ids of the tasks that were queued or running (to flag in Redis):
+        their workers are fenced out, their rows are gone."""
+        task, doc = self._m.task, self._m.document
+        now = time.time()
         with self._session():
-            self._m.task.delete().where(self._m.task.document == document_id).execute()
-            if self._m.document.delete().where(self._m.document.id == document_id).execute() == 0:
+            # The UPDATE locks the document row first: a concurrent completion or reparse serialises here.
+            if doc.update(updated_at=now).where(doc.id == document_id).execute() == 0:
                 raise NotFound(f"document {document_id} not found")
+            row = self._doc_row(document_id)
+            kb_row = self._m.kb.get_by_id(row.kb_id)
+            active = [r.id for r in task.select(task.id).where(
+                (task.document == document_id) & task.status.in_([s.value for s in ACTIVE_STATUSES]))]
+            self._add_garbage(GarbageKind.CHUNKS, "document deleted", kb_id=row.kb_id, now=now,
+                              collection=kb_row.collection, document_id=document_id)
+            self._add_garbage(GarbageKind.BLOB, "document deleted", kb_id=row.kb_id, now=now,
+                              blob_key=row.blob_key)
+            task.delete().where(task.document == document_id).execute()
+            doc.delete().where(doc.id == document_id).execute()
+        return active
 
     # ------------------------------------------------------------------ task queries
 
@@ -1160,7 +1264,7 @@ class Repository:
         live: list[dict[str, Any]] = []
         found = {row[0]: row[1:] for row in self._select_ids(cursor, "completed", list(completed))}
         for task_id, (index, write) in completed.items():  # in the order of the writes
-            document_id, parse_version, parts = found[task_id]
+            document_id, parse_version, parts, live_version, kb_id, collection = found[task_id]
             chunk_count, token_count = write.chunk_count, write.token_count
             if parts > 1:
                 if (document_id, parse_version) in finished:  # a sibling part of this round got there first
@@ -1181,8 +1285,12 @@ class Repository:
                 token_count = sum(tokens for _, _, tokens in siblings)
             live.append({"id": document_id, "chunks": chunk_count, "tokens": token_count, "format": write.format,
                          "parse_version": parse_version, "now": now})
+            replaced = live_version if live_version and live_version != parse_version else 0
+            if replaced:  # the version it replaces is garbage now
+                self._chunk_garbage(kb_id, collection, document_id, replaced,
+                                    f"replaced by parse version {parse_version}", now)
             finished.add((document_id, parse_version))
-            out[index] = Completion(document_done=True)
+            out[index] = Completion(document_done=True, replaced_version=replaced)
         self._execute_many(cursor, "document_done", live)
         return out
 
@@ -1248,6 +1356,7 @@ class Repository:
                     updated_at=now,
                     progress_msg=task.progress_msg.concat(_log_line(f"cancelled: {reason}", now)),
                 ).where(same_parse & task.id.in_(ids)).execute()
+                self._version_garbage(self._task_row(ids[0]), f"parse cancelled: {reason}", now)
         return ids
 
     def fail_task(self, task_id: str, version: int, error: str) -> bool:
@@ -1268,7 +1377,9 @@ class Repository:
             )
             if changed == 0:
                 return False
-            self._set_doc_status(self._task_row(task_id).document_id, TaskStatus.FAILED, now)
+            row = self._task_row(task_id)
+            self._set_doc_status(row.document_id, TaskStatus.FAILED, now)
+            self._version_garbage(row, f"task {task_id} failed", now)
         return True
 
     def requeue_task(self, task_id: str, version: int, error: str) -> bool:
@@ -1295,6 +1406,26 @@ class Repository:
                 return False
             self._set_doc_status(row.document_id, TaskStatus.QUEUED, now)
         return True
+
+    def refund_lost_delivery(self, task_id: str, version: int) -> bool:
+        """The delivery `version` of a running task was lost with Redis's data (its stream entry is gone):
+        that attempt was not the document's doing, so it is not counted (the next claim counts anew).
+        False if the task moved on meanwhile (fenced)."""
+        task = self._m.task
+        now = time.time()
+        with self._session():
+            changed = (
+                task.update(
+                    attempts=task.attempts - 1,
+                    updated_at=now,
+                    progress_msg=task.progress_msg.concat(
+                        _log_line("its queue entry was lost (Redis restarted without it): this attempt is not "
+                                  "counted", now)),
+                )
+                .where(self._fenced(task_id, version) & (task.attempts > 0))
+                .execute()
+            )
+        return changed == 1
 
     def _check_latest_parse(self, row: Any) -> None:
         """A retried task must be the document's newest parse and must not run beside an active one."""
@@ -1329,6 +1460,100 @@ class Repository:
         doc = self._m.document
         doc.update(status=status.value, updated_at=now).where(doc.id == document_id).execute()
 
+    # ------------------------------------------------------------------ garbage
+
+    def _garbage_row(self, kind: GarbageKind, reason: str, *, kb_id: str, now: float, collection: str | None = None,
+                     document_id: str | None = None, parse_version: int | None = None,
+                     blob_key: str | None = None, not_before: float | None = None) -> dict[str, Any]:
+        return {"id": _new_id(), "kind": kind.value, "reason": reason[:128], "kb_id": kb_id,
+                "collection": collection, "document_id": document_id, "parse_version": parse_version,
+                "blob_key": blob_key, "created_at": now, "next_at": now if not_before is None else not_before,
+                "attempts": 0, "removed": 0}
+
+    def _add_garbage(self, kind: GarbageKind, reason: str, **fields: Any) -> None:
+        self._m.garbage.insert(self._garbage_row(kind, reason, **fields)).execute()
+
+    def _chunk_garbage(self, kb_id: str, collection: str, document_id: str, parse_version: int, reason: str,
+                       now: float) -> None:
+        """Record one parse version's chunks as garbage (once: a failed part and its cancelled siblings
+        name the same version)."""
+        g = self._m.garbage
+        recorded = g.select(g.id).where(
+            (g.document_id == document_id) & (g.parse_version == parse_version) & (g.kind == GarbageKind.CHUNKS.value)
+        ).exists()
+        if not recorded:
+            self._add_garbage(GarbageKind.CHUNKS, reason, kb_id=kb_id, now=now, collection=collection,
+                              document_id=document_id, parse_version=parse_version)
+
+    def _version_garbage(self, task_row: Any, reason: str, now: float) -> None:
+        """The chunk set of `task_row`'s parse version will never be live: garbage."""
+        kb_row = self._m.kb.get_or_none(self._m.kb.id == task_row.kb_id)
+        if kb_row is not None:
+            self._chunk_garbage(kb_row.id, kb_row.collection, task_row.document_id, task_row.parse_version, reason,
+                                now)
+
+    def intend_blob(self, kb_id: str, blob_key: str, *, commit_within_s: float) -> None:
+        """Before storing an upload: its blob is garbage unless `create_document` claims it within
+        `commit_within_s` (a crash between the two leaves no orphan blob)."""
+        now = time.time()
+        with self._session():
+            self._add_garbage(GarbageKind.BLOB, "upload never committed", kb_id=kb_id, now=now, blob_key=blob_key,
+                              not_before=now + commit_within_s)
+
+    def live_versions(self, document_ids: Sequence[str]) -> dict[str, int]:
+        """The live parse version of each of `document_ids` that exists and has one (search's truth)."""
+        doc = self._m.document
+        ids = list(dict.fromkeys(document_ids))
+        live: dict[str, int] = {}
+        with self._read():
+            for begin in range(0, len(ids), IN_LIST_MAX):
+                query = doc.select(doc.id, doc.parse_version).where(
+                    doc.id.in_(ids[begin : begin + IN_LIST_MAX]) & (doc.parse_version > 0)
+                )
+                live.update((doc_id, int(version)) for doc_id, version in query.tuples())
+        return live
+
+    def due_garbage(self, limit: int, *, document_id: str | None = None, now: float | None = None,
+                    any_time: bool = False) -> list[GarbageRecord]:
+        """Garbage whose next try is due at `now` (default: now), or all of it with `any_time`, oldest due
+        first; optionally only one document's."""
+        g = self._m.garbage
+        query = g.select()
+        if not any_time:
+            query = query.where(g.next_at <= (time.time() if now is None else now))
+        if document_id is not None:
+            query = query.where(g.document_id == document_id)
+        with self._read():
+            rows = list(query.order_by(g.next_at).limit(limit))
+        return [self._garbage_record(r) for r in rows]
+
+    def garbage_tried(self, garbage_id: str, *, removed: int, error: str | None, retry_at: float) -> None:
+        """Record one removal pass over a garbage row (what it removed, or why it failed)."""
+        g = self._m.garbage
+        with self._session():
+            g.update(attempts=g.attempts + 1, removed=g.removed + removed, last_error=error,
+                     next_at=retry_at).where(g.id == garbage_id).execute()
+
+    def drop_garbage(self, garbage_id: str) -> None:
+        """The store confirmed the removal: forget the row."""
+        with self._session():
+            self._m.garbage.delete().where(self._m.garbage.id == garbage_id).execute()
+
+    def garbage_stats(self) -> tuple[int, float | None]:
+        """(rows of garbage not yet confirmed removed, creation time of the oldest)."""
+        g = self._m.garbage
+        with self._read():
+            count, oldest = g.select(peewee.fn.COUNT(g.id), peewee.fn.MIN(g.created_at)).tuples().get()
+        return int(count), None if oldest is None else float(oldest)
+
+    def _garbage_record(self, row: Any) -> GarbageRecord:
+        return GarbageRecord(
+            id=row.id, kind=GarbageKind(row.kind), reason=row.reason, kb_id=row.kb_id, collection=row.collection,
+            document_id=row.document_id, parse_version=row.parse_version, blob_key=row.blob_key,
+            created_at=float(row.created_at), attempts=int(row.attempts), removed=int(row.removed),
+            last_error=row.last_error,
+        )
+
     # ------------------------------------------------------------------ user transitions
 
     def cancel_task(self, task_id: str) -> TaskRecord:
@@ -1358,6 +1583,7 @@ class Repository:
             if changed == 0:  # unreachable while the row is locked; kept as a guard
                 raise Conflict(f"task {task_id} changed concurrently; try again")
             self._set_doc_status(row.document_id, TaskStatus.CANCELLED, now)
+            self._version_garbage(row, f"task {task_id} cancelled", now)
             return self._task_record(self._task_row(task_id))
 
     def retry_task(self, task_id: str) -> TaskRecord:

@@ -7,6 +7,7 @@ tasks not yet finished.
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,8 +26,10 @@ CLAIM_MIN_IDLE_MS = 1000
 # XACK + XDEL of entries of one stream in one atomic step. A script rather than MULTI/EXEC: it is atomic
 # on a single server and on a Redis Cluster alike (redis-py's async cluster client has no transactions).
 # Sent with EVAL (the server caches it by its hash): EVALSHA in a pipeline costs a SCRIPT EXISTS first.
+# XACK fails only when the group is gone (Redis came back empty): the entry then has no group to be
+# acked in, and is deleted all the same (pcall: that error must not fail the other signals of the round).
 _ACK_SCRIPT = """
-redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 2))
+redis.pcall('XACK', KEYS[1], ARGV[1], unpack(ARGV, 2))
 return redis.call('XDEL', KEYS[1], unpack(ARGV, 2))
 """
 
@@ -59,16 +62,51 @@ end
 return out
 """
 
-# The entry ids of ARGV that are no longer in the stream KEYS[1].
-_MISSING_ENTRIES_SCRIPT = """
-local missing = {}
-for i = 1, #ARGV do
-  if #redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i], 'COUNT', 1) == 0 then
-    missing[#missing + 1] = ARGV[i]
+# The state of each entry id ARGV[2..] of stream KEYS[1] for group ARGV[1]: 0 gone, 1 live (pending in
+# some consumer's list, or not delivered yet), 2 stranded (delivered, yet in no pending list: its consumer
+# was deleted while it held it, so nobody will ever run or ack it).
+_ENTRY_STATES_SCRIPT = """
+local function after(a, b)  -- stream id a > b
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am > bm or (am == bm and as > bs)
+end
+local last = '0-0'
+for _, info in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local fields = {}
+  for j = 1, #info, 2 do fields[info[j]] = info[j + 1] end
+  if fields['name'] == ARGV[1] then last = fields['last-delivered-id'] end
+end
+local states = {}
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  if #redis.call('XRANGE', KEYS[1], id, id, 'COUNT', 1) == 0 then
+    states[#states + 1] = 0
+  elseif after(id, last) or #redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1) > 0 then
+    states[#states + 1] = 1
+  else
+    states[#states + 1] = 2
   end
 end
-return missing
+return states
 """
+
+# Delete consumer ARGV[2] of group ARGV[1] from every stream KEYS, only if it holds no pending entry in
+# any of them: checked and done in one atomic step, so entries it reads meanwhile are never stranded.
+_DELETE_IDLE_CONSUMER_SCRIPT = """
+for i = 1, #KEYS do
+  if #redis.call('XPENDING', KEYS[i], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
+end
+for i = 1, #KEYS do redis.call('XGROUP', 'DELCONSUMER', KEYS[i], ARGV[1], ARGV[2]) end
+return 1
+"""
+
+
+class EntryState(enum.IntEnum):
+    GONE = 0
+    LIVE = 1
+    STRANDED = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,24 +255,30 @@ class TaskQueue:
             claimed.extend(_entries(stream, reply[1]))
         return claimed
 
-    async def delete_consumer(self, consumer: str) -> None:
-        """Remove a consumer from the group on every stream (callers check it has nothing pending)."""
-        for stream in self._keys.streams:
-            await self._redis.xgroup_delconsumer(stream, self._keys.group, consumer)
+    async def delete_idle_consumer(self, consumer: str) -> bool:
+        """Remove a consumer from the group on every stream if, at that moment, it holds no pending entry
+        (one atomic step); False when it holds some (it is alive after all, or its entries are not claimed)."""
+        streams = self._keys.streams
+        return bool(await self._redis.eval(_DELETE_IDLE_CONSUMER_SCRIPT, len(streams), *streams, self._keys.group,
+                                           consumer))
 
-    async def entry_exists(self, priority: str, entry_id: str) -> bool:
-        return (await self.entries_exist([(priority, entry_id)]))[0]
+    async def entry_state(self, priority: str, entry_id: str) -> EntryState:
+        return (await self.entry_states([(priority, entry_id)]))[0]
 
-    async def entries_exist(self, entries: Sequence[tuple[str, str]]) -> list[bool]:
-        """Whether each (priority, entry id) is still in its stream (one script call per stream)."""
+    async def entry_states(self, entries: Sequence[tuple[str, str]]) -> list[EntryState]:
+        """Whether each (priority, entry id) is gone, live or stranded (one script call per stream)."""
         by_stream: dict[str, list[str]] = {}
         for priority, entry_id in entries:
             by_stream.setdefault(self._keys.stream_for(priority), []).append(entry_id)
-        missing: set[tuple[str, str]] = set()
+        states: dict[tuple[str, str], EntryState] = {}
         for stream, ids in by_stream.items():
-            gone = await self._redis.eval(_MISSING_ENTRIES_SCRIPT, 1, stream, *ids)
-            missing.update((stream, str(entry_id)) for entry_id in gone)
-        return [(self._keys.stream_for(priority), entry_id) not in missing for priority, entry_id in entries]
+            replies = await self._redis.eval(_ENTRY_STATES_SCRIPT, 1, stream, self._keys.group, *ids)
+            states.update(((stream, entry_id), EntryState(int(r))) for entry_id, r in zip(ids, replies, strict=True))
+        return [states[(self._keys.stream_for(priority), entry_id)] for priority, entry_id in entries]
+
+    async def delete_entry(self, priority: str, entry_id: str) -> None:
+        """XDEL one entry (a stranded one that was enqueued again)."""
+        await self._redis.xdel(self._keys.stream_for(priority), entry_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -194,6 +194,11 @@ class WorkerSettings(_Section):
     orphan_grace_s: float = Field(default=30.0, ge=0)
     """A queued task with no stream entry this much older than its last update is re-enqueued."""
     orphan_scan_interval_s: float = Field(default=60.0, gt=0)
+    garbage_settle_s: float = Field(default=30.0, ge=0)
+    """Garbage is forgotten only once a removal pass this long after it was recorded found nothing left
+    (a fenced-out straggler has had that long to write, and what it wrote was removed)."""
+    dependency_probe_s: float = Field(default=1.0, gt=0)
+    """How often a worker probes a dependency it found down; it takes no new work until it is back."""
 
     @model_validator(mode="after")
     def _heartbeat_consistent(self) -> WorkerSettings:

@@ -1,0 +1,193 @@
+"""A document's life, in one place: submit, reparse, cancel, retry, fail, delete, and what search sees.
+
+Every change to what a knowledge base holds goes through here (the API routes, the worker's stages and
+the CLI call these functions). The rules:
+
+- The database decides what is searchable: a document's live parse version (`document.parse_version`).
+  `search` returns only chunks of live versions of documents that exist, whatever the vector store
+  still holds, so nothing of a failed, cancelled, replaced or deleted document is ever served.
+- Whatever can never be live again is garbage, recorded in the same transaction as the change that
+  made it so (`Repository`): the previous version when a new one goes live, the chunk set of a failed
+  or cancelled parse, a deleted document's chunks and blob, a deleted knowledge base's collection and
+  blobs, an upload whose rows were never written. `lifecycle.garbage` removes it until the stores
+  confirm, retried across restarts.
+- Submitting stores the blob, writes the Document + Task rows, then XADDs the task: a crash after the
+  rows and before the XADD leaves a queued task with no stream entry, which the janitor re-enqueues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import uuid
+
+import numpy as np
+
+from common.db import DocumentRecord, KbRecord, Repository, TaskRecord
+from common.errors import InvalidRequest, LimitExceeded
+from common.runtime import Core
+from vectordb.chunkstore import ChunkHit, ChunkStore
+
+log = logging.getLogger(__name__)
+
+_UNSAFE_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f/\\]+")
+MAX_FILENAME_CHARS = 255
+CANCEL_FLAG_TTL_S = 7 * 24 * 3600
+# An upload's blob is garbage unless its rows are written within this time (crash between the two).
+UPLOAD_COMMIT_WINDOW_S = 3600.0
+# Search over-fetches this many candidates per hit wanted, then keeps the live ones; rounds bounded.
+SEARCH_OVERFETCH = 2
+SEARCH_EXTRA = 10
+SEARCH_MAX_CANDIDATES = 16384
+SEARCH_MAX_ROUNDS = 4
+
+
+def safe_filename(name: str) -> str:
+    """The last path component of an uploaded name, without control characters or separators."""
+    base = re.split(r"[/\\]", name or "")[-1]
+    cleaned = _UNSAFE_NAME_CHARS.sub("_", base).strip().lstrip(".") or "document"
+    return cleaned[:MAX_FILENAME_CHARS]
+
+
+# ------------------------------------------------------------------------------------ knowledge bases
+
+
+async def create_kb(core: Core, name: str, *, tenant: str, chunk_tokens: int | None = None,
+                    overlap_tokens: int | None = None, chunks: ChunkStore | None = None) -> KbRecord:
+    """Create a knowledge base whose chunking defaults come from settings and whose dimension and
+    model name come from the configured embedder; with `chunks`, its collection is created at once
+    (otherwise the first index write creates it)."""
+    chunking = core.settings.chunking
+    embedder = await core.embedders.get()
+    size = chunk_tokens or chunking.chunk_tokens
+    overlap = overlap_tokens if overlap_tokens is not None else chunking.overlap_tokens
+    if overlap >= size:
+        raise InvalidRequest(f"overlap_tokens ({overlap}) must be smaller than chunk_tokens ({size})")
+    kb = await asyncio.to_thread(
+        core.repo.create_kb, name, tenant=tenant, chunk_tokens=size, overlap_tokens=overlap,
+        embedding_model=embedder.name, dim=embedder.dim,
+    )
+    if chunks is not None:
+        await chunks.ensure_collection(kb.collection, kb.dim)
+    return kb
+
+
+async def delete_kb(core: Core, kb: KbRecord) -> None:
+    """Delete a knowledge base: its running tasks are cancelled (fenced, flagged), its collection and
+    blobs become garbage, and it is gone from the database (and so from search) at once."""
+    cancelled = await asyncio.to_thread(core.repo.delete_kb, kb.id)
+    await flag_cancelled(core, cancelled)
+
+
+# ------------------------------------------------------------------------------------------ documents
+
+
+async def submit_document(core: Core, kb: KbRecord, filename: str, data: bytes, *,
+                          priority: str = "normal") -> tuple[DocumentRecord, TaskRecord]:
+    """Store and enqueue one document of `kb`; returns its rows (the task already in its stream)."""
+    limit = core.settings.limits.max_upload_bytes
+    if len(data) > limit:
+        raise LimitExceeded(f"{filename}: {len(data)} bytes exceeds limits.max_upload_bytes ({limit})")
+    if priority not in ("high", "normal"):
+        raise InvalidRequest(f"priority must be 'high' or 'normal', not {priority!r}")
+    name = safe_filename(filename)
+    blob_key = f"kb/{kb.id}/{uuid.uuid4().hex}"
+    await asyncio.to_thread(core.repo.intend_blob, kb.id, blob_key, commit_within_s=UPLOAD_COMMIT_WINDOW_S)
+    await core.store.put(blob_key, data)
+    document, task = await asyncio.to_thread(
+        core.repo.create_document, kb, filename=name, size_bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(), blob_key=blob_key, priority=priority,
+    )
+    task = await enqueue(core, task)
+    return document, task
+
+
+async def enqueue(core: Core, task: TaskRecord) -> TaskRecord:
+    """XADD a queued task and record its stream entry id."""
+    stream_id = await core.queue.enqueue(task.id, task.priority)
+    await asyncio.to_thread(core.repo.mark_enqueued, task.id, stream_id)
+    return await asyncio.to_thread(core.repo.get_task, task.id)
+
+
+async def reparse(core: Core, document_id: str, *, priority: str = "normal") -> TaskRecord:
+    """Queue a new parse version of a document; the current one stays live until it completes."""
+    task = await asyncio.to_thread(core.repo.reparse_document, document_id, priority)
+    return await enqueue(core, task)
+
+
+async def delete_document(core: Core, document_id: str) -> None:
+    """Delete a document: its running tasks are cancelled (fenced, flagged), its chunks and blob become
+    garbage, and it is gone from the database (and so from search) at once."""
+    cancelled = await asyncio.to_thread(core.repo.delete_document, document_id)
+    await flag_cancelled(core, cancelled)
+
+
+# ---------------------------------------------------------------------------------------------- tasks
+
+
+async def cancel(core: Core, task_id: str) -> TaskRecord:
+    """Mark a task cancelled in the DB (its parse becomes garbage), then flag it in Redis for the worker
+    running it. Cancelling one page-range part of a split document cancels every part of that parse."""
+    task = await asyncio.to_thread(core.repo.cancel_task, task_id)
+    flagged = [task_id]
+    if task.is_split:
+        flagged += await asyncio.to_thread(
+            core.repo.cancel_parts, task.document_id, task.parse_version, f"part {task.part + 1} was cancelled"
+        )
+    await flag_cancelled(core, flagged)
+    return task
+
+
+async def flag_cancelled(core: Core, task_ids: list[str]) -> None:
+    """Set the Redis cancel flags that running workers check between stages and batches."""
+    if task_ids:
+        async with core.redis.pipeline(transaction=False) as pipe:
+            for tid in task_ids:
+                pipe.set(core.keys.cancel(tid), "1", ex=CANCEL_FLAG_TTL_S)
+            await pipe.execute()
+
+
+async def retry(core: Core, task_id: str) -> TaskRecord:
+    """Re-run a failed or cancelled task from the start (under a new parse version)."""
+    task = await asyncio.to_thread(core.repo.retry_task, task_id)
+    await core.redis.delete(core.keys.cancel(task_id))
+    return await enqueue(core, task)
+
+
+async def fail(core: Core, task_id: str, version: int, reason: str) -> TaskRecord | None:
+    """Fail a task for good (a worker's verdict, fenced by `version`); its parse becomes garbage. A failed
+    page-range part fails its whole parse: the other parts are cancelled. None if fenced out."""
+    if not await asyncio.to_thread(core.repo.fail_task, task_id, version, reason):
+        return None
+    task = await asyncio.to_thread(core.repo.get_task, task_id)
+    if task.is_split:
+        siblings = await asyncio.to_thread(
+            core.repo.cancel_parts, task.document_id, task.parse_version, f"part {task.part + 1} failed"
+        )
+        await flag_cancelled(core, siblings)
+    return task
+
+
+# --------------------------------------------------------------------------------------------- search
+
+
+async def search(repo: Repository, chunks: ChunkStore, kb: KbRecord, vector: np.ndarray, top_k: int, *,
+                 filter: str | None = None) -> list[ChunkHit]:
+    """The `top_k` best chunks of `kb` that belong to the live parse version of an existing document.
+
+    The store may still hold garbage (removed in the background) and chunks of versions being written;
+    candidates are over-fetched and checked against the database, in a few bounded rounds.
+    """
+    want = SEARCH_OVERFETCH * top_k + SEARCH_EXTRA
+    live: list[ChunkHit] = []
+    for _ in range(SEARCH_MAX_ROUNDS):
+        limit = min(want, SEARCH_MAX_CANDIDATES)
+        candidates = await chunks.search(kb.collection, vector, limit, filter=filter)
+        versions = await asyncio.to_thread(repo.live_versions, [h.document_id for h in candidates])
+        live = [h for h in candidates if versions.get(h.document_id) == h.parse_version]
+        if len(live) >= top_k or len(candidates) < limit or limit >= SEARCH_MAX_CANDIDATES:
+            break
+        want = limit * 4
+    return live[:top_k]
