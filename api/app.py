@@ -16,7 +16,8 @@ from api.metrics import ApiMetrics, MetricsMiddleware
 from api.routes import documents, health, kbs, keys, metrics, search, tasks
 from api.routes.dashboard import install_operator_routes
 from common.apikeys import ApiKeyStore
-from common.runtime import Core, open_core
+from common.dependencies import DependencyBoard
+from common.runtime import Core, dependency_probes, open_core
 from common.settings import Settings
 from vectordb.chunkstore import ChunkStore
 
@@ -38,7 +39,11 @@ def create_app(settings: Settings, *, core: Core | None = None, vectors: Any = N
             chunks = ChunkStore(app_vectors, index_type=settings.vectordb.index_type,
                                 metric_type=settings.vectordb.metric_type)
             apikeys = await asyncio.to_thread(ApiKeyStore, app_core.repo.database)
-            app.state.services = AppServices(core=app_core, chunks=chunks, apikeys=apikeys)
+            probes = dependency_probes(app_core, chunks.ping, embedding=settings.embedding.backend == "openai")
+            app.state.services = AppServices(
+                core=app_core, chunks=chunks, apikeys=apikeys, probes=probes,
+                readiness=DependencyBoard(probes, probe_interval_s=settings.worker.dependency_probe_s),
+            )
             yield
 
     app = FastAPI(title="docvec", version="0.1.0", lifespan=lifespan,

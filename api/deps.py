@@ -8,6 +8,7 @@ routes and may also use the fleet-level (admin) routes.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -15,6 +16,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
 from common.apikeys import ApiKeyStore
+from common.dependencies import Dependency, DependencyBoard, Probe
 from common.errors import Forbidden, Unauthorized
 from common.runtime import Core
 from vectordb.chunkstore import ChunkStore
@@ -32,6 +34,8 @@ class AppServices:
     core: Core
     chunks: ChunkStore
     apikeys: ApiKeyStore
+    probes: Mapping[Dependency, Probe]
+    readiness: DependencyBoard  # outages `/readyz` has seen, with the time each began
 
 
 @dataclass(frozen=True, slots=True)

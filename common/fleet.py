@@ -39,6 +39,9 @@ THROUGHPUT_MAX_ROWS = 100_000
 # Two intervals: one missed heartbeat plus scheduling jitter still counts as alive.
 LATE_AFTER_INTERVALS = 2.0
 
+# Garbage older than this is worth a warning (it is normally removed within a janitor round or two).
+GARBAGE_WARN_AGE_S = 600.0
+
 ALIVE, LATE, DEAD = "alive", "late", "dead"
 CRITICAL, WARNING = "critical", "warning"
 
@@ -68,7 +71,7 @@ async def fleet_snapshot(core: Core, *, now: float | None = None) -> dict[str, A
 
     `now` (unix seconds) replaces Redis server time as the reference for ages (tests, replays).
     Keys: `now`, `liveness`, `workers`, `worker_states`, `streams`, `dead_letter`, `tasks`,
-    `throughput`, `warnings`.
+    `throughput`, `garbage` (count, oldest_age_s), `dependencies` (down, per dependency), `warnings`.
     """
     redis, keys = core.redis, core.keys
     if now is None:
@@ -81,6 +84,7 @@ async def fleet_snapshot(core: Core, *, now: float | None = None) -> dict[str, A
                for name, priority in zip(keys.streams, ("high", "normal"), strict=True)]
     dead_letter = {"name": keys.dead_letter, "length": int(await redis.xlen(keys.dead_letter))}
     throughput = await asyncio.to_thread(finished_per_minute, core.repo, now)
+    garbage_rows, oldest_garbage = await asyncio.to_thread(core.repo.garbage_stats)
     states = {s: sum(1 for x in workers if x["state"] == s) for s in (ALIVE, LATE, DEAD)}
     snapshot: dict[str, Any] = {
         "now": now,
@@ -92,6 +96,9 @@ async def fleet_snapshot(core: Core, *, now: float | None = None) -> dict[str, A
         "dead_letter": dead_letter,
         "tasks": counts,
         "throughput": throughput,
+        "garbage": {"count": garbage_rows,
+                    "oldest_age_s": None if oldest_garbage is None else round(max(now - oldest_garbage, 0.0), 3)},
+        "dependencies": dependencies_down(workers, now),
     }
     snapshot["warnings"] = fleet_warnings(snapshot)
     return snapshot
@@ -142,7 +149,31 @@ def _worker(consumer: str, beat_s: float, raw: str | None, liveness: Liveness, n
         "retried": int(record.get("retried") or 0),
         "embed_chunks_per_s": _embed_rate(record, uptime_s),
         "queue_lag_s": _float_or_none(record.get("queue_lag_s")),
+        "dependencies_down": _outages(record.get("dependencies_down")),
     }
+
+
+def _outages(raw: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(raw, dict):
+        return {}
+    return {str(name): {"since": _float_or_none(o.get("since")), "error": str(o.get("error") or "")}
+            for name, o in raw.items() if isinstance(o, dict)}
+
+
+def dependencies_down(workers: list[dict[str, Any]], now: float) -> dict[str, dict[str, Any]]:
+    """Dependencies that live workers report down: since the earliest report, by whom, the last error."""
+    down: dict[str, dict[str, Any]] = {}
+    for worker in workers:
+        if worker["state"] == DEAD:
+            continue
+        for name, outage in worker["dependencies_down"].items():
+            entry = down.setdefault(name, {"since": outage["since"], "workers": [], "error": outage["error"]})
+            if outage["since"] is not None and (entry["since"] is None or outage["since"] < entry["since"]):
+                entry["since"] = outage["since"]
+            entry["workers"].append(worker["consumer"])
+    for entry in down.values():
+        entry["down_for_s"] = None if entry["since"] is None else round(max(now - entry["since"], 0.0), 1)
+    return down
 
 
 def _parse_record(consumer: str, raw: str | None) -> dict[str, Any]:
@@ -280,6 +311,15 @@ def fleet_warnings(snapshot: dict[str, Any]) -> list[dict[str, str]]:
             "message": f"{waiting} task{'s' if waiting != 1 else ''} queued but no worker is alive: "
                        "start one with `docvec worker` (or check why the workers stopped).",
         })
+    for name, outage in snapshot.get("dependencies", {}).items():
+        seen = len(outage["workers"])
+        since = f" for {outage['down_for_s']:.0f}s" if outage["down_for_s"] is not None else ""
+        by = f"{seen} worker{'s' if seen != 1 else ''}"
+        warnings.append({
+            "code": "dependency_down", "level": CRITICAL,
+            "message": f"{name.replace('_', ' ')} is unavailable{since} (seen by {by}): tasks wait for it without "
+                       f"spending attempts and no new work starts; last error: {outage['error'][:200]}",
+        })
     dead_letter = snapshot["dead_letter"]["length"]
     if dead_letter:
         warnings.append({
@@ -287,6 +327,15 @@ def fleet_warnings(snapshot: dict[str, Any]) -> list[dict[str, str]]:
             "message": f"{dead_letter} entr{'ies' if dead_letter != 1 else 'y'} in the dead-letter stream "
                        f"{snapshot['dead_letter']['name']}: tasks that gave up after the attempt limit; "
                        "read their errors in the tasks table and retry them with `docvec tasks retry ID`.",
+        })
+    garbage = snapshot.get("garbage", {})
+    if garbage.get("oldest_age_s") is not None and garbage["oldest_age_s"] > GARBAGE_WARN_AGE_S:
+        warnings.append({
+            "code": "garbage_backlog", "level": WARNING,
+            "message": f"{garbage['count']} garbage item{'s' if garbage['count'] != 1 else ''} not removed yet, the "
+                       f"oldest {garbage['oldest_age_s'] / 60:.0f} min old (old versions, chunks of failed, cancelled "
+                       "or deleted documents, files): is a worker running, and the vector store reachable? "
+                       "Search never shows them meanwhile.",
         })
     for worker in snapshot["workers"]:
         age = worker["heartbeat_age_s"]

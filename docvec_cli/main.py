@@ -232,8 +232,8 @@ def ingest(paths: Annotated[list[Path], typer.Argument(help="files or directorie
 async def _ingest_local(settings: Settings, files: list[Path], kb_name: str, wait: bool,
                         console: Console) -> dict[str, TaskView]:
     import vectordb
-    from common import ingest as submit
     from common.runtime import open_core
+    from lifecycle import documents as lifecycle
     from worker.consumer import Worker
 
     async with open_core(settings) as core:
@@ -242,11 +242,11 @@ async def _ingest_local(settings: Settings, files: list[Path], kb_name: str, wai
             try:
                 kb = await asyncio.to_thread(core.repo.get_kb, kb_name, tenant="default")
             except NotFound:
-                kb = await submit.create_kb(core, kb_name, tenant="default")
+                kb = await lifecycle.create_kb(core, kb_name, tenant="default")
             labels: dict[str, str] = {}
             for path in files:
                 data = await asyncio.to_thread(path.read_bytes)
-                _, task = await submit.submit_document(core, kb, path.name, data)
+                _, task = await lifecycle.submit_document(core, kb, path.name, data)
                 labels[task.id] = path.name
 
             async def fetch(task_id: str) -> TaskView:
@@ -346,21 +346,23 @@ async def _search_local(settings: Settings, query: str, kb_name: str, k: int) ->
     import vectordb
     from common.db import Repository, open_database
     from common.embedding.factory import build_embedder
+    from lifecycle import documents as lifecycle
     from vectordb.chunkstore import ChunkStore
 
     database = await asyncio.to_thread(open_database, settings.db_url)
     try:
         repo = await asyncio.to_thread(Repository, database)
         kb = await asyncio.to_thread(repo.get_kb, kb_name, tenant="default")
+        embedder = await asyncio.to_thread(build_embedder, settings.embedding,
+                                           onnx_cache_dir=settings.data_path / "onnx")
+        vector = (await asyncio.to_thread(embedder.encode, [query], 1))[0]
+        vectors = vectordb.connect(settings.vectordb_uri, token=settings.vectordb.token)
+        try:
+            hits = await lifecycle.search(repo, ChunkStore(vectors), kb, vector, k)
+        finally:
+            await vectors.close()
     finally:
         database.close()
-    embedder = await asyncio.to_thread(build_embedder, settings.embedding, onnx_cache_dir=settings.data_path / "onnx")
-    vector = (await asyncio.to_thread(embedder.encode, [query], 1))[0]
-    vectors = vectordb.connect(settings.vectordb_uri, token=settings.vectordb.token)
-    try:
-        hits = await ChunkStore(vectors).search(kb.collection, vector, k)
-    finally:
-        await vectors.close()
     return [asdict(h) for h in hits]
 
 
@@ -370,11 +372,11 @@ async def _task_action(api_url: str | None, api_key: str | None, action: str, ta
             return dict(_check(await client.post(f"{api_url.rstrip('/')}/api/v1/tasks/{task_id}/{action}")))
     from dataclasses import asdict
 
-    from common import ingest as submit
     from common.runtime import open_core
+    from lifecycle import documents as lifecycle
 
     async with open_core(_settings()) as core:
-        run = submit.cancel if action == "cancel" else submit.retry
+        run = lifecycle.cancel if action == "cancel" else lifecycle.retry
         return asdict(await run(core, task_id))
 
 

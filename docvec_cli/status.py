@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 STATE_STYLE = {"alive": "green", "late": "yellow", "dead": "red"}
@@ -51,6 +52,13 @@ def print_status(snapshot: dict[str, Any], console: Console) -> None:
 
     tasks = snapshot.get("tasks") or {}
     console.print("tasks: " + "  ".join(f"{state} {int(tasks.get(state, 0))}" for state in TASK_STATES))
+    garbage = snapshot.get("garbage") or {}
+    if garbage:
+        oldest = f" (oldest {_age(garbage.get('oldest_age_s'))})" if garbage.get("count") else ""
+        console.print(f"garbage not yet removed: {int(garbage.get('count') or 0)}{oldest}")
+    for name, outage in (snapshot.get("dependencies") or {}).items():
+        console.print(f"[red]{name} down[/red] for {_age(outage.get('down_for_s'))}, seen by "
+                      f"{len(outage.get('workers') or [])} worker(s): {escape(str(outage.get('error') or ''))}")
     throughput = snapshot.get("throughput") or {}
     if throughput:
         console.print(f"last hour: {throughput.get('done_per_min', 0)} done/min, "

@@ -3,7 +3,8 @@
 Every loop, in this order: (1) this consumer's own pending entries (replay after a restart, and
 retries whose backoff has passed); (2) new entries, never more than free task slots. In-flight
 entries are renewed (XCLAIM JUSTID) well within `worker.claim_idle_s`, and a heartbeat announces
-the worker in `docvec:workers`.
+the worker in `docvec:workers`. While a dependency is down (`worker.dependencies`) the loop takes no
+work at all; the tasks in flight wait for it, and a probe loop notices when it is back.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from importlib import metadata
 
 from redis import exceptions as redis_errors
 
+from common.dependencies import Dependency, DependencyBoard
 from common.queue import QueueMessage
 from common.redisconn import atomic_pipeline, server_info
-from common.runtime import Core
+from common.runtime import Core, dependency_probes
+from lifecycle.garbage import GarbageCollector
 from vectordb.chunkstore import ChunkStore
 from worker.executor import Outcome, TaskExecutor, TaskResult
 from worker.janitor import Janitor
@@ -80,12 +83,16 @@ class Worker:
         chunks = chunks or ChunkStore(vectors, index_type=settings.vectordb.index_type,
                                       metric_type=settings.vectordb.metric_type)
         self.metrics = WorkerMetrics()
-        self._executor = TaskExecutor(core, chunks, self.consumer, metrics=self.metrics, stages=stages)
+        probes = dependency_probes(core, chunks.ping, embedding=settings.embedding.backend == "openai")
+        self.dependencies = DependencyBoard(probes,
+                                            probe_interval_s=settings.worker.dependency_probe_s)
+        self._executor = TaskExecutor(core, chunks, self.consumer, board=self.dependencies, metrics=self.metrics,
+                                      stages=stages)
         self._inflight: dict[str, _InFlight] = {}
         self._retry_at: dict[str, float] = {}
         self._replay_on_start = True
         self._reclaimer = Reclaimer(core, self.consumer)
-        self._janitor = Janitor(core, self.consumer)
+        self._janitor = Janitor(core, self.consumer, GarbageCollector(core, chunks))
         self._next_reclaim = 0.0
         self._redis_run_id: str | None = None
         self._stopping = asyncio.Event()
@@ -108,6 +115,7 @@ class Worker:
                 loops.create_task(self._every(w.heartbeat_interval_s, self._heartbeat))
                 loops.create_task(self._every(min(w.claim_idle_s / 3, 10.0), self._renew))
                 loops.create_task(self._every(w.janitor_interval_s, self._janitor_round, first_now=True))
+                loops.create_task(self.dependencies.probe_loop(self._stopped))
                 async with asyncio.TaskGroup() as tasks:
                     await self._consume(tasks)
                     await self._drain(w.shutdown_grace_s)
@@ -124,6 +132,9 @@ class Worker:
         block_ms = self._core.settings.worker.block_ms
         failures = 0
         while not self._stopping.is_set():
+            if self.dependencies.any_down:  # tasks in flight wait for it; new work would only wait too
+                await self.dependencies.wait_any_change(block_ms / 1000)
+                continue
             free = self._slots - len(self._inflight)
             if free <= 0:
                 await self._wait_for_slot(block_ms / 1000)
@@ -142,6 +153,9 @@ class Worker:
                 if free > 0 and not self._stopping.is_set():
                     for message in await queue.read_new(self.consumer, free, block_ms):
                         self.metrics.observe_queue_lag(message.entry_id)
+                        if self.dependencies.any_down:  # went down while the read blocked: run it once back
+                            self._retry_at[message.entry_id] = time.monotonic()
+                            continue
                         self._start(tasks, message)
                 failures = 0
             except redis_errors.ResponseError as exc:
@@ -154,7 +168,15 @@ class Worker:
                 failures += 1
                 delay_s = min(0.2 * 2 ** failures, MAX_LOOP_BACKOFF_S)
                 log.warning("redis unavailable (%r); retrying in %.1fs", exc, delay_s)
+                self.dependencies.down(Dependency.REDIS, exc)
+                self._hold_reclaim(delay_s)
                 await self._sleep_unless_stopping(delay_s)
+
+    def _hold_reclaim(self, extra_s: float = 0.0) -> None:
+        """No worker could heartbeat while Redis was away: give them a heartbeat timeout to show they are
+        alive before taking their entries (a reclaim would cost their tasks an attempt)."""
+        self._next_reclaim = max(self._next_reclaim,
+                                 time.monotonic() + extra_s + self._core.settings.worker.heartbeat_timeout_s)
 
     def _replay_due(self) -> bool:
         """Own pending entries are read at start-up and when a retry's backoff has passed; reading
@@ -276,6 +298,7 @@ class Worker:
             "chunks_embedded": self.metrics.chunks_embedded,
             "embed_chunks_per_s": self.metrics.embed_chunks_per_s,
             "queue_lag_s": self.metrics.last_queue_lag_s,
+            "dependencies_down": self.dependencies.snapshot(),
             "metrics": self.metrics.snapshot(),
         }
 
@@ -285,6 +308,7 @@ class Worker:
         if self._redis_run_id is not None and run_id != self._redis_run_id:
             log.warning("redis restarted; replaying this consumer's pending entries")
             self._replay_on_start = True
+            self._hold_reclaim()
         self._redis_run_id = run_id
         now_s = await redis_now_s(self._core.redis)
         async with atomic_pipeline(self._core.redis) as pipe:

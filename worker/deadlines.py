@@ -11,7 +11,9 @@ names the stage whose timeout it was (None for the task deadline). A timeout fir
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+from collections.abc import Iterator
 from types import TracebackType
 
 SWEEP_TICK_S = 0.1
@@ -59,6 +61,21 @@ class Watch:
 
     def end_stage(self) -> None:
         self.stage, self._stage_end = None, math.inf
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Stop both clocks meanwhile (a task waiting for a dependency to come back), then go on with
+        the time that was left."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        deadline_left, stage_left = self._deadline - now, self._stage_end - now
+        self._deadline = self._stage_end = math.inf
+        try:
+            yield
+        finally:
+            now = loop.time()
+            self._deadline = now + deadline_left
+            self._stage_end = now + stage_left
 
     def _expire_if_due(self, now: float) -> None:
         # The sweeper runs while the watched task is suspended inside its `async with`, so the

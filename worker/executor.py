@@ -1,19 +1,32 @@
-"""Runs one delivered task through the pipeline and settles it: ack, fail, cancel or retry later."""
+"""Runs one delivered task through the pipeline and settles it: ack, fail, cancel or retry later.
+
+A dependency that is down (`common.dependencies.dependency_of`) is never the document's fault: the task
+waits in place for it (its deadline paused, its entry renewed, its attempts untouched), then the stage
+that met it runs again; stages resume where they were (fetch and index are idempotent, embed and index
+keep what they finished). Attempts and the dead-letter stream are for what the document causes.
+What a task's end does to its chunk sets is `lifecycle`'s: garbage is recorded by the database
+transitions themselves and removed by `lifecycle.garbage` (here at once for a failed or cancelled
+task's own document, else by the janitor).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
-from common import ingest
-from common.db import ClaimedTask
+from common.db import ClaimedTask, Completion
+from common.dependencies import Dependency, DependencyBoard, dependency_of
 from common.errors import Cancelled, DocvecError, LimitExceeded, NotFound, PermanentError, StageTimeout
 from common.queue import QueueMessage
 from common.runtime import Core
+from lifecycle import documents as lifecycle
+from lifecycle.garbage import GarbageCollector
 from vectordb.chunkstore import ChunkStore
 from worker.batching import EmbedBatcher
 from worker.deadlines import Deadlines, Watch
@@ -34,7 +47,11 @@ from worker.progress import TaskProgress
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 MAX_BACKOFF_S = 60.0
+# How often a task waiting for a dependency looks at its cancel flag.
+DEPENDENCY_CANCEL_POLL_S = 1.0
 
 
 class Outcome(enum.StrEnum):
@@ -54,11 +71,13 @@ class TaskResult:
 class TaskExecutor:
     """Owns the stages of one worker process and applies the task lifecycle rules (SPEC section 4)."""
 
-    def __init__(self, core: Core, chunks: ChunkStore, consumer: str, *,
+    def __init__(self, core: Core, chunks: ChunkStore, consumer: str, *, board: DependencyBoard,
                  metrics: WorkerMetrics | None = None, stages: Sequence[Stage] | None = None) -> None:
         self._core = core
         self._chunks = chunks
         self._consumer = consumer
+        self._board = board
+        self._garbage = GarbageCollector(core, chunks)
         self.metrics = metrics or WorkerMetrics()
         settings = core.settings
         limits = StageLimits.from_settings(settings)
@@ -71,7 +90,7 @@ class TaskExecutor:
                                     window=settings.embedding.batch_size * settings.embedding.window_batches,
                                     title_weight=settings.embedding.title_weight,
                                     concurrency=limits.embeds), settings),
-            IndexStage(chunks, limits),
+            IndexStage(chunks, core.repo, limits),
         )
         if stages is not None:  # an injected pipeline (bench.queue times the task path with a no-op stage)
             self._stages = tuple(stages)
@@ -99,7 +118,15 @@ class TaskExecutor:
         if not message.task_id:
             await self._signals.ack(message)
             return TaskResult(Outcome.SKIPPED)
-        claimed = await self._ledger.claim(message.task_id)
+        try:
+            claimed = await self._ledger.claim(message.task_id)
+        except Exception as exc:
+            dependency = dependency_of(exc)
+            if dependency is None:
+                raise
+            # Nothing was committed: the delivery is retried once the dependency is back, uncounted.
+            self._board.down(dependency, exc)
+            return TaskResult(Outcome.RETRY, retry_after_s=self._core.settings.worker.retry_backoff_s)
         if claimed is None:
             await self._settle_finished(message)
             return TaskResult(Outcome.SKIPPED)
@@ -130,7 +157,7 @@ class TaskExecutor:
                     for stage in self._stages:
                         await progress.check_cancelled()
                         await self._run_stage(stage, ctx, watch)
-                    await self._complete(message, ctx)
+                    await self._complete(message, ctx, watch)
                     return TaskResult(Outcome.DONE)
             except TimeoutError as exc:
                 if not watch.fired:  # a TimeoutError of the stage's own making: an ordinary error
@@ -157,82 +184,74 @@ class TaskExecutor:
         started = time.monotonic()
         await ctx.progress.report(stage.start, f"{stage.name} started", stage=stage.name)
         watch.begin_stage(stage.name, self._timeouts_s.get(stage.name, self._core.settings.worker.task_deadline_s))
-        await stage.run(ctx)
+        await self._through_outages(lambda: stage.run(ctx), ctx.progress, watch)
         watch.end_stage()
         ctx.progress.record_timing(stage.name, time.monotonic() - started)
         self.metrics.observe_stage(stage.name, time.monotonic() - started, chunks=len(ctx.chunks))
 
-    async def _complete(self, message: QueueMessage, ctx: TaskContext) -> None:
+    async def _through_outages(self, step: Callable[[], Awaitable[T]], progress: TaskProgress,
+                               watch: Watch | None) -> T:
+        """Run `step`; while it fails because a dependency is down, wait for it and run it again."""
+        while True:
+            try:
+                return await step()
+            except Exception as exc:
+                dependency = dependency_of(exc)
+                if dependency is None:
+                    raise
+                await self._wait_for(dependency, exc, progress, watch)
+
+    async def _wait_for(self, dependency: Dependency, exc: Exception, progress: TaskProgress,
+                        watch: Watch | None) -> None:
+        self._board.down(dependency, exc)
+        progress.publish("waiting", message=f"waiting for the {dependency} to come back: {exc}")
+        with watch.paused() if watch is not None else contextlib.nullcontext():
+            while not await self._board.wait_up(dependency, timeout_s=DEPENDENCY_CANCEL_POLL_S):
+                await progress.check_cancelled()
+
+    async def _complete(self, message: QueueMessage, ctx: TaskContext, watch: Watch) -> None:
         assert ctx.parsed is not None
-        completed = await ctx.progress.complete(
-            chunk_count=len(ctx.chunks), token_count=ctx.token_count, format=ctx.parsed.format
-        )
-        if completed.document_done:
-            # The new version is live: older versions of the document's chunks go.
-            await self._chunks.delete_document(
-                ctx.kb.collection, ctx.document.id, except_version=ctx.task.parse_version
+        parsed = ctx.parsed
+
+        async def complete() -> Completion:
+            return await ctx.progress.complete(
+                chunk_count=len(ctx.chunks), token_count=ctx.token_count, format=parsed.format
             )
+
+        # The version it replaces (if it went live) was recorded as garbage in the same transaction.
+        completion = await self._through_outages(complete, ctx.progress, watch)
         await self._signals.ack(message, ctx.progress.event("done", status="done", message=f"{len(ctx.chunks)} chunks"))
+        if completion.replaced_version:
+            await self._collect(ctx.document.id)
 
     async def _settle_finished(self, message: QueueMessage) -> None:
-        """A redelivered entry of a task already terminal: finish any cleanup, then ack."""
-        repo = self._core.repo
-        try:
-            task = await asyncio.to_thread(repo.get_task, message.task_id)
-            if task.status == "done" or task.is_split:
-                document = await asyncio.to_thread(repo.get_document, task.document_id)
-                kb = await asyncio.to_thread(repo.get_kb_by_id, task.kb_id)
-                if task.status == "done":
-                    await self._chunks.delete_document(
-                        kb.collection, document.id, except_version=document.parse_version
-                    )
-                elif document.parse_version != task.parse_version:
-                    # A page-range part cancelled while queued: its parse never became live, and the
-                    # parts that did finish left chunks behind.
-                    await self._chunks.delete_document(kb.collection, document.id, only_version=task.parse_version)
-        except NotFound:
-            log.info("entry %s names task %s, which no longer exists", message.entry_id, message.task_id)
+        """A redelivered entry of a task already terminal (or gone): ack it; its garbage is recorded."""
         await self._signals.ack(message)
 
     async def _cancelled(self, message: QueueMessage, progress: TaskProgress, ctx: TaskContext | None) -> None:
-        if ctx is not None and await self._owns_nothing_live(ctx):
-            await self._chunks.delete_document(
-                ctx.kb.collection, ctx.document.id, only_version=ctx.task.parse_version
-            )
         await self._signals.ack(message, progress.event("cancelled", status="cancelled"))
+        if ctx is not None:
+            await self._collect(ctx.document.id)
 
-    async def _owns_nothing_live(self, ctx: TaskContext) -> bool:
-        """True when this run's chunk set is garbage: the task was cancelled or deleted. False when
-        the task was fenced out by a newer delivery of itself (that delivery writes the same set)."""
+    async def _collect(self, document_id: str) -> None:
+        """Remove a document's garbage now, best effort (the janitor retries whatever is left)."""
         try:
-            current = await asyncio.to_thread(self._core.repo.get_task, ctx.task.id)
-        except NotFound:
-            return True
-        return current.status == "cancelled" or current.parse_version != ctx.task.parse_version
+            await self._garbage.collect(document_id=document_id)
+        except DocvecError as exc:
+            log.info("garbage of document %s left to the janitor: %s", document_id, exc.message)
 
     async def _fail(self, message: QueueMessage, progress: TaskProgress, reason: str, *,
                     dead_letter: bool = False) -> None:
-        repo = self._core.repo
-        if await asyncio.to_thread(repo.fail_task, progress.task_id, progress.version, reason):
-            await self._fail_sibling_parts(progress.task_id)
+        task = await self._through_outages(
+            lambda: lifecycle.fail(self._core, progress.task_id, progress.version, reason), progress, None
+        )
         if dead_letter:
             progress.publish("failed", status="failed", message=reason)
             await self._core.queue.dead_letter(message, reason)
         else:
             await self._signals.ack(message, progress.event("failed", status="failed", message=reason))
-
-    async def _fail_sibling_parts(self, task_id: str) -> None:
-        """A failed page-range part fails its whole parse: cancel the other parts, drop its chunks."""
-        repo = self._core.repo
-        task = await asyncio.to_thread(repo.get_task, task_id)
-        if not task.is_split:
-            return
-        siblings = await asyncio.to_thread(
-            repo.cancel_parts, task.document_id, task.parse_version, f"part {task.part + 1} failed"
-        )
-        await ingest.flag_cancelled(self._core, siblings)
-        kb = await asyncio.to_thread(repo.get_kb_by_id, task.kb_id)
-        await self._chunks.delete_document(kb.collection, task.document_id, only_version=task.parse_version)
+        if task is not None:
+            await self._collect(task.document_id)
 
     async def _retry_or_give_up(self, message: QueueMessage, progress: TaskProgress, attempts: int,
                                 error: str) -> TaskResult:
@@ -242,7 +261,10 @@ class TaskExecutor:
                 message, progress, f"gave up after {attempts} attempts; last error: {error}", dead_letter=True
             )
             return TaskResult(Outcome.FAILED)
-        requeued = await asyncio.to_thread(self._core.repo.requeue_task, progress.task_id, progress.version, error)
+        requeued = await self._through_outages(
+            lambda: asyncio.to_thread(self._core.repo.requeue_task, progress.task_id, progress.version, error),
+            progress, None,
+        )
         if not requeued:  # cancelled meanwhile
             await self._signals.ack(message)
             return TaskResult(Outcome.CANCELLED)

@@ -2,9 +2,11 @@
 
 Each round it (1) re-creates the consumer group if Redis lost it, (2) removes expired workers from
 `docvec:workers` and deletes their consumers from the group once their pending entries have been
-claimed by live workers, and (3) re-enqueues orphans: tasks the database says are queued or running
-but that have no stream entry (a crash between the task row and the XADD, or a Redis that lost
-recent writes). The full orphan scan runs at start-up, after a Redis restart and periodically.
+claimed by live workers (checked and deleted in one atomic step, so an entry read meanwhile is never
+stranded), (3) re-enqueues orphans: tasks the database says are queued or running but whose stream
+entry is gone (a crash between the task row and the XADD, or a Redis that lost recent writes) or
+stranded (delivered, yet in no consumer's pending list), and (4) removes garbage (`lifecycle.garbage`).
+The full orphan scan runs at start-up, after a Redis restart and periodically.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import asyncio
 import logging
 import time
 
-from common import ingest
+from common.queue import EntryState
 from common.redisconn import atomic_pipeline, server_info
 from common.runtime import Core
+from lifecycle import documents as lifecycle
+from lifecycle.garbage import GarbageCollector
 from worker.liveness import expired_workers, live_consumers
 
 log = logging.getLogger(__name__)
@@ -37,9 +41,10 @@ return 0
 class Janitor:
     """Fleet housekeeping; `run_once` is a no-op unless this worker holds the lease."""
 
-    def __init__(self, core: Core, consumer: str) -> None:
+    def __init__(self, core: Core, consumer: str, garbage: GarbageCollector) -> None:
         self._core = core
         self._consumer = consumer
+        self._garbage = garbage
         self._last_full_scan = 0.0
         self._redis_run_id: str | None = None
         self.requeued = 0
@@ -61,6 +66,7 @@ class Janitor:
         await self._core.queue.ensure_groups()
         await self._prune_dead_workers()
         await self._requeue_orphans(full=await self._full_scan_due())
+        await self._garbage.collect()
         return True
 
     async def _full_scan_due(self) -> bool:
@@ -81,7 +87,8 @@ class Janitor:
         for name in await expired_workers(core.redis, core.keys, w.heartbeat_timeout_s):
             if consumers.get(name) is not None and consumers[name].pending > 0:
                 continue  # live workers claim its entries first
-            await core.queue.delete_consumer(name)
+            if not await core.queue.delete_idle_consumer(name):
+                continue  # it read entries since the snapshot: it is alive after all, or they get claimed
             async with atomic_pipeline(core.redis) as pipe:
                 pipe.zrem(core.keys.workers, name)
                 pipe.delete(core.keys.worker(name))
@@ -91,18 +98,18 @@ class Janitor:
         timeout_ms = w.heartbeat_timeout_s * 1000
         for name, info in consumers.items():
             if name not in alive and info.pending == 0 and info.idle_ms > timeout_ms:
-                await core.queue.delete_consumer(name)
+                await core.queue.delete_idle_consumer(name)
 
     async def _requeue_orphans(self, *, full: bool) -> None:
-        repo, grace_s = self._core.repo, self._core.settings.worker.orphan_grace_s
+        repo, queue, grace_s = self._core.repo, self._core.queue, self._core.settings.worker.orphan_grace_s
         candidates = [(t.id, t.stream_id) for t in await asyncio.to_thread(repo.unenqueued_tasks, grace_s)]
         if full:
             entries = await asyncio.to_thread(repo.active_stream_entries, ORPHAN_SCAN_LIMIT)
             for begin in range(0, len(entries), ORPHAN_CHECK_BATCH):
                 batch = entries[begin : begin + ORPHAN_CHECK_BATCH]
-                found = await self._core.queue.entries_exist([(priority, entry) for _, priority, entry in batch])
-                candidates.extend((task_id, entry) for (task_id, _, entry), present in zip(batch, found, strict=True)
-                                  if not present)
+                states = await queue.entry_states([(priority, entry) for _, priority, entry in batch])
+                candidates.extend((task_id, entry) for (task_id, _, entry), state in zip(batch, states, strict=True)
+                                  if state is not EntryState.LIVE)
         if not candidates:
             return
         # Most entries found missing belong to tasks that finished since the scan read them.
@@ -111,8 +118,15 @@ class Janitor:
             task = current.get(task_id)
             if task is None or task.is_terminal or (task.stream_id and task.stream_id != seen_stream_id):
                 continue  # gone, finished or re-enqueued meanwhile
-            if task.stream_id and await self._core.queue.entry_exists(task.priority, task.stream_id):
-                continue
-            await ingest.enqueue(self._core, task)
+            state = EntryState.GONE
+            if task.stream_id:
+                state = await queue.entry_state(task.priority, task.stream_id)
+                if state is EntryState.LIVE:
+                    continue
+            if task.status == "running":  # its delivery was lost with its entry: not the document's doing
+                await asyncio.to_thread(repo.refund_lost_delivery, task.id, task.version)
+            await lifecycle.enqueue(self._core, task)
+            if state is EntryState.STRANDED and task.stream_id:  # nobody holds it: it would never be acked
+                await queue.delete_entry(task.priority, task.stream_id)
             self.requeued += 1
-            log.warning("janitor re-enqueued orphan task %s (%s)", task_id, task.status)
+            log.warning("janitor re-enqueued %s task %s (%s)", state.name.lower(), task_id, task.status)

@@ -13,9 +13,8 @@ from typing import Protocol
 
 import numpy as np
 
-from common import ingest
 from common.chunking import Chunk, Chunker
-from common.db import DocumentRecord, KbRecord, TaskRecord
+from common.db import DocumentRecord, KbRecord, Repository, TaskRecord
 from common.errors import Cancelled, Conflict, CorruptDocument, LimitExceeded, NotFound, PermanentError
 from common.parsing import parse_document
 from common.parsing.base import ParsedDocument
@@ -24,6 +23,7 @@ from common.parsing.sniff import PDF, detect_document_format
 from common.runtime import Core, EmbedderLoader
 from common.settings import Settings
 from common.storage.base import ObjectStore
+from lifecycle import documents as lifecycle
 from vectordb.chunkstore import ChunkRow, ChunkStore
 from worker.batching import EmbedBatcher
 from worker.progress import TaskProgress
@@ -48,7 +48,11 @@ class TaskContext:
     chunks: list[Chunk] = field(default_factory=list)
     vectors: np.ndarray | None = None
     token_count: int = 0
+    # What a stage finished before a dependency went down: a stage run again goes on from there.
+    embedded: list[np.ndarray] = field(default_factory=list)
     written_rows: int = 0
+    split_parts: list[TaskRecord] | None = None
+    enqueued_parts: int = 0
 
 
 class Stage(Protocol):
@@ -126,12 +130,14 @@ class SplitStage:
             return
         ranges = [(first, min(first + per_task - 1, pages)) for first in range(1, pages + 1, per_task)]
         repo = self._core.repo
-        try:
-            parts = await asyncio.to_thread(repo.split_task, ctx.task.id, ctx.task.version, ranges)
-        except Conflict as exc:
-            raise Cancelled(exc.message) from exc
-        for part in parts:  # a crash here leaves the rest to the janitor's orphan scan
-            await ingest.enqueue(self._core, part)
+        if ctx.split_parts is None:
+            try:
+                ctx.split_parts = await asyncio.to_thread(repo.split_task, ctx.task.id, ctx.task.version, ranges)
+            except Conflict as exc:
+                raise Cancelled(exc.message) from exc
+        for part in ctx.split_parts[ctx.enqueued_parts:]:  # a crash here leaves the rest to the orphan scan
+            await lifecycle.enqueue(self._core, part)
+            ctx.enqueued_parts += 1
         ctx.task = await asyncio.to_thread(repo.get_task, ctx.task.id)
         await ctx.progress.report(
             self.end, f"{pages} pages: split into {len(ranges)} tasks of up to {per_task} pages; "
@@ -203,8 +209,8 @@ class EmbedStage:
 
     async def run(self, ctx: TaskContext) -> None:
         total = len(ctx.chunks)
-        parts: list[np.ndarray] = []
-        for begin in range(0, total, self._window):
+        parts = ctx.embedded  # windows embedded by an earlier run of this stage (a dependency went down)
+        for begin in range(sum(len(p) for p in parts), total, self._window):
             await ctx.progress.check_cancelled()
             batch = ctx.chunks[begin:begin + self._window]
             parts.append(await self._embed_watching_cancel(ctx, batch))
@@ -214,6 +220,7 @@ class EmbedStage:
                 f"embedded {done}/{total} chunks", stage=self.name,
             )
         ctx.vectors = np.vstack(parts).astype(np.float32, copy=False)
+        ctx.embedded = []
 
     async def _embed_watching_cancel(self, ctx: TaskContext, batch: list[Chunk]) -> np.ndarray:
         """Wait for one window, checking the cancel flag meanwhile: a cancelled task abandons its
@@ -235,8 +242,9 @@ class IndexStage:
     name = "index"
     start, end = 0.9, 0.99
 
-    def __init__(self, chunks: ChunkStore, limits: StageLimits) -> None:
+    def __init__(self, chunks: ChunkStore, repo: Repository, limits: StageLimits) -> None:
         self._chunks = chunks
+        self._repo = repo
         self._limits = limits
 
     async def run(self, ctx: TaskContext) -> None:
@@ -253,11 +261,20 @@ class IndexStage:
             for c in ctx.chunks
         ]
         async with self._limits.index_writes:
-            await self._chunks.ensure_collection(ctx.kb.collection, ctx.kb.dim)
-            for begin in range(0, len(rows), INDEX_BATCH_ROWS):
+            await self._ensure_collection(ctx)
+            # An earlier run of this stage may have written some batches before the store went down.
+            for begin in range(ctx.written_rows - ctx.written_rows % INDEX_BATCH_ROWS, len(rows), INDEX_BATCH_ROWS):
                 await ctx.progress.check_cancelled()
-                ctx.written_rows += await self._chunks.upsert(
+                ctx.written_rows = begin + await self._chunks.upsert(
                     ctx.kb.collection, rows[begin:begin + INDEX_BATCH_ROWS],
                     ctx.vectors[begin:begin + INDEX_BATCH_ROWS],
                 )
         await ctx.progress.report(self.end, f"indexed {ctx.written_rows} chunks", stage=self.name)
+
+    async def _ensure_collection(self, ctx: TaskContext) -> None:
+        """The collection is made with its knowledge base; create it here only while that still exists
+        (a deleted knowledge base's collection is garbage, and its tasks were cancelled)."""
+        if await self._chunks.has_collection(ctx.kb.collection):
+            return
+        await asyncio.to_thread(self._repo.get_kb_by_id, ctx.kb.id)  # NotFound: deleted, the task stops
+        await self._chunks.ensure_collection(ctx.kb.collection, ctx.kb.dim)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 
 from common.db import ClaimedTask, CompleteWrite, Completion, ProgressWrite
+from common.dependencies import dependency_of
 from common.errors import Cancelled
 from worker.ledger import TaskEvent, TaskLedger, TaskSignals, WriteFailed, WriteResult, task_event
+
+log = logging.getLogger(__name__)
 
 
 class TaskProgress:
@@ -16,7 +20,10 @@ class TaskProgress:
 
     Progress writes are write-behind: `report` queues the write and returns. A write that was fenced out
     (the task was cancelled or superseded meanwhile) raises `Cancelled` at the next `report`,
-    `check_cancelled` or `complete`, and a write whose transaction failed raises its error there.
+    `check_cancelled` or `complete`, and a write whose transaction failed raises its error there —
+    unless the database was only unavailable: a progress line is then lost, the task goes on (its
+    completion is awaited and waits for the database). Likewise a cancel check with Redis down counts
+    as "not cancelled": the database fences a cancelled task's completion anyway.
     """
 
     def __init__(self, claimed: ClaimedTask, *, ledger: TaskLedger, signals: TaskSignals, consumer: str) -> None:
@@ -56,7 +63,14 @@ class TaskProgress:
         if self._checked_by_claim:
             self._checked_by_claim = False
             return
-        if await self._signals.cancelled(self.task_id):
+        try:
+            flagged = await self._signals.cancelled(self.task_id)
+        except Exception as exc:
+            if dependency_of(exc) is None:
+                raise
+            log.info("task %s: cancel flag not checked (%r)", self.task_id, exc)
+            return
+        if flagged:
             raise Cancelled(f"task {self.task_id} was cancelled")
 
     async def complete(self, *, chunk_count: int, token_count: int, format: str) -> Completion:
@@ -84,6 +98,9 @@ class TaskProgress:
         while self._writes and self._writes[0].done():
             result = self._writes.popleft().result()
             if isinstance(result, WriteFailed):
+                if dependency_of(result.error) is not None:
+                    log.info("task %s: a progress write was lost (%r)", self.task_id, result.error)
+                    continue
                 raise result.error
             if result is False:
                 raise Cancelled(f"task {self.task_id} was cancelled or superseded")

@@ -11,9 +11,9 @@ from fastapi import APIRouter, File, Query, UploadFile, status
 from api.deps import Services, Tenant
 from api.errors import error_responses
 from api.schemas import DocumentOut, SubmitResponse, Submitted, TaskOut
-from common import ingest
 from common.db import DocumentRecord
 from common.errors import InvalidRequest, LimitExceeded, NotFound
+from lifecycle import documents as lifecycle
 
 router = APIRouter(tags=["documents"], responses=error_responses(401, 422, 503))
 
@@ -52,7 +52,7 @@ async def upload_documents(
     payloads = [(f.filename or "document", await _read_limited(f, limit)) for f in files]
     submitted: list[Submitted] = []
     for filename, data in payloads:
-        document, task = await ingest.submit_document(core, record, filename, data, priority=priority)
+        document, task = await lifecycle.submit_document(core, record, filename, data, priority=priority)
         submitted.append(Submitted(document_id=document.id, task_id=task.id, filename=document.filename,
                                    size_bytes=document.size_bytes))
     return SubmitResponse(documents=submitted)
@@ -81,21 +81,14 @@ async def get_document(document_id: str, svc: Services, tenant: Tenant) -> Docum
 @router.delete("/documents/{document_id}", status_code=status.HTTP_204_NO_CONTENT,
                responses=error_responses(404, 409))
 async def delete_document(document_id: str, svc: Services, tenant: Tenant) -> None:
-    core = svc.core
+    """Delete a document: gone from search at once; its tasks are cancelled, its chunks and file removed
+    in the background."""
     document = await _owned_document(svc, tenant, document_id)
-    for task in await asyncio.to_thread(core.repo.tasks_for_document, document.id):
-        if task.status in ("queued", "running"):
-            await ingest.cancel(core, task.id)
-    kb = await asyncio.to_thread(core.repo.get_kb_by_id, document.kb_id)
-    await svc.chunks.delete_document(kb.collection, document.id)
-    await core.store.delete(document.blob_key)
-    await asyncio.to_thread(core.repo.delete_document, document.id)
+    await lifecycle.delete_document(svc.core, document.id)
 
 
 @router.post("/documents/{document_id}/reparse", status_code=status.HTTP_202_ACCEPTED, response_model=TaskOut,
              responses=error_responses(404, 409))
 async def reparse_document(document_id: str, svc: Services, tenant: Tenant) -> TaskOut:
     document = await _owned_document(svc, tenant, document_id)
-    task = await asyncio.to_thread(svc.core.repo.reparse_document, document.id)
-    task = await ingest.enqueue(svc.core, task)
-    return TaskOut(**asdict(task))
+    return TaskOut(**asdict(await lifecycle.reparse(svc.core, document.id)))

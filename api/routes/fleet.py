@@ -1,4 +1,5 @@
-"""`GET /fleet` (admin): workers, streams, task counts, throughput and warnings (see `common.fleet`)."""
+"""`GET /fleet` (admin): workers, streams, task counts, throughput, garbage, dependencies down and
+warnings (see `common.fleet`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,23 @@ class InFlightOut(BaseModel):
     task_id: str
     stage: str | None
     progress: float = Field(ge=0, le=1)
+
+
+class OutageOut(BaseModel):
+    since: float | None = Field(description="unix time the worker first saw it down")
+    error: str
+
+
+class DependencyDownOut(BaseModel):
+    since: float | None = Field(description="unix time the first live worker saw it down")
+    down_for_s: float | None
+    workers: list[str]
+    error: str = Field(description="the last error one of them saw")
+
+
+class GarbageOut(BaseModel):
+    count: int = Field(description="recorded garbage not yet confirmed removed (search never shows it)")
+    oldest_age_s: float | None
 
 
 class WorkerOut(BaseModel):
@@ -37,6 +55,8 @@ class WorkerOut(BaseModel):
     retried: int
     embed_chunks_per_s: float | None
     queue_lag_s: float | None = Field(description="how long the worker's last task waited in the queue")
+    dependencies_down: dict[str, OutageOut] = Field(default_factory=dict,
+                                                    description="dependencies this worker is waiting for")
 
 
 class StreamOut(BaseModel):
@@ -73,7 +93,8 @@ class ThroughputOut(BaseModel):
 
 
 class WarningOut(BaseModel):
-    code: str = Field(description="no_live_worker | dead_letter | worker_late | worker_dead")
+    code: str = Field(description="no_live_worker | dependency_down | dead_letter | garbage_backlog | worker_late | "
+                                  "worker_dead")
     level: str = Field(description="critical | warning")
     message: str
 
@@ -87,6 +108,8 @@ class FleetOut(BaseModel):
     dead_letter: DeadLetterOut
     tasks: dict[str, int] = Field(description="number of tasks per status, all tenants")
     throughput: ThroughputOut
+    garbage: GarbageOut
+    dependencies: dict[str, DependencyDownOut] = Field(description="dependencies live workers report down")
     warnings: list[WarningOut]
 
 

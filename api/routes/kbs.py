@@ -10,7 +10,7 @@ from fastapi import APIRouter, status
 from api.deps import Services, Tenant
 from api.errors import error_responses
 from api.schemas import KbCreate, KbOut
-from common import ingest
+from lifecycle import documents as lifecycle
 
 router = APIRouter(tags=["knowledge bases"], responses=error_responses(401, 422, 503))
 
@@ -18,9 +18,8 @@ router = APIRouter(tags=["knowledge bases"], responses=error_responses(401, 422,
 @router.post("/kbs", status_code=status.HTTP_201_CREATED, response_model=KbOut,
              responses=error_responses(400, 409))
 async def create_kb(body: KbCreate, svc: Services, tenant: Tenant) -> KbOut:
-    kb = await ingest.create_kb(svc.core, body.name, tenant=tenant, chunk_tokens=body.chunk_tokens,
-                                overlap_tokens=body.overlap_tokens)
-    await svc.chunks.ensure_collection(kb.collection, kb.dim)
+    kb = await lifecycle.create_kb(svc.core, body.name, tenant=tenant, chunk_tokens=body.chunk_tokens,
+                                   overlap_tokens=body.overlap_tokens, chunks=svc.chunks)
     return KbOut(**asdict(kb))
 
 
@@ -38,10 +37,7 @@ async def get_kb(kb: str, svc: Services, tenant: Tenant) -> KbOut:
 
 @router.delete("/kbs/{kb}", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(404))
 async def delete_kb(kb: str, svc: Services, tenant: Tenant) -> None:
-    repo = svc.core.repo
-    record = await asyncio.to_thread(repo.get_kb, kb, tenant=tenant)
-    documents = await asyncio.to_thread(repo.list_documents, record.id, limit=1_000_000)
-    for document in documents:
-        await svc.core.store.delete(document.blob_key)
-    await svc.chunks.drop_collection(record.collection)
-    await asyncio.to_thread(repo.delete_kb, record.id)
+    """Delete a knowledge base: gone at once; its tasks are cancelled, its collection and files removed in
+    the background."""
+    record = await asyncio.to_thread(svc.core.repo.get_kb, kb, tenant=tenant)
+    await lifecycle.delete_kb(svc.core, record)

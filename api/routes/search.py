@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from api.deps import Services, Tenant
 from api.errors import error_responses
 from api.schemas import SearchHit, SearchRequest, SearchResponse
+from lifecycle import documents as lifecycle
 
 router = APIRouter(tags=["search"], responses=error_responses(401, 422, 503))
 
@@ -19,5 +20,5 @@ async def search(kb: str, body: SearchRequest, svc: Services, tenant: Tenant) ->
     record = await asyncio.to_thread(svc.core.repo.get_kb, kb, tenant=tenant)
     embedder = await svc.core.embedders.get()
     vectors = await asyncio.to_thread(embedder.encode, [body.query], 1)
-    hits = await svc.chunks.search(record.collection, vectors[0], body.top_k, filter=body.filter)
+    hits = await lifecycle.search(svc.core.repo, svc.chunks, record, vectors[0], body.top_k, filter=body.filter)
     return SearchResponse(hits=[SearchHit(**asdict(h)) for h in hits])

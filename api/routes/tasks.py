@@ -17,9 +17,10 @@ from redis.asyncio.client import PubSub
 from api.deps import Services, Tenant
 from api.errors import error_responses
 from api.schemas import TaskOut
-from common import ingest, redisconn
+from common import redisconn
 from common.db import TaskRecord, TaskStatus
 from common.errors import NotFound
+from lifecycle import documents as lifecycle
 
 router = APIRouter(tags=["tasks"], responses=error_responses(401, 422, 503))
 
@@ -68,14 +69,14 @@ async def list_tasks(svc: Services, tenant: Tenant,
 async def cancel_task(task_id: str, svc: Services, tenant: Tenant) -> TaskOut:
     """Cancel a queued or running task (409 if it already finished)."""
     await _owned_task(svc, tenant, task_id)
-    return task_out(await ingest.cancel(svc.core, task_id))
+    return task_out(await lifecycle.cancel(svc.core, task_id))
 
 
 @router.post("/tasks/{task_id}/retry", response_model=TaskOut, responses=error_responses(404, 409))
 async def retry_task(task_id: str, svc: Services, tenant: Tenant) -> TaskOut:
     """Re-run a failed or cancelled task from the start (409 otherwise)."""
     await _owned_task(svc, tenant, task_id)
-    return task_out(await ingest.retry(svc.core, task_id))
+    return task_out(await lifecycle.retry(svc.core, task_id))
 
 
 EVENTS_DESCRIPTION = """Server-Sent Events: first a `state` event (the task as `GET /tasks/{id}` returns it), then

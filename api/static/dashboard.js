@@ -155,6 +155,13 @@
     $("dead-letter-name").textContent = deadLetter.name;
   }
 
+  function renderGarbage(garbage) {
+    const count = $("garbage-count");
+    count.textContent = String(garbage.count);
+    count.classList.toggle("nonzero", garbage.count > 0);
+    $("garbage-age").textContent = garbage.count ? `oldest ${fmtAge(garbage.oldest_age_s)}` : "";
+  }
+
   function renderThroughput(t) {
     const svg = $("throughput-chart");
     const NS = "http://www.w3.org/2000/svg";
@@ -318,6 +325,7 @@
       renderWarnings(fleet.warnings);
       renderWorkers(fleet.workers, fleet.worker_states);
       renderStreams(fleet.streams, fleet.dead_letter);
+      renderGarbage(fleet.garbage);
       renderThroughput(fleet.throughput);
       renderTasks(tasks);
       conn.dataset.state = "ok";
