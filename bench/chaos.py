@@ -43,10 +43,10 @@ def _names() -> Iterator[str]:
 
 async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
     import vectordb
-    from common import ingest
     from common.redisconn import EmbeddedRedis
     from common.runtime import open_core
     from common.settings import Settings
+    from lifecycle import documents as lifecycle
 
     rng = random.Random(args.seed)
     redis_dir = workdir / "redis"
@@ -68,7 +68,7 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
             task_ids = []
             for i in range(args.documents):
                 text = prose_document(doc_rng, sections=doc_rng.randint(1, 2), paragraphs=2, sentences=5)
-                task_ids.append((await ingest.submit_document(core, kb, f"doc{i}.md", text.encode()))[1].id)
+                task_ids.append((await lifecycle.submit_document(core, kb, f"doc{i}.md", text.encode()))[1].id)
             emit(BENCH, "submitted", len(task_ids), "tasks")
 
             for _ in range(WORKERS):

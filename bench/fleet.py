@@ -54,8 +54,10 @@ class ProcessFleet:
         env.update(extra or {})
         return env
 
-    def start_server(self, timeout_s: float = 60.0) -> str:
-        port = free_port()
+    def start_server(self, timeout_s: float = 60.0, *, same_port: bool = False) -> str:
+        """Start the `docvec vectordb` server (again on its last port with `same_port`: workers keep
+        their URL across a restart)."""
+        port = int(self.vectordb_url.rsplit(":", 1)[1]) if same_port and self.vectordb_url else free_port()
         self.vectordb_url = f"http://127.0.0.1:{port}"
         with open(self.workdir / "vectordb.log", "ab") as log:
             self.server = subprocess.Popen(
@@ -73,6 +75,13 @@ class ProcessFleet:
             except httpx.TransportError:
                 time.sleep(0.1)
         raise RuntimeError(f"vectordb server did not answer within {timeout_s}s")
+
+    def kill_server(self) -> None:
+        """SIGKILL the vector store server (what a crash or an impatient restart does)."""
+        assert self.server is not None
+        self.server.send_signal(signal.SIGKILL)
+        self.server.wait(timeout=30)
+        self.server = None
 
     def start_worker(self, consumer: str, *args: str, extra_env: Mapping[str, str] | None = None) -> None:
         with open(self.workdir / f"worker-{consumer}.log", "ab") as log:

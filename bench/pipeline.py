@@ -25,10 +25,10 @@ async def _docvec_run(data_dir: Path, documents: list[str], batch_size: int,
                       backend: str = "sentence-transformers",
                       onnx_cache_dir: Path | None = None) -> tuple[float, list[str], int]:
     import vectordb
-    from common import ingest
     from common.redisconn import EmbeddedRedis
     from common.runtime import open_core
     from common.settings import Settings
+    from lifecycle import documents as lifecycle
     from vectordb.chunkstore import ChunkStore
     from worker.consumer import Worker
 
@@ -41,11 +41,11 @@ async def _docvec_run(data_dir: Path, documents: list[str], batch_size: int,
             embedder.encode(["warm up the model"], 1)
             vectors = vectordb.connect(settings.vectordb_uri)
             try:
-                kb = await ingest.create_kb(core, "bench", tenant="default")
+                kb = await lifecycle.create_kb(core, "bench", tenant="default")
                 worker = Worker(core, vectors)
                 started = time.perf_counter()
                 for i, text in enumerate(documents):
-                    await ingest.submit_document(core, kb, f"doc{i}.md", text.encode())
+                    await lifecycle.submit_document(core, kb, f"doc{i}.md", text.encode())
                 async with asyncio.TaskGroup() as group:
                     group.create_task(worker.run())
                     try:

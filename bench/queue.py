@@ -4,7 +4,7 @@ All four run against ONE redis-server started for this benchmark (the bundled bi
 AOF on), one after the other, on the same number of tasks.
 
 - docvec: the real path with the pipeline stages replaced by one no-op stage. Enqueue = Document + Task
-  rows in the database (SQLite, WAL) then XADD (`common.ingest.enqueue`); consume = the real `Worker`
+  rows in the database (SQLite, WAL) then XADD (`lifecycle.documents.enqueue`); consume = the real `Worker`
   (consumer group read, DB claim with a new fencing version and attempts + 1, cancel check, a progress
   write to the DB and its event published, DB completion, then XACK+XDEL), with the worker's group
   commit: the DB writes of all concurrent tasks go in one transaction per round, events and acks in
@@ -185,16 +185,19 @@ class NoopStage:
 
 
 class NoopChunks:
-    """Stands in for the vector store's chunk set: there are no chunks to delete."""
+    """Stands in for the vector store's chunk set: there are no chunks, and it is always reachable."""
 
     async def delete_document(self, *args: Any, **kwargs: Any) -> int:
         return 0
 
+    async def ping(self) -> None:
+        return None
+
 
 async def _docvec(url: str, data_dir: Path, tasks: int) -> RunResult:
-    from common import ingest
     from common.runtime import open_core
     from common.settings import RedisSettings, Settings, WorkerSettings
+    from lifecycle import documents as lifecycle
     from worker.consumer import Worker
 
     settings = Settings(data_dir=str(data_dir), redis=RedisSettings(url=url, prefix="bench-docvec"),
@@ -209,7 +212,7 @@ async def _docvec(url: str, data_dir: Path, tasks: int) -> RunResult:
                 repo.create_document, kb, filename=f"t{i}.txt", size_bytes=0,
                 sha256=hashlib.sha256(b"").hexdigest(), blob_key=f"bench/{i}",
             )
-            await ingest.enqueue(core, task)
+            await lifecycle.enqueue(core, task)
         enqueue_s = time.perf_counter() - started
 
         timing = Timing(tasks)

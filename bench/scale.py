@@ -88,7 +88,7 @@ async def _settled(core: Any, kb_id: str) -> int:
 async def _warm_up(core: Any, warm_kb: Any, fleet: ProcessFleet, names: list[str]) -> None:
     """Until every worker has finished one document (its model is loaded), feed tiny documents (into a
     knowledge base of their own, so that the corpus's counts start at zero)."""
-    from common import ingest
+    from lifecycle import documents as lifecycle
 
     submitted = 0
 
@@ -102,7 +102,7 @@ async def _warm_up(core: Any, warm_kb: Any, fleet: ProcessFleet, names: list[str
         if not cold:
             return
         for i in range(len(cold)):
-            await ingest.submit_document(core, warm_kb, f"warmup-{round_no}-{i}.md",
+            await lifecycle.submit_document(core, warm_kb, f"warmup-{round_no}-{i}.md",
                                          b"# Warm up\n\nLoading the model before the clock starts.\n")
         submitted += len(cold)
 
@@ -116,7 +116,7 @@ async def _warm_up(core: Any, warm_kb: Any, fleet: ProcessFleet, names: list[str
 
 async def _run_phase(core: Any, fleet: ProcessFleet, workers: int, documents: list[str],
                      sample_rss: bool) -> dict[str, Any]:
-    from common import ingest
+    from lifecycle import documents as lifecycle
 
     kb, warm_kb = [
         await asyncio.to_thread(core.repo.create_kb, f"scale{workers}{suffix}", tenant="default", chunk_tokens=256,
@@ -132,7 +132,7 @@ async def _run_phase(core: Any, fleet: ProcessFleet, workers: int, documents: li
         if sampler is not None:
             sampler.sample("warm")
         task_ids = [
-            (await ingest.submit_document(core, kb, f"doc{i}.md", text.encode()))[1].id
+            (await lifecycle.submit_document(core, kb, f"doc{i}.md", text.encode()))[1].id
             for i, text in enumerate(documents)
         ]
         # RSS after the first document, then after every tenth of the corpus: a leak grows with the count.
