@@ -121,7 +121,8 @@ async def test_upload_without_files_is_rejected(client: httpx.AsyncClient) -> No
 async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json()["status"] == "ok"
     ready = await client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"redis": True, "db": True}
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"redis": True, "database": True, "object_store": True, "vector_store": True}
 
 
 @pytest.mark.parametrize(("sent", "stored"), [

@@ -23,9 +23,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from api.app import create_app
-from common import ingest
 from common.db import KbRecord, TaskRecord
 from common.runtime import Core, open_core
+from lifecycle import documents as ingest
 from tests.conftest import make_settings
 from tests.fakes import HashEmbedder
 from tests.worker.helpers import running_worker, wait_for_status
@@ -221,6 +221,8 @@ async def test_cancel_a_running_task_then_retry_it_from_the_table(site: Site, pa
         await expect(row.get_by_test_id("task-status")).to_have_text("cancelled")
         await expect(page.get_by_test_id("action-message")).to_contain_text("cancelled")
         await expect(inflight).to_be_hidden()  # the worker stopped working on it
+        # Its chunk set is garbage: counted until the janitor confirms it gone (after the settle window).
+        await expect(page.get_by_test_id("garbage-count")).to_have_text("1")
 
         site.embedder.delay_s = 0.0
         await row.get_by_test_id("retry-btn").click()

@@ -8,9 +8,9 @@ from typing import Any
 
 import httpx
 
-from common import ingest
 from common.fleet import finished_per_minute, fleet_snapshot, redis_time_s
 from common.runtime import Core
+from lifecycle import documents as ingest
 from tests.worker.helpers import running_worker, wait_for_status
 
 API = "/api/v1"
@@ -155,3 +155,27 @@ async def test_fleet_route_is_admin_only(admin_client: httpx.AsyncClient, client
     assert {w["code"] for w in body["warnings"]} == {"worker_late"}  # a late worker still counts as present
     assert (await client.get(f"{API}/fleet")).status_code == 403
     assert (await anon_client.get(f"{API}/fleet")).status_code == 401
+
+
+async def test_dependencies_live_workers_report_down_and_garbage_show_in_the_snapshot(
+        core: Core, admin_client: httpx.AsyncClient) -> None:
+    since = await redis_time_s(core.redis) - 42
+    down = {"vector_store": {"since": since, "error": "connection refused", "probes": 3}}
+    await _beat(core, "w-a", 0.1, {"dependencies_down": down})
+    await _beat(core, "w-b", 0.1, {"dependencies_down": {"vector_store": {"since": since + 5, "error": "timeout"}}})
+    await _beat(core, "w-dead", 30.0, {"dependencies_down": {"database": {"since": since, "error": "gone"}}})
+    kb = await ingest.create_kb(core, "docs", tenant="default")
+    _, task = await ingest.submit_document(core, kb, "d.md", TEXT.encode())
+    await ingest.cancel(core, task.id)  # its (empty) chunk set is garbage until the janitor confirms
+
+    snapshot = await fleet_snapshot(core)
+
+    outage = snapshot["dependencies"]["vector_store"]
+    assert outage["since"] == since and sorted(outage["workers"]) == ["w-a", "w-b"] and outage["down_for_s"] >= 42
+    assert "database" not in snapshot["dependencies"], "a dead worker's report is not evidence"
+    warning = next(w for w in snapshot["warnings"] if w["code"] == "dependency_down")
+    assert warning["level"] == "critical" and "vector store is unavailable" in warning["message"]
+    assert snapshot["garbage"]["count"] == 1 and snapshot["garbage"]["oldest_age_s"] >= 0
+    body = (await admin_client.get(f"{API}/fleet")).json()
+    assert body["dependencies"]["vector_store"]["workers"] == outage["workers"]
+    assert body["garbage"]["count"] == 1

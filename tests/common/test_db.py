@@ -698,3 +698,115 @@ def test_old_task_tables_gain_the_part_columns(tmp_path: Path) -> None:
         assert (task.part, task.parts, task.page_from, task.chunk_count) == (0, 1, None, 0)
     finally:
         repo.close()
+
+
+# ---------------------------------------------------------------------------------------------- garbage
+
+
+def _garbage(repo: Repository) -> list[tuple[str, str | None, int | None, str | None]]:
+    """(kind, document, parse version, blob) of every garbage row, sorted."""
+    rows = repo.due_garbage(1000, any_time=True)
+    return sorted((g.kind.value, g.document_id, g.parse_version, g.blob_key) for g in rows)
+
+
+def _run(repo: Repository, task_id: str) -> int:
+    claimed = repo.claim_task(task_id, "w")
+    assert claimed is not None
+    return claimed.version
+
+
+def test_a_completed_reparse_makes_the_replaced_version_garbage_in_the_same_transaction(repo: Repository) -> None:
+    kb = _kb(repo)
+    doc, task = _doc(repo, kb)
+    first = repo.complete_task(task.id, _run(repo, task.id), chunk_count=3, token_count=30, format="txt")
+    assert first is not None and first.replaced_version == 0
+    assert _garbage(repo) == []
+    second = repo.reparse_document(doc.id)
+    done = repo.complete_task(second.id, _run(repo, second.id), chunk_count=3, token_count=30, format="txt")
+    assert done is not None and done.document_done and done.replaced_version == 1
+    assert _garbage(repo) == [("chunks", doc.id, 1, None)]
+    (row,) = repo.due_garbage(10, any_time=True)
+    assert row.collection == kb.collection and "replaced by parse version 2" in row.reason
+    assert repo.live_versions([doc.id, "missing"]) == {doc.id: 2}
+
+
+def test_failed_and_cancelled_parses_are_garbage_once(repo: Repository) -> None:
+    kb = _kb(repo)
+    doc, task = _doc(repo, kb)
+    assert repo.fail_task(task.id, _run(repo, task.id), "corrupt")
+    assert _garbage(repo) == [("chunks", doc.id, 1, None)]
+    retried = repo.retry_task(task.id)
+    assert retried.parse_version == 2
+    repo.cancel_task(retried.id)
+    assert _garbage(repo) == [("chunks", doc.id, 1, None), ("chunks", doc.id, 2, None)]
+    assert repo.live_versions([doc.id]) == {}  # nothing of it is searchable
+
+
+def test_cancelled_parts_of_a_split_parse_are_one_garbage_row(repo: Repository) -> None:
+    kb = _kb(repo)
+    doc, task = _doc(repo, kb)
+    repo.split_task(task.id, _run(repo, task.id), [(1, 10), (11, 20), (21, 30)])
+    assert repo.fail_task(task.id, repo.get_task(task.id).version, "part 1 broke")
+    assert len(repo.cancel_parts(doc.id, 1, "part 1 failed")) == 2
+    assert _garbage(repo) == [("chunks", doc.id, 1, None)]
+
+
+def test_deleting_a_document_cancels_its_tasks_and_records_its_chunks_and_blob(repo: Repository) -> None:
+    kb = _kb(repo)
+    doc, task = _doc(repo, kb)
+    claimed_version = _run(repo, task.id)
+    assert repo.delete_document(doc.id) == [task.id]
+    assert _garbage(repo) == [("blob", None, None, doc.blob_key), ("chunks", doc.id, None, None)]
+    assert not repo.complete_task(task.id, claimed_version, chunk_count=1, token_count=1, format="txt")
+    with pytest.raises(NotFound):
+        repo.delete_document(doc.id)
+
+
+def test_deleting_a_kb_cancels_its_tasks_and_records_its_collection_and_every_blob(repo: Repository) -> None:
+    kb = _kb(repo)
+    created = [_doc(repo, kb, f"{i}.txt") for i in range(3)]
+    docs = [doc for doc, _ in created]
+    _run(repo, created[0][1].id)  # one running, two queued: all three are cancelled
+    assert sorted(repo.delete_kb(kb.id)) == sorted(task.id for _, task in created)
+    rows = repo.due_garbage(100, any_time=True)
+    assert [r.collection for r in rows if r.kind.value == "collection"] == [kb.collection]
+    assert sorted(r.blob_key for r in rows if r.kind.value == "blob") == sorted(d.blob_key for d in docs)
+    with pytest.raises(NotFound):
+        repo.get_kb_by_id(kb.id)
+
+
+def test_an_upload_is_garbage_until_its_rows_are_written(repo: Repository) -> None:
+    kb = _kb(repo)
+    repo.intend_blob(kb.id, "kb/x/committed", commit_within_s=60)
+    repo.intend_blob(kb.id, "kb/x/orphan", commit_within_s=60)
+    assert repo.due_garbage(10) == []  # not before its commit window ends
+    repo.create_document(kb, filename="a.txt", size_bytes=1, sha256="0" * 64, blob_key="kb/x/committed")
+    assert [g.blob_key for g in repo.due_garbage(10, now=time.time() + 61)] == ["kb/x/orphan"]
+
+
+def test_garbage_passes_are_recorded_and_confirmed_rows_dropped(repo: Repository) -> None:
+    kb = _kb(repo)
+    doc, task = _doc(repo, kb)
+    repo.cancel_task(task.id)
+    (row,) = repo.due_garbage(10)
+    assert repo.garbage_stats()[0] == 1
+    repo.garbage_tried(row.id, removed=4, error=None, retry_at=time.time() + 60)
+    assert repo.due_garbage(10) == []
+    (again,) = repo.due_garbage(10, now=time.time() + 61)
+    assert (again.attempts, again.removed) == (1, 4)
+    assert repo.due_garbage(10, document_id="other", any_time=True) == []
+    repo.drop_garbage(row.id)
+    assert repo.garbage_stats() == (0, None)
+
+
+def test_a_delivery_lost_with_redis_is_not_counted(repo: Repository) -> None:
+    kb = _kb(repo)
+    _, task = _doc(repo, kb)
+    claimed = repo.claim_task(task.id, "w")
+    assert claimed is not None and claimed.attempts == 1
+    assert not repo.refund_lost_delivery(task.id, claimed.version - 1), "a stale view refunds nothing"
+    assert repo.refund_lost_delivery(task.id, claimed.version)
+    refunded = repo.get_task(task.id)
+    assert refunded.attempts == 0 and "not counted" in refunded.progress_lines[-1]
+    again = repo.claim_task(task.id, "w2")
+    assert again is not None and again.attempts == 1

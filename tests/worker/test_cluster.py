@@ -23,10 +23,11 @@ import redis
 import redis.asyncio as aioredis
 
 import vectordb
-from common import ingest
 from common.redisconn import is_cluster, pubsub, redis_server_binary, server_info
 from common.runtime import open_core
 from common.settings import Settings
+from lifecycle import documents as ingest
+from lifecycle.garbage import GarbageCollector
 from tests.fakes import HashEmbedder
 from tests.worker.helpers import running_worker, wait_for_status
 from vectordb.chunkstore import ChunkStore
@@ -245,7 +246,8 @@ async def test_ingest_through_redis_cluster(redis_cluster: LocalCluster, tmp_pat
                         async with asyncio.timeout(30):
                             while await core.redis.zscore(keys.workers, worker.consumer) is None:
                                 await asyncio.sleep(0.05)
-                        assert await Janitor(core, worker.consumer).run_once() is True  # a full round on the cluster
+                        janitor = Janitor(core, worker.consumer, GarbageCollector(core, ChunkStore(vectors)))
+                        assert await janitor.run_once() is True  # a full round on the cluster
                         tasks = [await wait_for_status(core, task.id, timeout_s=60) for _, task in submitted]
                     await asyncio.sleep(0.3)  # let the last published events arrive
                 finally:
@@ -287,10 +289,13 @@ async def test_pubsub_helper_on_cluster(redis_cluster: LocalCluster, tmp_path: P
 
 async def test_janitor_lease_on_cluster(redis_cluster: LocalCluster, tmp_path: Path) -> None:
     settings = _settings(tmp_path, redis_cluster)
+    vectors = vectordb.connect(str(tmp_path / "vectors"))
     async with open_core(settings, embedder=HashEmbedder()) as core:
-        first, second = Janitor(core, "worker-a"), Janitor(core, "worker-b")
+        garbage = GarbageCollector(core, ChunkStore(vectors))
+        first, second = Janitor(core, "worker-a", garbage), Janitor(core, "worker-b", garbage)
         assert await first.run_once() is True
         assert await second.run_once() is False, "the lease (a Lua script on the cluster) is exclusive"
         await first.release()
         assert await second.run_once() is True
         await second.release()
+    await vectors.close()

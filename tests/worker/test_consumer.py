@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 import vectordb
-from common import ingest
 from common.errors import TransientError
 from common.runtime import Core
+from lifecycle import documents as ingest
 from tests.fakes import HashEmbedder
 from tests.worker.helpers import running_worker, wait_for_status
 from vectordb.chunkstore import ChunkStore

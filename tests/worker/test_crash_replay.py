@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 import vectordb
-from common import ingest
 from common.runtime import open_core
 from common.settings import Settings
+from lifecycle import documents as ingest
 from tests.fakes import HashEmbedder
 from vectordb.chunkstore import ChunkStore
 

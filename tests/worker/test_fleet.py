@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 import vectordb
-from common import ingest
 from common.db import KbRecord
 from common.runtime import Core, open_core
+from lifecycle import documents as ingest
 from tests.fakes import HashEmbedder
 from tests.worker.fleet import Fleet, all_terminal, wait_until
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from common import ingest
 from common.runtime import Core
 from common.settings import LimitsSettings
+from lifecycle import documents as ingest
 from tests.common.test_hostile import CASES
 from tests.worker.helpers import running_worker, wait_for_status
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from common import ingest
 from common.db import ProgressWrite
 from common.errors import Cancelled
 from common.runtime import Core
+from lifecycle import documents as ingest
 from worker.ledger import GroupCommit, TaskLedger, TaskSignals, WriteFailed, task_event
 from worker.progress import TaskProgress
 

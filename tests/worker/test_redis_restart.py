@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 import vectordb
-from common import ingest
 from common.redisconn import EmbeddedRedis
 from common.runtime import EmbedderLoader, open_core
+from lifecycle import documents as ingest
 from tests.conftest import make_settings
 from tests.worker.helpers import running_worker, wait_for_status
 from tests.worker.test_consumer import PROSE, _SlowCountingEmbedder

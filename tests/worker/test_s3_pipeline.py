@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from common import ingest
 from common.runtime import open_core
 from common.settings import Settings
+from lifecycle import documents as ingest
 from tests.common.test_storage_s3 import _raw_client, _s3_settings, s3_endpoint  # noqa: F401 - fixture
 from tests.conftest import make_settings
 from tests.fakes import HashEmbedder

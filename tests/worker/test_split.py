@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from common import ingest
 from common.runtime import open_core
 from common.settings import Settings
+from lifecycle import documents as ingest
 from tests.common.docgen import make_pdf
 from tests.conftest import make_settings
 from tests.fakes import HashEmbedder
