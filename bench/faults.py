@@ -16,7 +16,8 @@ database: `lost` (not final), `duplicate_chunks` / `missing_chunks` (of live ver
 (chunks of an old version, a failed or cancelled task or a deleted document that docvec's search
 returns), `failed_by_infra` (good documents that failed), `garbage_left` (chunks in the store that are
 not live, blobs no document owns). A few deliberately corrupt documents must fail (and do not count as
-`failed_by_infra`). `<fault>_recovery_s`: from the fault's end to the next finished task.
+`failed_by_infra`). `<fault>_recovery_s`: from the fault's end until every task it hit mid-stage is final
+(the worst of its injections).
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class Run:
     reparsed: set[str] = field(default_factory=set)
     probes: list[tuple[str, list[float]]] = field(default_factory=list)  # (document, a chunk vector)
     stale_seen: int = 0
+    stale_in_store: int = 0  # chunks not live that the store held when search was checked
     faults: dict[str, FaultRecord] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
 
@@ -107,6 +109,8 @@ class Matrix:
         self.rng = random.Random(args.seed)
         self.run = Run()
         self.names = _names()
+        self._doc_rng = random.Random(args.seed + 1)
+        self._next_doc = 0
 
     # ---------------------------------------------------------------- environment
 
@@ -175,7 +179,9 @@ class Matrix:
             self.chunks = ChunkStore(self.client)
             try:
                 self.kb = await lifecycle.create_kb(core, "faults", tenant="default", chunks=self.chunks)
-                await self._submit()
+                # Half now, the rest a slice after every fault: there is always work mid-stage to hit.
+                await self._submit(self.args.documents // 2)
+                emit(BENCH, "submitted", len(self.run.task_of), "documents", of=self.args.documents)
                 for _ in range(WORKERS):
                     self.fleet.start_worker(next(self.names))
                 started = time.monotonic()
@@ -189,25 +195,30 @@ class Matrix:
 
     # ---------------------------------------------------------------- documents
 
-    async def _submit(self) -> None:
+    async def _submit(self, count: int) -> None:
+        """Submit the next `count` documents (varied sizes; one in fifty corrupt)."""
         from lifecycle import documents as lifecycle
 
-        doc_rng = random.Random(self.args.seed + 1)
-        for i in range(self.args.documents):
+        for _ in range(count):
+            i = self._next_doc
+            if i >= self.args.documents:
+                return
+            self._next_doc += 1
             if i % 50 == 7:  # a few that no retry can save: they must fail, and fast
-                document, task = await lifecycle.submit_document(self.core, self.kb, f"broken{i}.txt", CORRUPT)
+                document, task = await _retrying(
+                    lambda i=i: lifecycle.submit_document(self.core, self.kb, f"broken{i}.txt", CORRUPT))
                 self.run.corrupt.add(document.id)
             else:
-                size = doc_rng.choice([1, 1, 2, 2, 3, 4, 6, 10])
-                text = prose_document(doc_rng, sections=size, paragraphs=2, sentences=5)
-                document, task = await lifecycle.submit_document(self.core, self.kb, f"doc{i}.md", text.encode())
+                size = self._doc_rng.choice([1, 1, 2, 2, 3, 4, 6, 10])
+                text = prose_document(self._doc_rng, sections=size, paragraphs=2, sentences=5)
+                document, task = await _retrying(
+                    lambda i=i, text=text: lifecycle.submit_document(self.core, self.kb, f"doc{i}.md", text.encode()))
             self.run.task_of[document.id] = task.id
-        emit(BENCH, "submitted", len(self.run.task_of), "documents", corrupt=len(self.run.corrupt))
 
-    async def _mid_stage(self) -> int:
+    async def _mid_stage(self) -> list[str]:
         """Tasks running the embed or index stage right now (as the database last heard)."""
         running = await asyncio.to_thread(self.core.repo.list_tasks, status="running", limit=1000)
-        return sum(1 for t in running if t.stage in MID_STAGES)
+        return [t.id for t in running if t.stage in MID_STAGES]
 
     async def _finished(self) -> int:
         counts = await _retrying(lambda: asyncio.to_thread(self.core.repo.task_counts))
@@ -216,13 +227,14 @@ class Matrix:
     # ---------------------------------------------------------------- faults
 
     async def _faults(self) -> None:
+        slice_size = -(-(self.args.documents - self.args.documents // 2) // 10)  # ten slices, rounded up
         plan: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("worker_kill", self._kill_worker),
             ("vectordb_restart", self._restart_vectordb),
             ("redis_restart", lambda: self._restart_redis(empty=False)),
-            ("mutations", self._reparse_and_delete),
             ("postgres_restart", self._restart_postgres),
             ("worker_kill", self._kill_worker),
+            ("mutations", self._reparse_and_delete),
             ("s3_outage", self._s3_outage),
             ("vectordb_disk_full", self._disk_full),
             ("vectordb_restart", self._restart_vectordb),
@@ -230,6 +242,7 @@ class Matrix:
             ("worker_kill", self._kill_worker),
         ]
         first = True
+        watchers: list[asyncio.Task[None]] = []  # each fault's recovery, measured while the next ones run
         for name, inject in plan:
             if name in self.run.skipped:
                 continue
@@ -240,40 +253,40 @@ class Matrix:
             # The first wait also covers the workers loading the model.
             mid = await self._wait_mid_stage(self.args.wait_mid_stage_s + (60.0 if first else 0.0))
             first = False
-            before = await self._finished()
             t0 = time.monotonic()
             await inject()
             healed = time.monotonic()
             record.injected += 1
-            record.counted += int(mid > 0)
-            recovery = await self._recovery(before, healed)
-            if recovery is not None:
-                record.recovery_s.append(round(recovery, 2))
+            record.counted += int(bool(mid))
+            watchers.append(asyncio.create_task(self._recovery(name, record, mid, healed)))
             emit(BENCH, "fault", name, "event", at=time.strftime("%H:%M:%S", time.gmtime(time.time() - (healed - t0))),
-                 mid_stage_tasks=mid, fault_s=round(healed - t0, 1),
-                 recovery_s=None if recovery is None else round(recovery, 2), finished=await self._finished())
+                 mid_stage_tasks=len(mid), fault_s=round(healed - t0, 1), finished=await self._finished())
             self._check_workers()
+            await self._submit(slice_size)
+            await asyncio.sleep(self.args.gap_s)  # spread the faults over the run
+        await self._submit(self.args.documents)  # whatever is left
+        emit(BENCH, "submitted", len(self.run.task_of), "documents", corrupt=len(self.run.corrupt))
+        await asyncio.gather(*watchers)
 
-    async def _wait_mid_stage(self, timeout_s: float) -> int:
+    async def _wait_mid_stage(self, timeout_s: float) -> list[str]:
         deadline = time.monotonic() + timeout_s
         while True:
             mid = await _retrying(self._mid_stage)
             if mid or time.monotonic() > deadline:
-                return int(mid)
+                return list(mid)
             await asyncio.sleep(0.1)
 
-    async def _recovery(self, finished_before: int, healed: float, timeout_s: float = 90.0) -> float | None:
-        """Seconds from the fault's end until another task finished (None: none within the bound, or
-        nothing left to finish)."""
-        total = len(self.run.task_of) + len(self.run.reparsed)
-        while time.monotonic() - healed < timeout_s:
-            finished = await self._finished()
-            if finished > finished_before:
-                return time.monotonic() - healed
-            if finished >= total:
-                return None
-            await asyncio.sleep(0.2)
-        return None
+    async def _recovery(self, name: str, record: FaultRecord, hit: list[str], healed: float,
+                        timeout_s: float = 180.0) -> None:
+        """Record the seconds from the fault's end until every task it hit mid-stage is final (not
+        recorded when it hit none, or not within the bound)."""
+        while hit and time.monotonic() - healed < timeout_s:
+            tasks = await _retrying(lambda: asyncio.to_thread(self.core.repo.get_tasks, hit))
+            if all(t.is_terminal for t in tasks.values()):  # a deleted document's task is gone: final too
+                record.recovery_s.append(round(time.monotonic() - healed, 2))
+                emit(BENCH, "recovered", name, "fault", recovery_s=record.recovery_s[-1], tasks=len(hit))
+                return
+            await asyncio.sleep(0.25)
 
     def _check_workers(self) -> None:
         for name, code in self.fleet.dead_workers().items():
@@ -332,26 +345,45 @@ class Matrix:
         from common.errors import Conflict, NotFound
         from lifecycle import documents as lifecycle
 
-        candidates = [d for d in self.run.task_of if d not in self.run.corrupt]
-        self.rng.shuffle(candidates)
-        n_reparse = max(1, len(self.run.task_of) // 10)
-        n_delete = max(1, len(self.run.task_of) // 20)
-        for document_id in candidates[:n_reparse]:
-            try:
-                task = await lifecycle.reparse(self.core, document_id)
-            except Conflict:  # still being parsed: reparse it once that is done
-                continue
-            self.run.task_of[document_id] = task.id
-            self.run.reparsed.add(document_id)
-        for document_id in candidates[n_reparse : n_reparse + n_delete]:
+        n_reparse = max(1, self.args.documents // 10)
+        n_delete = max(1, self.args.documents // 20)
+        deadline = time.monotonic() + 60
+        while len(self.run.reparsed) < n_reparse and time.monotonic() < deadline:
+            # A document can be reparsed once its parse is done (a new version, the old one live meanwhile).
+            tasks = await asyncio.to_thread(self.core.repo.get_tasks, list(self.run.task_of.values()))
+            done = [d for d, t in self.run.task_of.items() if d not in self.run.reparsed
+                    and tasks.get(t) is not None and tasks[t].status == "done"]
+            for document_id in self.rng.sample(done, min(len(done), n_reparse - len(self.run.reparsed))):
+                await self._probe_vectors(document_id)
+                try:
+                    task = await lifecycle.reparse(self.core, document_id)
+                except Conflict:
+                    continue
+                self.run.task_of[document_id] = task.id
+                self.run.reparsed.add(document_id)
+            await asyncio.sleep(0.5)
+        # Deleted: most of them done (their chunks are in the store when search is checked), the others
+        # still queued or running (their tasks are cancelled).
+        tasks = await asyncio.to_thread(self.core.repo.get_tasks, list(self.run.task_of.values()))
+        candidates = [d for d in self.run.task_of if d not in self.run.corrupt and d not in self.run.reparsed]
+        done = [d for d in candidates if tasks.get(self.run.task_of[d]) and tasks[self.run.task_of[d]].status == "done"]
+        active = [d for d in candidates if d not in done]
+        chosen = self.rng.sample(done, min(len(done), n_delete - n_delete // 3))
+        chosen += self.rng.sample(active, min(len(active), n_delete - len(chosen)))
+        for document_id in chosen:
             await self._probe_vectors(document_id)
             try:
                 await lifecycle.delete_document(self.core, document_id)
             except NotFound:
                 continue
             self.run.deleted.add(document_id)
-        self.run.stale_seen += await self._stale_hits()  # before the garbage is gone
-        emit(BENCH, "mutations", {"reparsed": len(self.run.reparsed), "deleted": len(self.run.deleted)}, "documents")
+        # While the replaced and deleted chunks are still in the store, search must not return them.
+        stored = await self.chunks.document_versions(self.kb.collection)
+        live = await asyncio.to_thread(self.core.repo.live_versions, list(stored))
+        self.run.stale_in_store = sum(n for d, vs in stored.items() for v, n in vs.items() if live.get(d) != v)
+        self.run.stale_seen += await self._stale_hits()
+        emit(BENCH, "mutations", {"reparsed": len(self.run.reparsed), "deleted": len(self.run.deleted),
+                                  "not_live_chunks_in_store": self.run.stale_in_store}, "documents")
 
     async def _probe_vectors(self, document_id: str) -> None:
         rows = await self.client.query(self.kb.collection, filter=f'document_id == "{document_id}"',
@@ -443,6 +475,7 @@ class Matrix:
             "failed_by_infra": failed_by_infra, "garbage_left": stale_chunks + orphan_blobs,
             "garbage_rows_left": garbage_rows, "corrupt_documents": len(self.run.corrupt),
             "reparsed": len(self.run.reparsed), "deleted": len(self.run.deleted),
+            "not_live_chunks_searched_past": self.run.stale_in_store,
             "max_attempts_used": max(attempts, default=0),
         }
         for name, record in self.run.faults.items():
@@ -474,8 +507,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--documents", type=int, default=None)
     args = parser.parse_args()
-    documents, args.outage_s, args.wait_mid_stage_s, args.drain_s, args.garbage_s = (
-        (60, 6.0, 10.0, 60.0, 20.0) if args.quick else (240, 10.0, 30.0, 600.0, 60.0)
+    documents, args.outage_s, args.wait_mid_stage_s, args.gap_s, args.drain_s, args.garbage_s = (
+        (60, 4.0, 10.0, 0.0, 60.0, 20.0) if args.quick else (240, 10.0, 30.0, 4.0, 600.0, 60.0)
     )
     args.documents = args.documents or documents
     emit(BENCH, "machine", machine_state(), "info")
