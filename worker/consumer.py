@@ -3,7 +3,7 @@
 Every loop, in this order: (1) this consumer's own pending entries (replay after a restart, and
 retries whose backoff has passed); (2) new entries, never more than free task slots. In-flight
 entries are renewed (XCLAIM JUSTID) well within `worker.claim_idle_s`, and a heartbeat announces
-the worker in `docvec:workers`. While a dependency is down (`worker.dependencies`) the loop takes no
+the worker in `docvec:workers`. While a dependency is down (`common.dependencies`) the loop takes no
 work at all; the tasks in flight wait for it, and a probe loop notices when it is back.
 """
 
@@ -86,13 +86,14 @@ class Worker:
         probes = dependency_probes(core, chunks.ping, embedding=settings.embedding.backend == "openai")
         self.dependencies = DependencyBoard(probes,
                                             probe_interval_s=settings.worker.dependency_probe_s)
-        self._executor = TaskExecutor(core, chunks, self.consumer, board=self.dependencies, metrics=self.metrics,
-                                      stages=stages)
+        garbage = GarbageCollector(core, chunks)
+        self._executor = TaskExecutor(core, chunks, self.consumer, board=self.dependencies, garbage=garbage,
+                                      metrics=self.metrics, stages=stages)
         self._inflight: dict[str, _InFlight] = {}
         self._retry_at: dict[str, float] = {}
         self._replay_on_start = True
         self._reclaimer = Reclaimer(core, self.consumer)
-        self._janitor = Janitor(core, self.consumer, GarbageCollector(core, chunks))
+        self._janitor = Janitor(core, self.consumer, garbage)
         self._next_reclaim = 0.0
         self._redis_run_id: str | None = None
         self._stopping = asyncio.Event()

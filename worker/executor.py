@@ -72,12 +72,12 @@ class TaskExecutor:
     """Owns the stages of one worker process and applies the task lifecycle rules (SPEC section 4)."""
 
     def __init__(self, core: Core, chunks: ChunkStore, consumer: str, *, board: DependencyBoard,
-                 metrics: WorkerMetrics | None = None, stages: Sequence[Stage] | None = None) -> None:
+                 garbage: GarbageCollector, metrics: WorkerMetrics | None = None,
+                 stages: Sequence[Stage] | None = None) -> None:
         self._core = core
-        self._chunks = chunks
         self._consumer = consumer
         self._board = board
-        self._garbage = GarbageCollector(core, chunks)
+        self._garbage = garbage
         self.metrics = metrics or WorkerMetrics()
         settings = core.settings
         limits = StageLimits.from_settings(settings)
