@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
 
 from common.db import Repository, TaskStatus
 from common.keys import Keys
+from common.redisconn import RedisClient
 from common.runtime import Core
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ async def fleet_snapshot(core: Core, *, now: float | None = None) -> dict[str, A
     return snapshot
 
 
-async def redis_time_s(redis: Redis) -> float:
+async def redis_time_s(redis: RedisClient) -> float:
     """Redis server time in unix seconds."""
     seconds, micros = await redis.time()
     return float(seconds) + float(micros) / 1_000_000
@@ -113,7 +113,7 @@ async def redis_time_s(redis: Redis) -> float:
 # --------------------------------------------------------------------------------------------- workers
 
 
-async def _workers(redis: Redis, keys: Keys, liveness: Liveness, now: float) -> list[dict[str, Any]]:
+async def _workers(redis: RedisClient, keys: Keys, liveness: Liveness, now: float) -> list[dict[str, Any]]:
     """Every registered worker, most recent heartbeat first."""
     beats = cast(list[tuple[str, float]], await redis.zrange(keys.workers, 0, -1, desc=True, withscores=True))
     if not beats:
@@ -212,7 +212,7 @@ def _float_or_none(value: Any) -> float | None:
 # --------------------------------------------------------------------------------------------- streams
 
 
-async def _stream(redis: Redis, keys: Keys, name: str, priority: str, now: float) -> dict[str, Any]:
+async def _stream(redis: RedisClient, keys: Keys, name: str, priority: str, now: float) -> dict[str, Any]:
     """Length, pending, lag and ages of one task stream for the worker group.
 
     `lag` (entries never delivered to the group) comes from XINFO GROUPS on Redis >= 7; on older
@@ -242,7 +242,7 @@ async def _stream(redis: Redis, keys: Keys, name: str, priority: str, now: float
     }
 
 
-async def _group_info(redis: Redis, stream: str, group: str) -> dict[str, Any] | None:
+async def _group_info(redis: RedisClient, stream: str, group: str) -> dict[str, Any] | None:
     try:
         groups = await redis.xinfo_groups(stream)
     except redis_errors.ResponseError as exc:

@@ -184,7 +184,7 @@ class TaskQueue:
 
     async def renew(self, consumer: str, messages: list[QueueMessage]) -> None:
         """Reset the idle time of in-flight entries so idle-based reclaim never steals them."""
-        by_stream: dict[str, list[str]] = {}
+        by_stream: dict[str, list[Any]] = {}
         for message in messages:
             by_stream.setdefault(message.stream, []).append(message.entry_id)
         for stream, ids in by_stream.items():
@@ -237,7 +237,7 @@ class TaskQueue:
             pending = await self._redis.xpending_range(
                 stream, self._keys.group, "-", "+", count - len(claimed), consumername=dead_consumer
             )
-            ids = [p["message_id"] for p in pending]
+            ids: list[Any] = [p["message_id"] for p in pending]
             if ids:
                 reply = await self._redis.xclaim(stream, self._keys.group, consumer, min_idle_ms, ids)
                 claimed.extend(_entries(stream, reply))

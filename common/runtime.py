@@ -12,15 +12,13 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from redis.asyncio import Redis
-
 from common.db import Repository, open_database
 from common.dependencies import Dependency, Probe
 from common.embedding.base import Embedder
 from common.embedding.factory import build_embedder
 from common.keys import Keys
 from common.queue import TaskQueue
-from common.redisconn import redis_for
+from common.redisconn import RedisClient, redis_for
 from common.settings import EmbeddingSettings, Settings
 from common.storage.base import ObjectStore
 from common.storage.factory import build_object_store
@@ -52,7 +50,7 @@ class Core:
 
     settings: Settings
     keys: Keys
-    redis: Redis
+    redis: RedisClient
     redis_url: str
     queue: TaskQueue
     repo: Repository

@@ -39,7 +39,7 @@ def chunk_id(document_id: str, parse_version: int, ordinal: int, text: str) -> s
 
 def chunk_schema(dim: int) -> CollectionSchema:
     return CollectionSchema(
-        fields=[
+        fields=(
             FieldSchema("id", DataType.VARCHAR, is_primary=True, max_length=64),
             FieldSchema("vector", DataType.FLOAT_VECTOR, dim=dim),
             FieldSchema("document_id", DataType.VARCHAR, max_length=64),
@@ -52,7 +52,7 @@ def chunk_schema(dim: int) -> CollectionSchema:
             FieldSchema("start_char", DataType.INT64),
             FieldSchema("end_char", DataType.INT64),
             FieldSchema("token_count", DataType.INT64),
-        ],
+        ),
         description="docvec chunks",
     )
 

@@ -114,7 +114,8 @@ class _Renderer:
                 self._leave(node)
             elif self._enter(node):
                 stack.append((node, True))
-                stack.extend((child, False) for child in reversed(node.contents))
+                children = reversed(node.contents)  # every element is a Tag or a NavigableString (Comment...)
+                stack.extend((child, False) for child in children if isinstance(child, Tag | NavigableString))
         self._flush()
 
     def document(self, format_name: str, title: str) -> ParsedDocument:
