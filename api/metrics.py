@@ -143,7 +143,7 @@ async def read_fleet(core: Core) -> FleetReading:
     except REDIS_ERRORS as exc:
         log.warning("metrics: Redis unavailable, fleet series left out: %r", exc)
     try:
-        counts = await asyncio.to_thread(core.repo.task_counts)
+        counts = await asyncio.to_thread(core.repo.tasks.counts)
     except peewee.PeeweeException as exc:
         log.warning("metrics: database unavailable, task counts left out: %r", exc)
     return FleetReading(workers=workers, streams=streams, dead_letter_length=dead, task_counts=counts, now_s=now_s)

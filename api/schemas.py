@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from common.apikeys import TENANT_RE
+from common.db import KB_NAME_RE, DocumentRecord, KbRecord, TaskRecord
 
 
 class ErrorDetail(BaseModel):
@@ -22,63 +26,43 @@ class ErrorResponse(BaseModel):
 
 
 class KbCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+    name: str = Field(min_length=1, max_length=64, pattern=f"^{KB_NAME_RE.pattern}$")
     chunk_tokens: int | None = Field(default=None, ge=16, le=8192)
     overlap_tokens: int | None = Field(default=None, ge=0, le=4096)
 
 
-class KbOut(BaseModel):
-    id: str
-    name: str
-    tenant: str
-    collection: str
-    chunk_tokens: int
-    overlap_tokens: int
-    embedding_model: str
-    dim: int
-    created_at: datetime
+def _out(record: type[Any], name: str, *, hide: frozenset[str] = frozenset(),
+         descriptions: Mapping[str, str] | None = None) -> type[BaseModel]:
+    """A response model with a record's fields (less `hide`): the record declares them once."""
+    hints = typing.get_type_hints(record)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(record):
+        if f.name in hide:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else ...
+        fields[f.name] = (hints[f.name], Field(default, description=(descriptions or {}).get(f.name)))
+    return create_model(name, **fields)
 
 
-class DocumentOut(BaseModel):
-    id: str
-    kb_id: str
-    filename: str
-    format: str | None
-    size_bytes: int
-    sha256: str
-    status: str
-    chunk_count: int
-    token_count: int
-    parse_version: int
-    created_at: datetime
-    updated_at: datetime
+if TYPE_CHECKING:  # built at run time from the records; to a type checker, response models
 
+    class KbOut(BaseModel): ...
 
-class TaskOut(BaseModel):
-    id: str
-    document_id: str
-    kb_id: str
-    status: str
-    priority: str
-    parse_version: int
-    version: int
-    progress: float
-    progress_msg: str
-    stage: str | None
-    stage_timings: dict[str, float]
-    attempts: int
-    error: str | None
-    worker: str | None
-    stream_id: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    part: int = Field(0, description="page-range part of a split PDF (0-based); 0 for a whole-document task")
-    parts: int = Field(1, description="how many page-range tasks share this parse of the document")
-    page_from: int | None = Field(None, description="first page this part reads (1-based), if split")
-    page_to: int | None = Field(None, description="last page this part reads (inclusive), if split")
-    chunk_count: int = Field(0, description="chunks this task wrote (set when it is done)")
-    token_count: int = Field(0, description="tokens in those chunks")
+    class DocumentOut(BaseModel): ...
+
+    class TaskOut(BaseModel): ...
+
+else:
+    KbOut = _out(KbRecord, "KbOut")
+    DocumentOut = _out(DocumentRecord, "DocumentOut", hide=frozenset({"tenant", "blob_key", "next_parse_version"}))
+    TaskOut = _out(TaskRecord, "TaskOut", hide=frozenset({"tenant", "updated_at"}), descriptions={
+        "part": "page-range part of a split PDF (0-based); 0 for a whole-document task",
+        "parts": "how many page-range tasks share this parse of the document",
+        "page_from": "first page this part reads (1-based), if split",
+        "page_to": "last page this part reads (inclusive), if split",
+        "chunk_count": "chunks this task wrote (set when it is done)",
+        "token_count": "tokens in those chunks",
+    })
 
 
 class Submitted(BaseModel):

@@ -62,7 +62,7 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
         settings = Settings(data_dir=str(fleet.data_dir), redis={"url": redis_url, "prefix": prefix},
                             vectordb={"uri": fleet.vectordb_url})
         async with open_core(settings) as core:  # this process never embeds: no model is loaded
-            kb = await asyncio.to_thread(core.repo.create_kb, "chaos", tenant="default", chunk_tokens=256,
+            kb = await asyncio.to_thread(core.repo.kbs.create, "chaos", tenant="default", chunk_tokens=256,
                                          overlap_tokens=32, embedding_model="all-MiniLM-L6-v2", dim=384)
             doc_rng = random.Random(args.seed + 1)
             task_ids = []
@@ -79,7 +79,7 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
             next_kill = started + args.kill_every_s
             restart_at = started + args.kill_every_s * 1.5
             while time.monotonic() < deadline:
-                counts = await asyncio.to_thread(core.repo.task_counts)
+                counts = await asyncio.to_thread(core.repo.tasks.counts)
                 finished = counts["done"] + counts["failed"] + counts["cancelled"]
                 if finished >= len(task_ids):
                     break
@@ -125,7 +125,7 @@ async def _audit(core: Core, client: Any, collection: str, task_ids: list[str], 
     repo = core.repo
     done = failed = lost = duplicate = missing = 0
     for task_id in task_ids:
-        task = await asyncio.to_thread(repo.get_task, task_id)
+        task = await asyncio.to_thread(repo.tasks.get, task_id)
         if task.status == "failed":
             failed += 1
             continue
@@ -133,7 +133,7 @@ async def _audit(core: Core, client: Any, collection: str, task_ids: list[str], 
             lost += 1
             continue
         done += 1
-        doc = await asyncio.to_thread(repo.get_document, task.document_id)
+        doc = await asyncio.to_thread(repo.documents.get, task.document_id)
         rows = await client.query(collection, filter=f'document_id == "{doc.id}"',
                                   output_fields=["ordinal", "parse_version"])
         ordinals = [int(r["ordinal"]) for r in rows if int(r["parse_version"]) == doc.parse_version]

@@ -217,11 +217,11 @@ class Matrix:
 
     async def _mid_stage(self) -> list[str]:
         """Tasks running the embed or index stage right now (as the database last heard)."""
-        running = await asyncio.to_thread(self.core.repo.list_tasks, status="running", limit=1000)
+        running = await asyncio.to_thread(self.core.repo.tasks.query, status="running", limit=1000)
         return [t.id for t in running if t.stage in MID_STAGES]
 
     async def _finished(self) -> int:
-        counts = await _retrying(lambda: asyncio.to_thread(self.core.repo.task_counts))
+        counts = await _retrying(lambda: asyncio.to_thread(self.core.repo.tasks.counts))
         return int(counts["done"] + counts["failed"] + counts["cancelled"])
 
     # ---------------------------------------------------------------- faults
@@ -281,7 +281,7 @@ class Matrix:
         """Record the seconds from the fault's end until every task it hit mid-stage is final (not
         recorded when it hit none, or not within the bound)."""
         while hit and time.monotonic() - healed < timeout_s:
-            tasks = await _retrying(lambda: asyncio.to_thread(self.core.repo.get_tasks, hit))
+            tasks = await _retrying(lambda: asyncio.to_thread(self.core.repo.tasks.get_many, hit))
             if all(t.is_terminal for t in tasks.values()):  # a deleted document's task is gone: final too
                 record.recovery_s.append(round(time.monotonic() - healed, 2))
                 emit(BENCH, "recovered", name, "fault", recovery_s=record.recovery_s[-1], tasks=len(hit))
@@ -293,7 +293,7 @@ class Matrix:
             raise RuntimeError(f"worker {name} died on its own ({code}):\n" + self.fleet.tail(f"worker-{name}.log"))
 
     async def _kill_worker(self) -> None:
-        running = await asyncio.to_thread(self.core.repo.list_tasks, status="running", limit=1000)
+        running = await asyncio.to_thread(self.core.repo.tasks.query, status="running", limit=1000)
         busy = sorted({t.worker for t in running if t.stage in MID_STAGES and t.worker in self.fleet.workers})
         victim = self.rng.choice(busy or sorted(self.fleet.workers))
         self.fleet.kill(victim)
@@ -350,7 +350,7 @@ class Matrix:
         deadline = time.monotonic() + 60
         while len(self.run.reparsed) < n_reparse and time.monotonic() < deadline:
             # A document can be reparsed once its parse is done (a new version, the old one live meanwhile).
-            tasks = await asyncio.to_thread(self.core.repo.get_tasks, list(self.run.task_of.values()))
+            tasks = await asyncio.to_thread(self.core.repo.tasks.get_many, list(self.run.task_of.values()))
             done = [d for d, t in self.run.task_of.items() if d not in self.run.reparsed
                     and tasks.get(t) is not None and tasks[t].status == "done"]
             for document_id in self.rng.sample(done, min(len(done), n_reparse - len(self.run.reparsed))):
@@ -364,7 +364,7 @@ class Matrix:
             await asyncio.sleep(0.5)
         # Deleted: most of them done (their chunks are in the store when search is checked), the others
         # still queued or running (their tasks are cancelled).
-        tasks = await asyncio.to_thread(self.core.repo.get_tasks, list(self.run.task_of.values()))
+        tasks = await asyncio.to_thread(self.core.repo.tasks.get_many, list(self.run.task_of.values()))
         candidates = [d for d in self.run.task_of if d not in self.run.corrupt and d not in self.run.reparsed]
         done = [d for d in candidates if tasks.get(self.run.task_of[d]) and tasks[self.run.task_of[d]].status == "done"]
         active = [d for d in candidates if d not in done]
@@ -379,7 +379,7 @@ class Matrix:
             self.run.deleted.add(document_id)
         # While the replaced and deleted chunks are still in the store, search must not return them.
         stored = await self.chunks.document_versions(self.kb.collection)
-        live = await asyncio.to_thread(self.core.repo.live_versions, list(stored))
+        live = await asyncio.to_thread(self.core.repo.documents.live_versions, list(stored))
         self.run.stale_in_store = sum(n for d, vs in stored.items() for v, n in vs.items() if live.get(d) != v)
         self.run.stale_seen += await self._stale_hits()
         emit(BENCH, "mutations", {"reparsed": len(self.run.reparsed), "deleted": len(self.run.deleted),
@@ -402,7 +402,7 @@ class Matrix:
         stale = 0
         for _, vector in self.run.probes:
             hits = await _retrying(lambda v=vector: search(v))  # type: ignore[misc]
-            live = await asyncio.to_thread(self.core.repo.live_versions, [h.document_id for h in hits])
+            live = await asyncio.to_thread(self.core.repo.documents.live_versions, [h.document_id for h in hits])
             stale += sum(1 for h in hits if live.get(h.document_id) != h.parse_version)
         return stale
 
@@ -412,7 +412,7 @@ class Matrix:
         deadline = time.monotonic() + self.args.drain_s
         while time.monotonic() < deadline:
             ids = list(self.run.task_of.values())
-            tasks = await _retrying(lambda: asyncio.to_thread(self.core.repo.get_tasks, ids))  # noqa: B023
+            tasks = await _retrying(lambda: asyncio.to_thread(self.core.repo.tasks.get_many, ids))  # noqa: B023
             live = [t for d, t in self.run.task_of.items() if d not in self.run.deleted]
             if all(tasks.get(t) is not None and tasks[t].is_terminal for t in live):
                 return True
@@ -423,14 +423,14 @@ class Matrix:
     async def _settle_garbage(self) -> None:
         deadline = time.monotonic() + self.args.garbage_s
         while time.monotonic() < deadline:
-            count, _ = await asyncio.to_thread(self.core.repo.garbage_stats)
+            count, _ = await asyncio.to_thread(self.core.repo.garbage.stats)
             if count == 0:
                 return
             await asyncio.sleep(0.5)
 
     async def _audit(self) -> dict[str, Any]:
         repo = self.core.repo
-        tasks = await asyncio.to_thread(repo.get_tasks, list(self.run.task_of.values()))
+        tasks = await asyncio.to_thread(repo.tasks.get_many, list(self.run.task_of.values()))
         stored = await self.chunks.document_versions(self.kb.collection)
         done = failed = lost = duplicate = missing = failed_by_infra = 0
         attempts: list[int] = []
@@ -450,7 +450,7 @@ class Matrix:
                 lost += 1
                 continue
             done += 1
-            doc = await asyncio.to_thread(repo.get_document, document_id)
+            doc = await asyncio.to_thread(repo.documents.get, document_id)
             rows = await self.client.query(self.kb.collection, filter=f'document_id == "{document_id}"',
                                            output_fields=["ordinal", "parse_version"])
             ordinals = [int(r["ordinal"]) for r in rows if int(r["parse_version"]) == doc.parse_version]
@@ -464,10 +464,10 @@ class Matrix:
             if task.attempts > 2:  # why a task needed several deliveries: its own log says
                 emit(BENCH, "many_attempts", task.id, "task", attempts=task.attempts, status=task.status,
                      log=[line for line in task.progress_lines if "attempt" in line or "retry" in line])
-        live = await asyncio.to_thread(repo.live_versions, list(stored))
+        live = await asyncio.to_thread(repo.documents.live_versions, list(stored))
         stale_chunks = sum(n for d, versions in stored.items() for v, n in versions.items() if live.get(d) != v)
         orphan_blobs = await self._orphan_blobs()
-        garbage_rows, _ = await asyncio.to_thread(repo.garbage_stats)
+        garbage_rows, _ = await asyncio.to_thread(repo.garbage.stats)
         stale_visible = self.run.stale_seen + await self._stale_hits()
         result: dict[str, Any] = {
             "documents": len(self.run.task_of), "done": done, "failed": failed, "lost": lost,
@@ -497,7 +497,7 @@ class Matrix:
                           aws_secret_access_key="testing")
         keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
                 for o in page.get("Contents", [])]
-        owned = {d.blob_key for d in await asyncio.to_thread(self.core.repo.list_documents, self.kb.id, limit=100_000)}
+        owned = {d.blob_key for d in await asyncio.to_thread(self.core.repo.documents.of_kb, self.kb.id, limit=100_000)}
         return sum(1 for key in keys if key not in owned)
 
 

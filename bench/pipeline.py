@@ -51,9 +51,9 @@ async def _docvec_run(data_dir: Path, documents: list[str], batch_size: int,
                     try:
                         # One cheap query per poll: the harness must not steal CPU from the pipeline.
                         while True:
-                            counts = await asyncio.to_thread(core.repo.task_counts)
+                            counts = await asyncio.to_thread(core.repo.tasks.counts)
                             if counts["failed"] or counts["cancelled"]:
-                                failed = await asyncio.to_thread(core.repo.list_tasks, status="failed", limit=1)
+                                failed = await asyncio.to_thread(core.repo.tasks.query, status="failed", limit=1)
                                 raise RuntimeError(f"{counts} tasks failed or cancelled, e.g. "
                                                    f"{failed[0].error if failed else '?'}")
                             if counts["queued"] == counts["running"] == 0:
@@ -63,7 +63,7 @@ async def _docvec_run(data_dir: Path, documents: list[str], batch_size: int,
                     finally:
                         worker.stop()
                 texts: list[str] = []
-                for doc in await asyncio.to_thread(core.repo.list_documents, kb.id, limit=100_000):
+                for doc in await asyncio.to_thread(core.repo.documents.of_kb, kb.id, limit=100_000):
                     rows = await vectors.query(kb.collection, filter=f'document_id == "{doc.id}"',
                                                output_fields=["text", "ordinal"])
                     texts.extend(r["text"] for r in sorted(rows, key=lambda r: r["ordinal"]))

@@ -204,12 +204,12 @@ async def _docvec(url: str, data_dir: Path, tasks: int) -> RunResult:
                         worker=WorkerSettings(max_concurrent_tasks=DOCVEC_SLOTS, block_ms=100))
     async with open_core(settings) as core:
         repo = core.repo
-        kb = await asyncio.to_thread(repo.create_kb, "bench", tenant="bench", chunk_tokens=256, overlap_tokens=32,
+        kb = await asyncio.to_thread(repo.kbs.create, "bench", tenant="bench", chunk_tokens=256, overlap_tokens=32,
                                      embedding_model="none", dim=8)
         started = time.perf_counter()
         for i in range(tasks):
             _, task = await asyncio.to_thread(
-                repo.create_document, kb, filename=f"t{i}.txt", size_bytes=0,
+                repo.documents.create, kb, filename=f"t{i}.txt", size_bytes=0,
                 sha256=hashlib.sha256(b"").hexdigest(), blob_key=f"bench/{i}",
             )
             await lifecycle.enqueue(core, task)
@@ -226,7 +226,7 @@ async def _docvec(url: str, data_dir: Path, tasks: int) -> RunResult:
                 timing.finished_at = time.perf_counter()
             finally:
                 worker.stop()
-        counts = await asyncio.to_thread(repo.task_counts)
+        counts = await asyncio.to_thread(repo.tasks.counts)
         if counts["done"] != tasks:
             raise RuntimeError(f"docvec finished {counts['done']} of {tasks} tasks: {counts}")
         if await core.redis.xlen(core.keys.stream_normal) != 0:

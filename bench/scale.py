@@ -79,7 +79,7 @@ async def _wait(predicate: Any, timeout_s: float, what: str, fleet: ProcessFleet
 async def _settled(core: Any, kb_id: str) -> int:
     """Tasks of the knowledge base that are done (one count query: the harness must not steal the CPU
     the workers are measured on)."""
-    counts = await asyncio.to_thread(core.repo.task_counts, kb_id=kb_id)
+    counts = await asyncio.to_thread(core.repo.tasks.counts, kb_id=kb_id)
     if counts["failed"] or counts["cancelled"]:
         raise RuntimeError(f"tasks did not all succeed: {counts}")
     return counts["done"]
@@ -119,7 +119,7 @@ async def _run_phase(core: Any, fleet: ProcessFleet, workers: int, documents: li
     from lifecycle import documents as lifecycle
 
     kb, warm_kb = [
-        await asyncio.to_thread(core.repo.create_kb, f"scale{workers}{suffix}", tenant="default", chunk_tokens=256,
+        await asyncio.to_thread(core.repo.kbs.create, f"scale{workers}{suffix}", tenant="default", chunk_tokens=256,
                                 overlap_tokens=32, embedding_model="all-MiniLM-L6-v2", dim=384)
         for suffix in ("", "-warmup")
     ]
@@ -148,7 +148,7 @@ async def _run_phase(core: Any, fleet: ProcessFleet, workers: int, documents: li
             return settled == len(task_ids)
 
         await _wait(finished, RUN_TIMEOUT_S, f"{len(task_ids)} documents", fleet)
-        tasks = [await asyncio.to_thread(core.repo.get_task, t) for t in task_ids]
+        tasks = [await asyncio.to_thread(core.repo.tasks.get, t) for t in task_ids]
     finally:
         for name in names:
             if name in fleet.workers:

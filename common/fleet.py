@@ -78,13 +78,13 @@ async def fleet_snapshot(core: Core, *, now: float | None = None) -> dict[str, A
         now = await redis_time_s(redis)
     w = core.settings.worker
     liveness = Liveness.from_settings(w.heartbeat_interval_s, w.heartbeat_timeout_s)
-    counts = await asyncio.to_thread(core.repo.task_counts)
+    counts = await asyncio.to_thread(core.repo.tasks.counts)
     workers = await _workers(redis, keys, liveness, now)
     streams = [await _stream(redis, keys, name, priority, now)
                for name, priority in zip(keys.streams, ("high", "normal"), strict=True)]
     dead_letter = {"name": keys.dead_letter, "length": int(await redis.xlen(keys.dead_letter))}
     throughput = await asyncio.to_thread(finished_per_minute, core.repo, now)
-    garbage_rows, oldest_garbage = await asyncio.to_thread(core.repo.garbage_stats)
+    garbage_rows, oldest_garbage = await asyncio.to_thread(core.repo.garbage.stats)
     states = {s: sum(1 for x in workers if x["state"] == s) for s in (ALIVE, LATE, DEAD)}
     snapshot: dict[str, Any] = {
         "now": now,
@@ -277,7 +277,7 @@ def finished_per_minute(repo: Repository, now: float, *, window_s: int = THROUGH
     terminal = (TaskStatus.DONE.value, TaskStatus.FAILED.value)
     series = {status: [0] * buckets for status in terminal}
     # Up to one bucket past `now`: a worker clock slightly ahead of Redis still counts (last bucket).
-    rows = repo.finished_since(since, now + bucket_s, limit=THROUGHPUT_MAX_ROWS)
+    rows = repo.tasks.finished_since(since, now + bucket_s, limit=THROUGHPUT_MAX_ROWS)
     for status, finished_at in rows:
         index = min(int((finished_at - since) // bucket_s), buckets - 1)
         series[status][index] += 1

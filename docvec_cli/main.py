@@ -240,7 +240,7 @@ async def _ingest_local(settings: Settings, files: list[Path], kb_name: str, wai
         vectors = vectordb.connect(settings.vectordb_uri, token=settings.vectordb.token)
         try:
             try:
-                kb = await asyncio.to_thread(core.repo.get_kb, kb_name, tenant="default")
+                kb = await asyncio.to_thread(core.repo.kbs.get, kb_name, tenant="default")
             except NotFound:
                 kb = await lifecycle.create_kb(core, kb_name, tenant="default")
             labels: dict[str, str] = {}
@@ -250,7 +250,7 @@ async def _ingest_local(settings: Settings, files: list[Path], kb_name: str, wai
                 labels[task.id] = path.name
 
             async def fetch(task_id: str) -> TaskView:
-                t = await asyncio.to_thread(core.repo.get_task, task_id)
+                t = await asyncio.to_thread(core.repo.tasks.get, task_id)
                 return TaskView(t.id, t.status, t.progress, t.stage, t.error)
 
             worker = Worker(core, vectors)
@@ -352,7 +352,7 @@ async def _search_local(settings: Settings, query: str, kb_name: str, k: int) ->
     database = await asyncio.to_thread(open_database, settings.db_url)
     try:
         repo = await asyncio.to_thread(Repository, database)
-        kb = await asyncio.to_thread(repo.get_kb, kb_name, tenant="default")
+        kb = await asyncio.to_thread(repo.kbs.get, kb_name, tenant="default")
         embedder = await asyncio.to_thread(build_embedder, settings.embedding,
                                            onnx_cache_dir=settings.data_path / "onnx")
         vector = (await asyncio.to_thread(embedder.encode, [query], 1))[0]
@@ -430,8 +430,8 @@ async def _tasks_list(api_url: str | None, api_key: str | None, status: str | No
     database = await asyncio.to_thread(open_database, settings.db_url)
     try:
         repo = await asyncio.to_thread(Repository, database)
-        kb_id = (await asyncio.to_thread(repo.get_kb, kb, tenant="default")).id if kb else None
-        tasks = await asyncio.to_thread(repo.list_tasks, status=status, kb_id=kb_id, tenant="default", limit=limit)
+        kb_id = (await asyncio.to_thread(repo.kbs.get, kb, tenant="default")).id if kb else None
+        tasks = await asyncio.to_thread(repo.tasks.query, status=status, kb_id=kb_id, tenant="default", limit=limit)
     finally:
         database.close()
     return [asdict(t) for t in tasks]

@@ -66,7 +66,7 @@ async def create_kb(core: Core, name: str, *, tenant: str, chunk_tokens: int | N
     if overlap >= size:
         raise InvalidRequest(f"overlap_tokens ({overlap}) must be smaller than chunk_tokens ({size})")
     kb = await asyncio.to_thread(
-        core.repo.create_kb, name, tenant=tenant, chunk_tokens=size, overlap_tokens=overlap,
+        core.repo.kbs.create, name, tenant=tenant, chunk_tokens=size, overlap_tokens=overlap,
         embedding_model=embedder.name, dim=embedder.dim,
     )
     if chunks is not None:
@@ -77,7 +77,7 @@ async def create_kb(core: Core, name: str, *, tenant: str, chunk_tokens: int | N
 async def delete_kb(core: Core, kb: KbRecord) -> None:
     """Delete a knowledge base: its running tasks are cancelled (fenced, flagged), its collection and
     blobs become garbage, and it is gone from the database (and so from search) at once."""
-    cancelled = await asyncio.to_thread(core.repo.delete_kb, kb.id)
+    cancelled = await asyncio.to_thread(core.repo.kbs.delete, kb.id)
     await flag_cancelled(core, cancelled)
 
 
@@ -94,10 +94,10 @@ async def submit_document(core: Core, kb: KbRecord, filename: str, data: bytes, 
         raise InvalidRequest(f"priority must be 'high' or 'normal', not {priority!r}")
     name = safe_filename(filename)
     blob_key = f"kb/{kb.id}/{uuid.uuid4().hex}"
-    await asyncio.to_thread(core.repo.intend_blob, kb.id, blob_key, commit_within_s=UPLOAD_COMMIT_WINDOW_S)
+    await asyncio.to_thread(core.repo.garbage.intend_blob, kb.id, blob_key, commit_within_s=UPLOAD_COMMIT_WINDOW_S)
     await core.store.put(blob_key, data)
     document, task = await asyncio.to_thread(
-        core.repo.create_document, kb, filename=name, size_bytes=len(data),
+        core.repo.documents.create, kb, filename=name, size_bytes=len(data),
         sha256=hashlib.sha256(data).hexdigest(), blob_key=blob_key, priority=priority,
     )
     task = await enqueue(core, task)
@@ -107,20 +107,20 @@ async def submit_document(core: Core, kb: KbRecord, filename: str, data: bytes, 
 async def enqueue(core: Core, task: TaskRecord) -> TaskRecord:
     """XADD a queued task and record its stream entry id."""
     stream_id = await core.queue.enqueue(task.id, task.priority)
-    await asyncio.to_thread(core.repo.mark_enqueued, task.id, stream_id)
-    return await asyncio.to_thread(core.repo.get_task, task.id)
+    await asyncio.to_thread(core.repo.tasks.mark_enqueued, task.id, stream_id)
+    return await asyncio.to_thread(core.repo.tasks.get, task.id)
 
 
 async def reparse(core: Core, document_id: str, *, priority: str = "normal") -> TaskRecord:
     """Queue a new parse version of a document; the current one stays live until it completes."""
-    task = await asyncio.to_thread(core.repo.reparse_document, document_id, priority)
+    task = await asyncio.to_thread(core.repo.documents.reparse, document_id, priority)
     return await enqueue(core, task)
 
 
 async def delete_document(core: Core, document_id: str) -> None:
     """Delete a document: its running tasks are cancelled (fenced, flagged), its chunks and blob become
     garbage, and it is gone from the database (and so from search) at once."""
-    cancelled = await asyncio.to_thread(core.repo.delete_document, document_id)
+    cancelled = await asyncio.to_thread(core.repo.documents.delete, document_id)
     await flag_cancelled(core, cancelled)
 
 
@@ -130,11 +130,11 @@ async def delete_document(core: Core, document_id: str) -> None:
 async def cancel(core: Core, task_id: str) -> TaskRecord:
     """Mark a task cancelled in the DB (its parse becomes garbage), then flag it in Redis for the worker
     running it. Cancelling one page-range part of a split document cancels every part of that parse."""
-    task = await asyncio.to_thread(core.repo.cancel_task, task_id)
+    task = await asyncio.to_thread(core.repo.tasks.cancel, task_id)
     flagged = [task_id]
     if task.is_split:
         flagged += await asyncio.to_thread(
-            core.repo.cancel_parts, task.document_id, task.parse_version, f"part {task.part + 1} was cancelled"
+            core.repo.ledger.cancel_parts, task.document_id, task.parse_version, f"part {task.part + 1} was cancelled"
         )
     await flag_cancelled(core, flagged)
     return task
@@ -151,7 +151,7 @@ async def flag_cancelled(core: Core, task_ids: list[str]) -> None:
 
 async def retry(core: Core, task_id: str) -> TaskRecord:
     """Re-run a failed or cancelled task from the start (under a new parse version)."""
-    task = await asyncio.to_thread(core.repo.retry_task, task_id)
+    task = await asyncio.to_thread(core.repo.tasks.retry, task_id)
     await core.redis.delete(core.keys.cancel(task_id))
     return await enqueue(core, task)
 
@@ -159,12 +159,12 @@ async def retry(core: Core, task_id: str) -> TaskRecord:
 async def fail(core: Core, task_id: str, version: int, reason: str) -> TaskRecord | None:
     """Fail a task for good (a worker's verdict, fenced by `version`); its parse becomes garbage. A failed
     page-range part fails its whole parse: the other parts are cancelled. None if fenced out."""
-    if not await asyncio.to_thread(core.repo.fail_task, task_id, version, reason):
+    if not await asyncio.to_thread(core.repo.ledger.fail, task_id, version, reason):
         return None
-    task = await asyncio.to_thread(core.repo.get_task, task_id)
+    task = await asyncio.to_thread(core.repo.tasks.get, task_id)
     if task.is_split:
         siblings = await asyncio.to_thread(
-            core.repo.cancel_parts, task.document_id, task.parse_version, f"part {task.part + 1} failed"
+            core.repo.ledger.cancel_parts, task.document_id, task.parse_version, f"part {task.part + 1} failed"
         )
         await flag_cancelled(core, siblings)
     return task
@@ -185,7 +185,7 @@ async def search(repo: Repository, chunks: ChunkStore, kb: KbRecord, vector: np.
     for _ in range(SEARCH_MAX_ROUNDS):
         limit = min(want, SEARCH_MAX_CANDIDATES)
         candidates = await chunks.search(kb.collection, vector, limit, filter=filter)
-        versions = await asyncio.to_thread(repo.live_versions, [h.document_id for h in candidates])
+        versions = await asyncio.to_thread(repo.documents.live_versions, [h.document_id for h in candidates])
         live = [h for h in candidates if versions.get(h.document_id) == h.parse_version]
         if len(live) >= top_k or len(candidates) < limit or limit >= SEARCH_MAX_CANDIDATES:
             break

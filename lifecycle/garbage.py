@@ -58,9 +58,9 @@ class GarbageCollector:
         """One pass over the garbage that is due (or over one document's, due or not)."""
         repo = self._core.repo
         if document_id is None:
-            rows = await asyncio.to_thread(repo.due_garbage, limit)
+            rows = await asyncio.to_thread(repo.garbage.due, limit)
         else:
-            rows = await asyncio.to_thread(repo.due_garbage, limit, document_id=document_id, any_time=True)
+            rows = await asyncio.to_thread(repo.garbage.due, limit, document_id=document_id, any_time=True)
         confirmed = removed = failed = 0
         for row in rows:
             outcome = await self._pass(row)
@@ -70,11 +70,11 @@ class GarbageCollector:
             removed += outcome
             now = time.time()
             if outcome == 0 and now - row.created_at >= self._settle_s:
-                await asyncio.to_thread(repo.drop_garbage, row.id)
+                await asyncio.to_thread(repo.garbage.drop, row.id)
                 confirmed += 1
             else:
                 retry_at = max(now + RECHECK_S, row.created_at + self._settle_s)
-                await asyncio.to_thread(repo.garbage_tried, row.id, removed=outcome, error=None, retry_at=retry_at)
+                await asyncio.to_thread(repo.garbage.tried, row.id, removed=outcome, error=None, retry_at=retry_at)
         if removed or failed:
             log.info("garbage: removed %d things in %d rows (%d confirmed, %d failed)", removed, len(rows),
                      confirmed, failed)
@@ -88,7 +88,7 @@ class GarbageCollector:
             if dependency_of(exc) is None:
                 log.error("garbage %s (%s %s) cannot be removed: %s", row.id, row.kind, row.reason, exc.message)
             backoff_s = min(MAX_RETRY_S, RECHECK_S * 2 ** min(row.attempts, 8))
-            await asyncio.to_thread(self._core.repo.garbage_tried, row.id, removed=0, error=exc.message[:2000],
+            await asyncio.to_thread(self._core.repo.garbage.tried, row.id, removed=0, error=exc.message[:2000],
                                     retry_at=time.time() + backoff_s)
             return None
 

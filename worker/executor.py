@@ -262,7 +262,7 @@ class TaskExecutor:
             )
             return TaskResult(Outcome.FAILED)
         requeued = await self._through_outages(
-            lambda: asyncio.to_thread(self._core.repo.requeue_task, progress.task_id, progress.version, error),
+            lambda: asyncio.to_thread(self._core.repo.ledger.requeue, progress.task_id, progress.version, error),
             progress, None,
         )
         if not requeued:  # cancelled meanwhile

@@ -102,9 +102,9 @@ class Janitor:
 
     async def _requeue_orphans(self, *, full: bool) -> None:
         repo, queue, grace_s = self._core.repo, self._core.queue, self._core.settings.worker.orphan_grace_s
-        candidates = [(t.id, t.stream_id) for t in await asyncio.to_thread(repo.unenqueued_tasks, grace_s)]
+        candidates = [(t.id, t.stream_id) for t in await asyncio.to_thread(repo.tasks.unenqueued, grace_s)]
         if full:
-            entries = await asyncio.to_thread(repo.active_stream_entries, ORPHAN_SCAN_LIMIT)
+            entries = await asyncio.to_thread(repo.tasks.active_stream_entries, ORPHAN_SCAN_LIMIT)
             for begin in range(0, len(entries), ORPHAN_CHECK_BATCH):
                 batch = entries[begin : begin + ORPHAN_CHECK_BATCH]
                 states = await queue.entry_states([(priority, entry) for _, priority, entry in batch])
@@ -113,7 +113,7 @@ class Janitor:
         if not candidates:
             return
         # Most entries found missing belong to tasks that finished since the scan read them.
-        current = await asyncio.to_thread(repo.get_tasks, [task_id for task_id, _ in candidates])
+        current = await asyncio.to_thread(repo.tasks.get_many, [task_id for task_id, _ in candidates])
         for task_id, seen_stream_id in candidates:
             task = current.get(task_id)
             if task is None or task.is_terminal or (task.stream_id and task.stream_id != seen_stream_id):
@@ -124,7 +124,7 @@ class Janitor:
                 if state is EntryState.LIVE:
                     continue
             if task.status == "running":  # its delivery was lost with its entry: not the document's doing
-                await asyncio.to_thread(repo.refund_lost_delivery, task.id, task.version)
+                await asyncio.to_thread(repo.ledger.refund_lost_delivery, task.id, task.version)
             await lifecycle.enqueue(self._core, task)
             if state is EntryState.STRANDED and task.stream_id:  # nobody holds it: it would never be acked
                 await queue.delete_entry(task.priority, task.stream_id)

@@ -223,7 +223,7 @@ class TaskLedger:
         )
 
     async def claim(self, task_id: str) -> ClaimedTask | None:
-        """Claim a delivery of the task (see `Repository.claim_tasks`); None if it is terminal or gone."""
+        """Claim a delivery of the task (see `WorkerLedger.claim`); None if it is terminal or gone."""
         result = await self._rounds.submit((_Claim(task_id), None))
         if isinstance(result, WriteFailed):
             raise result.error
@@ -232,7 +232,7 @@ class TaskLedger:
 
     def write(self, write: TaskWrite, event: TaskEvent | None = None) -> asyncio.Future[ClaimedTask | WriteResult]:
         """Queue a progress write or completion; `event` is published once it is committed (and not
-        fenced out). The future gives what `Repository.write_tasks` gave for it, or `WriteFailed`."""
+        fenced out). The future gives what `WorkerLedger.write` gave for it, or `WriteFailed`."""
         return self._rounds.submit((write, event))
 
     async def drain(self) -> None:
@@ -259,6 +259,6 @@ class TaskLedger:
 
     def _apply(self, claims: list[str], writes: list[TaskWrite]) -> tuple[list[ClaimedTask | None], list[WriteResult]]:
         with self._repo.transaction():
-            claimed = self._repo.claim_tasks(claims, self._consumer) if claims else []
-            written: list[WriteResult] = list(self._repo.write_tasks(writes)) if writes else []
+            claimed = self._repo.ledger.claim(claims, self._consumer) if claims else []
+            written: list[WriteResult] = list(self._repo.ledger.write(writes)) if writes else []
         return claimed, written

@@ -132,13 +132,13 @@ class SplitStage:
         repo = self._core.repo
         if ctx.split_parts is None:
             try:
-                ctx.split_parts = await asyncio.to_thread(repo.split_task, ctx.task.id, ctx.task.version, ranges)
+                ctx.split_parts = await asyncio.to_thread(repo.ledger.split, ctx.task.id, ctx.task.version, ranges)
             except Conflict as exc:
                 raise Cancelled(exc.message) from exc
         for part in ctx.split_parts[ctx.enqueued_parts:]:  # a crash here leaves the rest to the orphan scan
             await lifecycle.enqueue(self._core, part)
             ctx.enqueued_parts += 1
-        ctx.task = await asyncio.to_thread(repo.get_task, ctx.task.id)
+        ctx.task = await asyncio.to_thread(repo.tasks.get, ctx.task.id)
         await ctx.progress.report(
             self.end, f"{pages} pages: split into {len(ranges)} tasks of up to {per_task} pages; "
             f"this one reads pages {ranges[0][0]}-{ranges[0][1]}", stage=self.name,
@@ -276,5 +276,5 @@ class IndexStage:
         (a deleted knowledge base's collection is garbage, and its tasks were cancelled)."""
         if await self._chunks.has_collection(ctx.kb.collection):
             return
-        await asyncio.to_thread(self._repo.get_kb_by_id, ctx.kb.id)  # NotFound: deleted, the task stops
+        await asyncio.to_thread(self._repo.kbs.get_by_id, ctx.kb.id)  # NotFound: deleted, the task stops
         await self._chunks.ensure_collection(ctx.kb.collection, ctx.kb.dim)

@@ -45,7 +45,7 @@ async def upload_documents(
     priority: Annotated[str, Query(pattern="^(high|normal)$")] = "normal",
 ) -> SubmitResponse:
     core = svc.core
-    record = await asyncio.to_thread(core.repo.get_kb, kb, tenant=tenant)
+    record = await asyncio.to_thread(core.repo.kbs.get, kb, tenant=tenant)
     if not files:
         raise InvalidRequest("no files in the upload: send them as multipart field 'files'")
     limit = core.settings.limits.max_upload_bytes
@@ -59,7 +59,7 @@ async def upload_documents(
 
 
 async def _owned_document(svc: Services, tenant: str, document_id: str) -> DocumentRecord:
-    document = await asyncio.to_thread(svc.core.repo.get_document, document_id)
+    document = await asyncio.to_thread(svc.core.repo.documents.get, document_id)
     if document.tenant != tenant:
         raise NotFound(f"document {document_id} not found")
     return document
@@ -68,8 +68,8 @@ async def _owned_document(svc: Services, tenant: str, document_id: str) -> Docum
 @router.get("/kbs/{kb}/documents", response_model=list[DocumentOut], responses=error_responses(404))
 async def list_documents(kb: str, svc: Services, tenant: Tenant, limit: int = Query(100, ge=1, le=1000),
                          offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> list[DocumentOut]:
-    record = await asyncio.to_thread(svc.core.repo.get_kb, kb, tenant=tenant)
-    documents = await asyncio.to_thread(svc.core.repo.list_documents, record.id, limit=limit, offset=offset)
+    record = await asyncio.to_thread(svc.core.repo.kbs.get, kb, tenant=tenant)
+    documents = await asyncio.to_thread(svc.core.repo.documents.of_kb, record.id, limit=limit, offset=offset)
     return [DocumentOut(**asdict(d)) for d in documents]
 
 

@@ -25,13 +25,13 @@ async def create_kb(body: KbCreate, svc: Services, tenant: Tenant) -> KbOut:
 
 @router.get("/kbs", response_model=list[KbOut])
 async def list_kbs(svc: Services, tenant: Tenant) -> list[KbOut]:
-    kbs = await asyncio.to_thread(svc.core.repo.list_kbs, tenant=tenant)
+    kbs = await asyncio.to_thread(svc.core.repo.kbs.of_tenant, tenant=tenant)
     return [KbOut(**asdict(kb)) for kb in kbs]
 
 
 @router.get("/kbs/{kb}", response_model=KbOut, responses=error_responses(404))
 async def get_kb(kb: str, svc: Services, tenant: Tenant) -> KbOut:
-    record = await asyncio.to_thread(svc.core.repo.get_kb, kb, tenant=tenant)
+    record = await asyncio.to_thread(svc.core.repo.kbs.get, kb, tenant=tenant)
     return KbOut(**asdict(record))
 
 
@@ -39,5 +39,5 @@ async def get_kb(kb: str, svc: Services, tenant: Tenant) -> KbOut:
 async def delete_kb(kb: str, svc: Services, tenant: Tenant) -> None:
     """Delete a knowledge base: gone at once; its tasks are cancelled, its collection and files removed in
     the background."""
-    record = await asyncio.to_thread(svc.core.repo.get_kb, kb, tenant=tenant)
+    record = await asyncio.to_thread(svc.core.repo.kbs.get, kb, tenant=tenant)
     await lifecycle.delete_kb(svc.core, record)

@@ -39,7 +39,7 @@ def task_out(task: TaskRecord) -> TaskOut:
 
 
 async def _owned_task(svc: Services, tenant: str, task_id: str) -> TaskRecord:
-    task = await asyncio.to_thread(svc.core.repo.get_task, task_id)
+    task = await asyncio.to_thread(svc.core.repo.tasks.get, task_id)
     if task.tenant != tenant:
         raise NotFound(f"task {task_id} not found")
     return task
@@ -58,9 +58,9 @@ async def list_tasks(svc: Services, tenant: Tenant,
                      offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> list[TaskOut]:
     """The caller's tasks, newest first."""
     repo = svc.core.repo
-    kb_id = (await asyncio.to_thread(repo.get_kb, kb, tenant=tenant)).id if kb is not None else None
+    kb_id = (await asyncio.to_thread(repo.kbs.get, kb, tenant=tenant)).id if kb is not None else None
     tasks = await asyncio.to_thread(
-        repo.list_tasks, status=status, kb_id=kb_id, tenant=tenant, limit=limit, offset=offset
+        repo.tasks.query, status=status, kb_id=kb_id, tenant=tenant, limit=limit, offset=offset
     )
     return [task_out(t) for t in tasks]
 
@@ -148,7 +148,7 @@ async def _event_stream(svc: Services, pubsub: PubSub, task: TaskRecord) -> Asyn
             else:
                 yield ": keepalive\n\n"
                 next_beat = loop.time() + SSE_HEARTBEAT_S
-            current = await asyncio.to_thread(repo.get_task, task.id)
+            current = await asyncio.to_thread(repo.tasks.get, task.id)
             if current.is_terminal:
                 yield _state(current)
                 return

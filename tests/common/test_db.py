@@ -15,6 +15,7 @@ from playhouse.pool import PooledSqliteDatabase
 
 from common.db import Repository, TaskStatus, open_database
 from common.errors import Conflict, InvalidRequest, NotFound
+from tests.dbcalls import claim_one, complete_one, progress_one
 
 PG_ADMIN = {
     "host": os.environ.get("DOCVEC_TEST_PG_HOST", "127.0.0.1"),
@@ -96,13 +97,13 @@ def repo(request: pytest.FixtureRequest) -> Iterator[Repository]:
 
 
 def _kb(repo: Repository, name: str = "docs", tenant: str = "default"):
-    return repo.create_kb(
+    return repo.kbs.create(
         name, tenant=tenant, chunk_tokens=256, overlap_tokens=32, embedding_model="minilm", dim=384
     )
 
 
 def _doc(repo: Repository, kb, filename: str = "a.txt", priority: str = "normal"):
-    return repo.create_document(
+    return repo.documents.create(
         kb, filename=filename, size_bytes=10, sha256="0" * 64, blob_key=f"kb/{kb.id}/x", priority=priority
     )
 
@@ -134,8 +135,8 @@ def test_two_repositories_on_two_databases(tmp_path: Path) -> None:
     two = Repository(open_database(f"sqlite:///{tmp_path / 'two.db'}"))
     try:
         _kb(one, "only-in-one")
-        assert [k.name for k in one.list_kbs()] == ["only-in-one"]
-        assert two.list_kbs() == []
+        assert [k.name for k in one.kbs.of_tenant()] == ["only-in-one"]
+        assert two.kbs.of_tenant() == []
     finally:
         one.close()
         two.close()
@@ -148,17 +149,17 @@ def test_kb_crud(repo: Repository) -> None:
     kb = _kb(repo)
     assert len(kb.id) == 32 and kb.collection == f"kb_{kb.id}"
     assert kb.created_at.tzinfo is UTC
-    assert repo.get_kb("docs") == kb
-    assert repo.get_kb_by_id(kb.id) == kb
+    assert repo.kbs.get("docs") == kb
+    assert repo.kbs.get_by_id(kb.id) == kb
     other = _kb(repo, "docs", tenant="acme")  # same name, other tenant
-    assert [k.id for k in repo.list_kbs()] == [kb.id]
-    assert [k.id for k in repo.list_kbs(tenant="acme")] == [other.id]
+    assert [k.id for k in repo.kbs.of_tenant()] == [kb.id]
+    assert [k.id for k in repo.kbs.of_tenant(tenant="acme")] == [other.id]
     with pytest.raises(Conflict):
         _kb(repo)
     with pytest.raises(NotFound):
-        repo.get_kb("docs", tenant="nobody")
+        repo.kbs.get("docs", tenant="nobody")
     with pytest.raises(NotFound):
-        repo.get_kb_by_id("missing")
+        repo.kbs.get_by_id("missing")
 
 
 @pytest.mark.parametrize("name", ["", "-x", "a b", "x" * 65, "a/b", "é"])
@@ -176,16 +177,16 @@ def test_delete_kb_removes_documents_and_tasks(repo: Repository) -> None:
     keep = _kb(repo, "keep")
     doc, task = _doc(repo, kb)
     kept_doc, kept_task = _doc(repo, keep)
-    repo.delete_kb(kb.id)
+    repo.kbs.delete(kb.id)
     with pytest.raises(NotFound):
-        repo.get_kb_by_id(kb.id)
+        repo.kbs.get_by_id(kb.id)
     with pytest.raises(NotFound):
-        repo.get_document(doc.id)
+        repo.documents.get(doc.id)
     with pytest.raises(NotFound):
-        repo.get_task(task.id)
-    assert repo.get_task(kept_task.id).id == kept_task.id
+        repo.tasks.get(task.id)
+    assert repo.tasks.get(kept_task.id).id == kept_task.id
     with pytest.raises(NotFound):
-        repo.delete_kb(kb.id)
+        repo.kbs.delete(kb.id)
 
 
 # ---------------------------------------------------------------------------------------------- documents
@@ -199,9 +200,9 @@ def test_create_document_and_first_task(repo: Repository) -> None:
     assert task.document_id == doc.id and task.kb_id == kb.id and task.priority == "high"
     assert (task.status, task.parse_version, task.version, task.attempts) == (TaskStatus.QUEUED, 1, 1, 0)
     assert task.stream_id is None and task.stage_timings == {}
-    assert repo.get_document(doc.id) == doc
-    assert repo.get_task(task.id) == task
-    assert repo.tasks_for_document(doc.id) == [task]
+    assert repo.documents.get(doc.id) == doc
+    assert repo.tasks.get(task.id) == task
+    assert repo.tasks.of_document(doc.id) == [task]
     with pytest.raises(InvalidRequest):
         _doc(repo, kb, priority="urgent")
 
@@ -209,31 +210,31 @@ def test_create_document_and_first_task(repo: Repository) -> None:
 def test_list_and_delete_documents(repo: Repository) -> None:
     kb = _kb(repo)
     docs = [_doc(repo, kb, f"{i}.txt")[0] for i in range(3)]
-    listed = repo.list_documents(kb.id)
+    listed = repo.documents.of_kb(kb.id)
     assert {d.id for d in listed} == {d.id for d in docs}
-    assert len(repo.list_documents(kb.id, limit=2)) == 2
-    assert len(repo.list_documents(kb.id, limit=2, offset=2)) == 1
-    repo.delete_document(docs[0].id)
-    assert repo.list_tasks(kb_id=kb.id, limit=10).__len__() == 2
+    assert len(repo.documents.of_kb(kb.id, limit=2)) == 2
+    assert len(repo.documents.of_kb(kb.id, limit=2, offset=2)) == 1
+    repo.documents.delete(docs[0].id)
+    assert repo.tasks.query(kb_id=kb.id, limit=10).__len__() == 2
     with pytest.raises(NotFound):
-        repo.delete_document(docs[0].id)
+        repo.documents.delete(docs[0].id)
 
 
 def test_reparse(repo: Repository) -> None:
     kb = _kb(repo)
     doc, task = _doc(repo, kb)
     with pytest.raises(Conflict):
-        repo.reparse_document(doc.id)
-    claimed = repo.claim_task(task.id, "w1")
+        repo.documents.reparse(doc.id)
+    claimed = claim_one(repo, task.id, "w1")
     assert claimed is not None
-    assert repo.complete_task(task.id, claimed.version, chunk_count=3, token_count=30, format="txt")
-    second = repo.reparse_document(doc.id, priority="high")
+    assert complete_one(repo, task.id, claimed.version, chunk_count=3, token_count=30, format="txt")
+    second = repo.documents.reparse(doc.id, priority="high")
     assert (second.parse_version, second.version, second.priority) == (2, 1, "high")
-    doc_now = repo.get_document(doc.id)
+    doc_now = repo.documents.get(doc.id)
     assert (doc_now.parse_version, doc_now.next_parse_version, doc_now.status) == (1, 2, TaskStatus.QUEUED)
-    assert [t.id for t in repo.tasks_for_document(doc.id)] == [second.id, task.id]
+    assert [t.id for t in repo.tasks.of_document(doc.id)] == [second.id, task.id]
     with pytest.raises(NotFound):
-        repo.reparse_document("missing")
+        repo.documents.reparse("missing")
 
 
 # ---------------------------------------------------------------------------------------------- tasks
@@ -245,52 +246,52 @@ def test_list_tasks_filters_newest_first(repo: Repository) -> None:
     time.sleep(0.002)
     second = _doc(repo, kb)[1]
     third = _doc(repo, other)[1]
-    assert [t.id for t in repo.list_tasks(kb_id=kb.id)] == [second.id, first.id]
-    assert [t.id for t in repo.list_tasks(tenant="acme")] == [third.id]
-    repo.claim_task(first.id, "w")
-    assert [t.id for t in repo.list_tasks(status="running")] == [first.id]
-    assert [t.id for t in repo.list_tasks(status=TaskStatus.QUEUED, limit=1)] == [third.id]
-    assert len(repo.list_tasks(limit=10, offset=1)) == 2
+    assert [t.id for t in repo.tasks.query(kb_id=kb.id)] == [second.id, first.id]
+    assert [t.id for t in repo.tasks.query(tenant="acme")] == [third.id]
+    claim_one(repo, first.id, "w")
+    assert [t.id for t in repo.tasks.query(status="running")] == [first.id]
+    assert [t.id for t in repo.tasks.query(status=TaskStatus.QUEUED, limit=1)] == [third.id]
+    assert len(repo.tasks.query(limit=10, offset=1)) == 2
     with pytest.raises(ValueError):
-        repo.list_tasks(status="bogus")
+        repo.tasks.query(status="bogus")
 
 
 def test_enqueue_bookkeeping(repo: Repository) -> None:
     kb = _kb(repo)
     _, enqueued = _doc(repo, kb)
     _, orphan = _doc(repo, kb)
-    repo.mark_enqueued(enqueued.id, "1-0")
-    assert repo.get_task(enqueued.id).stream_id == "1-0"
-    assert repo.unenqueued_tasks(older_than_s=60) == []
-    assert [t.id for t in repo.unenqueued_tasks(older_than_s=-1)] == [orphan.id]
+    repo.tasks.mark_enqueued(enqueued.id, "1-0")
+    assert repo.tasks.get(enqueued.id).stream_id == "1-0"
+    assert repo.tasks.unenqueued(older_than_s=60) == []
+    assert [t.id for t in repo.tasks.unenqueued(older_than_s=-1)] == [orphan.id]
     with pytest.raises(NotFound):
-        repo.mark_enqueued("missing", "2-0")
+        repo.tasks.mark_enqueued("missing", "2-0")
 
 
 def test_claim_progress_timings_complete(repo: Repository) -> None:
     kb = _kb(repo)
     doc, task = _doc(repo, kb)
-    assert not repo.append_progress(task.id, task.version, progress=0.1)  # not running yet
-    claimed = repo.claim_task(task.id, "worker-1")
+    assert not progress_one(repo, task.id, task.version, progress=0.1)  # not running yet
+    claimed = claim_one(repo, task.id, "worker-1")
     assert claimed is not None
     assert (claimed.status, claimed.attempts, claimed.worker) == (TaskStatus.RUNNING, 1, "worker-1")
     # Each delivery gets its own fencing token: the claim bumps the version.
     assert claimed.started_at is not None and claimed.version == task.version + 1 == 2
-    assert repo.get_task(task.id).version == claimed.version
+    assert repo.tasks.get(task.id).version == claimed.version
     assert claimed.progress_lines[-1].endswith(" attempt 1 on worker-1")
-    assert repo.get_task(task.id).progress_msg == claimed.progress_msg
-    assert repo.get_document(doc.id).status == TaskStatus.RUNNING
+    assert repo.tasks.get(task.id).progress_msg == claimed.progress_msg
+    assert repo.documents.get(doc.id).status == TaskStatus.RUNNING
     v1 = claimed.version
 
     # The pre-claim version is stale already.
-    assert not repo.append_progress(task.id, task.version, message="pre-claim")
-    assert repo.append_progress(task.id, v1, progress=0.25, message="parsing\nfile", stage="parse")
-    assert repo.append_progress(task.id, v1, progress=7, message="chunked")
-    assert repo.append_progress(task.id, v1, stage_timings={"parse": 0.5})
-    assert repo.append_progress(task.id, v1, stage_timings={"parse": 0.5, "chunk": 1.25})
-    assert not repo.append_progress(task.id, v1 + 1, message="stale")
-    assert not repo.append_progress(task.id, v1 + 1, stage_timings={"x": 1})
-    now = repo.get_task(task.id)
+    assert not progress_one(repo, task.id, task.version, message="pre-claim")
+    assert progress_one(repo, task.id, v1, progress=0.25, message="parsing\nfile", stage="parse")
+    assert progress_one(repo, task.id, v1, progress=7, message="chunked")
+    assert progress_one(repo, task.id, v1, stage_timings={"parse": 0.5})
+    assert progress_one(repo, task.id, v1, stage_timings={"parse": 0.5, "chunk": 1.25})
+    assert not progress_one(repo, task.id, v1 + 1, message="stale")
+    assert not progress_one(repo, task.id, v1 + 1, stage_timings={"x": 1})
+    now = repo.tasks.get(task.id)
     assert now.progress == 1.0 and now.stage == "parse"
     assert now.stage_timings == {"parse": 0.5, "chunk": 1.25}
     lines = now.progress_lines
@@ -298,18 +299,18 @@ def test_claim_progress_timings_complete(repo: Repository) -> None:
     stamp = lines[-1].split(" ", 1)[0]
     assert datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")
 
-    again = repo.claim_task(task.id, "worker-2")  # redelivery
+    again = claim_one(repo, task.id, "worker-2")  # redelivery
     assert again is not None and again.attempts == 2 and again.started_at == claimed.started_at
     assert again.stage is None and again.worker == "worker-2"
     assert again.version == v1 + 1
 
     # worker-1 still holds the version of the earlier claim: it is fenced out of every write.
-    assert not repo.append_progress(task.id, v1, progress=0.9, message="straggler", stage="embed")
-    assert not repo.append_progress(task.id, v1, stage_timings={"embed": 9.0})
-    assert not repo.complete_task(task.id, v1, chunk_count=9, token_count=99, format="pdf")
-    assert not repo.fail_task(task.id, v1, "straggler failed")
-    assert not repo.requeue_task(task.id, v1, "straggler requeue")
-    after = repo.get_task(task.id)
+    assert not progress_one(repo, task.id, v1, progress=0.9, message="straggler", stage="embed")
+    assert not progress_one(repo, task.id, v1, stage_timings={"embed": 9.0})
+    assert not complete_one(repo, task.id, v1, chunk_count=9, token_count=99, format="pdf")
+    assert not repo.ledger.fail(task.id, v1, "straggler failed")
+    assert not repo.ledger.requeue(task.id, v1, "straggler requeue")
+    after = repo.tasks.get(task.id)
     assert (after.status, after.version, after.worker, after.stage) == (
         TaskStatus.RUNNING,
         again.version,
@@ -321,15 +322,15 @@ def test_claim_progress_timings_complete(repo: Repository) -> None:
     assert again.progress_lines[-1].endswith(" attempt 2 on worker-2")
     assert after.progress_msg == again.progress_msg and after.stage_timings == now.stage_timings
     assert after.error is None and after.finished_at is None
-    d = repo.get_document(doc.id)
+    d = repo.documents.get(doc.id)
     assert (d.status, d.chunk_count, d.format, d.parse_version) == (TaskStatus.RUNNING, 0, None, 0)
 
     # The current delivery's token works.
-    assert repo.append_progress(task.id, again.version, message="resumed")
-    assert repo.complete_task(task.id, again.version, chunk_count=5, token_count=50, format="md")
-    done = repo.get_task(task.id)
+    assert progress_one(repo, task.id, again.version, message="resumed")
+    assert complete_one(repo, task.id, again.version, chunk_count=5, token_count=50, format="md")
+    done = repo.tasks.get(task.id)
     assert done.status == TaskStatus.DONE and done.progress == 1.0 and done.finished_at is not None
-    d = repo.get_document(doc.id)
+    d = repo.documents.get(doc.id)
     assert (d.status, d.chunk_count, d.token_count, d.format, d.parse_version) == (
         TaskStatus.DONE,
         5,
@@ -337,141 +338,141 @@ def test_claim_progress_timings_complete(repo: Repository) -> None:
         "md",
         1,
     )
-    assert not repo.complete_task(task.id, again.version, chunk_count=1, token_count=1, format="md")
-    assert not repo.complete_task(task.id, v1, chunk_count=1, token_count=1, format="md")
-    assert repo.claim_task(task.id, "worker-3") is None
-    assert repo.get_task(task.id).version == again.version  # a refused claim bumps nothing
-    assert repo.claim_task("missing", "worker-3") is None
+    assert not complete_one(repo, task.id, again.version, chunk_count=1, token_count=1, format="md")
+    assert not complete_one(repo, task.id, v1, chunk_count=1, token_count=1, format="md")
+    assert claim_one(repo, task.id, "worker-3") is None
+    assert repo.tasks.get(task.id).version == again.version  # a refused claim bumps nothing
+    assert claim_one(repo, "missing", "worker-3") is None
 
 
 def test_fail_and_requeue(repo: Repository) -> None:
     kb = _kb(repo)
     doc, task = _doc(repo, kb)
-    first = repo.claim_task(task.id, "w")
+    first = claim_one(repo, task.id, "w")
     assert first is not None
-    assert not repo.requeue_task(task.id, 9, "stale")
-    assert not repo.requeue_task(task.id, task.version, "pre-claim version")
-    assert repo.requeue_task(task.id, first.version, "redis down")
-    queued = repo.get_task(task.id)
+    assert not repo.ledger.requeue(task.id, 9, "stale")
+    assert not repo.ledger.requeue(task.id, task.version, "pre-claim version")
+    assert repo.ledger.requeue(task.id, first.version, "redis down")
+    queued = repo.tasks.get(task.id)
     assert queued.status == TaskStatus.QUEUED and queued.error == "redis down"
     assert queued.version == first.version  # requeue keeps the token; the next claim replaces it
     assert queued.progress_lines[-1].endswith("attempt 1 failed: redis down; will retry")
-    assert repo.get_document(doc.id).status == TaskStatus.QUEUED
-    assert not repo.requeue_task(task.id, first.version, "not running")
-    second = repo.claim_task(task.id, "w")
+    assert repo.documents.get(doc.id).status == TaskStatus.QUEUED
+    assert not repo.ledger.requeue(task.id, first.version, "not running")
+    second = claim_one(repo, task.id, "w")
     assert second is not None and second.version == first.version + 1 and second.attempts == 2
     # The first delivery's token no longer works after the redelivery.
-    assert not repo.fail_task(task.id, first.version, "stale delivery")
-    assert not repo.requeue_task(task.id, first.version, "stale delivery")
-    assert repo.get_task(task.id).status == TaskStatus.RUNNING
-    assert repo.fail_task(task.id, second.version, "corrupt pdf")
-    failed = repo.get_task(task.id)
+    assert not repo.ledger.fail(task.id, first.version, "stale delivery")
+    assert not repo.ledger.requeue(task.id, first.version, "stale delivery")
+    assert repo.tasks.get(task.id).status == TaskStatus.RUNNING
+    assert repo.ledger.fail(task.id, second.version, "corrupt pdf")
+    failed = repo.tasks.get(task.id)
     assert failed.status == TaskStatus.FAILED and failed.error == "corrupt pdf" and failed.attempts == 2
-    assert repo.get_document(doc.id).status == TaskStatus.FAILED
-    assert not repo.fail_task(task.id, second.version, "again")
+    assert repo.documents.get(doc.id).status == TaskStatus.FAILED
+    assert not repo.ledger.fail(task.id, second.version, "again")
 
 
 def test_cancel_fences_out_the_worker(repo: Repository) -> None:
     kb = _kb(repo)
     doc, task = _doc(repo, kb)
-    claimed = repo.claim_task(task.id, "w")
+    claimed = claim_one(repo, task.id, "w")
     assert claimed is not None
-    cancelled = repo.cancel_task(task.id)
+    cancelled = repo.tasks.cancel(task.id)
     assert cancelled.status == TaskStatus.CANCELLED and cancelled.version == claimed.version + 1
     assert cancelled.finished_at is not None
-    assert repo.get_document(doc.id).status == TaskStatus.CANCELLED
+    assert repo.documents.get(doc.id).status == TaskStatus.CANCELLED
     # The worker still holds the old version: every write is refused.
-    assert not repo.complete_task(task.id, claimed.version, chunk_count=1, token_count=1, format="txt")
-    assert not repo.append_progress(task.id, claimed.version, progress=0.5)
-    assert not repo.fail_task(task.id, claimed.version, "x")
-    assert repo.claim_task(task.id, "w") is None
+    assert not complete_one(repo, task.id, claimed.version, chunk_count=1, token_count=1, format="txt")
+    assert not progress_one(repo, task.id, claimed.version, progress=0.5)
+    assert not repo.ledger.fail(task.id, claimed.version, "x")
+    assert claim_one(repo, task.id, "w") is None
     with pytest.raises(Conflict, match="already cancelled"):
-        repo.cancel_task(task.id)
+        repo.tasks.cancel(task.id)
     with pytest.raises(NotFound):
-        repo.cancel_task("missing")
+        repo.tasks.cancel("missing")
 
 
 def test_cancel_done_task_is_conflict(repo: Repository) -> None:
     kb = _kb(repo)
     _, task = _doc(repo, kb)
-    claimed = repo.claim_task(task.id, "w")
+    claimed = claim_one(repo, task.id, "w")
     assert claimed is not None
-    assert repo.complete_task(task.id, claimed.version, chunk_count=1, token_count=1, format="txt")
+    assert complete_one(repo, task.id, claimed.version, chunk_count=1, token_count=1, format="txt")
     with pytest.raises(Conflict, match="already done"):
-        repo.cancel_task(task.id)
+        repo.tasks.cancel(task.id)
 
 
 def test_retry_gives_a_new_version(repo: Repository) -> None:
     kb = _kb(repo)
     doc, task = _doc(repo, kb)
     with pytest.raises(Conflict):
-        repo.retry_task(task.id)  # queued
-    claimed = repo.claim_task(task.id, "w")
+        repo.tasks.retry(task.id)  # queued
+    claimed = claim_one(repo, task.id, "w")
     assert claimed is not None
     with pytest.raises(Conflict):
-        repo.retry_task(task.id)  # running
-    repo.mark_enqueued(task.id, "5-0")
-    assert repo.fail_task(task.id, claimed.version, "boom")
-    before = repo.get_document(doc.id)
+        repo.tasks.retry(task.id)  # running
+    repo.tasks.mark_enqueued(task.id, "5-0")
+    assert repo.ledger.fail(task.id, claimed.version, "boom")
+    before = repo.documents.get(doc.id)
     assert (before.parse_version, before.next_parse_version) == (0, task.parse_version)
-    retried = repo.retry_task(task.id)
+    retried = repo.tasks.retry(task.id)
     assert (retried.status, retried.version, retried.attempts) == (TaskStatus.QUEUED, claimed.version + 1, 0)
     assert retried.error is None and retried.stream_id is None and retried.progress == 0.0
     assert retried.worker is None and retried.stage is None
     assert retried.finished_at is None and retried.progress_lines[-1].endswith(" retry requested")
     # A new parse version, allocated from the document's counter; the live chunk set is untouched.
-    doc_now = repo.get_document(doc.id)
+    doc_now = repo.documents.get(doc.id)
     assert retried.parse_version > task.parse_version
     assert retried.parse_version == doc_now.next_parse_version == before.next_parse_version + 1
     assert doc_now.status == TaskStatus.QUEUED and doc_now.parse_version == before.parse_version
-    assert repo.get_task(task.id) == retried
+    assert repo.tasks.get(task.id) == retried
     # The old versions cannot touch the retried task; the new delivery's can.
-    reclaimed = repo.claim_task(task.id, "w2")
+    reclaimed = claim_one(repo, task.id, "w2")
     assert reclaimed is not None and reclaimed.version == retried.version + 1
     assert reclaimed.parse_version == retried.parse_version
-    assert not repo.append_progress(task.id, claimed.version, progress=0.5)
-    assert not repo.complete_task(task.id, claimed.version, chunk_count=1, token_count=1, format="txt")
-    assert not repo.complete_task(task.id, retried.version, chunk_count=1, token_count=1, format="txt")
-    assert repo.complete_task(task.id, reclaimed.version, chunk_count=1, token_count=1, format="txt")
-    assert repo.get_document(doc.id).parse_version == retried.parse_version
+    assert not progress_one(repo, task.id, claimed.version, progress=0.5)
+    assert not complete_one(repo, task.id, claimed.version, chunk_count=1, token_count=1, format="txt")
+    assert not complete_one(repo, task.id, retried.version, chunk_count=1, token_count=1, format="txt")
+    assert complete_one(repo, task.id, reclaimed.version, chunk_count=1, token_count=1, format="txt")
+    assert repo.documents.get(doc.id).parse_version == retried.parse_version
     # Cancelled tasks can be retried too, and a straggler of the cancelled run stays fenced out.
-    second = repo.reparse_document(doc.id)
+    second = repo.documents.reparse(doc.id)
     assert second.parse_version == retried.parse_version + 1  # the counter never hands a version out twice
-    running = repo.claim_task(second.id, "w3")
+    running = claim_one(repo, second.id, "w3")
     assert running is not None
-    cancelled = repo.cancel_task(second.id)
-    again = repo.retry_task(second.id)
+    cancelled = repo.tasks.cancel(second.id)
+    again = repo.tasks.retry(second.id)
     assert again.version == cancelled.version + 1 == running.version + 2
     assert again.parse_version > second.parse_version
-    doc_now = repo.get_document(doc.id)
+    doc_now = repo.documents.get(doc.id)
     assert again.parse_version == doc_now.next_parse_version == second.parse_version + 1
     assert doc_now.parse_version == retried.parse_version  # still the last completed parse
-    assert not repo.complete_task(second.id, running.version, chunk_count=7, token_count=7, format="md")
-    assert not repo.append_progress(second.id, running.version, progress=0.5)
-    assert repo.get_document(doc.id).parse_version == retried.parse_version
+    assert not complete_one(repo, second.id, running.version, chunk_count=7, token_count=7, format="md")
+    assert not progress_one(repo, second.id, running.version, progress=0.5)
+    assert repo.documents.get(doc.id).parse_version == retried.parse_version
     with pytest.raises(NotFound):
-        repo.retry_task("missing")
+        repo.tasks.retry("missing")
 
 
 def test_retry_of_an_outdated_parse_is_conflict(repo: Repository) -> None:
     kb = _kb(repo)
     doc, first = _doc(repo, kb)
-    repo.cancel_task(first.id)
-    repo.reparse_document(doc.id)
+    repo.tasks.cancel(first.id)
+    repo.documents.reparse(doc.id)
     with pytest.raises(Conflict, match="latest parse"):
-        repo.retry_task(first.id)
+        repo.tasks.retry(first.id)
 
 
 def test_task_counts(repo: Repository) -> None:
     kb, other = _kb(repo), _kb(repo, "o", tenant="acme")
     tasks = [_doc(repo, kb)[1] for _ in range(3)]
     _doc(repo, other)
-    repo.claim_task(tasks[0].id, "w")
-    repo.cancel_task(tasks[1].id)
-    counts = repo.task_counts()
+    claim_one(repo, tasks[0].id, "w")
+    repo.tasks.cancel(tasks[1].id)
+    counts = repo.tasks.counts()
     assert counts == {"queued": 2, "running": 1, "done": 0, "failed": 0, "cancelled": 1}
-    assert repo.task_counts(tenant="acme")["queued"] == 1
-    assert repo.task_counts(tenant="nobody") == dict.fromkeys(counts, 0)
+    assert repo.tasks.counts(tenant="acme")["queued"] == 1
+    assert repo.tasks.counts(tenant="nobody") == dict.fromkeys(counts, 0)
 
 
 def test_concurrent_claim_and_complete_exactly_one_wins(repo: Repository) -> None:
@@ -484,8 +485,8 @@ def test_concurrent_claim_and_complete_exactly_one_wins(repo: Repository) -> Non
     def work(name: str) -> None:
         try:
             barrier.wait(timeout=10)
-            claimed = repo.claim_task(task.id, name)
-            results[name] = claimed is not None and repo.complete_task(
+            claimed = claim_one(repo, task.id, name)
+            results[name] = claimed is not None and complete_one(repo,
                 task.id, claimed.version, chunk_count=len(name), token_count=1, format=name
             ) is not None
         except BaseException as exc:  # surfaced by the assertion below
@@ -499,27 +500,27 @@ def test_concurrent_claim_and_complete_exactly_one_wins(repo: Repository) -> Non
     assert errors == []
     assert sorted(results.values()) == [False, True]
     winner = next(n for n, ok in results.items() if ok)
-    d = repo.get_document(doc.id)
+    d = repo.documents.get(doc.id)
     assert d.format == winner and d.chunk_count == len(winner)
-    assert repo.get_task(task.id).status == TaskStatus.DONE
+    assert repo.tasks.get(task.id).status == TaskStatus.DONE
 
 
 def test_concurrent_cancel_and_complete(repo: Repository) -> None:
     kb = _kb(repo)
     doc, task = _doc(repo, kb)
-    claimed = repo.claim_task(task.id, "w")
+    claimed = claim_one(repo, task.id, "w")
     assert claimed is not None
     barrier = threading.Barrier(2)
     outcome: dict[str, object] = {}
 
     def complete() -> None:
         barrier.wait(timeout=10)
-        outcome["complete"] = repo.complete_task(task.id, claimed.version, chunk_count=1, token_count=1, format="txt")
+        outcome["complete"] = complete_one(repo, task.id, claimed.version, chunk_count=1, token_count=1, format="txt")
 
     def cancel() -> None:
         barrier.wait(timeout=10)
         try:
-            outcome["cancel"] = repo.cancel_task(task.id).status
+            outcome["cancel"] = repo.tasks.cancel(task.id).status
         except Conflict:
             outcome["cancel"] = "conflict"
 
@@ -528,12 +529,12 @@ def test_concurrent_cancel_and_complete(repo: Repository) -> None:
         t.start()
     for t in threads:
         t.join(timeout=30)
-    final = repo.get_task(task.id).status
+    final = repo.tasks.get(task.id).status
     if outcome["complete"]:
         assert outcome["cancel"] == "conflict" and final == TaskStatus.DONE
     else:
         assert outcome["cancel"] == TaskStatus.CANCELLED and final == TaskStatus.CANCELLED
-    assert repo.get_document(doc.id).status == final
+    assert repo.documents.get(doc.id).status == final
 
 
 # ------------------------------------------------------------------------------- batched worker writes
@@ -543,25 +544,25 @@ def test_claim_tasks_claims_a_batch_with_documents_and_kbs(repo: Repository) -> 
     kb = _kb(repo)
     docs = [_doc(repo, kb, filename=f"d{i}.txt") for i in range(3)]
     (_, done_task), (_, cancelled_task) = docs[1], docs[2]
-    running = repo.claim_task(done_task.id, "w0")
-    assert repo.complete_task(done_task.id, running.version, chunk_count=1, token_count=1, format="txt")
-    repo.cancel_task(cancelled_task.id)
+    running = claim_one(repo, done_task.id, "w0")
+    assert complete_one(repo, done_task.id, running.version, chunk_count=1, token_count=1, format="txt")
+    repo.tasks.cancel(cancelled_task.id)
 
     first = docs[0][1]
-    claimed = repo.claim_tasks([first.id, done_task.id, "missing", first.id, cancelled_task.id], "w1")
+    claimed = repo.ledger.claim([first.id, done_task.id, "missing", first.id, cancelled_task.id], "w1")
     assert [c is None for c in claimed] == [False, True, True, False, True]
     one, twice = claimed[0], claimed[3]
     assert one is not None and twice is not None
     assert one.document.id == docs[0][0].id and one.document.status == TaskStatus.RUNNING
-    assert one.kb == repo.get_kb_by_id(kb.id)
+    assert one.kb == repo.kbs.get_by_id(kb.id)
     # Named twice = delivered twice: two claims, and the later one fences out the earlier.
     assert (one.task.attempts, twice.task.attempts) == (1, 2) and twice.task.version == one.task.version + 1
-    assert not repo.append_progress(first.id, one.task.version, progress=0.5)
-    assert repo.append_progress(first.id, twice.task.version, progress=0.5)
-    stored = repo.get_task(first.id)
+    assert not progress_one(repo, first.id, one.task.version, progress=0.5)
+    assert progress_one(repo, first.id, twice.task.version, progress=0.5)
+    stored = repo.tasks.get(first.id)
     assert [line.split(" ", 1)[1] for line in stored.progress_lines] == ["queued", "attempt 1 on w1", "attempt 2 on w1"]
     assert stored.progress_msg == twice.task.progress_msg and stored.progress == 0.5
-    assert repo.get_document(docs[0][0].id).status == TaskStatus.RUNNING
+    assert repo.documents.get(docs[0][0].id).status == TaskStatus.RUNNING
 
 
 def test_write_tasks_applies_a_round_in_order_with_fencing(repo: Repository) -> None:
@@ -569,8 +570,8 @@ def test_write_tasks_applies_a_round_in_order_with_fencing(repo: Repository) -> 
 
     kb = _kb(repo)
     (doc_a, a), (doc_b, b) = _doc(repo, kb, filename="a.txt"), _doc(repo, kb, filename="b.txt")
-    ca, cb = (c.task for c in repo.claim_tasks([a.id, b.id], "w") if c is not None)
-    results = repo.write_tasks([
+    ca, cb = (c.task for c in repo.ledger.claim([a.id, b.id], "w") if c is not None)
+    results = repo.ledger.write([
         ProgressWrite(a.id, ca.version, progress=0.5, message="half", stage="embed"),
         ProgressWrite(b.id, cb.version - 1, message="stale"),
         CompleteWrite(a.id, ca.version, chunk_count=3, token_count=30, format="txt", stage_timings={"embed": 1.5}),
@@ -579,13 +580,13 @@ def test_write_tasks_applies_a_round_in_order_with_fencing(repo: Repository) -> 
     ])
     assert results[0] is True and results[1] is False and results[3] is False and results[4] is None
     assert results[2] is not None and not isinstance(results[2], bool) and results[2].document_done
-    done = repo.get_task(a.id)
+    done = repo.tasks.get(a.id)
     assert (done.status, done.chunk_count, done.stage_timings) == (TaskStatus.DONE, 3, {"embed": 1.5})
     assert [line.split(" ", 1)[1] for line in done.progress_lines[-2:]] == ["half", "done"]
-    live = repo.get_document(doc_a.id)
+    live = repo.documents.get(doc_a.id)
     assert (live.status, live.parse_version, live.chunk_count, live.format) == (TaskStatus.DONE, 1, 3, "txt")
-    assert "stale" not in repo.get_task(b.id).progress_msg
-    assert repo.get_document(doc_b.id).status == TaskStatus.RUNNING
+    assert "stale" not in repo.tasks.get(b.id).progress_msg
+    assert repo.documents.get(doc_b.id).status == TaskStatus.RUNNING
 
 
 def test_write_tasks_merges_one_deliverys_consecutive_writes_keeping_every_line(repo: Repository) -> None:
@@ -593,27 +594,27 @@ def test_write_tasks_merges_one_deliverys_consecutive_writes_keeping_every_line(
 
     kb = _kb(repo)
     _, task = _doc(repo, kb)
-    claimed = repo.claim_task(task.id, "w")
-    results = repo.write_tasks([
+    claimed = claim_one(repo, task.id, "w")
+    results = repo.ledger.write([
         ProgressWrite(task.id, claimed.version, progress=0.1, message="fetch started", stage="fetch"),
         ProgressWrite(task.id, claimed.version, progress=0.2, message="parse started", stage="parse",
                       stage_timings={"fetch": 0.5}),
         CompleteWrite(task.id, claimed.version, chunk_count=2, token_count=20, format="txt"),
     ])
     assert results[:2] == [True, True] and results[2] is not None and not isinstance(results[2], bool)
-    done = repo.get_task(task.id)
+    done = repo.tasks.get(task.id)
     assert [line.split(" ", 1)[1] for line in done.progress_lines[-3:]] == ["fetch started", "parse started", "done"]
     assert done.stage_timings == {"fetch": 0.5} and done.status == TaskStatus.DONE
 
     # A write of an older delivery in the same round does not merge into the current one's.
-    again = repo.reparse_document(task.document_id)
-    current = repo.claim_task(again.id, "w2")
-    results = repo.write_tasks([
+    again = repo.documents.reparse(task.document_id)
+    current = claim_one(repo, again.id, "w2")
+    results = repo.ledger.write([
         ProgressWrite(again.id, current.version - 1, message="straggler"),
         ProgressWrite(again.id, current.version, message="current"),
     ])
     assert results == [False, True]
-    lines = repo.get_task(again.id).progress_lines
+    lines = repo.tasks.get(again.id).progress_lines
     assert lines[-1].endswith(" current") and not any(line.endswith(" straggler") for line in lines)
 
 
@@ -622,15 +623,15 @@ def test_last_two_parts_completing_in_one_round_make_the_document_live_once(repo
 
     kb = _kb(repo)
     doc, task = _doc(repo, kb, filename="big.pdf")
-    running = repo.claim_task(task.id, "w1")
-    (part,) = repo.split_task(task.id, running.version, [(1, 10), (11, 20)])
-    second = repo.claim_task(part.id, "w1")
-    results = repo.write_tasks([
+    running = claim_one(repo, task.id, "w1")
+    (part,) = repo.ledger.split(task.id, running.version, [(1, 10), (11, 20)])
+    second = claim_one(repo, part.id, "w1")
+    results = repo.ledger.write([
         CompleteWrite(task.id, running.version, chunk_count=4, token_count=40, format="pdf"),
         CompleteWrite(part.id, second.version, chunk_count=5, token_count=50, format="pdf"),
     ])
     assert [r.document_done for r in results if r is not None and not isinstance(r, bool)] == [True, False]
-    live = repo.get_document(doc.id)
+    live = repo.documents.get(doc.id)
     assert (live.status, live.parse_version, live.chunk_count, live.token_count) == ("done", 1, 9, 90)
 
 
@@ -640,45 +641,45 @@ def test_last_two_parts_completing_in_one_round_make_the_document_live_once(repo
 def test_split_parts_complete_the_document_only_together(repo: Repository) -> None:
     kb = _kb(repo)
     doc, task = _doc(repo, kb, filename="big.pdf")
-    running = repo.claim_task(task.id, "w1")
-    parts = repo.split_task(task.id, running.version, [(1, 10), (11, 20), (21, 25)])
+    running = claim_one(repo, task.id, "w1")
+    parts = repo.ledger.split(task.id, running.version, [(1, 10), (11, 20), (21, 25)])
     assert [(p.part, p.parts, p.page_from, p.page_to) for p in parts] == [(1, 3, 11, 20), (2, 3, 21, 25)]
     assert all(p.status == "queued" and p.parse_version == task.parse_version for p in parts)
-    first = repo.get_task(task.id)
+    first = repo.tasks.get(task.id)
     assert (first.part, first.parts, first.page_from, first.page_to) == (0, 3, 1, 10)
     with pytest.raises(Conflict):  # a redelivery must not split twice
-        repo.split_task(task.id, running.version, [(1, 5), (6, 25)])
+        repo.ledger.split(task.id, running.version, [(1, 5), (6, 25)])
 
-    done = repo.complete_task(task.id, running.version, chunk_count=4, token_count=40, format="pdf")
+    done = complete_one(repo, task.id, running.version, chunk_count=4, token_count=40, format="pdf")
     assert done is not None and not done.document_done
-    assert repo.get_document(doc.id).parse_version == 0  # not live until every part is done
-    second = repo.claim_task(parts[0].id, "w2")
-    middle = repo.complete_task(parts[0].id, second.version, chunk_count=5, token_count=50, format="pdf")
+    assert repo.documents.get(doc.id).parse_version == 0  # not live until every part is done
+    second = claim_one(repo, parts[0].id, "w2")
+    middle = complete_one(repo, parts[0].id, second.version, chunk_count=5, token_count=50, format="pdf")
     assert middle is not None and not middle.document_done
-    third = repo.claim_task(parts[1].id, "w1")
-    last = repo.complete_task(parts[1].id, third.version, chunk_count=2, token_count=20, format="pdf")
+    third = claim_one(repo, parts[1].id, "w1")
+    last = complete_one(repo, parts[1].id, third.version, chunk_count=2, token_count=20, format="pdf")
     assert last is not None and last.document_done
-    live = repo.get_document(doc.id)
+    live = repo.documents.get(doc.id)
     assert (live.status, live.parse_version, live.chunk_count, live.token_count) == ("done", 1, 11, 110)
 
 
 def test_cancel_parts_and_retry_of_a_part_reruns_the_whole_document(repo: Repository) -> None:
     kb = _kb(repo)
     doc, task = _doc(repo, kb, filename="big.pdf")
-    running = repo.claim_task(task.id, "w1")
-    parts = repo.split_task(task.id, running.version, [(1, 10), (11, 20), (21, 30)])
-    repo.claim_task(parts[0].id, "w2")
-    assert repo.fail_task(parts[1].id, repo.get_task(parts[1].id).version, "damaged page")
-    cancelled = repo.cancel_parts(doc.id, task.parse_version, "part 3 failed")
+    running = claim_one(repo, task.id, "w1")
+    parts = repo.ledger.split(task.id, running.version, [(1, 10), (11, 20), (21, 30)])
+    claim_one(repo, parts[0].id, "w2")
+    assert repo.ledger.fail(parts[1].id, repo.tasks.get(parts[1].id).version, "damaged page")
+    cancelled = repo.ledger.cancel_parts(doc.id, task.parse_version, "part 3 failed")
     assert set(cancelled) == {task.id, parts[0].id}
-    assert {repo.get_task(t).status for t in cancelled} == {"cancelled"}
-    assert not repo.complete_task(task.id, running.version, chunk_count=1, token_count=1, format="pdf")
-    assert repo.cancel_parts(doc.id, task.parse_version, "again") == []
+    assert {repo.tasks.get(t).status for t in cancelled} == {"cancelled"}
+    assert not complete_one(repo, task.id, running.version, chunk_count=1, token_count=1, format="pdf")
+    assert repo.ledger.cancel_parts(doc.id, task.parse_version, "again") == []
 
-    retried = repo.retry_task(parts[1].id)
+    retried = repo.tasks.retry(parts[1].id)
     assert (retried.part, retried.parts, retried.page_from, retried.page_to) == (0, 1, None, None)
     assert retried.parse_version > task.parse_version and retried.status == "queued"
-    assert repo.get_document(doc.id).status == "queued"
+    assert repo.documents.get(doc.id).status == "queued"
 
 
 def test_old_task_tables_gain_the_part_columns(tmp_path: Path) -> None:
@@ -705,12 +706,12 @@ def test_old_task_tables_gain_the_part_columns(tmp_path: Path) -> None:
 
 def _garbage(repo: Repository) -> list[tuple[str, str | None, int | None, str | None]]:
     """(kind, document, parse version, blob) of every garbage row, sorted."""
-    rows = repo.due_garbage(1000, any_time=True)
+    rows = repo.garbage.due(1000, any_time=True)
     return sorted((g.kind.value, g.document_id, g.parse_version, g.blob_key) for g in rows)
 
 
 def _run(repo: Repository, task_id: str) -> int:
-    claimed = repo.claim_task(task_id, "w")
+    claimed = claim_one(repo, task_id, "w")
     assert claimed is not None
     return claimed.version
 
@@ -718,36 +719,36 @@ def _run(repo: Repository, task_id: str) -> int:
 def test_a_completed_reparse_makes_the_replaced_version_garbage_in_the_same_transaction(repo: Repository) -> None:
     kb = _kb(repo)
     doc, task = _doc(repo, kb)
-    first = repo.complete_task(task.id, _run(repo, task.id), chunk_count=3, token_count=30, format="txt")
+    first = complete_one(repo, task.id, _run(repo, task.id), chunk_count=3, token_count=30, format="txt")
     assert first is not None and first.replaced_version == 0
     assert _garbage(repo) == []
-    second = repo.reparse_document(doc.id)
-    done = repo.complete_task(second.id, _run(repo, second.id), chunk_count=3, token_count=30, format="txt")
+    second = repo.documents.reparse(doc.id)
+    done = complete_one(repo, second.id, _run(repo, second.id), chunk_count=3, token_count=30, format="txt")
     assert done is not None and done.document_done and done.replaced_version == 1
     assert _garbage(repo) == [("chunks", doc.id, 1, None)]
-    (row,) = repo.due_garbage(10, any_time=True)
+    (row,) = repo.garbage.due(10, any_time=True)
     assert row.collection == kb.collection and "replaced by parse version 2" in row.reason
-    assert repo.live_versions([doc.id, "missing"]) == {doc.id: 2}
+    assert repo.documents.live_versions([doc.id, "missing"]) == {doc.id: 2}
 
 
 def test_failed_and_cancelled_parses_are_garbage_once(repo: Repository) -> None:
     kb = _kb(repo)
     doc, task = _doc(repo, kb)
-    assert repo.fail_task(task.id, _run(repo, task.id), "corrupt")
+    assert repo.ledger.fail(task.id, _run(repo, task.id), "corrupt")
     assert _garbage(repo) == [("chunks", doc.id, 1, None)]
-    retried = repo.retry_task(task.id)
+    retried = repo.tasks.retry(task.id)
     assert retried.parse_version == 2
-    repo.cancel_task(retried.id)
+    repo.tasks.cancel(retried.id)
     assert _garbage(repo) == [("chunks", doc.id, 1, None), ("chunks", doc.id, 2, None)]
-    assert repo.live_versions([doc.id]) == {}  # nothing of it is searchable
+    assert repo.documents.live_versions([doc.id]) == {}  # nothing of it is searchable
 
 
 def test_cancelled_parts_of_a_split_parse_are_one_garbage_row(repo: Repository) -> None:
     kb = _kb(repo)
     doc, task = _doc(repo, kb)
-    repo.split_task(task.id, _run(repo, task.id), [(1, 10), (11, 20), (21, 30)])
-    assert repo.fail_task(task.id, repo.get_task(task.id).version, "part 1 broke")
-    assert len(repo.cancel_parts(doc.id, 1, "part 1 failed")) == 2
+    repo.ledger.split(task.id, _run(repo, task.id), [(1, 10), (11, 20), (21, 30)])
+    assert repo.ledger.fail(task.id, repo.tasks.get(task.id).version, "part 1 broke")
+    assert len(repo.ledger.cancel_parts(doc.id, 1, "part 1 failed")) == 2
     assert _garbage(repo) == [("chunks", doc.id, 1, None)]
 
 
@@ -755,11 +756,11 @@ def test_deleting_a_document_cancels_its_tasks_and_records_its_chunks_and_blob(r
     kb = _kb(repo)
     doc, task = _doc(repo, kb)
     claimed_version = _run(repo, task.id)
-    assert repo.delete_document(doc.id) == [task.id]
+    assert repo.documents.delete(doc.id) == [task.id]
     assert _garbage(repo) == [("blob", None, None, doc.blob_key), ("chunks", doc.id, None, None)]
-    assert not repo.complete_task(task.id, claimed_version, chunk_count=1, token_count=1, format="txt")
+    assert not complete_one(repo, task.id, claimed_version, chunk_count=1, token_count=1, format="txt")
     with pytest.raises(NotFound):
-        repo.delete_document(doc.id)
+        repo.documents.delete(doc.id)
 
 
 def test_deleting_a_kb_cancels_its_tasks_and_records_its_collection_and_every_blob(repo: Repository) -> None:
@@ -767,46 +768,57 @@ def test_deleting_a_kb_cancels_its_tasks_and_records_its_collection_and_every_bl
     created = [_doc(repo, kb, f"{i}.txt") for i in range(3)]
     docs = [doc for doc, _ in created]
     _run(repo, created[0][1].id)  # one running, two queued: all three are cancelled
-    assert sorted(repo.delete_kb(kb.id)) == sorted(task.id for _, task in created)
-    rows = repo.due_garbage(100, any_time=True)
+    assert sorted(repo.kbs.delete(kb.id)) == sorted(task.id for _, task in created)
+    rows = repo.garbage.due(100, any_time=True)
     assert [r.collection for r in rows if r.kind.value == "collection"] == [kb.collection]
     assert sorted(r.blob_key for r in rows if r.kind.value == "blob") == sorted(d.blob_key for d in docs)
     with pytest.raises(NotFound):
-        repo.get_kb_by_id(kb.id)
+        repo.kbs.get_by_id(kb.id)
 
 
 def test_an_upload_is_garbage_until_its_rows_are_written(repo: Repository) -> None:
     kb = _kb(repo)
-    repo.intend_blob(kb.id, "kb/x/committed", commit_within_s=60)
-    repo.intend_blob(kb.id, "kb/x/orphan", commit_within_s=60)
-    assert repo.due_garbage(10) == []  # not before its commit window ends
-    repo.create_document(kb, filename="a.txt", size_bytes=1, sha256="0" * 64, blob_key="kb/x/committed")
-    assert [g.blob_key for g in repo.due_garbage(10, now=time.time() + 61)] == ["kb/x/orphan"]
+    repo.garbage.intend_blob(kb.id, "kb/x/committed", commit_within_s=60)
+    repo.garbage.intend_blob(kb.id, "kb/x/orphan", commit_within_s=60)
+    assert repo.garbage.due(10) == []  # not before its commit window ends
+    repo.documents.create(kb, filename="a.txt", size_bytes=1, sha256="0" * 64, blob_key="kb/x/committed")
+    assert [g.blob_key for g in repo.garbage.due(10, now=time.time() + 61)] == ["kb/x/orphan"]
 
 
 def test_garbage_passes_are_recorded_and_confirmed_rows_dropped(repo: Repository) -> None:
     kb = _kb(repo)
     doc, task = _doc(repo, kb)
-    repo.cancel_task(task.id)
-    (row,) = repo.due_garbage(10)
-    assert repo.garbage_stats()[0] == 1
-    repo.garbage_tried(row.id, removed=4, error=None, retry_at=time.time() + 60)
-    assert repo.due_garbage(10) == []
-    (again,) = repo.due_garbage(10, now=time.time() + 61)
+    repo.tasks.cancel(task.id)
+    (row,) = repo.garbage.due(10)
+    assert repo.garbage.stats()[0] == 1
+    repo.garbage.tried(row.id, removed=4, error=None, retry_at=time.time() + 60)
+    assert repo.garbage.due(10) == []
+    (again,) = repo.garbage.due(10, now=time.time() + 61)
     assert (again.attempts, again.removed) == (1, 4)
-    assert repo.due_garbage(10, document_id="other", any_time=True) == []
-    repo.drop_garbage(row.id)
-    assert repo.garbage_stats() == (0, None)
+    assert repo.garbage.due(10, document_id="other", any_time=True) == []
+    repo.garbage.drop(row.id)
+    assert repo.garbage.stats() == (0, None)
 
 
 def test_a_delivery_lost_with_redis_is_not_counted(repo: Repository) -> None:
     kb = _kb(repo)
     _, task = _doc(repo, kb)
-    claimed = repo.claim_task(task.id, "w")
+    claimed = claim_one(repo, task.id, "w")
     assert claimed is not None and claimed.attempts == 1
-    assert not repo.refund_lost_delivery(task.id, claimed.version - 1), "a stale view refunds nothing"
-    assert repo.refund_lost_delivery(task.id, claimed.version)
-    refunded = repo.get_task(task.id)
+    assert not repo.ledger.refund_lost_delivery(task.id, claimed.version - 1), "a stale view refunds nothing"
+    assert repo.ledger.refund_lost_delivery(task.id, claimed.version)
+    refunded = repo.tasks.get(task.id)
     assert refunded.attempts == 0 and "not counted" in refunded.progress_lines[-1]
-    again = repo.claim_task(task.id, "w2")
+    again = claim_one(repo, task.id, "w2")
     assert again is not None and again.attempts == 1
+
+
+def test_every_record_field_is_a_column_of_its_table_and_back(sqlite_url: str) -> None:
+    """A field is declared twice — in its model and in its record — and nowhere else: the two agree."""
+    from common.db.models import build_models
+    from common.db.records import DocumentRecord, GarbageRecord, KbRecord, TaskRecord, columns
+
+    models = build_models(open_database(sqlite_url))
+    for model, record in ((models.kb, KbRecord), (models.document, DocumentRecord), (models.task, TaskRecord),
+                          (models.garbage, GarbageRecord)):
+        assert sorted(f.column_name for f in model._meta.sorted_fields) == sorted(columns(record)), record

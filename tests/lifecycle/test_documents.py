@@ -9,6 +9,7 @@ import numpy as np
 
 from common.runtime import Core
 from lifecycle import documents as lifecycle
+from tests.dbcalls import claim_one, complete_one
 from vectordb.chunkstore import ChunkRow, ChunkStore
 
 
@@ -28,9 +29,9 @@ async def test_search_returns_only_live_versions_of_existing_documents(core: Cor
     embedder = await core.embedders.get()
     live, task = await lifecycle.submit_document(core, kb, "live.md", b"# x\n\nrivers")
     doomed, _ = await lifecycle.submit_document(core, kb, "doomed.md", b"# y\n\nrivers")
-    claimed = await asyncio.to_thread(core.repo.claim_task, task.id, "w")
+    claimed = await asyncio.to_thread(claim_one, core.repo, task.id, "w")
     assert claimed is not None
-    await asyncio.to_thread(core.repo.complete_task, task.id, claimed.version, chunk_count=2, token_count=6,
+    await asyncio.to_thread(complete_one, core.repo, task.id, claimed.version, chunk_count=2, token_count=6,
                             format="md")
     query = embedder.encode(["rivers of the world"], 1)
     near = np.repeat(query, 2, axis=0)
@@ -49,9 +50,9 @@ async def test_search_fetches_more_rounds_when_garbage_crowds_out_the_live_hits(
     chunks = ChunkStore(vectors)
     kb = await lifecycle.create_kb(core, "kb", tenant="default", chunks=chunks)
     document, task = await lifecycle.submit_document(core, kb, "d.md", b"# x\n\nrivers")
-    claimed = await asyncio.to_thread(core.repo.claim_task, task.id, "w")
+    claimed = await asyncio.to_thread(claim_one, core.repo, task.id, "w")
     assert claimed is not None
-    await asyncio.to_thread(core.repo.complete_task, task.id, claimed.version, chunk_count=1, token_count=3,
+    await asyncio.to_thread(complete_one, core.repo, task.id, claimed.version, chunk_count=1, token_count=3,
                             format="md")
     embedder = await core.embedders.get()
     query = embedder.encode(["rivers"], 1)

@@ -48,7 +48,7 @@ async def test_a_straggler_writing_after_the_first_pass_is_removed_before_the_ro
     third = await collector.collect(document_id=document.id)
     assert (third.removed, third.confirmed) == (0, 1)
     assert await chunks.count_document(kb.collection, document.id) == 0
-    assert await asyncio.to_thread(core.repo.garbage_stats) == (0, None)
+    assert await asyncio.to_thread(core.repo.garbage.stats) == (0, None)
 
 
 class DownStore(ChunkStore):
@@ -70,13 +70,13 @@ async def test_a_store_that_is_down_fails_the_pass_and_the_row_is_retried_with_b
     collector = GarbageCollector(core, chunks, settle_s=0.0)
     report = await collector.collect()
     assert report.failed == 1 and report.confirmed == 0
-    (row,) = await asyncio.to_thread(core.repo.due_garbage, 10, any_time=True)
+    (row,) = await asyncio.to_thread(core.repo.garbage.due, 10, any_time=True)
     assert row.attempts == 1 and "connection refused" in (row.last_error or "")
     assert await collector.collect() == type(report)(), "not due again before its backoff"
     chunks.down = False
     assert (await collector.collect(document_id=document.id)).removed == 2
     assert (await collector.collect(document_id=document.id)).confirmed == 1
-    assert await asyncio.to_thread(core.repo.garbage_stats) == (0, None)
+    assert await asyncio.to_thread(core.repo.garbage.stats) == (0, None)
 
 
 async def test_a_deleted_knowledge_base_loses_its_collection_and_files_even_if_a_straggler_recreates_it(
@@ -96,12 +96,12 @@ async def test_a_deleted_knowledge_base_loses_its_collection_and_files_even_if_a
     third = await collector.collect()
     assert (third.removed, third.confirmed) == (0, 1)
     assert not await chunks.has_collection(kb.collection) and not await core.store.exists(document.blob_key)
-    assert await asyncio.to_thread(core.repo.garbage_stats) == (0, None)
+    assert await asyncio.to_thread(core.repo.garbage.stats) == (0, None)
 
 
 async def test_an_upload_whose_rows_never_came_loses_its_blob(core: Core, vectors: Any) -> None:
     kb = await lifecycle.create_kb(core, "kb", tenant="default")
-    await asyncio.to_thread(core.repo.intend_blob, kb.id, "kb/orphan", commit_within_s=0.0)
+    await asyncio.to_thread(core.repo.garbage.intend_blob, kb.id, "kb/orphan", commit_within_s=0.0)
     await core.store.put("kb/orphan", b"a crash came before the rows")
     report = await GarbageCollector(core, ChunkStore(vectors), settle_s=0.0).collect()
     assert report.removed == 1 and not await core.store.exists("kb/orphan")

@@ -92,7 +92,7 @@ async def wait_until(predicate: Callable[[], Awaitable[Any]], timeout_s: float, 
 
 async def all_terminal(core: Core, task_ids: list[str]) -> bool:
     for task_id in task_ids:
-        task = await asyncio.to_thread(core.repo.get_task, task_id)
+        task = await asyncio.to_thread(core.repo.tasks.get, task_id)
         if task.status not in ("done", "failed", "cancelled"):
             return False
     return True

@@ -29,7 +29,7 @@ async def wait_for_status(core: Core, task_id: str, statuses: tuple[str, ...] = 
                           timeout_s: float = 60.0) -> TaskRecord:
     async with asyncio.timeout(timeout_s):
         while True:
-            task = await asyncio.to_thread(core.repo.get_task, task_id)
+            task = await asyncio.to_thread(core.repo.tasks.get, task_id)
             if task.status in statuses:
                 return task
             await asyncio.sleep(0.05)

@@ -255,7 +255,7 @@ async def test_ingest_through_redis_cluster(redis_cluster: LocalCluster, tmp_pat
             assert [t.status for t in tasks] == ["done"] * len(tasks), [t.error for t in tasks]
             chunks = ChunkStore(vectors)
             for document, _ in submitted:
-                doc = await asyncio.to_thread(core.repo.get_document, document.id)
+                doc = await asyncio.to_thread(core.repo.documents.get, document.id)
                 assert doc.chunk_count > 0
                 assert await chunks.count_document(kb.collection, document.id) == doc.chunk_count
             for stream in keys.streams:  # every entry acked and deleted through the ack script

@@ -38,7 +38,7 @@ async def test_document_goes_through_every_stage(core: Core, vectors: Any) -> No
     assert done.progress == 1.0
     assert set(done.stage_timings) >= {"fetch", "parse", "chunk", "embed", "index"}
     assert "embedded" in done.progress_msg
-    doc = await asyncio.to_thread(core.repo.get_document, document.id)
+    doc = await asyncio.to_thread(core.repo.documents.get, document.id)
     assert doc.chunk_count > 5 and doc.format == "markdown"
     chunks = ChunkStore(vectors)
     assert await chunks.count_document(kb.collection, document.id) == doc.chunk_count
@@ -69,7 +69,7 @@ async def test_cancelled_before_pickup_is_acked_without_running(core: Core, vect
         async with asyncio.timeout(10):
             while await core.redis.xlen(core.keys.stream_normal):
                 await asyncio.sleep(0.05)
-    final = await asyncio.to_thread(core.repo.get_task, task.id)
+    final = await asyncio.to_thread(core.repo.tasks.get, task.id)
     assert final.status == "cancelled" and final.attempts == 0
 
 
@@ -134,7 +134,7 @@ async def test_reparse_replaces_chunk_set(core: Core, vectors: Any) -> None:
     async with running_worker(core, vectors):
         await wait_for_status(core, task.id)
         first = await chunks.count_document(kb.collection, document.id)
-        again = await ingest.enqueue(core, await asyncio.to_thread(core.repo.reparse_document, document.id))
+        again = await ingest.enqueue(core, await asyncio.to_thread(core.repo.documents.reparse, document.id))
         done = await wait_for_status(core, again.id)
     assert done.status == "done" and done.parse_version == 2
     assert await chunks.count_document(kb.collection, document.id) == first
@@ -197,11 +197,11 @@ async def test_cancel_stops_a_running_task_within_one_batch_and_leaves_no_chunks
             while await core.redis.xlen(core.keys.stream_normal):
                 await asyncio.sleep(0.02)
         calls_after = embedder.calls
-    final = await asyncio.to_thread(core.repo.get_task, task.id)
+    final = await asyncio.to_thread(core.repo.tasks.get, task.id)
     assert final.status == "cancelled"
     assert calls_after - calls_at_cancel <= 2, "stopped within one embedding batch"
     assert await ChunkStore(vectors).count_document(kb.collection, document.id) == 0
-    assert (await asyncio.to_thread(core.repo.get_document, document.id)).chunk_count == 0
+    assert (await asyncio.to_thread(core.repo.documents.get, document.id)).chunk_count == 0
 
 
 async def test_cancel_after_chunks_were_indexed_removes_them(core: Core, vectors: Any) -> None:
@@ -292,7 +292,7 @@ async def test_the_pipeline_writes_through_milvus_lite(core: Core, tmp_path: Pat
             again = await wait_for_status(core, second.id)
         assert done.status == "done", done.error
         assert again.status == "done", again.error
-        doc = await asyncio.to_thread(core.repo.get_document, document.id)
+        doc = await asyncio.to_thread(core.repo.documents.get, document.id)
         assert await ChunkStore(milvus).count_document(kb.collection, document.id) == doc.chunk_count > 0
         hits = await ChunkStore(milvus).search(kb.collection, HashEmbedder().encode(["glaciers"], 1)[0], 3)
         assert hits and "glaciers" in hits[0].text

@@ -74,7 +74,7 @@ async def test_killed_worker_replays_its_task_once(tmp_path: Path, redis_url: st
     settings = Settings(data_dir=str(data_dir), redis={"url": redis_url, "prefix": prefix})
     consumer = "crashy"
     async with open_core(settings, embedder=HashEmbedder()) as core:
-        kb = await asyncio.to_thread(core.repo.create_kb, "crash", tenant="default", chunk_tokens=256,
+        kb = await asyncio.to_thread(core.repo.kbs.create, "crash", tenant="default", chunk_tokens=256,
                                      overlap_tokens=32, embedding_model="all-MiniLM-L6-v2", dim=384)
         document, task = await ingest.submit_document(core, kb, "long.md", _prose(160).encode())
 
@@ -82,7 +82,7 @@ async def test_killed_worker_replays_its_task_once(tmp_path: Path, redis_url: st
         try:
             async def embedding() -> bool:
                 _alive(worker, tmp_path)
-                t = await asyncio.to_thread(core.repo.get_task, task.id)
+                t = await asyncio.to_thread(core.repo.tasks.get, task.id)
                 assert t.status in ("queued", "running"), t.error
                 return t.status == "running" and t.stage == "embed"
 
@@ -95,13 +95,13 @@ async def test_killed_worker_replays_its_task_once(tmp_path: Path, redis_url: st
 
         pending = await core.redis.xpending_range(core.keys.stream_normal, core.keys.group, "-", "+", 10)
         assert [(p["consumer"], p["times_delivered"]) for p in pending] == [(consumer, 1)]
-        assert (await asyncio.to_thread(core.repo.get_task, task.id)).status == "running"
+        assert (await asyncio.to_thread(core.repo.tasks.get, task.id)).status == "running"
 
         worker = _start_worker(env, tmp_path, consumer)
         try:
             async def finished() -> bool:
                 _alive(worker, tmp_path)
-                t = await asyncio.to_thread(core.repo.get_task, task.id)
+                t = await asyncio.to_thread(core.repo.tasks.get, task.id)
                 return t.status in ("done", "failed", "cancelled")
 
             await _wait(finished, 240, "the restarted worker to finish the task")
@@ -111,8 +111,8 @@ async def test_killed_worker_replays_its_task_once(tmp_path: Path, redis_url: st
             if worker.poll() is None:
                 worker.kill()
 
-        final = await asyncio.to_thread(core.repo.get_task, task.id)
-        doc = await asyncio.to_thread(core.repo.get_document, document.id)
+        final = await asyncio.to_thread(core.repo.tasks.get, task.id)
+        doc = await asyncio.to_thread(core.repo.documents.get, document.id)
         assert final.status == "done", final.error
         assert final.attempts == 2
         assert final.worker == consumer

@@ -25,6 +25,7 @@ from common.runtime import Core, open_core
 from common.settings import Settings
 from lifecycle import documents as ingest
 from lifecycle import garbage
+from tests.dbcalls import claim_one
 from tests.fakes import HashEmbedder
 from tests.worker.fleet import Fleet, wait_until
 from tests.worker.helpers import running_worker, wait_for_status
@@ -123,7 +124,7 @@ async def test_a_vector_store_outage_mid_ingest_ends_with_every_document_done_an
         assert [t.attempts for t in finals] == [1] * len(finals), "the outage spent attempts"
         chunks = ChunkStore(client)
         for document, _ in submitted:
-            doc = await asyncio.to_thread(core.repo.get_document, document.id)
+            doc = await asyncio.to_thread(core.repo.documents.get, document.id)
             assert await chunks.count_document(kb.collection, document.id) == doc.chunk_count > 0
     finally:
         await client.close()
@@ -158,8 +159,8 @@ async def test_a_worker_waits_for_a_dependency_without_taking_new_work_or_spendi
         await wait_until(_poll(lambda: worker.dependencies.is_down(Dependency.VECTOR_STORE)), 30, "the outage seen")
         _, later = await ingest.submit_document(core, kb, "later.md", PROSE.encode())
         await asyncio.sleep(1.0)
-        assert (await asyncio.to_thread(core.repo.get_task, later.id)).status == "queued", "it took new work"
-        waiting = await asyncio.to_thread(core.repo.get_task, first.id)
+        assert (await asyncio.to_thread(core.repo.tasks.get, later.id)).status == "queued", "it took new work"
+        waiting = await asyncio.to_thread(core.repo.tasks.get, first.id)
         assert waiting.status == "running" and waiting.stage == "index"
         assert worker.heartbeat_record()["dependencies_down"]["vector_store"]["since"] <= time.time()
         chunks.up.set()
@@ -231,7 +232,7 @@ async def test_a_reparse_whose_old_chunks_cannot_be_deleted_at_once_serves_only_
         hits = await _search(client, kb, " ".join(TOPICS))
         texts = [h["text"] for h in hits]
         assert hits and len(set(texts)) == len(texts), "both versions are searchable"
-        doc = await asyncio.to_thread(core.repo.get_document, document.id)
+        doc = await asyncio.to_thread(core.repo.documents.get, document.id)
         await wait_until(lambda: _stored_is(chunks, kb, document.id, doc.chunk_count), 30,
                          "the old version removed once the store takes deletes again")
 
@@ -262,7 +263,7 @@ async def test_deleting_a_knowledge_base_as_a_task_creates_its_collection_leaves
         core: Core, vectors: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     _fast_janitor(core.settings, monkeypatch)
     # Made the way a fleet's first task finds it: no collection until the first index write.
-    kb = await asyncio.to_thread(core.repo.create_kb, "kb", tenant="default", chunk_tokens=64, overlap_tokens=8,
+    kb = await asyncio.to_thread(core.repo.kbs.create, "kb", tenant="default", chunk_tokens=64, overlap_tokens=8,
                                  embedding_model="hash-test", dim=64)
     submitted = [await ingest.submit_document(core, kb, f"doc{i}.md", PROSE.encode()) for i in range(3)]
     async with api(core, vectors) as client:
@@ -332,7 +333,7 @@ async def test_a_task_whose_entry_redis_lost_runs_again_without_spending_an_atte
     kb = await ingest.create_kb(core, "kb", tenant="default")
     _, task = await ingest.submit_document(core, kb, "geo.md", PROSE.encode())
     (message,) = await core.queue.read_new("gone-with-redis", 1, block_ms=10)
-    claimed = await asyncio.to_thread(core.repo.claim_task, task.id, "gone-with-redis")
+    claimed = await asyncio.to_thread(claim_one, core.repo, task.id, "gone-with-redis")
     assert claimed is not None and claimed.attempts == 1
     # Redis came back without the entry (its AOF lost): the stream no longer has it.
     await core.redis.xack(message.stream, core.keys.group, message.entry_id)

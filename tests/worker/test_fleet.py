@@ -39,7 +39,7 @@ async def core(fleet: Fleet) -> AsyncIterator[Core]:
 
 
 async def _kb(core: Core) -> KbRecord:
-    return await asyncio.to_thread(core.repo.create_kb, "fleet", tenant="default", chunk_tokens=64,
+    return await asyncio.to_thread(core.repo.kbs.create, "fleet", tenant="default", chunk_tokens=64,
                                    overlap_tokens=8, embedding_model="hash-test", dim=64)
 
 
@@ -52,9 +52,9 @@ async def assert_exactly_once(core: Core, fleet: Fleet, kb: KbRecord, task_ids: 
     client = vectordb.connect(fleet.vectordb_url)
     try:
         for task_id in task_ids:
-            task = await asyncio.to_thread(core.repo.get_task, task_id)
+            task = await asyncio.to_thread(core.repo.tasks.get, task_id)
             assert task.status == "done", f"{task_id}: {task.status} {task.error}"
-            doc = await asyncio.to_thread(core.repo.get_document, task.document_id)
+            doc = await asyncio.to_thread(core.repo.documents.get, task.document_id)
             rows = await client.query(kb.collection, filter=f'document_id == "{doc.id}"',
                                       output_fields=["id", "ordinal", "parse_version"])
             assert sorted(int(r["ordinal"]) for r in rows) == list(range(doc.chunk_count)), doc.id
@@ -68,7 +68,7 @@ async def assert_exactly_once(core: Core, fleet: Fleet, kb: KbRecord, task_ids: 
 
 async def _running_on(core: Core, task_ids: list[str], consumer: str) -> bool:
     for task_id in task_ids:
-        task = await asyncio.to_thread(core.repo.get_task, task_id)
+        task = await asyncio.to_thread(core.repo.tasks.get, task_id)
         if task.status == "running" and task.worker == consumer and task.stage == "embed":
             return True
     return False
@@ -83,7 +83,7 @@ async def test_dead_workers_entries_are_reclaimed_and_it_is_removed(fleet: Fleet
     fleet.start_worker("rescuer")
     await wait_until(lambda: all_terminal(core, tasks), 90, "every task to finish", fleet)
     await assert_exactly_once(core, fleet, kb, tasks)
-    reclaimed = [await asyncio.to_thread(core.repo.get_task, t) for t in tasks]
+    reclaimed = [await asyncio.to_thread(core.repo.tasks.get, t) for t in tasks]
     assert all(t.worker == "rescuer" for t in reclaimed)
     assert any(t.attempts == 2 for t in reclaimed), "the killed worker's task is redelivered"
 
@@ -120,7 +120,7 @@ async def test_sigterm_finishes_in_flight_work_then_exits_0(fleet: Fleet, core: 
     tasks = await _submit(core, kb, 2)
     await wait_until(lambda: _running_on(core, tasks, "graceful"), 60, "a running task", fleet)
     assert fleet.terminate("graceful") == 0
-    statuses = [(await asyncio.to_thread(core.repo.get_task, t)).status for t in tasks]
+    statuses = [(await asyncio.to_thread(core.repo.tasks.get, t)).status for t in tasks]
     assert "done" in statuses, "the in-flight task finished within the grace period"
     assert await core.redis.zscore(core.keys.workers, "graceful") is None, "it deregistered"
     fleet.start_worker("next")
@@ -135,7 +135,7 @@ async def test_sigterm_past_grace_leaves_the_task_for_another_worker(fleet: Flee
     tasks = await _submit(core, kb, 1)
     await wait_until(lambda: _running_on(core, tasks, "impatient"), 60, "a running task", fleet)
     assert fleet.terminate("impatient") == 0
-    task = await asyncio.to_thread(core.repo.get_task, tasks[0])
+    task = await asyncio.to_thread(core.repo.tasks.get, tasks[0])
     assert task.status == "running", "left unacked, not failed"
     pending = await core.redis.xpending(core.keys.stream_normal, core.keys.group)
     assert pending["pending"] == 1
@@ -152,7 +152,7 @@ async def test_a_long_task_is_never_stolen_from_a_live_worker(fleet: Fleet, core
     await wait_until(lambda: _running_on(core, tasks, "slow"), 60, "the slow task to start", fleet)
     fleet.start_worker("idle")
     await wait_until(lambda: all_terminal(core, tasks), 60, "the slow task to finish", fleet)
-    task = await asyncio.to_thread(core.repo.get_task, tasks[0])
+    task = await asyncio.to_thread(core.repo.tasks.get, tasks[0])
     assert (task.status, task.attempts, task.worker) == ("done", 1, "slow")
 
 
@@ -162,7 +162,7 @@ async def test_orphan_tasks_are_enqueued_by_the_janitor(fleet: Fleet, core: Core
     blob = "kb/orphan/never-enqueued"
     await core.store.put(blob, doc_text(1))
     _, never_added = await asyncio.to_thread(
-        core.repo.create_document, kb, filename="orphan.md", size_bytes=10, sha256="0" * 64, blob_key=blob)
+        core.repo.documents.create, kb, filename="orphan.md", size_bytes=10, sha256="0" * 64, blob_key=blob)
     lost = await _submit(core, kb, 2)
     await core.redis.delete(core.keys.stream_normal)  # Redis lost the stream (and its group)
     fleet.start_worker("janitor")

@@ -73,14 +73,14 @@ async def test_write_behind_progress_surfaces_a_fence_at_the_next_report(core: C
     progress = await _claimed_progress(core, ledger, signals)
     await progress.report(0.1, "fetch started", stage="fetch")  # returns before the write is committed
     await ledger.drain()
-    assert (await asyncio.to_thread(core.repo.get_task, progress.task_id)).stage == "fetch"
+    assert (await asyncio.to_thread(core.repo.tasks.get, progress.task_id)).stage == "fetch"
 
-    await asyncio.to_thread(core.repo.cancel_task, progress.task_id)  # the API cancels: the version moves on
+    await asyncio.to_thread(core.repo.tasks.cancel, progress.task_id)  # the API cancels: the version moves on
     await progress.report(0.2, "parse started", stage="parse")  # fenced out, found out later
     await ledger.drain()
     with pytest.raises(Cancelled):
         await progress.check_cancelled()
-    stored = await asyncio.to_thread(core.repo.get_task, progress.task_id)
+    stored = await asyncio.to_thread(core.repo.tasks.get, progress.task_id)
     assert stored.status == "cancelled" and "parse started" not in stored.progress_msg
 
 
@@ -102,7 +102,7 @@ async def test_a_completion_commits_after_the_tasks_progress_and_publishes_its_e
                 if message is not None:
                     received.append(json.loads(message["data"]))
     assert received[0]["event"] == "progress" and received[0]["stage"] == "embed"
-    stored = await asyncio.to_thread(core.repo.get_task, progress.task_id)
+    stored = await asyncio.to_thread(core.repo.tasks.get, progress.task_id)
     assert stored.status == "done" and [line.split(" ", 1)[1] for line in stored.progress_lines[-2:]] == [
         "embed started", "done"]
 

@@ -50,7 +50,7 @@ async def test_worker_survives_a_redis_crash_and_finishes_everything(tmp_path: P
                 assert [t.status for t in finished] == ["done"] * 6
                 chunks = ChunkStore(vectors)
                 for task in finished:
-                    doc = await asyncio.to_thread(core.repo.get_document, task.document_id)
+                    doc = await asyncio.to_thread(core.repo.documents.get, task.document_id)
                     assert await chunks.count_document(kb.collection, doc.id) == doc.chunk_count
         finally:
             await vectors.close()

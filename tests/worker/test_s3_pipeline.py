@@ -47,5 +47,5 @@ async def test_documents_go_through_s3(s3_core: Any, s3_settings: Settings, s3_e
     async with running_worker(core, vectors):
         done = await wait_for_status(core, task.id)
     assert done.status == "done", done.error
-    doc = await asyncio.to_thread(core.repo.get_document, document.id)
+    doc = await asyncio.to_thread(core.repo.documents.get, document.id)
     assert await ChunkStore(vectors).count_document(kb.collection, document.id) == doc.chunk_count > 0

@@ -52,7 +52,7 @@ class GateEmbedder(HashEmbedder):
 
 
 async def _part_tasks(core: Any, document_id: str) -> list[Any]:
-    return await asyncio.to_thread(core.repo.tasks_for_document, document_id)
+    return await asyncio.to_thread(core.repo.tasks.of_document, document_id)
 
 
 async def test_large_pdf_is_shared_by_two_workers(tmp_path: Path, redis_url: str, vectors: Any) -> None:
@@ -74,7 +74,7 @@ async def test_large_pdf_is_shared_by_two_workers(tmp_path: Path, redis_url: str
         ]
         assert {p.status for p in parts} == {"done"}
         assert {p.worker for p in parts} == {"w-a", "w-b"}
-        doc = await asyncio.to_thread(core.repo.get_document, document.id)
+        doc = await asyncio.to_thread(core.repo.documents.get, document.id)
         assert doc.status == "done" and doc.parse_version == task.parse_version
         assert doc.chunk_count == sum(p.chunk_count for p in parts) > 0
         chunks = ChunkStore(vectors)
@@ -101,7 +101,7 @@ async def test_a_failing_part_fails_the_document_and_leaves_no_chunks(
             assert len(failed) == 1 and failed[0].page_from == 13
             assert "max_chunks_per_document" in (failed[0].error or "")
             assert {p.status for p in parts} <= {"failed", "cancelled", "done"}
-            doc = await asyncio.to_thread(core.repo.get_document, document.id)
+            doc = await asyncio.to_thread(core.repo.documents.get, document.id)
             assert doc.status == "failed" and doc.parse_version == 0
             chunks = ChunkStore(vectors)
             async with asyncio.timeout(20):  # cancelled parts clean up when their entries are settled
@@ -143,5 +143,5 @@ async def test_cancelling_one_part_cancels_the_document(tmp_path: Path, redis_ur
             async with asyncio.timeout(20):
                 while await chunks.count_document(kb.collection, document.id):
                     await asyncio.sleep(0.05)
-            doc = await asyncio.to_thread(core.repo.get_document, document.id)
+            doc = await asyncio.to_thread(core.repo.documents.get, document.id)
             assert doc.parse_version == 0 and doc.status == "cancelled"

@@ -1,0 +1,23 @@
+"""Rules on what users upload, in one place: the size limit, the stored file name."""
+
+from __future__ import annotations
+
+import re
+
+from common.errors import LimitExceeded
+
+MAX_FILENAME_CHARS = 255
+_UNSAFE_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f/\\]+")
+
+
+def safe_filename(name: str) -> str:
+    """The last path component of an uploaded name, without control characters or separators."""
+    base = re.split(r"[/\\]", name or "")[-1]
+    cleaned = _UNSAFE_NAME_CHARS.sub("_", base).strip().lstrip(".") or "document"
+    return cleaned[:MAX_FILENAME_CHARS]
+
+
+def check_upload_size(filename: str, size_bytes: int, limit_bytes: int) -> None:
+    """LimitExceeded when an upload is over `limits.max_upload_bytes`."""
+    if size_bytes > limit_bytes:
+        raise LimitExceeded(f"{filename}: {size_bytes} bytes exceeds limits.max_upload_bytes ({limit_bytes})")
