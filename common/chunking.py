@@ -29,6 +29,7 @@ from typing import Protocol
 
 from common.parsing.base import ParsedDocument, Section
 from common.parsing.text import paragraph_spans
+from common.settings import chunking_problem
 
 TITLE_SEPARATOR = " > "
 
@@ -87,14 +88,16 @@ class _Tokens:
         return index == 0 or self.starts[index] > self.ends[index - 1]
 
 
+
 class Chunker:
     """Splits parsed documents into chunks of at most `chunk_tokens` tokens (see the module doc)."""
 
     def __init__(self, tokenizer: Tokenizer, chunk_tokens: int, overlap_tokens: int) -> None:
         if chunk_tokens < 1:
             raise ValueError(f"chunk_tokens must be positive, got {chunk_tokens}")
-        if not 0 <= overlap_tokens < chunk_tokens:
-            raise ValueError(f"overlap_tokens must be in [0, chunk_tokens), got {overlap_tokens}")
+        problem = chunking_problem(chunk_tokens, overlap_tokens)
+        if problem:
+            raise ValueError(problem)
         self._tokenizer = tokenizer
         self._chunk_tokens = chunk_tokens
         self._overlap_tokens = overlap_tokens

@@ -23,8 +23,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any, cast
 
-from redis import exceptions as redis_errors
-
 from common.db import Repository, TaskStatus
 from common.keys import Keys
 from common.redisconn import RedisClient
@@ -243,12 +241,9 @@ async def _stream(redis: RedisClient, keys: Keys, name: str, priority: str, now:
 
 
 async def _group_info(redis: RedisClient, stream: str, group: str) -> dict[str, Any] | None:
-    try:
-        groups = await redis.xinfo_groups(stream)
-    except redis_errors.ResponseError as exc:
-        if "no such key" in str(exc).lower():  # the stream does not exist yet: nothing queued
-            return None
-        raise
+    if not await redis.exists(stream):  # not created yet: nothing queued (XINFO would fail)
+        return None
+    groups = await redis.xinfo_groups(stream)
     return next((g for g in groups if str(g.get("name")) == group), None)
 
 

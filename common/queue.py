@@ -19,6 +19,7 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 
 from common.keys import Keys
+from common.redisconn import error_code
 
 TASK_ID_FIELD = "task_id"
 CLAIM_MIN_IDLE_MS = 1000
@@ -136,7 +137,7 @@ class TaskQueue:
                 await self._redis.xgroup_create(stream, self._keys.group, id="0", mkstream=True)
             except redis_errors.ResponseError as exc:
                 # BUSYGROUP is Redis's error code for "group already exists": the wanted state.
-                if not str(exc).startswith("BUSYGROUP"):
+                if error_code(exc) != "BUSYGROUP":
                     raise
 
     async def enqueue(self, task_id: str, priority: str = "normal") -> str:
@@ -212,7 +213,7 @@ class TaskQueue:
             try:
                 rows = await self._redis.xinfo_consumers(stream, self._keys.group)
             except redis_errors.ResponseError as exc:
-                if str(exc).startswith("NOGROUP"):  # stream or group not created yet
+                if error_code(exc) == "NOGROUP":  # stream or group not created yet
                     continue
                 raise
             for row in rows:

@@ -53,6 +53,14 @@ BACKOFF_CAP_S = 2.0
 
 
 RedisClient = aioredis.Redis | RedisCluster
+
+
+def error_code(exc: BaseException) -> str:
+    """Redis's error code of a reply error (its first word: NOGROUP, BUSYGROUP, WRONGTYPE, ERR...), or ""."""
+    if not isinstance(exc, redis.ResponseError):
+        return ""
+    text = str(exc)
+    return text.split(" ", 1)[0] if text else ""
 """A single server or a cluster: the command API docvec uses is the same on both."""
 
 

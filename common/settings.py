@@ -21,6 +21,16 @@ SETTINGS_FILE_ENV = "DOCVEC_SETTINGS"
 DEFAULT_SETTINGS_FILE = "settings.yaml"
 
 
+
+def chunking_problem(chunk_tokens: int, overlap_tokens: int) -> str | None:
+    """What is wrong with a chunk size and overlap (the one statement of the rule), or None."""
+    if chunk_tokens < 1:
+        return f"chunk_tokens must be positive, got {chunk_tokens}"
+    if not 0 <= overlap_tokens < chunk_tokens:
+        return f"overlap_tokens ({overlap_tokens}) must be at least 0 and smaller than chunk_tokens ({chunk_tokens})"
+    return None
+
+
 class _Section(BaseModel):
     model_config = {"extra": "forbid"}
 
@@ -152,8 +162,9 @@ class ChunkingSettings(_Section):
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> ChunkingSettings:
-        if self.overlap_tokens >= self.chunk_tokens:
-            raise ValueError("chunking.overlap_tokens must be smaller than chunking.chunk_tokens")
+        problem = chunking_problem(self.chunk_tokens, self.overlap_tokens)
+        if problem:
+            raise ValueError(f"chunking: {problem}")
         return self
 
 

@@ -17,7 +17,10 @@ def safe_filename(name: str) -> str:
     return cleaned[:MAX_FILENAME_CHARS]
 
 
-def check_upload_size(filename: str, size_bytes: int, limit_bytes: int) -> None:
-    """LimitExceeded when an upload is over `limits.max_upload_bytes`."""
+def check_upload_size(filename: str | None, size_bytes: int, limit_bytes: int) -> None:
+    """LimitExceeded when an upload (or what is read of it so far) is over `limits.max_upload_bytes`."""
     if size_bytes > limit_bytes:
-        raise LimitExceeded(f"{filename}: {size_bytes} bytes exceeds limits.max_upload_bytes ({limit_bytes})")
+        raise LimitExceeded(
+            f'file "{filename}" is {size_bytes} bytes or more, above the limit of {limit_bytes} bytes '
+            "(limits.max_upload_bytes); split it into smaller files"
+        )

@@ -20,23 +20,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import re
 import uuid
 
 import numpy as np
 
-from common.db import DocumentRecord, KbRecord, Repository, TaskRecord
-from common.errors import InvalidRequest, LimitExceeded
+from common.db import DocumentRecord, KbRecord, Repository, TaskRecord, check_priority
+from common.errors import InvalidRequest
 from common.runtime import Core
+from common.settings import chunking_problem
+from common.uploads import check_upload_size, safe_filename
 from vectordb.chunkstore import ChunkHit, ChunkStore
 
 log = logging.getLogger(__name__)
 
-_UNSAFE_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f/\\]+")
-MAX_FILENAME_CHARS = 255
 CANCEL_FLAG_TTL_S = 7 * 24 * 3600
 # An upload's blob is garbage unless its rows are written within this time (crash between the two).
 UPLOAD_COMMIT_WINDOW_S = 3600.0
+HASH_IN_THREAD_BYTES = 1 << 20  # larger uploads are hashed off the event loop
 # Search over-fetches this many candidates per hit wanted, then keeps the live ones; rounds bounded.
 SEARCH_OVERFETCH = 2
 SEARCH_EXTRA = 10
@@ -44,11 +44,8 @@ SEARCH_MAX_CANDIDATES = 16384
 SEARCH_MAX_ROUNDS = 4
 
 
-def safe_filename(name: str) -> str:
-    """The last path component of an uploaded name, without control characters or separators."""
-    base = re.split(r"[/\\]", name or "")[-1]
-    cleaned = _UNSAFE_NAME_CHARS.sub("_", base).strip().lstrip(".") or "document"
-    return cleaned[:MAX_FILENAME_CHARS]
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 # ------------------------------------------------------------------------------------ knowledge bases
@@ -63,8 +60,9 @@ async def create_kb(core: Core, name: str, *, tenant: str, chunk_tokens: int | N
     embedder = await core.embedders.get()
     size = chunk_tokens or chunking.chunk_tokens
     overlap = overlap_tokens if overlap_tokens is not None else chunking.overlap_tokens
-    if overlap >= size:
-        raise InvalidRequest(f"overlap_tokens ({overlap}) must be smaller than chunk_tokens ({size})")
+    problem = chunking_problem(size, overlap)
+    if problem:
+        raise InvalidRequest(problem)
     kb = await asyncio.to_thread(
         core.repo.kbs.create, name, tenant=tenant, chunk_tokens=size, overlap_tokens=overlap,
         embedding_model=embedder.name, dim=embedder.dim,
@@ -87,18 +85,16 @@ async def delete_kb(core: Core, kb: KbRecord) -> None:
 async def submit_document(core: Core, kb: KbRecord, filename: str, data: bytes, *,
                           priority: str = "normal") -> tuple[DocumentRecord, TaskRecord]:
     """Store and enqueue one document of `kb`; returns its rows (the task already in its stream)."""
-    limit = core.settings.limits.max_upload_bytes
-    if len(data) > limit:
-        raise LimitExceeded(f"{filename}: {len(data)} bytes exceeds limits.max_upload_bytes ({limit})")
-    if priority not in ("high", "normal"):
-        raise InvalidRequest(f"priority must be 'high' or 'normal', not {priority!r}")
+    check_upload_size(filename, len(data), core.settings.limits.max_upload_bytes)
+    check_priority(priority)  # before anything is stored
     name = safe_filename(filename)
     blob_key = f"kb/{kb.id}/{uuid.uuid4().hex}"
+    digest = await asyncio.to_thread(_sha256, data) if len(data) > HASH_IN_THREAD_BYTES else _sha256(data)
     await asyncio.to_thread(core.repo.garbage.intend_blob, kb.id, blob_key, commit_within_s=UPLOAD_COMMIT_WINDOW_S)
     await core.store.put(blob_key, data)
     document, task = await asyncio.to_thread(
         core.repo.documents.create, kb, filename=name, size_bytes=len(data),
-        sha256=hashlib.sha256(data).hexdigest(), blob_key=blob_key, priority=priority,
+        sha256=digest, blob_key=blob_key, priority=priority,
     )
     task = await enqueue(core, task)
     return document, task

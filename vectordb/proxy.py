@@ -128,7 +128,7 @@ class _ChannelDone:
 _STOP = object()
 
 
-class TaskQueue:
+class ProxyQueue:
     """One queue with its own scheduling thread dispatching onto a bounded worker pool."""
 
     def __init__(self, name: str, *, max_workers: int, ordered: bool, end_ts: Callable[[], int],
@@ -236,13 +236,13 @@ class Proxy:
         self._inline_running = 0
         self._inline_idle = threading.Condition(self._lock)
         self._queues = {
-            "ddl": TaskQueue("ddl", max_workers=1, ordered=True, end_ts=tso.next,
+            "ddl": ProxyQueue("ddl", max_workers=1, ordered=True, end_ts=tso.next,
                                  metrics=self.metrics),
-            "dml": TaskQueue("dml", max_workers=limits.dml_workers, ordered=True, end_ts=tso.next,
+            "dml": ProxyQueue("dml", max_workers=limits.dml_workers, ordered=True, end_ts=tso.next,
                                  metrics=self.metrics),
-            "dql": TaskQueue("dql", max_workers=limits.dql_workers, ordered=False, end_ts=tso.next,
+            "dql": ProxyQueue("dql", max_workers=limits.dql_workers, ordered=False, end_ts=tso.next,
                                  metrics=self.metrics),
-            "control": TaskQueue("control", max_workers=limits.control_workers, ordered=True, end_ts=tso.next,
+            "control": ProxyQueue("control", max_workers=limits.control_workers, ordered=True, end_ts=tso.next,
                                  metrics=self.metrics),
         }
 

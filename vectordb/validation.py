@@ -24,7 +24,7 @@ CONSISTENCY_LEVELS = ("Strong", "Bounded", "Session", "Eventually")
 
 
 @dataclass(frozen=True, slots=True)
-class SearchRequest:
+class SearchSpec:
     """A checked search: float32 queries of shape (n, dim), the compiled filter, fields to return."""
 
     queries: np.ndarray
@@ -133,7 +133,7 @@ def check_search(
     output_fields: Any,
     consistency_level: Any,
     search_params: Any,
-) -> SearchRequest:
+) -> SearchSpec:
     """Everything a search is checked for before it runs, in the order the engine checks it."""
     check_limit("limit", limit)
     check_consistency(consistency_level)
@@ -143,7 +143,7 @@ def check_search(
     expr = compile_filter(filter or "", schema)
     fields = resolve_output_fields(schema, output_fields, include_pk=False)
     check_search_params(index, search_params)
-    return SearchRequest(queries, expr, fields)
+    return SearchSpec(queries, expr, fields)
 
 
 def check_query(

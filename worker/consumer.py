@@ -25,7 +25,7 @@ from redis import exceptions as redis_errors
 
 from common.dependencies import Dependency, DependencyBoard
 from common.queue import QueueMessage
-from common.redisconn import atomic_pipeline, server_info
+from common.redisconn import atomic_pipeline, error_code, server_info
 from common.runtime import Core, dependency_probes
 from lifecycle.garbage import GarbageCollector
 from vectordb.chunkstore import ChunkStore
@@ -160,7 +160,7 @@ class Worker:
                         self._start(tasks, message)
                 failures = 0
             except redis_errors.ResponseError as exc:
-                if not str(exc).startswith("NOGROUP"):  # Redis's error code: stream or group gone
+                if error_code(exc) != "NOGROUP":  # the stream or the group is gone
                     raise
                 log.warning("consumer group missing (Redis lost its data?); re-creating it")
                 await queue.ensure_groups()

@@ -23,6 +23,7 @@ from common.parsing.sniff import PDF, detect_document_format
 from common.runtime import Core, EmbedderLoader
 from common.settings import Settings
 from common.storage.base import ObjectStore
+from common.uploads import check_upload_size
 from lifecycle import documents as lifecycle
 from vectordb.chunkstore import ChunkRow, ChunkStore
 from worker.batching import EmbedBatcher
@@ -100,11 +101,7 @@ class FetchStage:
                 raise PermanentError(
                     f"{ctx.document.filename}: its stored file ({ctx.document.blob_key}) is missing; upload it again"
                 ) from exc
-        if len(ctx.data) > self._max_bytes:
-            raise LimitExceeded(
-                f"{ctx.document.filename}: {len(ctx.data)} bytes exceeds limits.max_upload_bytes "
-                f"({self._max_bytes})"
-            )
+        check_upload_size(ctx.document.filename, len(ctx.data), self._max_bytes)
         await ctx.progress.report(self.end, f"fetched {len(ctx.data)} bytes", stage=self.name)
 
 

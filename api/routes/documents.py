@@ -11,8 +11,9 @@ from fastapi import APIRouter, File, Query, UploadFile, status
 from api.deps import Services, Tenant
 from api.errors import error_responses
 from api.schemas import DocumentOut, SubmitResponse, Submitted, TaskOut
-from common.db import DocumentRecord
-from common.errors import InvalidRequest, LimitExceeded, NotFound
+from common.db import PRIORITIES, DocumentRecord
+from common.errors import InvalidRequest, NotFound
+from common.uploads import check_upload_size
 from lifecycle import documents as lifecycle
 
 router = APIRouter(tags=["documents"], responses=error_responses(401, 422, 503))
@@ -27,10 +28,7 @@ async def _read_limited(upload: UploadFile, limit: int) -> bytes:
     size = 0
     while chunk := await upload.read(READ_CHUNK_BYTES):
         size += len(chunk)
-        if size > limit:
-            raise LimitExceeded(
-                f"{upload.filename}: larger than limits.max_upload_bytes ({limit} bytes)"
-            )
+        check_upload_size(upload.filename, size, limit)
         parts.append(chunk)
     return b"".join(parts)
 
@@ -42,7 +40,7 @@ async def upload_documents(
     svc: Services,
     tenant: Tenant,
     files: Annotated[list[UploadFile], File(description="one or more documents")],
-    priority: Annotated[str, Query(pattern="^(high|normal)$")] = "normal",
+    priority: Annotated[str, Query(pattern=f"^({'|'.join(PRIORITIES)})$")] = "normal",
 ) -> SubmitResponse:
     core = svc.core
     record = await asyncio.to_thread(core.repo.kbs.get, kb, tenant=tenant)

@@ -35,6 +35,7 @@ from common.parsing.sniff import (
 from common.parsing.text import TextParser
 from common.parsing.xlsx import XlsxParser
 from common.settings import LimitsSettings
+from common.uploads import check_upload_size
 
 __all__ = ["ParsedDocument", "Parser", "Section", "Sniffed", "parse_document", "sniff"]
 
@@ -48,11 +49,7 @@ def parse_document(
     `CorruptDocument` for an empty, damaged or undecodable document; `UnsupportedFormat` for binary
     formats docvec does not read (images, archives, executables...) and encrypted PDFs.
     """
-    if len(data) > limits.max_upload_bytes:
-        raise LimitExceeded(
-            f'file "{filename}" is {len(data)} bytes, above the limit of {limits.max_upload_bytes} bytes '
-            "(limits.max_upload_bytes); split it into smaller files"
-        )
+    check_upload_size(filename, len(data), limits.max_upload_bytes)
     if not data.strip():
         raise _empty(filename, "document is empty")
     document = _parse(data, filename, limits, pages)
