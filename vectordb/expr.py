@@ -341,17 +341,8 @@ class _Parser:
         return self.fail(f"expected a field name or a literal, found {_describe(t)}", t)
 
     def resolve(self, t: Token, path: tuple[str | int, ...]) -> FieldRef:
-        f = self.schema.field(t.value)
-        if f is None:
-            if self.schema.enable_dynamic_field:
-                return FieldRef(DYNAMIC_FIELD, (t.value, *path), DataType.JSON, t.pos)
-            known = [x.name for x in self.schema.fields if x.dtype is not DataType.FLOAT_VECTOR]
-            return self.fail(f"unknown field {t.value!r} (filterable fields: {known})", t)
-        if f.dtype is DataType.FLOAT_VECTOR:
-            self.fail(f"cannot filter on vector field {f.name!r}", t)
-        if path and f.dtype is not DataType.JSON:
-            self.fail(f"field {f.name!r} is {f.dtype.value}; only JSON fields take [key] paths", t)
-        return FieldRef(f.name, path, f.dtype, t.pos)
+        ref = resolve_field(self.schema, t.value, path, t.pos)
+        return self.fail(ref, t) if isinstance(ref, str) else ref
 
     def make_compare(self, t: Token, left: Operand, right: Operand) -> Compare:
         for a, b in ((left, right), (right, left)):
@@ -365,15 +356,35 @@ class _Parser:
         return Compare(t.value, left, right)
 
     def _check_literal_type(self, ref: FieldRef, value: Any, t: Token) -> None:
-        if not ref.typed:
-            return
-        want = _kind_of_dtype(ref.dtype)
-        if _kind_of_value(value) != want:
-            self.fail(f"field {ref.column!r} is {ref.dtype.value}; cannot compare it with {value!r}", t)
+        problem = literal_problem(ref, value)
+        if problem:
+            self.fail(problem, t)
 
     def _need_string_operand(self, ref: Operand, what: str, t: Token) -> None:
         if isinstance(ref, Literal) or (ref.typed and ref.dtype is not DataType.VARCHAR):
             self.fail(f"'{what}' needs a VARCHAR or JSON field on its left", t)
+
+
+def resolve_field(schema: CollectionSchema, name: str, path: tuple[str | int, ...], pos: int) -> FieldRef | str:
+    """The filterable field `name` (a dynamic key when the schema allows them), or what is wrong."""
+    f = schema.field(name)
+    if f is None:
+        if schema.enable_dynamic_field:
+            return FieldRef(DYNAMIC_FIELD, (name, *path), DataType.JSON, pos)
+        known = [x.name for x in schema.fields if x.dtype is not DataType.FLOAT_VECTOR]
+        return f"unknown field {name!r} (filterable fields: {known})"
+    if f.dtype is DataType.FLOAT_VECTOR:
+        return f"cannot filter on vector field {f.name!r}"
+    if path and f.dtype is not DataType.JSON:
+        return f"field {f.name!r} is {f.dtype.value}; only JSON fields take [key] paths"
+    return FieldRef(f.name, path, f.dtype, pos)
+
+
+def literal_problem(ref: FieldRef, value: Any) -> str | None:
+    """Why `value` cannot be compared with the field `ref` (None: it can)."""
+    if ref.typed and _kind_of_value(value) != _kind_of_dtype(ref.dtype):
+        return f"field {ref.column!r} is {ref.dtype.value}; cannot compare it with {value!r}"
+    return None
 
 
 def _ref_name(ref: FieldRef) -> str:

@@ -326,5 +326,58 @@ def validate_rows(schema: CollectionSchema, rows: Sequence[Mapping[str, Any]]) -
     return RowBatch(pks, vectors, columns, dynamic)
 
 
+def validate_columns(
+    schema: CollectionSchema,
+    ids: Sequence[Any],
+    vectors: Any,
+    columns: Mapping[str, Sequence[Any]],
+    *,
+    id_field: str,
+    vector_field: str,
+) -> RowBatch:
+    """A columnar batch (see `vectordb.base.ColumnBatch`) checked against the schema: the vectors as one
+    float32 matrix (copied, so the caller may reuse its array), each scalar value as `validate_rows`
+    checks it. Errors name the row and field."""
+    pk_field, vec_field = schema.primary, schema.vector
+    if (id_field, vector_field) != (pk_field.name, vec_field.name):
+        raise RowError(
+            f"the batch's key and vector fields are {id_field!r} and {vector_field!r}; "
+            f"the schema's are {pk_field.name!r} and {vec_field.name!r}"
+        )
+    if isinstance(ids, str | bytes) or not isinstance(ids, Sequence | np.ndarray):
+        raise RowError("ids must be a list of primary keys")
+    n = len(ids)
+    if not n:
+        raise RowError("no rows given")
+    try:
+        matrix = np.array(vectors, dtype=np.float32, order="C")
+    except (TypeError, ValueError):
+        raise RowError(f"field {vec_field.name!r} must be a float matrix") from None
+    if matrix.shape != (n, schema.dim):
+        raise RowError(f"field {vec_field.name!r} must have shape ({n}, {schema.dim}), got {list(matrix.shape)}")
+    finite = np.isfinite(matrix).all(axis=1)
+    if not finite.all():
+        raise RowError(f"row {int(np.argmin(finite))}: field {vec_field.name!r} contains NaN or infinity")
+    scalars = schema.scalar_fields
+    missing = [f.name for f in scalars if f.name not in columns]
+    if missing:
+        raise RowError(f"missing column(s) {missing}")
+    extra = [k for k in columns if schema.field(k) is None or k in (pk_field.name, vec_field.name)]
+    if extra:
+        raise RowError(f"unknown column(s) {extra}; a column batch carries the schema's scalar fields only")
+    out: dict[str, list[Any]] = {}
+    for f in scalars:
+        values = columns[f.name]
+        if len(values) != n:
+            raise RowError(f"column {f.name!r} has {len(values)} values for {n} rows")
+        if isinstance(values, np.ndarray):
+            values = values.tolist()
+        out[f.name] = [_check_value(f, v, f"row {i}") for i, v in enumerate(values)]
+    keys = ids.tolist() if isinstance(ids, np.ndarray) else ids
+    pks = [_check_value(pk_field, v, f"row {i}") for i, v in enumerate(keys)]
+    dynamic: list[dict[str, Any]] | None = [{} for _ in range(n)] if schema.enable_dynamic_field else None
+    return RowBatch(pks, matrix, out, dynamic)
+
+
 def is_finite_number(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)

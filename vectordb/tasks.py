@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vectordb.base import Filter, Rows
 from vectordb.catalog import CollectionMeta
 from vectordb.errors import InvalidRequest, PartitionNotFound
 from vectordb.expr import And, Expr, FieldRef, InList
@@ -27,7 +28,8 @@ from vectordb.validation import (
 )
 
 if TYPE_CHECKING:
-    from vectordb.engine import Engine
+    from vectordb.collection import Collection
+    from vectordb.ops import EngineOps
 
 # ------------------------------------------------------------------------------------------------ DDL
 
@@ -35,48 +37,52 @@ if TYPE_CHECKING:
 class DdlTask(Task[Any]):
     queue_name = "ddl"
 
-    def __init__(self, engine: Engine, name: str) -> None:
+    def __init__(self, ops: EngineOps, name: str) -> None:
         super().__init__()
-        self.engine = engine
+        self.ops = ops
         self.name = name
 
     def channel(self) -> str:
         return "ddl"  # one channel: strictly serial
 
     def post_execute(self, result: Any) -> Any:
-        self.engine.proxy.meta_cache.invalidate(self.name)
+        self.ops.meta_cache.invalidate(self.name)
         return result
 
 
 class CreateCollectionTask(DdlTask):
     def __init__(
-        self, engine: Engine, name: str, schema: CollectionSchema, index: IndexParams, if_not_exists: bool
+        self, ops: EngineOps, name: str, schema: CollectionSchema, index: IndexParams, if_not_exists: bool
     ) -> None:
-        super().__init__(engine, name)
+        super().__init__(ops, name)
         self.schema, self.index, self.if_not_exists = schema, index, if_not_exists
 
     def pre_execute(self) -> None:
         check_create_collection(self.name, self.schema, self.index)
 
-    def execute(self) -> None:
-        self.engine._create_collection(self.name, self.schema, self.index, self.if_not_exists, self.begin_ts)
+    def execute(self) -> bool:
+        return self.ops.create(self.name, self.schema, self.index, self.if_not_exists, self.begin_ts)
+
+    def post_execute(self, result: Any) -> None:
+        if result:  # an `if_not_exists` that found the collection changed nothing: the cache stays
+            self.ops.meta_cache.invalidate(self.name)
 
 
 class DropCollectionTask(DdlTask):
     def execute(self) -> None:
-        self.engine._drop_collection(self.name)
+        self.ops.drop(self.name)
 
 
 class CreateIndexTask(DdlTask):
-    def __init__(self, engine: Engine, name: str, index: IndexParams) -> None:
-        super().__init__(engine, name)
+    def __init__(self, ops: EngineOps, name: str, index: IndexParams) -> None:
+        super().__init__(ops, name)
         self.index = index
 
     def pre_execute(self) -> None:
         check_index(self.index)
 
     def execute(self) -> None:
-        self.engine._collection(self.name).set_index(self.index)
+        self.ops.get(self.name).set_index(self.index)
 
 
 # ------------------------------------------------------------------------------------------------ DML
@@ -86,9 +92,9 @@ class DmlTask(Task[Any]):
     queue_name = "dml"
     session: Session | None = None  # set by a client that tracks its writes (Session consistency)
 
-    def __init__(self, engine: Engine, name: str) -> None:
+    def __init__(self, ops: EngineOps, name: str) -> None:
         super().__init__()
-        self.engine = engine
+        self.ops = ops
         self.name = name
         self.meta: CollectionMeta | None = None
 
@@ -99,24 +105,24 @@ class DmlTask(Task[Any]):
         return ("dml", self.name, 1.0)
 
     def pre_execute(self) -> None:
-        self.meta = self.engine.proxy.meta_cache.get(self.name)
+        self.meta = self.ops.meta_cache.get(self.name)
 
-    def collection(self) -> Any:
+    def collection(self) -> Collection:
         assert self.meta is not None
-        return self.engine._collection(self.name, expect_id=self.meta.id)
+        return self.ops.get(self.name, expect_id=self.meta.id)
 
 
 class InsertTask(DmlTask):
     def __init__(
         self,
-        engine: Engine,
+        ops: EngineOps,
         name: str,
-        rows: Sequence[Mapping[str, Any]],
+        rows: Rows,
         *,
         upsert: bool,
         partition_name: str | None = None,
     ) -> None:
-        super().__init__(engine, name)
+        super().__init__(ops, name)
         self.rows, self.upsert, self.partition_name = rows, upsert, partition_name
         self.batch: RowBatch | None = None
 
@@ -134,13 +140,13 @@ class InsertTask(DmlTask):
         coll = self.collection()
         write = coll.upsert if self.upsert else coll.insert
         ids = write(self.batch, session=self.session)
-        self.engine._maybe_seal(self.name, coll)
+        self.ops.after_write(coll)
         return ids
 
 
 class DeleteTask(DmlTask):
-    def __init__(self, engine: Engine, name: str, ids: Sequence[Any] | None, filter: str | None) -> None:
-        super().__init__(engine, name)
+    def __init__(self, ops: EngineOps, name: str, ids: Sequence[Any] | None, filter: Filter | None) -> None:
+        super().__init__(ops, name)
         self.ids, self.filter = ids, filter
         self.expr: Expr | None = None
         self.pks: list[Any] | None = None
@@ -173,18 +179,18 @@ class DqlTask(Task[Any]):
         """The MVCC timestamp to read at, after waiting for `level`'s guarantee timestamp."""
         return int(coll.read_ts(level, self.session.last_write_ts if self.session else None))
 
-    def __init__(self, engine: Engine, name: str) -> None:
+    def __init__(self, ops: EngineOps, name: str) -> None:
         super().__init__()
-        self.engine = engine
+        self.ops = ops
         self.name = name
         self.meta: CollectionMeta | None = None
 
     def pre_execute(self) -> None:
-        self.meta = self.engine.proxy.meta_cache.get(self.name)
+        self.meta = self.ops.meta_cache.get(self.name)
 
-    def collection(self) -> Any:
+    def collection(self) -> Collection:
         assert self.meta is not None
-        return self.engine._collection(self.name, expect_id=self.meta.id)
+        return self.ops.get(self.name, expect_id=self.meta.id)
 
 
 class HasCollectionTask(DqlTask):
@@ -192,7 +198,7 @@ class HasCollectionTask(DqlTask):
         pass
 
     def execute(self) -> bool:
-        return self.engine._has_collection(self.name)
+        return self.ops.exists(self.name)
 
 
 class ListCollectionsTask(DqlTask):
@@ -200,7 +206,7 @@ class ListCollectionsTask(DqlTask):
         pass
 
     def execute(self) -> list[str]:
-        return self.engine._list_collections()
+        return self.ops.names()
 
 
 class DescribeCollectionTask(DqlTask):
@@ -216,17 +222,17 @@ class CountTask(DqlTask):
 class SearchTask(DqlTask):
     def __init__(
         self,
-        engine: Engine,
+        ops: EngineOps,
         name: str,
         vectors: Any,
         *,
         limit: int,
-        filter: str | None,
+        filter: Filter | None,
         output_fields: Sequence[str] | None,
         consistency_level: str,
         search_params: Mapping[str, Any] | None,
     ) -> None:
-        super().__init__(engine, name)
+        super().__init__(ops, name)
         self.vectors, self.limit, self.filter = vectors, limit, filter
         self.output_fields, self.consistency_level, self.search_params = output_fields, consistency_level, search_params
         self.queries: np.ndarray | None = None
@@ -258,16 +264,16 @@ class SearchTask(DqlTask):
 class QueryTask(DqlTask):
     def __init__(
         self,
-        engine: Engine,
+        ops: EngineOps,
         name: str,
         *,
-        filter: str,
+        filter: Filter,
         output_fields: Sequence[str] | None,
         limit: int | None,
         offset: int,
         consistency_level: str,
     ) -> None:
-        super().__init__(engine, name)
+        super().__init__(ops, name)
         self.filter, self.output_fields, self.limit, self.offset = filter, output_fields, limit, offset
         self.consistency_level = consistency_level
         self.expr: Expr | None = None
@@ -293,8 +299,8 @@ class QueryTask(DqlTask):
 
 
 class GetTask(DqlTask):
-    def __init__(self, engine: Engine, name: str, ids: Sequence[Any], output_fields: Sequence[str] | None) -> None:
-        super().__init__(engine, name)
+    def __init__(self, ops: EngineOps, name: str, ids: Sequence[Any], output_fields: Sequence[str] | None) -> None:
+        super().__init__(ops, name)
         self.ids, self.output_fields = ids, output_fields
         self.pks: list[Any] = []
         self.fields: list[str] = []
@@ -317,9 +323,9 @@ class ControlTask(Task[Any]):
 
     queue_name = "control"
 
-    def __init__(self, engine: Engine, name: str) -> None:
+    def __init__(self, ops: EngineOps, name: str) -> None:
         super().__init__()
-        self.engine = engine
+        self.ops = ops
         self.name = name
 
     def channel(self) -> str:
@@ -328,8 +334,8 @@ class ControlTask(Task[Any]):
 
 class FlushTask(ControlTask):
     def execute(self) -> None:
-        self.engine._collection(self.name).flush()
-        self.engine._after_flush(self.name)
+        self.ops.get(self.name).flush()
+        self.ops.after_flush(self.name)
 
 
 # ------------------------------------------------------------------- partitions, compaction, load
@@ -365,7 +371,7 @@ def _restrict_to_partitions(expr: Expr | None, ids: list[int]) -> Expr:
 class _PartitionScoped:
     """Mixin for reads that need the collection loaded and may be limited to some partitions."""
 
-    engine: Engine
+    ops: EngineOps
     name: str
     meta: CollectionMeta | None
     expr: Expr | None
@@ -377,7 +383,7 @@ class _PartitionScoped:
     def pre_execute(self) -> None:
         super().pre_execute()  # type: ignore[misc]
         assert self.meta is not None
-        self.engine.querycoord.check_loaded(self.name)
+        self.ops.check_loaded(self.name)
         if self.partition_names:
             self.expr = _restrict_to_partitions(self.expr, _partition_ids(self.meta, self.partition_names))
 
@@ -391,22 +397,22 @@ class PartitionedQueryTask(_PartitionScoped, QueryTask):
 
 
 class CreatePartitionTask(DdlTask):
-    def __init__(self, engine: Engine, name: str, partition: str) -> None:
-        super().__init__(engine, name)
+    def __init__(self, ops: EngineOps, name: str, partition: str) -> None:
+        super().__init__(ops, name)
         self.partition = partition
 
     def execute(self) -> None:
-        self.engine._create_partition(self.name, self.partition, self.begin_ts)
+        self.ops.create_partition(self.name, self.partition, self.begin_ts)
 
 
 class DropPartitionTask(CreatePartitionTask):
     def execute(self) -> None:
-        self.engine._drop_partition(self.name, self.partition)
+        self.ops.drop_partition(self.name, self.partition)
 
 
 class HasPartitionTask(DqlTask):
-    def __init__(self, engine: Engine, name: str, partition: str) -> None:
-        super().__init__(engine, name)
+    def __init__(self, ops: EngineOps, name: str, partition: str) -> None:
+        super().__init__(ops, name)
         self.partition = partition
 
     def execute(self) -> bool:
@@ -420,17 +426,17 @@ class ListPartitionsTask(DqlTask):
 
 class CompactTask(ControlTask):
     def execute(self) -> Any:
-        return self.engine._compact(self.name)
+        return self.ops.compact(self.name)
 
 
 class LoadCollectionTask(ControlTask):
     def execute(self) -> None:
-        self.engine._load(self.name)
+        self.ops.load(self.name)
 
 
 class ReleaseCollectionTask(ControlTask):
     def execute(self) -> None:
-        self.engine._release(self.name)
+        self.ops.release(self.name)
 
 
 class GetLoadStateTask(DqlTask):
@@ -438,4 +444,4 @@ class GetLoadStateTask(DqlTask):
         pass
 
     def execute(self) -> str:
-        return str(self.engine._load_state(self.name))
+        return str(self.ops.load_state(self.name))

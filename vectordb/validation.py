@@ -12,11 +12,21 @@ from typing import Any
 
 import numpy as np
 
+from vectordb.base import ColumnBatch
 from vectordb.collection import resolve_output_fields
 from vectordb.errors import InvalidRequest
-from vectordb.expr import Expr, compile_filter
+from vectordb.expr import Expr
+from vectordb.filters import compile_any
 from vectordb.index import check_metric
-from vectordb.schema import CollectionSchema, IndexParams, RowBatch, check_name, normalize_pk, validate_rows
+from vectordb.schema import (
+    CollectionSchema,
+    IndexParams,
+    RowBatch,
+    check_name,
+    normalize_pk,
+    validate_columns,
+    validate_rows,
+)
 
 MAX_LIMIT = 16384
 MAX_QUERY_VECTORS = 16384
@@ -89,7 +99,12 @@ def check_index(index: Any) -> None:
 
 
 def check_rows(schema: CollectionSchema, rows: Any) -> RowBatch:
-    """Rows for insert/upsert, as a columnar batch (RowError names the row and field)."""
+    """Rows (a list of dicts or a `ColumnBatch`) for insert/upsert, as a columnar batch (RowError names
+    the row and field)."""
+    if isinstance(rows, ColumnBatch):
+        return validate_columns(
+            schema, rows.ids, rows.vectors, rows.columns, id_field=rows.id_field, vector_field=rows.vector_field
+        )
     return validate_rows(schema, rows)
 
 
@@ -140,7 +155,7 @@ def check_search(
     queries = check_query_vectors(schema, vectors)
     if search_params is not None and not isinstance(search_params, Mapping):
         raise InvalidRequest("search_params must be a dict")
-    expr = compile_filter(filter or "", schema)
+    expr = compile_any(filter, schema)
     fields = resolve_output_fields(schema, output_fields, include_pk=False)
     check_search_params(index, search_params)
     return SearchSpec(queries, expr, fields)
@@ -154,7 +169,7 @@ def check_query(
         check_limit("limit", limit)
     check_offset(offset)
     check_consistency(consistency_level)
-    expr = compile_filter(filter or "", schema)
+    expr = compile_any(filter, schema)
     return QueryRequest(expr, resolve_output_fields(schema, output_fields, include_pk=True))
 
 
@@ -169,7 +184,7 @@ def check_delete(schema: CollectionSchema, ids: Any, filter: Any) -> DeleteReque
         raise InvalidRequest("delete needs exactly one of ids= or filter=")
     if ids is not None:
         return DeleteRequest(check_ids(schema, ids), None)
-    expr = compile_filter(filter or "", schema)
+    expr = compile_any(filter, schema)
     if expr is None:
         raise InvalidRequest("an empty filter would delete everything; drop the collection instead")
     return DeleteRequest(None, expr)

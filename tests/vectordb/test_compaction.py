@@ -22,7 +22,7 @@ def _engine(path, **options):
 
 
 def _segments(eng, name="c"):
-    return eng._collection(name).meta.segments
+    return eng.ops.get(name).meta.segments
 
 
 def _fill(eng, n_segments: int, rows: int = 20) -> np.ndarray:
@@ -37,7 +37,7 @@ def _fill(eng, n_segments: int, rows: int = 20) -> np.ndarray:
 def test_compaction_merges_small_segments_and_purges_deletes(tmp_path):
     with _engine(tmp_path / "db") as eng:
         data = _fill(eng, 5)
-        old_dirs = [eng._collection("c")._segment_dir(s.id) for s in _segments(eng)]
+        old_dirs = [eng.ops.get("c")._segment_dir(s.id) for s in _segments(eng)]
         gone = list(range(0, 100, 3))
         eng.delete("c", ids=gone)
         before = eng.search("c", data[:3], limit=10)
@@ -76,7 +76,7 @@ def test_deletes_during_compaction_survive_the_swap_and_a_restart(tmp_path, monk
 
         def merge_then_delete(*args, **kwargs):
             merged = real_merge(*args, **kwargs)
-            eng._collection("c").delete_pks([5, 25])  # lands after the compaction timestamp
+            eng.ops.get("c").delete_pks([5, 25])  # lands after the compaction timestamp
             return merged
 
         monkeypatch.setattr(compaction, "_merge", merge_then_delete)

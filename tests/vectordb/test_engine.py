@@ -264,7 +264,7 @@ def test_delete_landing_while_a_flush_seals_survives_restart(tmp_path, monkeypat
     eng = vectordb.open_engine(tmp_path / "db", seal_rows=10_000)
     eng.create_collection("c", make_schema(DIM), IndexParams("FLAT", "L2"))
     eng.insert("c", make_rows(clustered(20, DIM), 0))
-    coll = eng._collection("c")
+    coll = eng.ops.get("c")
     real_seal = SealedSegment.seal.__func__
 
     def seal_then_delete(cls, growing, directory, index_params):

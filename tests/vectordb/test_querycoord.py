@@ -104,7 +104,7 @@ def test_engine_loads_hands_off_and_releases(tmp_path):
         for start in (0, 20, 40):
             eng.insert("c", make_rows(data[start : start + 20], start))
             eng.flush("c")
-        sealed = {s.id for s in eng._collection("c").meta.segments}
+        sealed = {s.id for s in eng.ops.get("c").meta.segments}
         for _ in range(100):
             held = {sid for ids in eng.querycoord.distribution("c").values() for sid in ids}
             if held == sealed:

@@ -53,7 +53,7 @@ def test_deletes_are_invisible_and_the_cached_visibility_follows_them(engine):
 def test_visibility_cache_respects_the_read_timestamp(engine):
     engine.create_collection("c", make_schema(DIM), IndexParams("FLAT", "COSINE"))
     engine.insert("c", make_rows(clustered(50, DIM, seed=1)))
-    coll = engine._collection("c")
+    coll = engine.ops.get("c")
     cache = VisibilityCache()
     ts_before, views = coll.snapshot()
     (view,) = views
@@ -73,7 +73,7 @@ def test_multi_segment_reduce_is_best_first_and_unique(engine):
         engine.insert("c", make_rows(vecs[start : start + 250], start))
         if start < 750:
             engine.flush("c")
-    assert sum(1 for s in engine._collection("c").segments.values() if s.n) >= 2  # compaction may merge some
+    assert sum(1 for s in engine.ops.get("c").segments.values() if s.n) >= 2  # compaction may merge some
     for hits in engine.search("c", vecs[:20] + 0.01, limit=10, search_params={"params": {"ef": 200}}):
         scores = [h.distance for h in hits]
         assert scores == sorted(scores, reverse=True)
@@ -90,7 +90,7 @@ def test_dql_runs_inline_in_the_callers_thread(engine):
             seen.append(threading.current_thread().name)
             return super().execute()
 
-    assert engine.proxy.execute(Probe(engine, "c")) == 10
+    assert engine.proxy.execute(Probe(engine.ops, "c")) == 10
     assert seen == [threading.current_thread().name]
 
 
@@ -98,7 +98,7 @@ def test_run_async_and_closed_engine(tmp_path):
     engine = vectordb.open_engine(tmp_path / "db")
     engine.create_collection("c", make_schema(DIM))
     engine.insert("c", make_rows(clustered(10, DIM)))
-    assert asyncio.run(engine.proxy.run_async(CountTask(engine, "c"))) == 10
+    assert asyncio.run(engine.proxy.run_async(CountTask(engine.ops, "c"))) == 10
     engine.close()
     with pytest.raises(EngineClosed):
-        engine.proxy.execute(CountTask(engine, "c"))
+        engine.proxy.execute(CountTask(engine.ops, "c"))

@@ -23,7 +23,8 @@ from common.errors import LimitExceeded, StageTimeout, Unauthorized
 from vectordb.engine import Engine
 from vectordb.errors import CollectionNotFound, DataDirLocked, InsecureServer
 from vectordb.http_client import HttpClient
-from vectordb.server import Reply, RestApi, check_exposure, run_server
+from vectordb.rest import Reply, RestApi
+from vectordb.server import check_exposure, run_server
 
 from .live_server import LiveServer
 

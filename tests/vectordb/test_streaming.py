@@ -182,7 +182,7 @@ def test_engine_open_accepts_policy_and_legacy_flag(tmp_path):
     ):
         with Engine.open(tmp_path / "db", **kwargs) as eng:
             eng.create_collection("c", make_schema(), if_not_exists=True)
-            assert eng._collection("c").options.fsync_policy is want
+            assert eng.ops.get("c").options.fsync_policy is want
     with pytest.raises(ValueError):
         Engine.open(tmp_path / "db", fsync_policy="sometimes")
 
