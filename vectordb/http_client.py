@@ -1,7 +1,8 @@
 """`HttpClient`: the vector-store client interface over a `docvec vectordb` server (Milvus REST v2 subset).
 
-Same async methods, return types and exception classes as `EmbeddedClient`, so callers cannot tell
-the backends apart. Server errors come back as the docvec exceptions tabled in `vectordb.restproto`.
+It implements `vectordb.base.VectorStore` with the embedded client's signatures, return types and
+exception classes, so callers cannot tell the backends apart. Server errors come back as the docvec
+exceptions tabled in `vectordb.restproto`. A `ColumnBatch` is sent as JSON rows, a `Where` as its text.
 
 Retries (tenacity, exponential backoff) cover transport failures only, never an error the server
 answered: a connection that could not be made is retried for every call; a timeout or a dropped
@@ -23,6 +24,8 @@ import orjson
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from common.errors import DocvecError, InvalidRequest, TransientError
+from vectordb.base import ColumnBatch, Filter, Rows
+from vectordb.filters import filter_text
 from vectordb.restproto import (
     API_PREFIX,
     as_id_list,
@@ -164,22 +167,67 @@ class HttpClient:
         entries = await self._data("indexes/describe", {"collectionName": name})
         return index_from_rest(entries[0])
 
+    async def create_index(self, name: str, index: IndexParams) -> None:
+        """Replace the index definition and rebuild the index of every sealed segment."""
+        if not isinstance(index, IndexParams):
+            raise InvalidRequest("index must be an IndexParams")
+        schema = await self.describe_collection(name)
+        await self._call("indexes/create", {"collectionName": name, "indexParams": [index_to_rest(schema, index)]})
+
+    async def flush(self, name: str) -> None:
+        await self._call("collections/flush", {"collectionName": name})
+
+    async def compact(self, name: str) -> None:
+        """Merge small sealed segments and purge deleted rows (a docvec extension of the REST API)."""
+        await self._call("collections/compact", {"collectionName": name})
+
+    async def load_collection(self, name: str) -> None:
+        await self._call("collections/load", {"collectionName": name})
+
+    async def release_collection(self, name: str) -> None:
+        await self._call("collections/release", {"collectionName": name})
+
+    async def get_load_state(self, name: str) -> str:
+        return str((await self._data("collections/get_load_state", {"collectionName": name}))["loadState"])
+
+    # ----------------------------------------------------------------------------------- partitions
+
+    async def create_partition(self, name: str, partition: str) -> None:
+        await self._call("partitions/create", {"collectionName": name, "partitionName": partition})
+
+    async def drop_partition(self, name: str, partition: str) -> None:
+        """Delete the partition's rows and forget it; "_default" cannot be dropped."""
+        await self._call("partitions/drop", {"collectionName": name, "partitionName": partition})
+
+    async def has_partition(self, name: str, partition: str) -> bool:
+        data = await self._data("partitions/has", {"collectionName": name, "partitionName": partition})
+        return bool(data["has"])
+
+    async def list_partitions(self, name: str) -> list[str]:
+        return list(await self._data("partitions/list", {"collectionName": name}))
+
     # ------------------------------------------------------------------------------------- entities
 
-    async def insert(self, name: str, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
-        data = await self._data("entities/insert", {"collectionName": name, "data": rows}, idempotent=False)
-        return list(data["insertIds"])
+    async def insert(self, name: str, rows: Rows, *, partition_name: str | None = None) -> list[Any]:
+        body = self._write_body(name, rows, partition_name)
+        return list((await self._data("entities/insert", body, idempotent=False))["insertIds"])
 
-    async def upsert(self, name: str, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
-        data = await self._data("entities/upsert", {"collectionName": name, "data": rows})
-        return list(data["upsertIds"])
+    async def upsert(self, name: str, rows: Rows, *, partition_name: str | None = None) -> list[Any]:
+        return list((await self._data("entities/upsert", self._write_body(name, rows, partition_name)))["upsertIds"])
 
-    async def delete(self, name: str, *, ids: Sequence[Any] | None = None, filter: str | None = None) -> int:
+    @staticmethod
+    def _write_body(name: str, rows: Rows, partition_name: str | None) -> dict[str, Any]:
+        body: dict[str, Any] = {"collectionName": name, "data": rows.rows() if isinstance(rows, ColumnBatch) else rows}
+        if partition_name is not None:
+            body["partitionName"] = partition_name
+        return body
+
+    async def delete(self, name: str, *, ids: Sequence[Any] | None = None, filter: Filter | None = None) -> int:
         body: dict[str, Any] = {"collectionName": name}
         if ids is not None:
             body["ids"] = self._ids(ids)
         if filter is not None:
-            body["filter"] = filter
+            body["filter"] = filter_text(filter)
         return int((await self._data("entities/delete", body))["deleteCount"])
 
     async def search(
@@ -188,10 +236,11 @@ class HttpClient:
         vectors: Any,
         *,
         limit: int,
-        filter: str | None = None,
+        filter: Filter | None = None,
         output_fields: Sequence[str] | None = None,
         consistency_level: str = "Strong",
         search_params: Mapping[str, Any] | None = None,
+        partition_names: Sequence[str] | None = None,
     ) -> list[list[Hit]]:
         try:
             queries = np.asarray(vectors, dtype=np.float32)
@@ -205,9 +254,10 @@ class HttpClient:
             "limit": limit,
             "consistencyLevel": consistency_level,
             **self._outputs(output_fields),
+            **self._partitions(partition_names),
         }
         if filter is not None:
-            body["filter"] = filter
+            body["filter"] = filter_text(filter)
         if search_params is not None:
             body["searchParams"] = search_params_to_rest(search_params)
         reply = await self._call("entities/search", body)
@@ -235,18 +285,20 @@ class HttpClient:
         self,
         name: str,
         *,
-        filter: str = "",
+        filter: Filter = "",
         output_fields: Sequence[str] | None = None,
         limit: int | None = None,
         offset: int = 0,
         consistency_level: str = "Strong",
+        partition_names: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
         body: dict[str, Any] = {
             "collectionName": name,
-            "filter": filter,
+            "filter": filter_text(filter),
             "offset": offset,
             "consistencyLevel": consistency_level,
             **self._outputs(output_fields),
+            **self._partitions(partition_names),
         }
         if limit is not None:
             body["limit"] = limit
@@ -261,15 +313,20 @@ class HttpClient:
     async def count(self, name: str) -> int:
         return int((await self._data("collections/get_stats", {"collectionName": name}))["rowCount"])
 
-    async def flush(self, name: str) -> None:
-        await self._call("collections/flush", {"collectionName": name})
-
     @staticmethod
     def _ids(ids: Any) -> list[Any]:
         as_list = as_id_list(ids)
         if as_list is None:
             raise InvalidRequest("ids must be a list of primary keys")
         return as_list
+
+    @staticmethod
+    def _partitions(partition_names: Sequence[str] | None) -> dict[str, Any]:
+        if partition_names is None:
+            return {}
+        if isinstance(partition_names, str):
+            return {"partitionNames": partition_names}  # the server rejects it, as the embedded client does
+        return {"partitionNames": list(partition_names)}
 
     @staticmethod
     def _outputs(output_fields: Sequence[str] | None) -> dict[str, Any]:

@@ -24,13 +24,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from common.errors import InvalidRequest, TransientError
+from vectordb.base import Filter, Rows
 from vectordb.errors import CollectionExists, CollectionNotFound, DuplicatePrimaryKey
+from vectordb.filters import filter_text
 from vectordb.results import Hit
 from vectordb.schema import DYNAMIC_FIELD, CollectionSchema, DataType, FieldSchema, IndexParams, RowBatch
 from vectordb.validation import (
     check_create_collection,
     check_delete,
     check_get,
+    check_index,
     check_query,
     check_rows,
     check_search,
@@ -171,10 +174,25 @@ class MilvusBackendClient:
         params = {k: int(v) for k, v in info.items() if k in ("M", "efConstruction", "nlist")}
         return IndexParams(index_type=info["index_type"], metric_type=info["metric_type"], params=params)
 
+    async def create_index(self, name: str, index: IndexParams) -> None:
+        """Replace the vector index (Milvus: release, drop, create, load) and the stored definition."""
+        check_index(index)
+        schema = await self._schema(name)
+        vector = schema.vector.name
+        await self._call(self._client.release_collection, name)
+        for existing in await self._call(self._client.list_indexes, name, field_name=vector):
+            await self._call(self._client.drop_index, name, existing)
+        await self._call(self._client.create_index, name, self._index_params(schema, index))
+        await self._call(
+            self._client.alter_collection_properties, name, properties={INDEX_PROPERTY: json.dumps(index.to_dict())}
+        )
+        self._indexes[name] = index
+        await self._call(self._client.load_collection, name)
+
     # ------------------------------------------------------------------ writes
 
     async def insert(
-        self, name: str, rows: Sequence[Mapping[str, Any]], *, partition_name: str | None = None
+        self, name: str, rows: Rows, *, partition_name: str | None = None
     ) -> list[Any]:
         """Insert rows whose primary keys must all be new (checked here: Milvus itself would keep both)."""
         schema = await self._schema(name)
@@ -190,7 +208,7 @@ class MilvusBackendClient:
         return list(batch.pks)
 
     async def upsert(
-        self, name: str, rows: Sequence[Mapping[str, Any]], *, partition_name: str | None = None
+        self, name: str, rows: Rows, *, partition_name: str | None = None
     ) -> list[Any]:
         """Insert rows, replacing live rows with the same primary key (the last one in the batch wins)."""
         schema = await self._schema(name)
@@ -200,7 +218,7 @@ class MilvusBackendClient:
         await self._call(self._client.upsert, name, _milvus_rows(schema, unique), **_partition(partition_name))
         return list(batch.pks)
 
-    async def delete(self, name: str, *, ids: Sequence[Any] | None = None, filter: str | None = None) -> int:
+    async def delete(self, name: str, *, ids: Sequence[Any] | None = None, filter: Filter | None = None) -> int:
         """Delete by primary keys or by filter; returns the number of live rows removed."""
         schema = await self._schema(name)
         request = check_delete(schema, ids, filter)
@@ -210,10 +228,11 @@ class MilvusBackendClient:
             for chunk in _chunks(live):
                 await self._call(self._client.delete, name, ids=chunk)
             return len(live)
-        assert filter is not None
-        matching = await self._count_matching(name, filter)
+        text = filter_text(filter)
+        assert text is not None
+        matching = await self._count_matching(name, text)
         if matching:
-            await self._call(self._client.delete, name, filter=filter)
+            await self._call(self._client.delete, name, filter=text)
         return matching
 
     async def flush(self, name: str) -> None:
@@ -232,7 +251,7 @@ class MilvusBackendClient:
         vectors: Any,
         *,
         limit: int,
-        filter: str | None = None,
+        filter: Filter | None = None,
         output_fields: Sequence[str] | None = None,
         consistency_level: str = "Strong",
         search_params: Mapping[str, Any] | None = None,
@@ -255,7 +274,7 @@ class MilvusBackendClient:
             name,
             data=request.queries.tolist(),
             limit=limit,
-            filter=filter or "",
+            filter=filter_text(filter) or "",
             output_fields=_milvus_fields(schema, request.fields),
             search_params={"metric_type": index.metric_type, "params": flat},
             consistency_level=consistency_level,
@@ -270,7 +289,7 @@ class MilvusBackendClient:
         self,
         name: str,
         *,
-        filter: str = "",
+        filter: Filter = "",
         output_fields: Sequence[str] | None = None,
         limit: int | None = None,
         offset: int = 0,
@@ -290,7 +309,7 @@ class MilvusBackendClient:
         rows = await self._scan(
             name,
             schema,
-            filter,
+            filter_text(filter) or "",
             request.fields,
             limit=limit,
             offset=offset,

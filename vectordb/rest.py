@@ -48,6 +48,7 @@ from vectordb.facade import AsyncEngine
 from vectordb.restproto import (
     DEFAULT_DB,
     LOAD_STATE_LOADED,
+    LOAD_STATE_NOT_EXIST,
     DatabaseNotFound,
     IncorrectParameterFormat,
     MissingParameter,
@@ -283,9 +284,9 @@ class RestApi:
 
     async def get_load_state(self, body: Body) -> Reply:
         name = body.collection()
-        await self._meta(name)
-        await self._check_partitions(name, body.partitions())
-        state = await self._store.get_load_state(name)
+        state = await self._store.get_load_state(name)  # a missing collection's state is "NotExist"
+        if state != LOAD_STATE_NOT_EXIST:
+            await self._check_partitions(name, body.partitions())
         return Reply({"loadState": state, "loadProgress": 100 if state == LOAD_STATE_LOADED else 0})
 
     async def get_stats(self, body: Body) -> Reply:

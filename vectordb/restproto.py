@@ -64,6 +64,7 @@ API_PREFIX = "/v2/vectordb/"
 DEFAULT_DB = "default"
 DEFAULT_PARTITION = "_default"
 LOAD_STATE_LOADED = "LoadStateLoaded"
+LOAD_STATE_NOT_EXIST = "LoadStateNotExist"
 
 CODE_OK = 0
 CODE_UNAVAILABLE = 2

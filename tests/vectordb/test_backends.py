@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import inspect
 import json
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import pytest
 
 import vectordb
 from common.errors import InvalidRequest
+from vectordb.base import ColumnBatch, VectorStore
 from vectordb.client import EmbeddedClient
 from vectordb.engine import Engine
 from vectordb.errors import (
@@ -30,6 +32,7 @@ from vectordb.errors import (
     RowError,
     SchemaError,
 )
+from vectordb.filters import Where
 from vectordb.http_client import HttpClient
 from vectordb.schema import CollectionSchema, DataType, FieldSchema, IndexParams
 
@@ -196,6 +199,128 @@ async def test_flush_and_restart_keep_data(backend: Backend) -> None:
     assert await client.search("docs", data[:3], limit=5, output_fields=["title"]) == before
 
 
+def _columns(vectors: np.ndarray, start: int = 0) -> ColumnBatch:
+    rows = make_rows(vectors, start)
+    names = ["title", "n", "score", "ok", "meta"]
+    return ColumnBatch(
+        ids=[r["id"] for r in rows],
+        vectors=vectors,
+        columns={name: [r[name] for r in rows] for name in names},
+        vector_field="vec",
+    )
+
+
+async def test_column_batches_write_what_rows_write(client: Any) -> None:
+    data = clustered(40, 16)
+    await client.create_collection("docs", make_schema(16), index=IndexParams("FLAT", "COSINE"))
+    await client.create_collection("rows", make_schema(16), index=IndexParams("FLAT", "COSINE"))
+    assert await client.insert("docs", _columns(data)) == list(range(40))
+    await client.insert("rows", make_rows(data))
+    assert await client.query("docs", filter="n >= 0") == await client.query("rows", filter="n >= 0")
+    changed = _columns(data[:2])
+    changed.columns["title"][:] = ["changed", "changed"]
+    assert await client.upsert("docs", changed) == [0, 1]
+    assert await client.get("docs", [0, 1, 2], output_fields=["title"]) == [
+        {"id": 0, "title": "changed"}, {"id": 1, "title": "changed"}, {"id": 2, "title": "doc-2"}
+    ]
+    hits = await client.search("docs", data[5:6], limit=1)
+    assert hits[0][0].id == 5
+    with pytest.raises(DuplicatePrimaryKey):
+        await client.insert("docs", _columns(data[:1]))
+    bad = _columns(data[:2])
+    for broken in (
+        ColumnBatch(bad.ids, data[:2, :8], bad.columns, vector_field="vec"),  # wrong dim
+        ColumnBatch(bad.ids, data[:2], {k: v for k, v in bad.columns.items() if k != "n"}, vector_field="vec"),
+        ColumnBatch(bad.ids, data[:2], {**bad.columns, "n": ["x", "y"]}, vector_field="vec"),
+        ColumnBatch(bad.ids, np.full((2, 16), np.nan, np.float32), bad.columns, vector_field="vec"),
+    ):
+        with pytest.raises(RowError):
+            await client.insert("docs", broken)
+    assert await client.count("docs") == 40
+
+
+async def test_where_filters_match_their_text(client: Any) -> None:
+    await _filled(client, 200)
+    where = Where.one_of("n", [4, 5, 9]) & Where.ne("title", "doc-4") & Where.eq("ok", True)
+    text = 'n in [4, 5, 9] and title != "doc-4" and ok == true'
+    assert where.text() == text
+    by_where = await client.query("docs", filter=where, output_fields=["n"])
+    assert by_where == await client.query("docs", filter=text, output_fields=["n"]) and by_where
+    hits = await client.search("docs", [[0.1] * 16], limit=5, filter=Where.eq("n", 7))
+    assert hits[0] and all(h.id % 100 == 7 for h in hits[0])
+    assert await client.delete("docs", filter=Where.eq("n", 3)) == 2
+    assert await client.query("docs", filter=Where.eq("n", 3)) == []
+    for bad in (Where.eq("nope", 1), Where.eq("n", "seven"), Where.eq("vec", 1)):
+        with pytest.raises(FilterError):
+            await client.query("docs", filter=bad)
+
+
+async def test_partitions(client: Any) -> None:
+    data = await _filled(client, 20)
+    await client.create_partition("docs", "p1")
+    assert await client.has_partition("docs", "p1") and not await client.has_partition("docs", "p2")
+    assert sorted(await client.list_partitions("docs")) == ["_default", "p1"]
+    await client.insert("docs", make_rows(clustered(10, 16, seed=5), 100), partition_name="p1")
+    await client.upsert("docs", make_rows(clustered(2, 16, seed=6), 200), partition_name="p1")
+    in_p1 = await client.query("docs", filter="n >= 0", output_fields=[], partition_names=["p1"])
+    assert sorted(r["id"] for r in in_p1) == [*range(100, 110), 200, 201]
+    hits = await client.search("docs", data[:1], limit=30, partition_names=["p1"])
+    assert {h.id for h in hits[0]} == {*range(100, 110), 200, 201}
+    assert await client.count("docs") == 32
+    await client.release_collection("docs")
+    await client.drop_partition("docs", "p1")
+    await client.load_collection("docs")
+    assert await client.list_partitions("docs") == ["_default"]
+    assert await client.count("docs") == 20
+    with pytest.raises(InvalidRequest):
+        await client.drop_partition("docs", "_default")
+
+
+async def test_load_release_compact_and_index(client: Any) -> None:
+    data = await _filled(client, 100)
+    assert await client.get_load_state("docs") == "LoadStateLoaded"
+    await client.release_collection("docs")
+    assert await client.get_load_state("docs") == "LoadStateNotLoad"
+    await client.load_collection("docs")
+    assert await client.get_load_state("docs") == "LoadStateLoaded"
+    assert await client.get_load_state("missing") == "LoadStateNotExist"
+    await client.flush("docs")
+    await client.insert("docs", make_rows(clustered(50, 16, seed=2), 100))
+    await client.flush("docs")
+    await client.delete("docs", filter="n < 10")
+    await client.compact("docs")
+    assert await client.count("docs") == 130
+    index = IndexParams("HNSW", "COSINE", {"M": 8, "efConstruction": 64})
+    await client.create_index("docs", index)
+    assert await client.describe_index("docs") == index
+    hits = await client.search("docs", data[50:51], limit=1)
+    assert hits[0][0].id == 50
+
+
+def test_every_client_has_the_protocols_signatures() -> None:
+    """Same methods, same parameters (names, kinds, defaults) on every client as on `VectorStore`."""
+    clients = [EmbeddedClient, HttpClient]
+    if not _MISSING_MILVUS:
+        from vectordb.milvus_client import MilvusBackendClient
+
+        clients.append(MilvusBackendClient)
+    wanted = {
+        name: inspect.signature(member)
+        for name, member in inspect.getmembers(VectorStore, inspect.isfunction)
+        if not name.startswith("_")
+    }
+    assert len(wanted) > 20
+    for cls in clients:
+        for name, signature in wanted.items():
+            member = getattr(cls, name, None)
+            assert member is not None, f"{cls.__name__} lacks {name}"
+            assert inspect.iscoroutinefunction(member), f"{cls.__name__}.{name} is not async"
+            got = inspect.signature(member)
+            shape = [(p.name, p.kind, p.default) for p in got.parameters.values()]
+            want = [(p.name, p.kind, p.default) for p in signature.parameters.values()]
+            assert shape == want, f"{cls.__name__}.{name}{got} differs from VectorStore.{name}{signature}"
+
+
 @pytest.mark.parametrize(
     ("call", "expected"),
     [
@@ -345,6 +470,7 @@ async def test_concurrent_http_clients_lose_no_acknowledged_row(live: tuple[Engi
 _WRITER_SCRIPT = """
 import asyncio, json, sys
 import numpy as np
+from vectordb.filters import Where
 from vectordb.http_client import HttpClient
 
 async def main(url, w):
