@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 
@@ -19,12 +18,13 @@ from common.apikeys import ApiKeyStore
 from common.dependencies import DependencyBoard
 from common.runtime import Core, dependency_probes, open_core
 from common.settings import Settings
+from vectordb.base import VectorStore
 from vectordb.chunkstore import ChunkStore
 
 API_PREFIX = "/api/v1"
 
 
-def create_app(settings: Settings, *, core: Core | None = None, vectors: Any = None) -> FastAPI:
+def create_app(settings: Settings, *, core: Core | None = None, vectors: VectorStore | None = None) -> FastAPI:
     """Build the app. `core`/`vectors` may be shared with an in-process worker (`docvec up`);
     otherwise the lifespan opens (and closes) its own."""
 
@@ -32,7 +32,7 @@ def create_app(settings: Settings, *, core: Core | None = None, vectors: Any = N
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             app_core: Core = core if core is not None else await stack.enter_async_context(open_core(settings))
-            app_vectors = vectors
+            app_vectors: VectorStore | None = vectors
             if app_vectors is None:
                 app_vectors = vectordb.connect(settings.vectordb_uri, token=settings.vectordb.token)
                 stack.push_async_callback(app_vectors.close)

@@ -5,6 +5,10 @@ content hash), so re-running a task writes the same ids (an upsert) and a finish
 replaces the previous one as a whole. Which chunk sets are live is the database's business
 (`lifecycle`): this module stores, finds and removes chunks, and reports the store being unreachable
 as `DependencyUnavailable` (vector_store).
+
+Writes go to the store as a `ColumnBatch` (the embedder's float32 matrix as it is) and filters as
+`Where` conditions; a collection this process has seen is not asked about again (`known`), until a
+write finds it gone.
 """
 
 from __future__ import annotations
@@ -12,12 +16,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
 from common.dependencies import Dependency
 from common.errors import DependencyUnavailable, TransientError
+from vectordb.base import ColumnBatch, VectorStore
+from vectordb.errors import CollectionNotFound
+from vectordb.filters import Where
 from vectordb.schema import CollectionSchema, DataType, FieldSchema, IndexParams
 
 T = TypeVar("T")
@@ -91,16 +98,17 @@ class ChunkHit:
     parse_version: int = 0
 
 
-def _quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 class ChunkStore:
     """Chunk-level operations on a vector-store client (`vectordb.connect(...)`)."""
 
-    def __init__(self, client: Any, *, index_type: str = "AUTOINDEX", metric_type: str = "COSINE") -> None:
+    def __init__(self, client: VectorStore, *, index_type: str = "AUTOINDEX", metric_type: str = "COSINE") -> None:
         self._client = client
         self._index = IndexParams(index_type=index_type, metric_type=metric_type)
+        self._known: set[str] = set()  # collections seen to exist by this process
+
+    def known(self, collection: str) -> bool:
+        """Whether this process has seen `collection` exist (and no write has found it gone since)."""
+        return collection in self._known
 
     @staticmethod
     async def _reach(call: Awaitable[T]) -> T:
@@ -118,56 +126,68 @@ class ChunkStore:
         await self._reach(self._client.list_collections())
 
     async def ensure_collection(self, collection: str, dim: int) -> None:
+        """Create the collection unless it exists (with the chunk schema for `dim`)."""
         await self._reach(self._client.create_collection(
             collection, chunk_schema(dim), index=self._index, if_not_exists=True
         ))
+        self._known.add(collection)
 
     async def has_collection(self, collection: str) -> bool:
-        return bool(await self._reach(self._client.has_collection(collection)))
+        exists = bool(await self._reach(self._client.has_collection(collection)))
+        if exists:
+            self._known.add(collection)
+        else:
+            self._known.discard(collection)
+        return exists
 
     async def drop_collection(self, collection: str) -> None:
         if await self.has_collection(collection):
+            self._known.discard(collection)
             await self._reach(self._client.drop_collection(collection))
 
     async def upsert(self, collection: str, rows: Sequence[ChunkRow], vectors: np.ndarray) -> int:
+        """Write `rows` with their `vectors` (one float32 row each); CollectionNotFound if it is gone."""
         if len(rows) != len(vectors):
             raise ValueError(f"{len(rows)} chunk rows but {len(vectors)} vectors")
         if not rows:
             return 0
-        payload = [
-            {
-                "id": row.id,
-                "vector": vector.tolist(),
-                "document_id": row.document_id,
-                "parse_version": row.parse_version,
-                "ordinal": row.ordinal,
-                "title": row.title[:TITLE_MAX_CHARS],
-                "text": row.text[:TEXT_MAX_CHARS],
-                "filename": row.filename[:FILENAME_MAX_CHARS],
-                "page": NO_PAGE if row.page is None else row.page,
-                "start_char": row.start_char,
-                "end_char": row.end_char,
-                "token_count": row.token_count,
-            }
-            for row, vector in zip(rows, vectors, strict=True)
-        ]
-        await self._reach(self._client.upsert(collection, payload))
-        return len(payload)
+        batch = ColumnBatch(
+            ids=[row.id for row in rows],
+            vectors=np.asarray(vectors, dtype=np.float32),
+            columns={
+                "document_id": [row.document_id for row in rows],
+                "parse_version": [row.parse_version for row in rows],
+                "ordinal": [row.ordinal for row in rows],
+                "title": [row.title[:TITLE_MAX_CHARS] for row in rows],
+                "text": [row.text[:TEXT_MAX_CHARS] for row in rows],
+                "filename": [row.filename[:FILENAME_MAX_CHARS] for row in rows],
+                "page": [NO_PAGE if row.page is None else row.page for row in rows],
+                "start_char": [row.start_char for row in rows],
+                "end_char": [row.end_char for row in rows],
+                "token_count": [row.token_count for row in rows],
+            },
+        )
+        try:
+            await self._reach(self._client.upsert(collection, batch))
+        except CollectionNotFound:
+            self._known.discard(collection)
+            raise
+        return len(rows)
 
     async def delete_document(self, collection: str, document_id: str, *, only_version: int | None = None) -> int:
         """Delete a document's chunks, all of them or one parse version's; returns how many went."""
         if not await self.has_collection(collection):
             return 0
-        expr = f"document_id == {_quote(document_id)}"
+        where = Where.eq("document_id", document_id)
         if only_version is not None:
-            expr += f" and parse_version == {int(only_version)}"
-        return int(await self._reach(self._client.delete(collection, filter=expr)))
+            where &= Where.eq("parse_version", int(only_version))
+        return int(await self._reach(self._client.delete(collection, filter=where)))
 
     async def count_document(self, collection: str, document_id: str) -> int:
         if not await self.has_collection(collection):
             return 0
         rows = await self._reach(self._client.query(
-            collection, filter=f"document_id == {_quote(document_id)}", output_fields=["id"]
+            collection, filter=Where.eq("document_id", document_id), output_fields=["id"]
         ))
         return len(rows)
 
@@ -175,7 +195,7 @@ class ChunkStore:
         """Chunks per (document, parse version) in the store: {document id: {version: count}} (audits)."""
         if not await self.has_collection(collection):
             return {}
-        expr = f"document_id == {_quote(document_id)}" if document_id else 'document_id != ""'
+        expr = Where.eq("document_id", document_id) if document_id else Where.ne("document_id", "")
         rows = await self._reach(self._client.query(
             collection, filter=expr, output_fields=["document_id", "parse_version"]
         ))
@@ -191,7 +211,7 @@ class ChunkStore:
         if not await self.has_collection(collection):
             return []
         results = await self._reach(self._client.search(
-            collection, [np.asarray(vector, dtype=np.float32).tolist()], limit=top_k,
+            collection, np.asarray(vector, dtype=np.float32).reshape(1, -1), limit=top_k,
             filter=filter or None, output_fields=OUTPUT_FIELDS,
         ))
         hits: list[ChunkHit] = []

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from vectordb.base import VectorStore
 from vectordb.engine import Engine
 from vectordb.errors import InvalidRequest, UnsupportedUri
 from vectordb.facade import AsyncEngine
 from vectordb.http_client import HttpClient
 from vectordb.streaming.consistency import Session
-
-if TYPE_CHECKING:
-    from vectordb.milvus_client import MilvusBackendClient
 
 
 class EmbeddedClient(AsyncEngine):
@@ -38,8 +36,8 @@ def open_engine(path: str, **options: Any) -> Engine:
     return Engine.open(path, **options)
 
 
-def connect(uri: str, *, token: str = "", **options: Any) -> EmbeddedClient | HttpClient | MilvusBackendClient:
-    """Connect to a vector store.
+def connect(uri: str, *, token: str = "", **options: Any) -> VectorStore:
+    """Connect to a vector store; every transport implements `vectordb.base.VectorStore`.
 
     - a directory path (or `file://` path): the embedded in-process store; `options` go to `Engine.open`;
     - `http://` / `https://`: a `docvec vectordb` server (Milvus RESTful v2 subset); `token` is sent as

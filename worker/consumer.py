@@ -28,6 +28,7 @@ from common.queue import QueueMessage
 from common.redisconn import atomic_pipeline, error_code, server_info
 from common.runtime import Core, dependency_probes
 from lifecycle.garbage import GarbageCollector
+from vectordb.base import VectorStore
 from vectordb.chunkstore import ChunkStore
 from worker.executor import Outcome, TaskExecutor, TaskResult
 from worker.janitor import Janitor
@@ -73,7 +74,7 @@ class WorkerStats:
 class Worker:
     """One worker process's consumer, heartbeat and renewal loops."""
 
-    def __init__(self, core: Core, vectors: object, *, consumer: str | None = None,
+    def __init__(self, core: Core, vectors: VectorStore, *, consumer: str | None = None,
                  concurrency: int | None = None, chunks: ChunkStore | None = None,
                  stages: Sequence[Stage] | None = None) -> None:
         settings = core.settings

@@ -26,6 +26,7 @@ from common.storage.base import ObjectStore
 from common.uploads import check_upload_size
 from lifecycle import documents as lifecycle
 from vectordb.chunkstore import ChunkRow, ChunkStore
+from vectordb.errors import CollectionNotFound
 from worker.batching import EmbedBatcher
 from worker.progress import TaskProgress
 
@@ -262,16 +263,20 @@ class IndexStage:
             # An earlier run of this stage may have written some batches before the store went down.
             for begin in range(ctx.written_rows - ctx.written_rows % INDEX_BATCH_ROWS, len(rows), INDEX_BATCH_ROWS):
                 await ctx.progress.check_cancelled()
-                ctx.written_rows = begin + await self._chunks.upsert(
-                    ctx.kb.collection, rows[begin:begin + INDEX_BATCH_ROWS],
-                    ctx.vectors[begin:begin + INDEX_BATCH_ROWS],
-                )
+                batch, vectors = rows[begin:begin + INDEX_BATCH_ROWS], ctx.vectors[begin:begin + INDEX_BATCH_ROWS]
+                try:
+                    written = await self._chunks.upsert(ctx.kb.collection, batch, vectors)
+                except CollectionNotFound:  # dropped since this process saw it
+                    await self._ensure_collection(ctx)
+                    written = await self._chunks.upsert(ctx.kb.collection, batch, vectors)
+                ctx.written_rows = begin + written
         await ctx.progress.report(self.end, f"indexed {ctx.written_rows} chunks", stage=self.name)
 
     async def _ensure_collection(self, ctx: TaskContext) -> None:
         """The collection is made with its knowledge base; create it here only while that still exists
-        (a deleted knowledge base's collection is garbage, and its tasks were cancelled)."""
-        if await self._chunks.has_collection(ctx.kb.collection):
+        (a deleted knowledge base's collection is garbage, and its tasks were cancelled). Once seen, a
+        collection is not asked about again by this process."""
+        if self._chunks.known(ctx.kb.collection) or await self._chunks.has_collection(ctx.kb.collection):
             return
         await asyncio.to_thread(self._repo.kbs.get_by_id, ctx.kb.id)  # NotFound: deleted, the task stops
         await self._chunks.ensure_collection(ctx.kb.collection, ctx.kb.dim)
