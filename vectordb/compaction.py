@@ -20,17 +20,14 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from vectordb.catalog import Catalog, SegmentMeta
-from vectordb.errors import CollectionNotFound, StorageError
+from vectordb.collection import Collection, Merge
+from vectordb.errors import CollectionNotFound
 from vectordb.segment import SealedSegment
 from vectordb.tso import TimestampOracle
-
-if TYPE_CHECKING:
-    from vectordb.collection import Collection
 
 log = logging.getLogger(__name__)
 
@@ -100,17 +97,10 @@ def needs_compaction(segments: Sequence[SealedSegment], policy: CompactionPolicy
     return any(s.n and s.deleted_count / s.n >= policy.auto_deleted_ratio for s in segments)
 
 
-@dataclass(slots=True)
-class _Merged:
-    sources: list[SealedSegment]
-    offsets: list[np.ndarray]  # per source, the rows kept, in the new segment's order
-    segment: SealedSegment | None  # None when no row survived
-
-
-def _merge(group: list[SealedSegment], ts: int, seg_id: int, directory: Path, coll: Collection) -> _Merged:
+def _merge(group: list[SealedSegment], ts: int, seg_id: int, directory: Path, coll: Collection) -> Merge:
     offsets = [np.flatnonzero(s.delete_ts[: s.n] > ts) for s in group]
     if not sum(len(o) for o in offsets):
-        return _Merged(group, offsets, None)
+        return Merge(group, offsets, None)
     keys = list(dict.fromkeys(k for s in group for k in s.columns))
     columns: dict[str, list[Any]] = {k: [] for k in keys}
     pks: list[Any] = []
@@ -135,12 +125,11 @@ def _merge(group: list[SealedSegment], ts: int, seg_id: int, directory: Path, co
         norms=np.concatenate([s.norms[o] for s, o in zip(group, offsets, strict=True)]),
         insert_ts=np.concatenate([s.insert_ts[o] for s, o in zip(group, offsets, strict=True)]),
     )
-    return _Merged(group, offsets, segment)
+    return Merge(group, offsets, segment)
 
 
 def compact(
     coll: Collection,
-    catalog: Catalog,
     tso: TimestampOracle,
     policy: CompactionPolicy,
     *,
@@ -159,12 +148,12 @@ def compact(
             ts = min(tso.next(), coll.serviceable_ts())
             sealed = [s for s in coll.segments.values() if isinstance(s, SealedSegment)]
             epoch = coll.epoch
-        merged: list[_Merged] = []
+        merged: list[Merge] = []
         try:
             for group in plan(sealed, policy, ts):
                 seg_id = tso.next()
-                merged.append(_merge(group, ts, seg_id, coll._segment_dir(seg_id), coll))
-            result = _swap(coll, catalog, merged, epoch)
+                merged.append(_merge(group, ts, seg_id, coll.segment_dir(seg_id), coll))
+            result = CompactionResult(*coll.swap_segments(merged, epoch)) if merged else CompactionResult()
         except BaseException:
             for m in merged:
                 if m.segment is not None:
@@ -184,47 +173,3 @@ def compact(
             result.purged_rows,
         )
     return result
-
-
-def _swap(coll: Collection, catalog: Catalog, merged: list[_Merged], epoch: int) -> CompactionResult:
-    """Carry late deletes over, record the new segments in the catalog, then switch memory over."""
-    if not merged:
-        return CompactionResult()
-    with coll.lock:
-        if coll.wal is None:
-            raise CollectionNotFound(f"collection {coll.name!r} was dropped or the engine closed")
-        if coll.epoch != epoch:  # memory was rebuilt from disk meanwhile: the plan may not hold
-            raise StorageError(f"compaction of {coll.name!r} was interrupted by a storage recovery; retry it")
-        removed = {s.id for m in merged for s in m.sources}
-        purged = 0
-        for m in merged:
-            purged += sum(s.n for s in m.sources) - sum(len(o) for o in m.offsets)
-            if m.segment is not None:
-                late = np.concatenate([s.delete_ts[o] for s, o in zip(m.sources, m.offsets, strict=True)])
-                m.segment.delete_ts[:] = late
-                m.segment.delete_version = int(np.count_nonzero(late != np.iinfo(np.int64).max))
-        added = [m.segment for m in merged if m.segment is not None]
-        metas = [sm for sm in coll.meta.segments if sm.id not in removed]
-        metas += [SegmentMeta(s.id, s.n, None) for s in added]
-        meta = coll.meta.with_changes(segments=tuple(metas))
-        catalog.put(meta)  # the commit point; nothing below can fail
-        coll.meta = meta
-        for m in merged:
-            if m.segment is not None:
-                _remap_pks(coll, m)
-        for seg_id in removed:
-            coll.segments.pop(seg_id, None)
-        for seg in added:
-            coll.segments[seg.id] = seg
-    return CompactionResult(tuple(sorted(removed)), tuple(s.id for s in added), purged)
-
-
-def _remap_pks(coll: Collection, m: _Merged) -> None:
-    assert m.segment is not None
-    new_id, pos = m.segment.id, 0
-    for src, offs in zip(m.sources, m.offsets, strict=True):
-        for off in offs.tolist():
-            pk = src.pks[off]
-            if coll.pk_map.get(pk) == (src.id, off):
-                coll.pk_map[pk] = (new_id, pos)
-            pos += 1

@@ -207,7 +207,7 @@ class EngineOps:
         def on_swap(removed: tuple[int, ...], added: tuple[SealedSegment, ...]) -> None:
             self.querycoord.sync(name, sealed_segments(coll), Priority.LOW)
 
-        return compact(coll, self.catalog, self.tso, self.compaction, on_swap=on_swap)
+        return compact(coll, self.tso, self.compaction, on_swap=on_swap)
 
     def request_seal(self, name: str) -> None:
         """Schedule a background flush of `name` unless one is already pending."""

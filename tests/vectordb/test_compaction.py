@@ -37,7 +37,7 @@ def _fill(eng, n_segments: int, rows: int = 20) -> np.ndarray:
 def test_compaction_merges_small_segments_and_purges_deletes(tmp_path):
     with _engine(tmp_path / "db") as eng:
         data = _fill(eng, 5)
-        old_dirs = [eng.ops.get("c")._segment_dir(s.id) for s in _segments(eng)]
+        old_dirs = [eng.ops.get("c").segment_dir(s.id) for s in _segments(eng)]
         gone = list(range(0, 100, 3))
         eng.delete("c", ids=gone)
         before = eng.search("c", data[:3], limit=10)
