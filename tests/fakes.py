@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import Any
 
 import numpy as np
+
+from common.queue import QueueMessage
+from worker.ledger import TaskEvent
 
 _WORD = re.compile(r"\w+|[^\w\s]")
 
@@ -48,3 +52,60 @@ class HashEmbedder:
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         return [(m.start(), m.end()) for m in _WORD.finditer(text)]
+
+
+class StubSignals:
+    """An in-memory broker side for a worker's tasks (`worker.ledger.Signals`), as Dramatiq's stub broker:
+    it records what the executor decided — acks, dead letters, published events — and answers cancel
+    checks from `cancel_flags`, so those decisions are tested with no Redis server.
+
+    As with Redis, a dead-lettered entry is acked too.
+    """
+
+    def __init__(self) -> None:
+        self.cancel_flags: set[str] = set()  # task ids whose cancel flag "the API" has set
+        self.cancel_checks: list[str] = []
+        self.events: list[TaskEvent] = []
+        self.acked: list[QueueMessage] = []
+        self.dead_letters: list[tuple[QueueMessage, str]] = []
+
+    async def cancelled(self, task_id: str) -> bool:
+        self.cancel_checks.append(task_id)
+        return task_id in self.cancel_flags
+
+    def publish(self, task_id: str, event: TaskEvent) -> None:
+        assert event["task_id"] == task_id, "an event is published on its own task's channel"
+        self.events.append(event)
+
+    async def ack(self, message: QueueMessage, event: TaskEvent | None = None) -> None:
+        if event is not None:
+            self.publish(message.task_id, event)
+        self.acked.append(message)
+
+    async def dead_letter(self, message: QueueMessage, reason: str, event: TaskEvent | None = None) -> None:
+        if event is not None:
+            self.publish(message.task_id, event)
+        self.dead_letters.append((message, reason))
+        self.acked.append(message)
+
+    async def drain(self) -> None:
+        return None
+
+    def event_names(self, task_id: str) -> list[str]:
+        """The names of the events published for `task_id`, in order."""
+        return [e["event"] for e in self.events if e["task_id"] == task_id]
+
+    def last_event(self, task_id: str, name: str) -> TaskEvent:
+        """The last event called `name` published for `task_id`."""
+        return [e for e in self.events if e["task_id"] == task_id and e["event"] == name][-1]
+
+
+class Unusable:
+    """Stands in for a client that a test must not reach (Redis, the queue on it, the vector store): any
+    use fails the test."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"this test runs without {self._what}, yet .{name} was used")

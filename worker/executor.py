@@ -30,7 +30,7 @@ from lifecycle.garbage import GarbageCollector
 from vectordb.chunkstore import ChunkStore
 from worker.batching import EmbedBatcher
 from worker.deadlines import Deadlines, Watch
-from worker.ledger import TaskLedger, TaskSignals
+from worker.ledger import Signals, TaskLedger, TaskSignals
 from worker.metrics import WorkerMetrics
 from worker.pipeline import (
     ChunkStage,
@@ -73,7 +73,9 @@ class TaskExecutor:
 
     def __init__(self, core: Core, chunks: ChunkStore, consumer: str, *, board: DependencyBoard,
                  garbage: GarbageCollector, metrics: WorkerMetrics | None = None,
-                 stages: Sequence[Stage] | None = None) -> None:
+                 stages: Sequence[Stage] | None = None, signals: Signals | None = None) -> None:
+        """`stages` replaces the pipeline and `signals` the broker side (Redis: `TaskSignals` on the core's
+        queue); both are for tests and benchmarks, which run the executor's rules with stubs."""
         self._core = core
         self._consumer = consumer
         self._board = board
@@ -104,7 +106,7 @@ class TaskExecutor:
             "index": w.index_timeout_s,
         }
         self.running: dict[str, TaskProgress] = {}
-        self._signals = TaskSignals(core.redis, core.keys, core.queue)
+        self._signals: Signals = signals or TaskSignals(core.redis, core.keys, core.queue)
         self._deadlines = Deadlines()
         self._ledger = TaskLedger(core.repo, self._signals, consumer)
 
@@ -245,11 +247,11 @@ class TaskExecutor:
         task = await self._through_outages(
             lambda: lifecycle.fail(self._core, progress.task_id, progress.version, reason), progress, None
         )
+        event = progress.event("failed", status="failed", message=reason)
         if dead_letter:
-            progress.publish("failed", status="failed", message=reason)
-            await self._core.queue.dead_letter(message, reason)
+            await self._signals.dead_letter(message, reason, event)
         else:
-            await self._signals.ack(message, progress.event("failed", status="failed", message=reason))
+            await self._signals.ack(message, event)
         if task is not None:
             await self._collect(task.document_id)
 

@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from redis import exceptions as redis_errors
 
@@ -150,8 +150,26 @@ class _Ack:
 _Signal = _CancelCheck | _Publish | _Ack
 
 
+class Signals(Protocol):
+    """What a worker's tasks signal to the broker: cancel flag checks, events, acks and dead letters.
+
+    `TaskSignals` is the Redis one; tests of the executor's decisions use an in-memory stub broker.
+    """
+
+    async def cancelled(self, task_id: str) -> bool: ...
+
+    def publish(self, task_id: str, event: TaskEvent) -> None: ...
+
+    async def ack(self, message: QueueMessage, event: TaskEvent | None = None) -> None: ...
+
+    async def dead_letter(self, message: QueueMessage, reason: str, event: TaskEvent | None = None) -> None: ...
+
+    async def drain(self) -> None: ...
+
+
 class TaskSignals:
-    """The Redis side of a worker's tasks, in rounds: cancel flag checks, published events and acks."""
+    """The Redis side of a worker's tasks, in rounds: cancel flag checks, published events and acks (and,
+    rare, dead letters, sent at once)."""
 
     def __init__(self, redis: RedisClient, keys: Keys, queue: TaskQueue) -> None:
         self._redis = redis
@@ -173,6 +191,13 @@ class TaskSignals:
         if event is not None:
             self.publish(message.task_id, event)
         await self._rounds.submit(_Ack(message))
+
+    async def dead_letter(self, message: QueueMessage, reason: str, event: TaskEvent | None = None) -> None:
+        """Copy the entry to the dead-letter stream and ack it (after publishing `event`, if any); rare
+        enough to go straight to Redis rather than through a round."""
+        if event is not None:
+            self.publish(message.task_id, event)
+        await self._queue.dead_letter(message, reason)
 
     async def drain(self) -> None:
         await self._rounds.drain()
@@ -214,7 +239,7 @@ class TaskLedger:
     """The database side of a worker's tasks, in rounds: claims, progress writes and completions of
     every concurrent task in one transaction (run in a thread), then the events of the writes published."""
 
-    def __init__(self, repo: Repository, signals: TaskSignals, consumer: str) -> None:
+    def __init__(self, repo: Repository, signals: Signals, consumer: str) -> None:
         self._repo = repo
         self._signals = signals
         self._consumer = consumer

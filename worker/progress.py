@@ -9,7 +9,7 @@ from collections import deque
 from common.db import ClaimedTask, CompleteWrite, Completion, ProgressWrite
 from common.dependencies import dependency_of
 from common.errors import Cancelled
-from worker.ledger import TaskEvent, TaskLedger, TaskSignals, WriteFailed, WriteResult, task_event
+from worker.ledger import Signals, TaskEvent, TaskLedger, WriteFailed, WriteResult, task_event
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class TaskProgress:
     as "not cancelled": the database fences a cancelled task's completion anyway.
     """
 
-    def __init__(self, claimed: ClaimedTask, *, ledger: TaskLedger, signals: TaskSignals, consumer: str) -> None:
+    def __init__(self, claimed: ClaimedTask, *, ledger: TaskLedger, signals: Signals, consumer: str) -> None:
         self._ledger = ledger
         self._signals = signals
         self.task_id = claimed.task.id

@@ -25,7 +25,6 @@ from common.runtime import Core, open_core
 from common.settings import Settings
 from lifecycle import documents as ingest
 from lifecycle import garbage
-from tests.dbcalls import claim_one
 from tests.fakes import HashEmbedder
 from tests.worker.fleet import Fleet, wait_until
 from tests.worker.helpers import running_worker, wait_for_status
@@ -284,61 +283,3 @@ async def test_deleting_a_knowledge_base_as_a_task_creates_its_collection_leaves
 
 async def _collection_gone(client: Any, collection: str) -> bool:
     return not await client.has_collection(collection)
-
-
-# ------------------------------------------------------------------------------ the janitor strands nothing
-
-
-async def test_the_janitor_never_strands_an_entry_read_after_its_snapshot(
-        core: Core, vectors: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A consumer whose heartbeat expired reads an entry just after the janitor looked at its (empty)
-    pending list; deleting it then would strand the entry in no pending list, for good."""
-    kb = await ingest.create_kb(core, "kb", tenant="default")
-    _, task = await ingest.submit_document(core, kb, "geo.md", PROSE.encode())
-    await core.redis.zadd(core.keys.workers, {"late-worker": time.time() - 3600})  # its heartbeat expired
-    await core.redis.xgroup_createconsumer(core.keys.stream_normal, core.keys.group, "late-worker")
-    real_consumers = core.queue.consumers
-
-    async def snapshot_then_read() -> Any:
-        seen = await real_consumers()
-        # ... and right after the janitor's snapshot, the late worker takes the entry.
-        assert [m.task_id for m in await core.queue.read_new("late-worker", 1, block_ms=10)] == [task.id]
-        return seen
-
-    monkeypatch.setattr(core.queue, "consumers", snapshot_then_read)
-    assert await Worker(core, vectors, consumer="janitor")._janitor.run_once()
-    monkeypatch.setattr(core.queue, "consumers", real_consumers)
-    pending = await core.redis.xpending(core.keys.stream_normal, core.keys.group)
-    assert pending["pending"] == 1, "the entry the late worker read was stranded"
-    async with running_worker(core, vectors):  # a live worker claims it from the dead consumer
-        done = await wait_for_status(core, task.id, timeout_s=30)
-    assert done.status == "done"
-
-
-async def test_a_stranded_entry_is_enqueued_again_by_the_orphan_scan(core: Core, vectors: Any) -> None:
-    kb = await ingest.create_kb(core, "kb", tenant="default")
-    _, task = await ingest.submit_document(core, kb, "geo.md", PROSE.encode())
-    assert [m.task_id for m in await core.queue.read_new("gone-worker", 1, block_ms=10)] == [task.id]
-    # Deleted while it held the entry (what the janitor used to do): delivered, yet in no pending list.
-    await core.redis.xgroup_delconsumer(core.keys.stream_normal, core.keys.group, "gone-worker")
-    assert (await core.redis.xpending(core.keys.stream_normal, core.keys.group))["pending"] == 0
-    core.settings.worker.orphan_scan_interval_s = 0.2
-    async with running_worker(core, vectors):
-        done = await wait_for_status(core, task.id, timeout_s=30)
-    assert done.status == "done"
-    assert await core.redis.xlen(core.keys.stream_normal) == 0, "the stranded entry was left behind"
-
-
-async def test_a_task_whose_entry_redis_lost_runs_again_without_spending_an_attempt(core: Core, vectors: Any) -> None:
-    kb = await ingest.create_kb(core, "kb", tenant="default")
-    _, task = await ingest.submit_document(core, kb, "geo.md", PROSE.encode())
-    (message,) = await core.queue.read_new("gone-with-redis", 1, block_ms=10)
-    claimed = await asyncio.to_thread(claim_one, core.repo, task.id, "gone-with-redis")
-    assert claimed is not None and claimed.attempts == 1
-    # Redis came back without the entry (its AOF lost): the stream no longer has it.
-    await core.redis.xack(message.stream, core.keys.group, message.entry_id)
-    await core.redis.xdel(message.stream, message.entry_id)
-    core.settings.worker.orphan_scan_interval_s = 0.2
-    async with running_worker(core, vectors):
-        done = await wait_for_status(core, task.id, timeout_s=30)
-    assert (done.status, done.attempts) == ("done", 1)
