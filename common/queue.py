@@ -213,7 +213,9 @@ class TaskQueue:
             try:
                 rows = await self._redis.xinfo_consumers(stream, self._keys.group)
             except redis_errors.ResponseError as exc:
-                if error_code(exc) == "NOGROUP":  # stream or group not created yet
+                if error_code(exc) == "NOGROUP":  # the group not created yet
+                    continue
+                if not await self._redis.exists(stream):  # the stream is gone (a Redis that restarted empty)
                     continue
                 raise
             for row in rows:
