@@ -165,10 +165,6 @@ class Collection(CollectionCore):
             self._heal_locked()
             return len(self.pk_map)
 
-    @property
-    def growing_rows(self) -> int:
-        return self.growing.n
-
     # ---------------------------------------------------------------------------------------- flush
 
     def flush(self) -> None:

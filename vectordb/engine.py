@@ -41,7 +41,6 @@ from vectordb.requests import Requests
 from vectordb.results import Hit
 from vectordb.schema import CollectionSchema, IndexParams
 from vectordb.streaming.options import StreamingOptions
-from vectordb.tasks import InsertTask
 from vectordb.tso import TimestampOracle
 from vectordb.wal import resolve_fsync_policy
 
@@ -210,18 +209,10 @@ class Engine:
         self._wait(self._requests.create_index(name, index))
 
     def insert(self, name: str, rows: Rows, *, partition_name: str | None = None) -> list[Any]:
-        return list(self.submit_insert(name, rows, partition_name=partition_name).wait_to_finish())
+        return list(self._wait(self._requests.write(name, rows, upsert=False, partition_name=partition_name)))
 
     def upsert(self, name: str, rows: Rows, *, partition_name: str | None = None) -> list[Any]:
-        return list(self.submit_insert(name, rows, upsert=True, partition_name=partition_name).wait_to_finish())
-
-    def submit_insert(
-        self, name: str, rows: Rows, *, upsert: bool = False, partition_name: str | None = None
-    ) -> InsertTask:
-        """Enqueue an insert/upsert without waiting (`task.future` settles when it is applied)."""
-        task = self._requests.write(name, rows, upsert=upsert, partition_name=partition_name)
-        self.proxy.submit(task)
-        return task
+        return list(self._wait(self._requests.write(name, rows, upsert=True, partition_name=partition_name)))
 
     def delete(self, name: str, *, ids: Sequence[Any] | None = None, filter: Filter | None = None) -> int:
         return int(self._wait(self._requests.delete(name, ids, filter)))

@@ -84,9 +84,6 @@ class Where:
                 out.append(f"{term.field} {term.op} {_render(term.value)}")
         return " and ".join(out)
 
-    def __str__(self) -> str:
-        return self.text()
-
 
 def compile_any(filter: str | Where | None, schema: CollectionSchema) -> Expr | None:
     """A filter given as text or as a `Where`, type-checked against `schema` (None: no filter)."""
