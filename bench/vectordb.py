@@ -6,7 +6,8 @@ neighbours at cosine ~0.5); queries are fresh draws from the same mixture, not c
 Every system gets the same vectors and the same index: HNSW M=16, efConstruction=200, ef=64,
 COSINE (FAISS: IndexHNSWFlat with inner product over unit vectors). Ground truth is exact cosine.
 
-Per system: insert rows/s (batches of 1,000 rows as dicts, the API's form), time to searchable
+Per system: insert rows/s (batches of 1,000 rows as dicts, the API's form; docvec also as column
+batches, ids plus one float32 matrix, the form its worker writes), time to searchable
 (insert end -> flush/index built -> first search answered), single-query QPS (one query per call,
 sequential), batched QPS (100 queries per call) and recall@10. `--server` adds docvec through its
 HTTP server (a subprocess) and its ratios to embedded.
@@ -66,6 +67,7 @@ class Result:
 
     system: str
     insert_rows_per_s: float | None = None
+    insert_columns_rows_per_s: float | None = None  # the same rows as ColumnBatches (docvec clients)
     time_to_searchable_s: float | None = None
     single_qps: float | None = None
     batched_qps: float | None = None
@@ -130,10 +132,20 @@ def row_batches(base: np.ndarray) -> Iterator[list[dict[str, Any]]]:
 # ---------------------------------------------------------------------------------------- measuring
 
 
-async def timed_inserts(insert: Callable[[list[dict[str, Any]]], Awaitable[Any]], base: np.ndarray) -> float:
+def column_batches(base: np.ndarray) -> Iterator[Any]:
+    """The same rows as docvec ColumnBatches: a range of ids and a slice of the float32 matrix."""
+    from vectordb.base import ColumnBatch
+
+    for start in range(0, len(base), INSERT_BATCH):
+        chunk = base[start : start + INSERT_BATCH]
+        yield ColumnBatch(ids=list(range(start, start + len(chunk))), vectors=chunk)
+
+
+async def timed_inserts(insert: Callable[[Any], Awaitable[Any]], base: np.ndarray, *,
+                        batches: Callable[[np.ndarray], Iterator[Any]] = row_batches) -> float:
     """Rows per second over the insert calls alone."""
     busy_s = 0.0
-    for rows in row_batches(base):
+    for rows in batches(base):
         t0 = time.perf_counter()
         await insert(rows)
         busy_s += time.perf_counter() - t0
@@ -166,6 +178,7 @@ async def timed_batched(
 def emit_result(r: Result) -> None:
     for metric, unit_name in (
         ("insert_rows_per_s", "rows/s"),
+        ("insert_columns_rows_per_s", "rows/s"),
         ("time_to_searchable_s", "s"),
         ("single_qps", "queries/s"),
         ("batched_qps", "queries/s"),
@@ -204,6 +217,12 @@ async def run_docvec(client: Any, system: str, base: np.ndarray, qlists: list[li
                      truth: np.ndarray, *, batched: bool = True) -> Result:
     """The same measurements through any docvec client (embedded or HTTP)."""
     result = Result(system)
+    columns = COLLECTION + "_columns"  # the column-batch write path, into a collection of its own
+    await client.create_collection(columns, docvec_schema(), index=docvec_index())
+    result.insert_columns_rows_per_s = await timed_inserts(
+        lambda batch: client.insert(columns, batch), base, batches=column_batches
+    )
+    await client.drop_collection(columns)
     await client.create_collection(COLLECTION, docvec_schema(), index=docvec_index())
     result.insert_rows_per_s = await timed_inserts(lambda rows: client.insert(COLLECTION, rows), base)
 
@@ -474,6 +493,9 @@ async def run(cfg: Config, with_server: bool) -> None:
         "dim": DIM,
         "recall_at_10": rounded(d.recall_at_10, 4),
         "insert_rows_per_s": rounded(d.insert_rows_per_s),
+        "insert_columns_rows_per_s": rounded(d.insert_columns_rows_per_s),
+        "columns_vs_rows_insert_ratio": ratio(d.insert_columns_rows_per_s, d.insert_rows_per_s),
+        "columns_insert_ratio_vs_milvus_lite": ratio(d.insert_columns_rows_per_s, ml.insert_rows_per_s),
         "search_qps": rounded(d.single_qps),
         "batched_search_qps": rounded(d.batched_qps),
         "qps_ratio_vs_faiss": ratio(d.single_qps, f.single_qps),
