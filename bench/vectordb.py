@@ -217,14 +217,14 @@ async def run_docvec(client: Any, system: str, base: np.ndarray, qlists: list[li
                      truth: np.ndarray, *, batched: bool = True) -> Result:
     """The same measurements through any docvec client (embedded or HTTP)."""
     result = Result(system)
+    await client.create_collection(COLLECTION, docvec_schema(), index=docvec_index())
+    result.insert_rows_per_s = await timed_inserts(lambda rows: client.insert(COLLECTION, rows), base)
     columns = COLLECTION + "_columns"  # the column-batch write path, into a collection of its own
     await client.create_collection(columns, docvec_schema(), index=docvec_index())
     result.insert_columns_rows_per_s = await timed_inserts(
         lambda batch: client.insert(columns, batch), base, batches=column_batches
     )
     await client.drop_collection(columns)
-    await client.create_collection(COLLECTION, docvec_schema(), index=docvec_index())
-    result.insert_rows_per_s = await timed_inserts(lambda rows: client.insert(COLLECTION, rows), base)
 
     async def search_one(q: list[float]) -> list[int]:
         hits = await client.search(COLLECTION, [q], limit=K, search_params=DOCVEC_SEARCH_PARAMS)
