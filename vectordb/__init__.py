@@ -1,9 +1,12 @@
 """docvec's embedded Milvus-style vector store.
 
-client = vectordb.connect("./data/vectors")       # async, in-process
+client = vectordb.connect("./data/vectors")       # async, in-process (a VectorStore)
 engine = vectordb.open_engine("./data/vectors")   # sync
+
+Every client implements `VectorStore`; writes take rows or a `ColumnBatch`, filters text or a `Where`.
 """
 
+from vectordb.base import ColumnBatch, VectorStore
 from vectordb.client import EmbeddedClient, connect, open_engine
 from vectordb.engine import Engine
 from vectordb.errors import (
@@ -17,6 +20,7 @@ from vectordb.errors import (
     SchemaError,
     UnsupportedUri,
 )
+from vectordb.filters import Where
 from vectordb.results import Hit
 from vectordb.schema import CollectionSchema, DataType, FieldSchema, IndexParams
 
@@ -24,6 +28,7 @@ __all__ = [
     "CollectionExists",
     "CollectionNotFound",
     "CollectionSchema",
+    "ColumnBatch",
     "DataDirLocked",
     "DataType",
     "DuplicatePrimaryKey",
@@ -37,6 +42,8 @@ __all__ = [
     "RowError",
     "SchemaError",
     "UnsupportedUri",
+    "VectorStore",
+    "Where",
     "connect",
     "open_engine",
 ]

@@ -1,4 +1,8 @@
-"""The concrete proxy tasks behind every engine call."""
+"""The concrete proxy tasks behind every engine call (built by `vectordb.requests`).
+
+A task validates its request in `pre_execute` (`vectordb.validation`, against the cached schema) and
+does its work in `execute` through `vectordb.ops.EngineOps`, the engine's narrow interface for tasks.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +19,6 @@ from vectordb.proxy import Task
 from vectordb.results import Hit
 from vectordb.schema import PARTITION_FIELD, CollectionSchema, DataType, IndexParams, RowBatch
 from vectordb.streaming.consistency import Session
-from vectordb.validation import CONSISTENCY_LEVELS as CONSISTENCY_LEVELS  # re-exported for vectordb.server
-from vectordb.validation import MAX_LIMIT as MAX_LIMIT
 from vectordb.validation import (
     check_create_collection,
     check_delete,
