@@ -52,16 +52,16 @@ class AsyncEngine:
     async def list_collections(self) -> list[str]:
         return list(await self._run(self._requests.list_collections()))
 
-    async def describe(self, name: str) -> CollectionMeta:
+    async def _meta(self, name: str) -> CollectionMeta:
         """Everything known about the collection: schema, index, partitions, segments."""
         meta: CollectionMeta = await self._run(self._requests.describe(name))
         return meta
 
     async def describe_collection(self, name: str) -> CollectionSchema:
-        return (await self.describe(name)).schema
+        return (await self._meta(name)).schema
 
     async def describe_index(self, name: str) -> IndexParams:
-        return (await self.describe(name)).index
+        return (await self._meta(name)).index
 
     async def create_index(self, name: str, index: IndexParams) -> None:
         """Replace the index definition and rebuild the index of every sealed segment."""

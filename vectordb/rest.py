@@ -44,6 +44,7 @@ from typing import Any
 
 from common.errors import InvalidRequest
 from vectordb.catalog import CollectionMeta
+from vectordb.engine import Engine
 from vectordb.facade import AsyncEngine
 from vectordb.restproto import (
     DEFAULT_DB,
@@ -153,11 +154,19 @@ def _refuse_auto_id(value: Any) -> None:
 Handler = Callable[[Body], Awaitable[Reply]]
 
 
+class ServedEngine(AsyncEngine):
+    """The async engine as the REST handlers use it: also the whole collection meta (its id, for
+    collections/describe), which no client needs."""
+
+    async def describe(self, name: str) -> CollectionMeta:
+        return await self._meta(name)
+
+
 class RestApi:
     """The endpoint handlers over one engine; `handler(category, action)` looks one up."""
 
-    def __init__(self, store: AsyncEngine) -> None:
-        self._store = store
+    def __init__(self, engine: Engine) -> None:
+        self._store = ServedEngine(engine)
         self._routes: dict[tuple[str, str], Handler] = {
             ("collections", "create"): self.create_collection,
             ("collections", "describe"): self.describe_collection,

@@ -32,7 +32,6 @@ from starlette.routing import Route
 from common.errors import DocvecError, LimitExceeded, StageTimeout, Unauthorized
 from vectordb.engine import DEFAULT_SEAL_ROWS, Engine
 from vectordb.errors import InsecureServer
-from vectordb.facade import AsyncEngine
 from vectordb.rest import Body, RestApi
 from vectordb.restproto import API_PREFIX, CODE_PARAMETER_INVALID, IncorrectParameterFormat, code_for
 
@@ -113,7 +112,7 @@ def create_app(
         raise ValueError("max_body_bytes must be positive")
     if not request_timeout_s > 0:
         raise ValueError("request_timeout_s must be positive")
-    api = RestApi(AsyncEngine(engine))
+    api = RestApi(engine)
 
     async def endpoint(request: Request) -> Response:
         if not _authorized(request.headers.get("authorization"), token):

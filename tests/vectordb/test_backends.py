@@ -310,6 +310,8 @@ def test_every_client_has_the_protocols_signatures() -> None:
         if not name.startswith("_")
     }
     assert len(wanted) > 20
+    embedded_only = {"engine"}  # the in-process engine itself
+    assert {n for n in dir(EmbeddedClient) if not n.startswith("_")} - embedded_only == set(wanted)
     for cls in clients:
         for name, signature in wanted.items():
             member = getattr(cls, name, None)
