@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field, create_model
 
 from common.apikeys import TENANT_RE
-from common.db import KB_NAME_RE, DocumentRecord, KbRecord, TaskRecord
+from common.db import KB_NAME_RE, DocumentRecord, KbRecord, Outcome, TaskRecord
 
 
 class ErrorDetail(BaseModel):
@@ -54,7 +54,12 @@ if TYPE_CHECKING:  # built at run time from the records; to a type checker, resp
 
 else:
     KbOut = _out(KbRecord, "KbOut")
-    DocumentOut = _out(DocumentRecord, "DocumentOut", hide=frozenset({"tenant", "blob_key", "next_parse_version"}))
+    DocumentOut = _out(DocumentRecord, "DocumentOut", hide=frozenset({"tenant", "blob_key", "next_parse_version"}),
+                       descriptions={
+        "source_id": "the document's key in its knowledge base: submitting it again updates this document",
+        "chunks_embedded": "of the live version's chunks, how many were embedded",
+        "chunks_reused": "of the live version's chunks, how many reused the vector of an unchanged chunk",
+    })
     TaskOut = _out(TaskRecord, "TaskOut", hide=frozenset({"tenant", "updated_at"}), descriptions={
         "part": "page-range part of a split PDF (0-based); 0 for a whole-document task",
         "parts": "how many page-range tasks share this parse of the document",
@@ -62,14 +67,19 @@ else:
         "page_to": "last page this part reads (inclusive), if split",
         "chunk_count": "chunks this task wrote (set when it is done)",
         "token_count": "tokens in those chunks",
+        "chunks_embedded": "of those chunks, how many were embedded",
+        "chunks_reused": "of those chunks, how many reused the vector of an unchanged chunk",
     })
 
 
 class Submitted(BaseModel):
     document_id: str
-    task_id: str
+    task_id: str | None = Field(description="the task that parses this upload; null when it is unchanged")
     filename: str
     size_bytes: int
+    source_id: str | None = Field(description="the document's key in its knowledge base")
+    outcome: Outcome = Field(description="added: a new document; updated: a new version of the document with "
+                                         "this source id; unchanged: the document already has this content")
 
 
 class SubmitResponse(BaseModel):

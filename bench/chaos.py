@@ -68,7 +68,9 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
             task_ids = []
             for i in range(args.documents):
                 text = prose_document(doc_rng, sections=doc_rng.randint(1, 2), paragraphs=2, sentences=5)
-                task_ids.append((await lifecycle.submit_document(core, kb, f"doc{i}.md", text.encode()))[1].id)
+                submission = await lifecycle.submit(core, kb, f"doc{i}.md", text.encode())
+                assert submission.task is not None  # every name is new
+                task_ids.append(submission.task.id)
             emit(BENCH, "submitted", len(task_ids), "tasks")
 
             for _ in range(WORKERS):

@@ -205,15 +205,16 @@ class Matrix:
                 return
             self._next_doc += 1
             if i % 50 == 7:  # a few that no retry can save: they must fail, and fast
-                document, task = await _retrying(
-                    lambda i=i: lifecycle.submit_document(self.core, self.kb, f"broken{i}.txt", CORRUPT))
-                self.run.corrupt.add(document.id)
+                submission = await _retrying(
+                    lambda i=i: lifecycle.submit(self.core, self.kb, f"broken{i}.txt", CORRUPT))
+                self.run.corrupt.add(submission.document.id)
             else:
                 size = self._doc_rng.choice([1, 1, 2, 2, 3, 4, 6, 10])
                 text = prose_document(self._doc_rng, sections=size, paragraphs=2, sentences=5)
-                document, task = await _retrying(
-                    lambda i=i, text=text: lifecycle.submit_document(self.core, self.kb, f"doc{i}.md", text.encode()))
-            self.run.task_of[document.id] = task.id
+                submission = await _retrying(
+                    lambda i=i, text=text: lifecycle.submit(self.core, self.kb, f"doc{i}.md", text.encode()))
+            assert submission.task is not None  # every name is new
+            self.run.task_of[submission.document.id] = submission.task.id
 
     async def _mid_stage(self) -> list[str]:
         """Tasks running the embed or index stage right now (as the database last heard)."""

@@ -45,7 +45,7 @@ async def _docvec_run(data_dir: Path, documents: list[str], batch_size: int,
                 worker = Worker(core, vectors)
                 started = time.perf_counter()
                 for i, text in enumerate(documents):
-                    await lifecycle.submit_document(core, kb, f"doc{i}.md", text.encode())
+                    await lifecycle.submit(core, kb, f"doc{i}.md", text.encode())
                 async with asyncio.TaskGroup() as group:
                     group.create_task(worker.run())
                     try:

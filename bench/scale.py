@@ -56,6 +56,11 @@ def _corpus(count: int) -> list[str]:
     return [prose_document(rng, sections=rng.randint(1, 2), paragraphs=2, sentences=5) for _ in range(count)]
 
 
+def _task_id(submission: Any) -> str:
+    assert submission.task is not None  # every name is new
+    return str(submission.task.id)
+
+
 async def _worker_records(core: Any, names: list[str]) -> dict[str, dict[str, Any]]:
     records = {}
     for name in names:
@@ -102,7 +107,7 @@ async def _warm_up(core: Any, warm_kb: Any, fleet: ProcessFleet, names: list[str
         if not cold:
             return
         for i in range(len(cold)):
-            await lifecycle.submit_document(core, warm_kb, f"warmup-{round_no}-{i}.md",
+            await lifecycle.submit(core, warm_kb, f"warmup-{round_no}-{i}.md",
                                          b"# Warm up\n\nLoading the model before the clock starts.\n")
         submitted += len(cold)
 
@@ -132,7 +137,7 @@ async def _run_phase(core: Any, fleet: ProcessFleet, workers: int, documents: li
         if sampler is not None:
             sampler.sample("warm")
         task_ids = [
-            (await lifecycle.submit_document(core, kb, f"doc{i}.md", text.encode()))[1].id
+            _task_id(await lifecycle.submit(core, kb, f"doc{i}.md", text.encode()))
             for i, text in enumerate(documents)
         ]
         # RSS after the first document, then after every tenth of the corpus: a leak grows with the count.

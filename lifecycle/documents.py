@@ -18,17 +18,18 @@ the CLI call these functions). The rules:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import uuid
 
 import numpy as np
 
-from common.db import DocumentRecord, KbRecord, Repository, TaskRecord, check_priority
+from common.db import KbRecord, Outcome, Repository, Submission, TaskRecord, check_priority
 from common.errors import InvalidRequest
 from common.runtime import Core
 from common.settings import chunking_problem
-from common.uploads import check_upload_size, safe_filename
+from common.uploads import check_source_id, check_upload_size, safe_filename
 from vectordb.chunkstore import ChunkHit, ChunkStore
 
 log = logging.getLogger(__name__)
@@ -82,22 +83,33 @@ async def delete_kb(core: Core, kb: KbRecord) -> None:
 # ------------------------------------------------------------------------------------------ documents
 
 
-async def submit_document(core: Core, kb: KbRecord, filename: str, data: bytes, *,
-                          priority: str = "normal") -> tuple[DocumentRecord, TaskRecord]:
-    """Store and enqueue one document of `kb`; returns its rows (the task already in its stream)."""
+async def submit(core: Core, kb: KbRecord, filename: str, data: bytes, *, source_id: str | None = None,
+                 priority: str = "normal") -> Submission:
+    """Submit one upload under its source key (default: its file name) and enqueue its task.
+
+    A new key adds a document; the content the document already has (by SHA-256) leaves it unchanged,
+    with no task and nothing stored; new content starts a new parse version of the same document, which
+    replaces the live one when it completes (search serves the old chunks until then), and cancels an
+    older upload's unfinished tasks (the later upload wins)."""
     check_upload_size(filename, len(data), core.settings.limits.max_upload_bytes)
     check_priority(priority)  # before anything is stored
     name = safe_filename(filename)
-    blob_key = f"kb/{kb.id}/{uuid.uuid4().hex}"
+    key = check_source_id(name if source_id is None else source_id)
     digest = await asyncio.to_thread(_sha256, data) if len(data) > HASH_IN_THREAD_BYTES else _sha256(data)
+    unchanged = await asyncio.to_thread(core.repo.documents.unchanged, kb.id, key, digest)
+    if unchanged is not None:
+        return Submission(unchanged, Outcome.UNCHANGED)
+    blob_key = f"kb/{kb.id}/{uuid.uuid4().hex}"
     await asyncio.to_thread(core.repo.garbage.intend_blob, kb.id, blob_key, commit_within_s=UPLOAD_COMMIT_WINDOW_S)
     await core.store.put(blob_key, data)
-    document, task = await asyncio.to_thread(
-        core.repo.documents.create, kb, filename=name, size_bytes=len(data),
-        sha256=digest, blob_key=blob_key, priority=priority,
+    submission = await asyncio.to_thread(
+        core.repo.documents.submit, kb, source_id=key, filename=name, size_bytes=len(data), sha256=digest,
+        blob_key=blob_key, priority=priority,
     )
-    task = await enqueue(core, task)
-    return document, task
+    await flag_cancelled(core, submission.superseded)
+    if submission.task is None:
+        return submission
+    return dataclasses.replace(submission, task=await enqueue(core, submission.task))
 
 
 async def enqueue(core: Core, task: TaskRecord) -> TaskRecord:

@@ -3,9 +3,10 @@ completes in rounds; tests often want just one)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 
-from common.db import CompleteWrite, Completion, ProgressWrite, Repository, TaskRecord
+from common.db import CompleteWrite, Completion, DocumentRecord, KbRecord, ProgressWrite, Repository, TaskRecord
 
 
 def claim_one(repo: Repository, task_id: str, worker: str) -> TaskRecord | None:
@@ -27,3 +28,12 @@ def complete_one(repo: Repository, task_id: str, version: int, *, chunk_count: i
     result = repo.ledger.write([CompleteWrite(task_id, version, chunk_count, token_count, format, stage_timings)])[0]
     assert not isinstance(result, bool)
     return result
+
+
+def create_document(repo: Repository, kb: KbRecord, *, filename: str, size_bytes: int, sha256: str, blob_key: str,
+                    priority: str = "normal") -> tuple[DocumentRecord, TaskRecord]:
+    """A new document under a source key of its own, and its first task."""
+    submitted = repo.documents.submit(kb, source_id=uuid.uuid4().hex, filename=filename, size_bytes=size_bytes,
+                                      sha256=sha256, blob_key=blob_key, priority=priority)
+    assert submitted.task is not None
+    return submitted.document, submitted.task

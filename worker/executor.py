@@ -91,7 +91,7 @@ class TaskExecutor:
             EmbedStage(EmbedBatcher(core.embedders, batch_size=settings.embedding.batch_size,
                                     window=settings.embedding.batch_size * settings.embedding.window_batches,
                                     title_weight=settings.embedding.title_weight,
-                                    concurrency=limits.embeds), settings),
+                                    concurrency=limits.embeds), core.embedders, core.repo, settings),
             IndexStage(chunks, core.repo, limits),
         )
         if stages is not None:  # an injected pipeline (bench.queue times the task path with a no-op stage)
@@ -216,8 +216,10 @@ class TaskExecutor:
         parsed = ctx.parsed
 
         async def complete() -> Completion:
+            reused = ctx.reuse.reused if ctx.reuse is not None else 0
             return await ctx.progress.complete(
-                chunk_count=len(ctx.chunks), token_count=ctx.token_count, format=parsed.format
+                chunk_count=len(ctx.chunks), token_count=ctx.token_count, format=parsed.format,
+                chunks_embedded=len(ctx.chunks) - reused, chunks_reused=reused,
             )
 
         # The version it replaces (if it went live) was recorded as garbage in the same transaction.

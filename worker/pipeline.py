@@ -15,6 +15,7 @@ import numpy as np
 
 from common.chunking import Chunk, Chunker
 from common.db import DocumentRecord, KbRecord, Repository, TaskRecord
+from common.embedding.cache import embedding_key
 from common.errors import Cancelled, Conflict, CorruptDocument, LimitExceeded, NotFound, PermanentError
 from common.parsing import parse_document
 from common.parsing.base import ParsedDocument
@@ -51,10 +52,25 @@ class TaskContext:
     vectors: np.ndarray | None = None
     token_count: int = 0
     # What a stage finished before a dependency went down: a stage run again goes on from there.
+    reuse: Reuse | None = None
     embedded: list[np.ndarray] = field(default_factory=list)
     written_rows: int = 0
     split_parts: list[TaskRecord] | None = None
     enqueued_parts: int = 0
+
+
+@dataclass(slots=True)
+class Reuse:
+    """The embed stage's plan: each chunk's key, the stored vectors found for them, and which chunks
+    (one per distinct missing key) the model must embed."""
+
+    keys: list[str]
+    stored: dict[str, np.ndarray]
+    todo: list[int]
+
+    @property
+    def reused(self) -> int:
+        return sum(1 for key in self.keys if key in self.stored)
 
 
 class Stage(Protocol):
@@ -197,28 +213,49 @@ class ChunkStage:
 
 
 class EmbedStage:
+    """Vectors for the chunks: the stored vector of a chunk whose model, title weighting, title and text
+    are unchanged (`common.embedding.cache`), the model for the rest, whose vectors are stored in turn."""
+
     name = "embed"
     start, end = 0.2, 0.9
 
-    def __init__(self, batcher: EmbedBatcher, settings: Settings) -> None:
+    def __init__(self, batcher: EmbedBatcher, embedders: EmbedderLoader, repo: Repository,
+                 settings: Settings) -> None:
         self._batcher = batcher
+        self._embedders = embedders
+        self._repo = repo
+        self._title_weight = settings.embedding.title_weight
         # One request per window: the batcher sorts a window by length across tasks.
         self._window = settings.embedding.batch_size * settings.embedding.window_batches
 
     async def run(self, ctx: TaskContext) -> None:
-        total = len(ctx.chunks)
+        embedder = await self._embedders.get()
+        if ctx.reuse is None:
+            keys = [embedding_key(embedder.name, embedder.dim, self._title_weight, c.title, c.text)
+                    for c in ctx.chunks]
+            stored = await asyncio.to_thread(self._repo.embeddings.get_many, keys, embedder.dim)
+            first = {key: i for i, key in reversed(list(enumerate(keys))) if key not in stored}
+            ctx.reuse = Reuse(keys, stored, sorted(first.values()))
+        plan = ctx.reuse
+        todo = [ctx.chunks[i] for i in plan.todo]
         parts = ctx.embedded  # windows embedded by an earlier run of this stage (a dependency went down)
-        for begin in range(sum(len(p) for p in parts), total, self._window):
+        for begin in range(sum(len(p) for p in parts), len(todo), self._window):
             await ctx.progress.check_cancelled()
-            batch = ctx.chunks[begin:begin + self._window]
+            batch = todo[begin:begin + self._window]
             parts.append(await self._embed_watching_cancel(ctx, batch))
             done = begin + len(batch)
             await ctx.progress.report(
-                self.start + (self.end - self.start) * done / total,
-                f"embedded {done}/{total} chunks", stage=self.name,
+                self.start + (self.end - self.start) * done / len(todo),
+                f"embedded {done}/{len(todo)} chunks ({plan.reused} of {len(ctx.chunks)} reused)", stage=self.name,
             )
-        ctx.vectors = np.vstack(parts).astype(np.float32, copy=False)
+        fresh = dict(zip((plan.keys[i] for i in plan.todo), np.vstack(parts) if parts else [], strict=True))
+        if fresh:
+            await asyncio.to_thread(self._repo.embeddings.put_many, fresh)
+        vectors = {**plan.stored, **fresh}
+        ctx.vectors = np.array([vectors[key] for key in plan.keys], dtype=np.float32).reshape(-1, embedder.dim)
         ctx.embedded = []
+        if not todo:
+            await ctx.progress.report(self.end, f"all {len(ctx.chunks)} chunks reused", stage=self.name)
 
     async def _embed_watching_cancel(self, ctx: TaskContext, batch: list[Chunk]) -> np.ndarray:
         """Wait for one window, checking the cancel flag meanwhile: a cancelled task abandons its

@@ -73,11 +73,13 @@ class TaskProgress:
         if flagged:
             raise Cancelled(f"task {self.task_id} was cancelled")
 
-    async def complete(self, *, chunk_count: int, token_count: int, format: str) -> Completion:
+    async def complete(self, *, chunk_count: int, token_count: int, format: str, chunks_embedded: int = 0,
+                       chunks_reused: int = 0) -> Completion:
         """Mark the task done, committed after (or with) its earlier progress writes; `Cancelled` if it was
         fenced out."""
         self._raise_settled()
-        write = CompleteWrite(self.task_id, self.version, chunk_count, token_count, format, dict(self.timings))
+        write = CompleteWrite(self.task_id, self.version, chunk_count, token_count, format, dict(self.timings),
+                              chunks_embedded, chunks_reused)
         result = await self._ledger.write(write)
         if isinstance(result, WriteFailed):
             raise result.error

@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, File, Query, UploadFile, status
+from fastapi import APIRouter, File, Form, Query, UploadFile, status
 
 from api.deps import Services, Tenant
 from api.errors import error_responses
@@ -40,19 +40,31 @@ async def upload_documents(
     svc: Services,
     tenant: Tenant,
     files: Annotated[list[UploadFile], File(description="one or more documents")],
+    source_id: Annotated[list[str] | None, Form(
+        description="each file's key in the knowledge base, in the order of the files (default: its file name); "
+                    "a key submitted again updates its document, or leaves it unchanged if the content is the same"
+    )] = None,
     priority: Annotated[str, Query(pattern=f"^({'|'.join(PRIORITIES)})$")] = "normal",
 ) -> SubmitResponse:
     core = svc.core
     record = await asyncio.to_thread(core.repo.kbs.get, kb, tenant=tenant)
     if not files:
         raise InvalidRequest("no files in the upload: send them as multipart field 'files'")
+    if source_id is not None and len(source_id) != len(files):
+        raise InvalidRequest(f"{len(source_id)} source_id fields for {len(files)} files: give one per file, "
+                             "in the order of the files, or none")
+    keys: list[str | None] = list(source_id) if source_id is not None else [None] * len(files)
     limit = core.settings.limits.max_upload_bytes
     payloads = [(f.filename or "document", await _read_limited(f, limit)) for f in files]
     submitted: list[Submitted] = []
-    for filename, data in payloads:
-        document, task = await lifecycle.submit_document(core, record, filename, data, priority=priority)
-        submitted.append(Submitted(document_id=document.id, task_id=task.id, filename=document.filename,
-                                   size_bytes=document.size_bytes))
+    for (filename, data), key in zip(payloads, keys, strict=True):
+        submission = await lifecycle.submit(core, record, filename, data, source_id=key, priority=priority)
+        document = submission.document
+        submitted.append(Submitted(
+            document_id=document.id, task_id=submission.task.id if submission.task else None,
+            filename=document.filename, size_bytes=document.size_bytes, source_id=document.source_id,
+            outcome=submission.outcome,
+        ))
     return SubmitResponse(documents=submitted)
 
 

@@ -15,6 +15,7 @@ prepared writes), `store` (shared row helpers), then one store per aggregate: `k
 """
 
 from common.db.connection import open_database, redact
+from common.db.documents import Outcome, SourceState, Submission
 from common.db.records import (
     ACTIVE_STATUSES,
     KB_NAME_RE,
@@ -38,6 +39,7 @@ from common.db.repository import Repository
 
 __all__ = [
     "ACTIVE_STATUSES", "KB_NAME_RE", "PRIORITIES", "TERMINAL_STATUSES", "ClaimedTask", "CompleteWrite", "Completion",
-    "DocumentRecord", "GarbageKind", "GarbageRecord", "KbRecord", "ProgressWrite", "Repository", "TaskRecord",
-    "TaskStatus", "TaskWrite", "WriteResult", "check_priority", "open_database", "redact",
+    "DocumentRecord", "GarbageKind", "GarbageRecord", "KbRecord", "Outcome", "ProgressWrite", "Repository",
+    "SourceState", "Submission", "TaskRecord", "TaskStatus", "TaskWrite", "WriteResult", "check_priority",
+    "open_database", "redact",
 ]

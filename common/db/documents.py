@@ -1,10 +1,15 @@
-"""Documents: create (with the first task), reparse, read, delete (chunks and blob become garbage),
-and which parse version of each is live (what search may return)."""
+"""Documents: submit by source key (create, update to a new parse version, or leave unchanged), reparse,
+read, delete (chunks and blob become garbage), and which parse version of each is live (what search may
+return)."""
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import peewee
 
 from common.db.garbage import GarbageStore
 from common.db.records import (
@@ -16,8 +21,47 @@ from common.db.records import (
     TaskStatus,
     check_priority,
 )
-from common.db.store import IN_LIST_MAX, Store, document_record, new_id, task_record
+from common.db.store import IN_LIST_MAX, Store, document_record, log_line, new_id, task_record
 from common.errors import Conflict, NotFound
+
+# A document whose content is submitted again unchanged is left alone while its content is on its way to
+# being live or is live; a failed or cancelled one is parsed again.
+_CURRENT_STATUSES = (TaskStatus.QUEUED.value, TaskStatus.RUNNING.value, TaskStatus.DONE.value)
+
+
+def _unchanged(sha256: str, status: str, submitted_sha256: str) -> bool:
+    """Whether submitting content `submitted_sha256` to a document with `sha256` and `status` changes nothing."""
+    return sha256 == submitted_sha256 and status in _CURRENT_STATUSES
+
+
+class Outcome(enum.StrEnum):
+    ADDED = "added"  # a new source key: a new document
+    UPDATED = "updated"  # new content for a known key: a new parse version of the same document
+    UNCHANGED = "unchanged"  # the same content as the document already has: nothing to do
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """What submitting one upload did: `task` is None when `outcome` is unchanged; `superseded`, the ids
+    of the older upload's tasks it cancelled (to flag in Redis)."""
+
+    document: DocumentRecord
+    outcome: Outcome
+    task: TaskRecord | None = None
+    superseded: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceState:
+    """A keyed document as sync compares it: its id, its content hash and its status."""
+
+    document_id: str
+    sha256: str
+    status: TaskStatus
+
+    def unchanged_by(self, sha256: str) -> bool:
+        """Whether submitting content `sha256` would leave it unchanged."""
+        return _unchanged(self.sha256, self.status.value, sha256)
 
 
 class Documents(Store):
@@ -27,24 +71,89 @@ class Documents(Store):
         super().__init__(*args)  # type: ignore[arg-type]
         self._garbage = garbage
 
-    def create(self, kb: KbRecord, *, filename: str, size_bytes: int, sha256: str, blob_key: str,
-               priority: str = "normal") -> tuple[DocumentRecord, TaskRecord]:
-        """Insert a queued document and its first task (parse_version 1, version 1) in one transaction; the
-        upload's blob stops being garbage (see `GarbageStore.intend_blob`)."""
+    def submit(self, kb: KbRecord, *, source_id: str, filename: str, size_bytes: int, sha256: str, blob_key: str,
+               priority: str = "normal") -> Submission:
+        """Submit an upload under its source key: a new key adds a document; new content for a key updates
+        it (a new parse version: the live one stays searchable until the new one replaces it; an older
+        upload's unfinished tasks are cancelled, the later upload wins); the same content leaves it as it
+        is. The upload's blob is claimed, or garbage when nothing needs it, in the same transaction."""
         check_priority(priority)
+        for _ in range(2):  # a concurrent submission of a new key may create it first: then it is an update
+            try:
+                return self._submit(kb, source_id, filename, size_bytes, sha256, blob_key, priority)
+            except peewee.IntegrityError:
+                continue
+        raise Conflict(f"source {source_id!r} is being submitted concurrently; try again")
+
+    def _submit(self, kb: KbRecord, source_id: str, filename: str, size_bytes: int, sha256: str, blob_key: str,
+                priority: str) -> Submission:
+        doc = self.m.document
         now = time.time()
-        doc_id = new_id()
         with self.session.transaction():
             if self.m.kb.get_or_none(self.m.kb.id == kb.id) is None:
                 raise NotFound(f"knowledge base {kb.name!r} not found")
-            doc = self.m.document.create(
-                id=doc_id, kb=kb.id, tenant=kb.tenant, filename=filename, format=None, size_bytes=size_bytes,
-                sha256=sha256, blob_key=blob_key, status=TaskStatus.QUEUED.value, chunk_count=0, token_count=0,
-                parse_version=0, next_parse_version=1, created_at=now, updated_at=now,
-            )
-            task = self.insert_task(doc_id, kb.id, kb.tenant, parse_version=1, priority=priority, now=now)
+            # The UPDATE locks the keyed row first: concurrent submissions of one key serialise here.
+            key = (doc.kb == kb.id) & (doc.source_id == source_id)
+            if doc.update(updated_at=now).where(key).execute() == 0:
+                row = doc.create(
+                    id=new_id(), kb=kb.id, tenant=kb.tenant, filename=filename, format=None, size_bytes=size_bytes,
+                    sha256=sha256, blob_key=blob_key, status=TaskStatus.QUEUED.value, chunk_count=0, token_count=0,
+                    parse_version=0, next_parse_version=1, source_id=source_id, created_at=now, updated_at=now,
+                )
+                task = self.insert_task(row.id, kb.id, kb.tenant, parse_version=1, priority=priority, now=now)
+                self._garbage.claim_blob(blob_key)
+                return Submission(document_record(row), Outcome.ADDED, task_record(task))
+            row = doc.get(key)
+            if _unchanged(row.sha256, row.status, sha256):
+                self._garbage.claim_blob(blob_key)
+                self._garbage.add(GarbageKind.BLOB, "unchanged upload", kb_id=kb.id, now=now, blob_key=blob_key)
+                return Submission(document_record(row), Outcome.UNCHANGED)
+            superseded = self._cancel_active(row.id, "superseded by a newer upload", now)
+            if row.blob_key != blob_key:
+                self._garbage.add(GarbageKind.BLOB, "replaced by a newer upload", kb_id=kb.id, now=now,
+                                  blob_key=row.blob_key)
+            doc.update(filename=filename, size_bytes=size_bytes, sha256=sha256, blob_key=blob_key,
+                       status=TaskStatus.QUEUED.value, next_parse_version=doc.next_parse_version + 1,
+                       updated_at=now).where(doc.id == row.id).execute()
+            row = self.doc_row(row.id)
+            task = self.insert_task(row.id, kb.id, kb.tenant, parse_version=row.next_parse_version, priority=priority,
+                                    now=now)
             self._garbage.claim_blob(blob_key)
-        return document_record(doc), task_record(task)
+            return Submission(document_record(row), Outcome.UPDATED, task_record(task), superseded)
+
+    def _cancel_active(self, document_id: str, reason: str, now: float) -> list[str]:
+        """Cancel the document's queued and running tasks (every part of their parse; versions bumped so
+        their workers are fenced out); their chunk sets become garbage. Returns their ids."""
+        task = self.m.task
+        active = list(task.select().where(
+            (task.document == document_id) & task.status.in_([s.value for s in ACTIVE_STATUSES])
+        ))
+        if not active:
+            return []
+        task.update(
+            status=TaskStatus.CANCELLED.value, version=task.version + 1, stage=None, finished_at=now,
+            updated_at=now, error=reason, progress_msg=task.progress_msg.concat(log_line(f"cancelled: {reason}", now)),
+        ).where(task.id.in_([r.id for r in active])).execute()
+        for row in active:
+            self._garbage.version_of(row, reason, now)
+        return [r.id for r in active]
+
+    def unchanged(self, kb_id: str, source_id: str, sha256: str) -> DocumentRecord | None:
+        """The document of `source_id` if submitting content `sha256` would leave it unchanged (a read: the
+        caller need not store an upload that changes nothing)."""
+        doc = self.m.document
+        with self.session.read():
+            row = doc.get_or_none((doc.kb == kb_id) & (doc.source_id == source_id))
+        return document_record(row) if row is not None and _unchanged(row.sha256, row.status, sha256) else None
+
+    def sources(self, kb_id: str) -> dict[str, SourceState]:
+        """Every keyed document of a knowledge base by source key (what sync compares a folder with)."""
+        doc = self.m.document
+        with self.session.read():
+            rows = doc.select(doc.source_id, doc.id, doc.sha256, doc.status).where(
+                (doc.kb == kb_id) & doc.source_id.is_null(False)
+            ).tuples()
+            return {key: SourceState(doc_id, digest, TaskStatus(status)) for key, doc_id, digest, status in rows}
 
     def reparse(self, document_id: str, priority: str = "normal") -> TaskRecord:
         """Queue a new parse of a document with the next parse version; `Conflict` while one is active."""

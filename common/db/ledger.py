@@ -115,6 +115,8 @@ class WorkerLedger(Store):
                 task.stage: None,
                 task.chunk_count: arg("chunks"),
                 task.token_count: arg("tokens"),
+                task.chunks_embedded: arg("embedded"),
+                task.chunks_reused: arg("reused"),
                 task.finished_at: arg("now"),
                 task.updated_at: arg("now"),
                 task.progress_msg: task.progress_msg.concat(arg("line")),
@@ -124,6 +126,8 @@ class WorkerLedger(Store):
                 doc.status: TaskStatus.DONE.value,
                 doc.chunk_count: arg("chunks"),
                 doc.token_count: arg("tokens"),
+                doc.chunks_embedded: arg("embedded"),
+                doc.chunks_reused: arg("reused"),
                 doc.format: arg("format"),
                 doc.parse_version: arg("parse_version"),
                 doc.updated_at: arg("now"),
@@ -259,7 +263,8 @@ class WorkerLedger(Store):
                 lines = [] if carry is None else carry.lines
                 done = self._execute(
                     cursor, "complete", id=write.task_id, version=write.version, now=now,
-                    chunks=write.chunk_count, tokens=write.token_count, line="".join([*lines, log_line("done", now)]),
+                    chunks=write.chunk_count, tokens=write.token_count, embedded=write.chunks_embedded,
+                    reused=write.chunks_reused, line="".join([*lines, log_line("done", now)]),
                     timings=timings if timings is not None or carry is None else carry.timings,
                 ) == 1
                 for carried_index in [] if carry is None else carry.indices:
@@ -284,7 +289,7 @@ class WorkerLedger(Store):
         found = {row[0]: row[1:] for row in self._select_ids(cursor, "completed", list(completed))}
         for task_id, (index, write) in completed.items():  # in the order of the writes
             document_id, parse_version, parts, live_version, kb_id, collection = found[task_id]
-            chunk_count, token_count = write.chunk_count, write.token_count
+            counts = (write.chunk_count, write.token_count, write.chunks_embedded, write.chunks_reused)
             if parts > 1:
                 if (document_id, parse_version) in finished:  # a sibling part of this round got there first
                     out[index] = Completion(document_done=False)
@@ -293,17 +298,19 @@ class WorkerLedger(Store):
                 # comes second sees the other's commit.
                 doc.update(updated_at=now).where(doc.id == document_id).execute()
                 siblings = list(
-                    task.select(task.status, task.chunk_count, task.token_count).where(
+                    task.select(task.status, task.chunk_count, task.token_count, task.chunks_embedded,
+                                task.chunks_reused).where(
                         (task.document == document_id) & (task.parse_version == parse_version)
                     ).tuples()
                 )
-                if len(siblings) < parts or any(status != TaskStatus.DONE.value for status, _, _ in siblings):
+                if len(siblings) < parts or any(row[0] != TaskStatus.DONE.value for row in siblings):
                     out[index] = Completion(document_done=False)
                     continue
-                chunk_count = sum(chunks for _, chunks, _ in siblings)
-                token_count = sum(tokens for _, _, tokens in siblings)
+                totals = [sum(int(row[k]) for row in siblings) for k in range(1, 5)]
+                counts = (totals[0], totals[1], totals[2], totals[3])
+            chunk_count, token_count, embedded, reused = counts
             live.append({"id": document_id, "chunks": chunk_count, "tokens": token_count, "format": write.format,
-                         "parse_version": parse_version, "now": now})
+                         "embedded": embedded, "reused": reused, "parse_version": parse_version, "now": now})
             replaced = live_version if live_version and live_version != parse_version else 0
             if replaced:  # the version it replaces is garbage now
                 self._garbage.chunks(kb_id, collection, document_id, replaced,

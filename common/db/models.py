@@ -9,7 +9,7 @@ from typing import Any
 import peewee
 from playhouse.migrate import SchemaMigrator, migrate
 
-from common.uploads import MAX_FILENAME_CHARS
+from common.uploads import MAX_FILENAME_CHARS, MAX_SOURCE_ID_CHARS
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,10 +19,11 @@ class Models:
     document: Any
     task: Any
     garbage: Any
+    embedding: Any
 
     @property
     def all(self) -> list[type[peewee.Model]]:
-        return [self.kb, self.document, self.task, self.garbage]
+        return [self.kb, self.document, self.task, self.garbage, self.embedding]
 
 
 def build_models(database: peewee.Database) -> Models:
@@ -63,11 +64,18 @@ def build_models(database: peewee.Database) -> Models:
         token_count = peewee.BigIntegerField(default=0)
         parse_version = peewee.IntegerField(default=0)
         next_parse_version = peewee.IntegerField(default=1)
+        # The document's key within its knowledge base (a path under the ingest root, a file name, or
+        # the caller's own id): submitting it again updates this document. None: a document without one.
+        source_id = peewee.CharField(max_length=MAX_SOURCE_ID_CHARS, null=True)
+        # Of the live version's chunks: how many were embedded, how many reused stored vectors.
+        chunks_embedded = peewee.IntegerField(default=0)
+        chunks_reused = peewee.IntegerField(default=0)
         created_at = peewee.DoubleField()
         updated_at = peewee.DoubleField()
 
         class Meta:
             table_name = "document"
+            indexes = ((("kb", "source_id"), True),)
 
     class Task(_Base):
         id = peewee.CharField(max_length=32, primary_key=True)
@@ -95,6 +103,8 @@ def build_models(database: peewee.Database) -> Models:
         page_to = peewee.IntegerField(null=True)
         chunk_count = peewee.IntegerField(default=0)
         token_count = peewee.BigIntegerField(default=0)
+        chunks_embedded = peewee.IntegerField(default=0)
+        chunks_reused = peewee.IntegerField(default=0)
         created_at = peewee.DoubleField()
         started_at = peewee.DoubleField(null=True)
         finished_at = peewee.DoubleField(null=True)
@@ -125,18 +135,49 @@ def build_models(database: peewee.Database) -> Models:
         class Meta:
             table_name = "garbage"
 
-    return Models(kb=KnowledgeBase, document=Document, task=Task, garbage=Garbage)
+    class Embedding(_Base):
+        """A chunk's vector by what determines it (`common.embedding.cache.embedding_key`: the model, the
+        title weighting, the title and the text), shared by every worker: an unchanged chunk is not
+        embedded again."""
+
+        key = peewee.CharField(max_length=64, primary_key=True)
+        dim = peewee.IntegerField()
+        vector = peewee.BlobField()  # float32, little-endian
+        created_at = peewee.DoubleField()
+
+        class Meta:
+            table_name = "embedding"
+
+    return Models(kb=KnowledgeBase, document=Document, task=Task, garbage=Garbage, embedding=Embedding)
 
 
 
 
-def add_missing_columns(database: peewee.Database, models: Models) -> None:
-    """Upgrade tables created by an older docvec: add the columns it did not have (all nullable or
-    defaulted, so existing rows stay valid)."""
+def create_or_upgrade(database: peewee.Database, models: Models) -> None:
+    """Create missing tables; upgrade tables created by an older docvec: add the columns it did not have
+    (all nullable or defaulted, so existing rows stay valid), then the indexes. Documents that predate
+    source keys get their file name as key where it is unique in their knowledge base."""
+    existing = set(database.get_tables())
+    added: set[tuple[str, str]] = set()
     for model in models.all:
         table = model._meta.table_name
+        if table not in existing:
+            continue
         present = {c.name for c in database.get_columns(table)}
         missing = [f for f in model._meta.sorted_fields if f.column_name not in present]
         if missing:
             migrator = SchemaMigrator.from_database(database)
             migrate(*(migrator.add_column(table, f.column_name, f) for f in missing))
+            added.update((table, f.column_name) for f in missing)
+    if ("document", "source_id") in added:
+        _backfill_source_ids(models)
+    database.create_tables(models.all, safe=True)
+
+
+def _backfill_source_ids(models: Models) -> None:
+    doc = models.document
+    unique_names = (
+        doc.select(doc.kb, doc.filename).group_by(doc.kb, doc.filename).having(peewee.fn.COUNT(doc.id) == 1)
+    )
+    for kb_id, filename in list(unique_names.tuples()):
+        doc.update(source_id=filename).where((doc.kb == kb_id) & (doc.filename == filename)).execute()

@@ -82,6 +82,9 @@ class DocumentRecord:
     token_count: int
     parse_version: int
     next_parse_version: int
+    source_id: str | None
+    chunks_embedded: int
+    chunks_reused: int
     created_at: datetime
     updated_at: datetime
 
@@ -116,6 +119,8 @@ class TaskRecord:
     page_to: int | None = None
     chunk_count: int = 0
     token_count: int = 0
+    chunks_embedded: int = 0
+    chunks_reused: int = 0
 
     @property
     def is_terminal(self) -> bool:
@@ -191,6 +196,8 @@ class CompleteWrite:
     token_count: int
     format: str
     stage_timings: Mapping[str, float] | None = None
+    chunks_embedded: int = 0  # of `chunk_count`: embedded now; the rest reused stored vectors
+    chunks_reused: int = 0
 
 
 TaskWrite = ProgressWrite | CompleteWrite

@@ -9,10 +9,11 @@ import peewee
 
 from common.db.connection import Session
 from common.db.documents import Documents
+from common.db.embeddings import Embeddings
 from common.db.garbage import GarbageStore
 from common.db.kbs import KnowledgeBases
 from common.db.ledger import WorkerLedger
-from common.db.models import add_missing_columns, build_models
+from common.db.models import build_models, create_or_upgrade
 from common.db.tasks import Tasks
 
 
@@ -23,20 +24,20 @@ class Repository:
 
     - `kbs`: knowledge bases;          - `documents`: documents, their live parse versions;
     - `tasks`: task queries, cancel and retry;  - `ledger`: the worker's claims, progress, completions...;
-    - `garbage`: what is to be removed from the stores.
+    - `garbage`: what is to be removed from the stores;  - `embeddings`: stored chunk vectors, for reuse.
     """
 
     def __init__(self, database: peewee.Database) -> None:
         self.session = Session(database)
         models = build_models(database)
         with self.session.transaction():
-            database.create_tables(models.all, safe=True)
-            add_missing_columns(database, models)
+            create_or_upgrade(database, models)
         self.garbage = GarbageStore(self.session, models)
         self.kbs = KnowledgeBases(self.session, models, garbage=self.garbage)
         self.documents = Documents(self.session, models, garbage=self.garbage)
         self.tasks = Tasks(self.session, models, garbage=self.garbage)
         self.ledger = WorkerLedger(self.session, models, garbage=self.garbage)
+        self.embeddings = Embeddings(self.session, models)
 
     @property
     def database(self) -> peewee.Database:

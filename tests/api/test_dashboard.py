@@ -28,6 +28,7 @@ from common.runtime import Core, open_core
 from lifecycle import documents as ingest
 from tests.conftest import make_settings
 from tests.fakes import HashEmbedder
+from tests.submit import submit_document
 from tests.worker.helpers import running_worker, wait_for_status
 
 CHROMIUM = "/usr/bin/chromium"
@@ -74,7 +75,7 @@ class Site:
     async def submit(self, text: str, name: str = "notes.md") -> TaskRecord:
         if self.kb is None:
             self.kb = await ingest.create_kb(self.core, "docs", tenant="default")
-        return (await ingest.submit_document(self.core, self.kb, name, text.encode()))[1]
+        return (await submit_document(self.core, self.kb, name, text.encode()))[1]
 
 
 def _free_socket() -> socket.socket:

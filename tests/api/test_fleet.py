@@ -11,6 +11,7 @@ import httpx
 from common.fleet import finished_per_minute, fleet_snapshot, redis_time_s
 from common.runtime import Core
 from lifecycle import documents as ingest
+from tests.submit import submit_document
 from tests.worker.helpers import running_worker, wait_for_status
 
 API = "/api/v1"
@@ -35,7 +36,7 @@ def _codes(snapshot: dict[str, Any]) -> list[str]:
 
 async def _queued_tasks(core: Core, n: int) -> list[str]:
     kb = await ingest.create_kb(core, "docs", tenant="default")
-    return [(await ingest.submit_document(core, kb, f"doc{i}.md", TEXT.encode()))[1].id for i in range(n)]
+    return [(await submit_document(core, kb, f"doc{i}.md", TEXT.encode()))[1].id for i in range(n)]
 
 
 async def test_workers_are_alive_late_or_dead_by_heartbeat_age(core: Core) -> None:
@@ -165,7 +166,7 @@ async def test_dependencies_live_workers_report_down_and_garbage_show_in_the_sna
     await _beat(core, "w-b", 0.1, {"dependencies_down": {"vector_store": {"since": since + 5, "error": "timeout"}}})
     await _beat(core, "w-dead", 30.0, {"dependencies_down": {"database": {"since": since, "error": "gone"}}})
     kb = await ingest.create_kb(core, "docs", tenant="default")
-    _, task = await ingest.submit_document(core, kb, "d.md", TEXT.encode())
+    _, task = await submit_document(core, kb, "d.md", TEXT.encode())
     await ingest.cancel(core, task.id)  # its (empty) chunk set is garbage until the janitor confirms
 
     snapshot = await fleet_snapshot(core)

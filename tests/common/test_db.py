@@ -102,10 +102,14 @@ def _kb(repo: Repository, name: str = "docs", tenant: str = "default"):
     )
 
 
-def _doc(repo: Repository, kb, filename: str = "a.txt", priority: str = "normal"):
-    return repo.documents.create(
-        kb, filename=filename, size_bytes=10, sha256="0" * 64, blob_key=f"kb/{kb.id}/x", priority=priority
+def _doc(repo: Repository, kb, filename: str = "a.txt", priority: str = "normal", *, source_id: str | None = None,
+         sha256: str = "0" * 64):
+    """A new document (its own source key unless `source_id` is given) and its first task."""
+    submitted = repo.documents.submit(
+        kb, source_id=source_id or uuid.uuid4().hex, filename=filename, size_bytes=10, sha256=sha256,
+        blob_key=f"kb/{kb.id}/{uuid.uuid4().hex}", priority=priority,
     )
+    return submitted.document, submitted.task
 
 
 # ---------------------------------------------------------------------------------------------- open
@@ -781,7 +785,8 @@ def test_an_upload_is_garbage_until_its_rows_are_written(repo: Repository) -> No
     repo.garbage.intend_blob(kb.id, "kb/x/committed", commit_within_s=60)
     repo.garbage.intend_blob(kb.id, "kb/x/orphan", commit_within_s=60)
     assert repo.garbage.due(10) == []  # not before its commit window ends
-    repo.documents.create(kb, filename="a.txt", size_bytes=1, sha256="0" * 64, blob_key="kb/x/committed")
+    repo.documents.submit(kb, source_id="a.txt", filename="a.txt", size_bytes=1, sha256="0" * 64,
+                          blob_key="kb/x/committed")
     assert [g.blob_key for g in repo.garbage.due(10, now=time.time() + 61)] == ["kb/x/orphan"]
 
 
@@ -822,3 +827,122 @@ def test_every_record_field_is_a_column_of_its_table_and_back(sqlite_url: str) -
     for model, record in ((models.kb, KbRecord), (models.document, DocumentRecord), (models.task, TaskRecord),
                           (models.garbage, GarbageRecord)):
         assert sorted(f.column_name for f in model._meta.sorted_fields) == sorted(columns(record)), record
+
+
+# ------------------------------------------------------------------------------------------ source keys
+
+
+def _submit(repo: Repository, kb, source_id: str, sha256: str, blob: str | None = None):
+    return repo.documents.submit(kb, source_id=source_id, filename=source_id.rsplit("/", 1)[-1], size_bytes=10,
+                                 sha256=sha256, blob_key=blob or f"kb/{kb.id}/{uuid.uuid4().hex}")
+
+
+def test_a_source_key_is_added_then_unchanged_then_updated_in_place(repo: Repository) -> None:
+    kb = _kb(repo)
+    added = _submit(repo, kb, "guide/intro.md", "a" * 64, "kb/x/first")
+    assert added.outcome == "added" and added.task is not None and added.task.parse_version == 1
+    same = _submit(repo, kb, "guide/intro.md", "a" * 64, "kb/x/again")
+    assert same.outcome == "unchanged" and same.task is None and same.document.id == added.document.id
+    assert ("blob", None, None, "kb/x/again") in _garbage(repo), "an unchanged upload's blob is not kept"
+    version = _run(repo, added.task.id)
+    complete_one(repo, added.task.id, version, chunk_count=3, token_count=30, format="md")
+    updated = _submit(repo, kb, "guide/intro.md", "b" * 64, "kb/x/second")
+    assert updated.outcome == "updated" and updated.document.id == added.document.id
+    assert updated.task is not None and updated.task.parse_version == 2
+    document = repo.documents.get(added.document.id)
+    assert (document.sha256, document.blob_key, document.parse_version) == ("b" * 64, "kb/x/second", 1)
+    assert ("blob", None, None, "kb/x/first") in _garbage(repo), "the replaced upload's blob is garbage"
+    assert [d.id for d in repo.documents.of_kb(kb.id)] == [added.document.id]
+    other_kb = _kb(repo, "other")
+    assert _submit(repo, other_kb, "guide/intro.md", "b" * 64).outcome == "added", "keys are per knowledge base"
+
+
+def test_a_newer_upload_supersedes_the_unfinished_one(repo: Repository) -> None:
+    kb = _kb(repo)
+    first = _submit(repo, kb, "a.md", "a" * 64)
+    assert first.task is not None
+    version = _run(repo, first.task.id)  # a worker is on it
+    later = _submit(repo, kb, "a.md", "b" * 64)
+    assert later.outcome == "updated" and later.superseded == [first.task.id]
+    superseded = repo.tasks.get(first.task.id)
+    assert superseded.status == "cancelled" and "superseded" in (superseded.error or "")
+    assert complete_one(repo, first.task.id, version, chunk_count=1, token_count=1, format="md") is None, \
+        "the superseded worker is fenced out"
+    assert ("chunks", first.document.id, 1, None) in _garbage(repo)
+    assert repo.documents.get(first.document.id).status == "queued"
+
+
+def test_failed_content_submitted_again_is_parsed_again(repo: Repository) -> None:
+    kb = _kb(repo)
+    first = _submit(repo, kb, "a.md", "a" * 64)
+    assert first.task is not None
+    version = _run(repo, first.task.id)
+    assert repo.ledger.fail(first.task.id, version, "broken")
+    again = _submit(repo, kb, "a.md", "a" * 64)
+    assert again.outcome == "updated" and again.task is not None
+
+
+def test_concurrent_submissions_of_one_new_key_make_one_document(repo: Repository) -> None:
+    kb = _kb(repo)
+    results: list[object] = []
+    barrier = threading.Barrier(4)
+
+    def submit(i: int) -> None:
+        barrier.wait()
+        results.append(_submit(repo, kb, "same.md", f"{i}" * 64))
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 4
+    (document,) = repo.documents.of_kb(kb.id)
+    tasks = repo.tasks.of_document(document.id)
+    assert sum(t.status == "queued" for t in tasks) == 1, "one live upload: the last one"
+    assert max(tasks, key=lambda t: t.parse_version).status == "queued"
+
+
+def test_sources_lists_keyed_documents_for_sync(repo: Repository) -> None:
+    kb = _kb(repo)
+    a = _submit(repo, kb, "a.md", "a" * 64)
+    _submit(repo, kb, "dir/b.md", "b" * 64)
+    sources = repo.documents.sources(kb.id)
+    assert set(sources) == {"a.md", "dir/b.md"}
+    assert sources["a.md"].document_id == a.document.id
+    assert sources["a.md"].unchanged_by("a" * 64) and not sources["a.md"].unchanged_by("c" * 64)
+
+
+def test_documents_from_before_source_keys_get_their_unique_file_name(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    repo = Repository(open_database(url))
+    kb = _kb(repo)
+    docs = {name: _doc(repo, kb, name)[0] for name in ("a.md", "twice.md", "twice.md")}
+    repo.close()
+    db = open_database(url)
+    with db:  # as an older docvec left the table: no source keys, no counts of reused chunks
+        db.execute_sql("DROP INDEX document_kb_id_source_id")
+        for column in ("source_id", "chunks_embedded", "chunks_reused"):
+            db.execute_sql(f"ALTER TABLE document DROP COLUMN {column}")
+    db.close_all()
+    repo = Repository(open_database(url))
+    try:
+        keys = {d.filename: d.source_id for d in repo.documents.of_kb(kb.id) if d.filename != "twice.md"}
+        assert keys == {"a.md": "a.md"}
+        assert all(d.source_id is None for d in repo.documents.of_kb(kb.id) if d.filename == "twice.md")
+        assert _submit(repo, kb, "a.md", "0" * 64).outcome == "unchanged"
+        assert docs["a.md"].id == repo.documents.sources(kb.id)["a.md"].document_id
+    finally:
+        repo.close()
+
+
+def test_stored_vectors_round_trip_and_are_written_once(repo: Repository) -> None:
+    import numpy as np
+
+    first = {"k1": np.arange(4, dtype=np.float32), "k2": np.ones(4, dtype=np.float32)}
+    repo.embeddings.put_many(first)
+    repo.embeddings.put_many({"k1": np.zeros(4, dtype=np.float32)})  # another worker, same key: kept as it was
+    found = repo.embeddings.get_many(["k1", "k2", "k3", "k1"], dim=4)
+    assert set(found) == {"k1", "k2"} and np.array_equal(found["k1"], first["k1"])
+    assert repo.embeddings.get_many(["k1"], dim=8) == {}
+    assert repo.embeddings.count() == 2

@@ -10,6 +10,7 @@ import numpy as np
 from common.runtime import Core
 from lifecycle import documents as lifecycle
 from tests.dbcalls import claim_one, complete_one
+from tests.submit import submit_document
 from vectordb.chunkstore import ChunkRow, ChunkStore
 
 
@@ -27,8 +28,8 @@ async def test_search_returns_only_live_versions_of_existing_documents(core: Cor
     chunks = ChunkStore(vectors)
     kb = await lifecycle.create_kb(core, "kb", tenant="default", chunks=chunks)
     embedder = await core.embedders.get()
-    live, task = await lifecycle.submit_document(core, kb, "live.md", b"# x\n\nrivers")
-    doomed, _ = await lifecycle.submit_document(core, kb, "doomed.md", b"# y\n\nrivers")
+    live, task = await submit_document(core, kb, "live.md", b"# x\n\nrivers")
+    doomed, _ = await submit_document(core, kb, "doomed.md", b"# y\n\nrivers")
     claimed = await asyncio.to_thread(claim_one, core.repo, task.id, "w")
     assert claimed is not None
     await asyncio.to_thread(complete_one, core.repo, task.id, claimed.version, chunk_count=2, token_count=6,
@@ -49,7 +50,7 @@ async def test_search_returns_only_live_versions_of_existing_documents(core: Cor
 async def test_search_fetches_more_rounds_when_garbage_crowds_out_the_live_hits(core: Core, vectors: Any) -> None:
     chunks = ChunkStore(vectors)
     kb = await lifecycle.create_kb(core, "kb", tenant="default", chunks=chunks)
-    document, task = await lifecycle.submit_document(core, kb, "d.md", b"# x\n\nrivers")
+    document, task = await submit_document(core, kb, "d.md", b"# x\n\nrivers")
     claimed = await asyncio.to_thread(claim_one, core.repo, task.id, "w")
     assert claimed is not None
     await asyncio.to_thread(complete_one, core.repo, task.id, claimed.version, chunk_count=1, token_count=3,

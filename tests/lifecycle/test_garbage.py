@@ -14,6 +14,7 @@ from common.runtime import Core
 from lifecycle import documents as lifecycle
 from lifecycle import garbage
 from lifecycle.garbage import GarbageCollector
+from tests.submit import submit_document
 from vectordb.chunkstore import ChunkRow, ChunkStore
 
 
@@ -28,7 +29,7 @@ def _vectors(n: int) -> np.ndarray:
 
 async def _cancelled_document(core: Core, chunks: ChunkStore) -> tuple[Any, Any]:
     kb = await lifecycle.create_kb(core, "kb", tenant="default", chunks=chunks)
-    document, task = await lifecycle.submit_document(core, kb, "d.md", b"# x\n\nrivers")
+    document, task = await submit_document(core, kb, "d.md", b"# x\n\nrivers")
     await lifecycle.cancel(core, task.id)
     return kb, document
 
@@ -84,7 +85,7 @@ async def test_a_deleted_knowledge_base_loses_its_collection_and_files_even_if_a
     monkeypatch.setattr(garbage, "RECHECK_S", 0.0)
     chunks = ChunkStore(vectors)
     kb = await lifecycle.create_kb(core, "kb", tenant="default", chunks=chunks)
-    document, _ = await lifecycle.submit_document(core, kb, "d.md", b"# x\n\nrivers")
+    document, _ = await submit_document(core, kb, "d.md", b"# x\n\nrivers")
     assert await core.store.exists(document.blob_key)
     await lifecycle.delete_kb(core, kb)
     collector = GarbageCollector(core, chunks, settle_s=0.0)

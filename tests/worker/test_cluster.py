@@ -29,6 +29,7 @@ from common.settings import Settings
 from lifecycle import documents as ingest
 from lifecycle.garbage import GarbageCollector
 from tests.fakes import HashEmbedder
+from tests.submit import submit_document
 from tests.worker.helpers import running_worker, wait_for_status
 from vectordb.chunkstore import ChunkStore
 from worker.janitor import Janitor
@@ -239,7 +240,7 @@ async def test_ingest_through_redis_cluster(redis_cluster: LocalCluster, tmp_pat
                 try:
                     kb = await ingest.create_kb(core, "kb", tenant="default")
                     submitted = [
-                        await ingest.submit_document(core, kb, f"note{i}.md", _document(i), priority=priority)
+                        await submit_document(core, kb, f"note{i}.md", _document(i), priority=priority)
                         for i, priority in enumerate(["normal", "high", "normal", "normal", "high", "normal"])
                     ]
                     async with running_worker(core, vectors, concurrency=3) as worker:

@@ -13,6 +13,7 @@ from common.errors import TransientError
 from common.runtime import Core
 from lifecycle import documents as ingest
 from tests.fakes import HashEmbedder
+from tests.submit import submit_document
 from tests.worker.helpers import running_worker, wait_for_status
 from vectordb.chunkstore import ChunkStore
 
@@ -31,7 +32,7 @@ async def _kb(core: Core) -> Any:
 
 async def test_document_goes_through_every_stage(core: Core, vectors: Any) -> None:
     kb = await _kb(core)
-    document, task = await ingest.submit_document(core, kb, "geo.md", PROSE.encode())
+    document, task = await submit_document(core, kb, "geo.md", PROSE.encode())
     async with running_worker(core, vectors):
         done = await wait_for_status(core, task.id)
     assert done.status == "done", done.error
@@ -50,8 +51,8 @@ async def test_document_goes_through_every_stage(core: Core, vectors: Any) -> No
 
 async def test_bad_input_fails_fast_and_worker_keeps_going(core: Core, vectors: Any) -> None:
     kb = await _kb(core)
-    _, bad = await ingest.submit_document(core, kb, "notes.txt", bytes(range(256)) * 40)
-    _, good = await ingest.submit_document(core, kb, "good.txt", PROSE.encode())
+    _, bad = await submit_document(core, kb, "notes.txt", bytes(range(256)) * 40)
+    _, good = await submit_document(core, kb, "good.txt", PROSE.encode())
     async with running_worker(core, vectors):
         failed = await wait_for_status(core, bad.id)
         done = await wait_for_status(core, good.id)
@@ -63,7 +64,7 @@ async def test_bad_input_fails_fast_and_worker_keeps_going(core: Core, vectors: 
 
 async def test_cancelled_before_pickup_is_acked_without_running(core: Core, vectors: Any) -> None:
     kb = await _kb(core)
-    _, task = await ingest.submit_document(core, kb, "geo.md", PROSE.encode())
+    _, task = await submit_document(core, kb, "geo.md", PROSE.encode())
     await ingest.cancel(core, task.id)
     async with running_worker(core, vectors):
         async with asyncio.timeout(10):
@@ -92,7 +93,7 @@ class _FlakyStore:
 
 async def test_transient_error_is_retried_then_succeeds(core: Core, vectors: Any) -> None:
     kb = await _kb(core)
-    _, task = await ingest.submit_document(core, kb, "geo.md", PROSE.encode())
+    _, task = await submit_document(core, kb, "geo.md", PROSE.encode())
     core.store = _FlakyStore(core.store, failures=1)
     async with running_worker(core, vectors):
         done = await wait_for_status(core, task.id, ("done", "failed"))
@@ -103,7 +104,7 @@ async def test_transient_error_is_retried_then_succeeds(core: Core, vectors: Any
 
 async def test_gives_up_after_max_attempts_and_dead_letters(core: Core, vectors: Any) -> None:
     kb = await _kb(core)
-    _, task = await ingest.submit_document(core, kb, "geo.md", PROSE.encode())
+    _, task = await submit_document(core, kb, "geo.md", PROSE.encode())
     core.store = _FlakyStore(core.store, failures=100)
     async with running_worker(core, vectors):
         failed = await wait_for_status(core, task.id, ("failed",))
@@ -118,7 +119,7 @@ async def test_gives_up_after_max_attempts_and_dead_letters(core: Core, vectors:
 async def test_own_pending_entries_are_replayed_first(core: Core, vectors: Any) -> None:
     """An entry read but never acked (a crash) is run by the same consumer when it comes back."""
     kb = await _kb(core)
-    _, task = await ingest.submit_document(core, kb, "geo.md", PROSE.encode())
+    _, task = await submit_document(core, kb, "geo.md", PROSE.encode())
     read = await core.queue.read_new("w-fixed", 1, block_ms=100)
     assert [m.task_id for m in read] == [task.id]
     async with running_worker(core, vectors, consumer="w-fixed"):
@@ -129,7 +130,7 @@ async def test_own_pending_entries_are_replayed_first(core: Core, vectors: Any) 
 
 async def test_reparse_replaces_chunk_set(core: Core, vectors: Any) -> None:
     kb = await _kb(core)
-    document, task = await ingest.submit_document(core, kb, "geo.md", PROSE.encode())
+    document, task = await submit_document(core, kb, "geo.md", PROSE.encode())
     chunks = ChunkStore(vectors)
     async with running_worker(core, vectors):
         await wait_for_status(core, task.id)
@@ -152,7 +153,7 @@ async def test_heartbeat_registers_and_deregisters(core: Core, vectors: Any) -> 
 
 async def test_replays_more_pending_entries_than_it_has_slots(core: Core, vectors: Any) -> None:
     kb = await _kb(core)
-    tasks = [(await ingest.submit_document(core, kb, f"d{i}.md", PROSE.encode()))[1] for i in range(5)]
+    tasks = [(await submit_document(core, kb, f"d{i}.md", PROSE.encode()))[1] for i in range(5)]
     assert len(await core.queue.read_new("w-small", 5, block_ms=100)) == 5
     async with running_worker(core, vectors, consumer="w-small", concurrency=2):
         finished = [await wait_for_status(core, t.id) for t in tasks]
@@ -186,7 +187,7 @@ async def test_cancel_stops_a_running_task_within_one_batch_and_leaves_no_chunks
     core.embedders = EmbedderLoader(core.settings.embedding, embedder)
     core.settings.embedding.batch_size = 2
     kb = await _kb(core)
-    document, task = await ingest.submit_document(core, kb, "geo.md", (PROSE * 3).encode())
+    document, task = await submit_document(core, kb, "geo.md", (PROSE * 3).encode())
     async with running_worker(core, vectors):
         async with asyncio.timeout(30):
             while embedder.calls < 4:
@@ -207,7 +208,7 @@ async def test_cancel_stops_a_running_task_within_one_batch_and_leaves_no_chunks
 async def test_cancel_after_chunks_were_indexed_removes_them(core: Core, vectors: Any) -> None:
     """The fence catches a cancel that lands after indexing, before completion."""
     kb = await _kb(core)
-    document, task = await ingest.submit_document(core, kb, "geo.md", PROSE.encode())
+    document, task = await submit_document(core, kb, "geo.md", PROSE.encode())
     chunks = ChunkStore(vectors)
     original_upsert = chunks.upsert
 
@@ -234,7 +235,7 @@ async def test_a_stage_over_its_timeout_fails_the_attempt_with_a_clear_message(c
     core.settings.worker.embed_timeout_s = 0.1
     core.settings.worker.max_attempts = 2
     kb = await _kb(core)
-    _, task = await ingest.submit_document(core, kb, "geo.md", PROSE.encode())
+    _, task = await submit_document(core, kb, "geo.md", PROSE.encode())
     async with running_worker(core, vectors):
         failed = await wait_for_status(core, task.id, ("failed",), timeout_s=30)
     assert failed.attempts == 2
@@ -272,7 +273,7 @@ async def test_per_stage_semaphore_bounds_concurrent_embeds(core: Core, vectors:
     core.settings.embedding.batch_size = 4
     assert core.settings.worker.max_concurrent_embeds == 1
     kb = await _kb(core)
-    tasks = [(await ingest.submit_document(core, kb, f"d{i}.md", PROSE.encode()))[1] for i in range(4)]
+    tasks = [(await submit_document(core, kb, f"d{i}.md", PROSE.encode()))[1] for i in range(4)]
     async with running_worker(core, vectors, concurrency=4):
         done = [await wait_for_status(core, t.id) for t in tasks]
     assert [t.status for t in done] == ["done"] * 4
@@ -285,8 +286,8 @@ async def test_the_pipeline_writes_through_milvus_lite(core: Core, tmp_path: Pat
     milvus = vectordb.connect(f"milvus://{tmp_path / 'milvus.db'}")
     try:
         kb = await _kb(core)
-        document, task = await ingest.submit_document(core, kb, "geo.md", PROSE.encode())
-        _, second = await ingest.submit_document(core, kb, "again.md", PROSE.encode())
+        document, task = await submit_document(core, kb, "geo.md", PROSE.encode())
+        _, second = await submit_document(core, kb, "again.md", PROSE.encode())
         async with running_worker(core, milvus, concurrency=1):  # each task re-ensures the collection
             done = await wait_for_status(core, task.id)
             again = await wait_for_status(core, second.id)

@@ -17,8 +17,8 @@ import pytest
 import vectordb
 from common.runtime import open_core
 from common.settings import Settings
-from lifecycle import documents as ingest
 from tests.fakes import HashEmbedder
+from tests.submit import submit_document
 from vectordb.chunkstore import ChunkStore
 
 pytestmark = pytest.mark.slow
@@ -76,7 +76,7 @@ async def test_killed_worker_replays_its_task_once(tmp_path: Path, redis_url: st
     async with open_core(settings, embedder=HashEmbedder()) as core:
         kb = await asyncio.to_thread(core.repo.kbs.create, "crash", tenant="default", chunk_tokens=256,
                                      overlap_tokens=32, embedding_model="all-MiniLM-L6-v2", dim=384)
-        document, task = await ingest.submit_document(core, kb, "long.md", _prose(160).encode())
+        document, task = await submit_document(core, kb, "long.md", _prose(160).encode())
 
         worker = _start_worker(env, tmp_path, consumer)
         try:

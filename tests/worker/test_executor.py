@@ -21,7 +21,7 @@ from common.parsing.base import ParsedDocument
 from common.queue import QueueMessage
 from common.runtime import Core
 from lifecycle.garbage import CollectReport
-from tests.dbcalls import claim_one
+from tests.dbcalls import claim_one, create_document
 from tests.fakes import StubSignals, Unusable
 from vectordb.chunkstore import ChunkStore
 from worker import executor as executor_module
@@ -121,7 +121,7 @@ async def _submitted(core: Core) -> tuple[TaskRecord, QueueMessage]:
     """A queued task and the stream entry that delivers it (the entry only exists in the stub broker)."""
     kb = await asyncio.to_thread(core.repo.kbs.create, "kb", tenant="default", chunk_tokens=64, overlap_tokens=8,
                                  embedding_model="hash-test", dim=64)
-    _, task = await asyncio.to_thread(core.repo.documents.create, kb, filename="a.md", size_bytes=11,
+    _, task = await asyncio.to_thread(create_document, core.repo, kb, filename="a.md", size_bytes=11,
                                       sha256="0" * 64, blob_key="kb/a.md")
     return task, QueueMessage(stream=core.keys.stream_normal, entry_id="1-0", task_id=task.id)
 
@@ -332,7 +332,7 @@ async def test_a_failed_task_removes_its_documents_garbage_and_a_done_one_leaves
     assert (await _execute(build(StubStage("index", _produce)), message)).outcome is Outcome.DONE
     assert garbage.collected == [], "a first version replaces nothing"
     kb = await asyncio.to_thread(local_core.repo.kbs.get, "kb")
-    _, other = await asyncio.to_thread(local_core.repo.documents.create, kb, filename="b.md", size_bytes=1,
+    _, other = await asyncio.to_thread(create_document, local_core.repo, kb, filename="b.md", size_bytes=1,
                                        sha256="1" * 64, blob_key="kb/b.md")
     failing = QueueMessage(stream=local_core.keys.stream_normal, entry_id="2-0", task_id=other.id)
     result = await _execute(build(StubStage("parse", _raising(CorruptDocument("b.md: broken")))), failing)

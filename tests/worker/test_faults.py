@@ -26,6 +26,7 @@ from common.settings import Settings
 from lifecycle import documents as ingest
 from lifecycle import garbage
 from tests.fakes import HashEmbedder
+from tests.submit import submit_document
 from tests.worker.fleet import Fleet, wait_until
 from tests.worker.helpers import running_worker, wait_for_status
 from vectordb.chunkstore import ChunkStore
@@ -109,7 +110,7 @@ async def test_a_vector_store_outage_mid_ingest_ends_with_every_document_done_an
         fleet: Fleet, outage_core: Core) -> None:
     core = outage_core
     kb = await ingest.create_kb(core, "kb", tenant="default")
-    submitted = [await ingest.submit_document(core, kb, f"doc{i}.md", PROSE.encode()) for i in range(6)]
+    submitted = [await submit_document(core, kb, f"doc{i}.md", PROSE.encode()) for i in range(6)]
     client = vectordb.connect(fleet.vectordb_url, retry_attempts=2)
     try:
         async with running_worker(core, client, concurrency=3) as worker:
@@ -152,11 +153,11 @@ async def test_a_worker_waits_for_a_dependency_without_taking_new_work_or_spendi
         core: Core, vectors: Any) -> None:
     core.settings.worker.dependency_probe_s = 0.1
     kb = await ingest.create_kb(core, "kb", tenant="default")
-    _, first = await ingest.submit_document(core, kb, "first.md", PROSE.encode())
+    _, first = await submit_document(core, kb, "first.md", PROSE.encode())
     chunks = VectorStoreDown(vectors)
     async with running_worker(core, vectors, chunks=chunks, concurrency=4) as worker:
         await wait_until(_poll(lambda: worker.dependencies.is_down(Dependency.VECTOR_STORE)), 30, "the outage seen")
-        _, later = await ingest.submit_document(core, kb, "later.md", PROSE.encode())
+        _, later = await submit_document(core, kb, "later.md", PROSE.encode())
         await asyncio.sleep(1.0)
         assert (await asyncio.to_thread(core.repo.tasks.get, later.id)).status == "queued", "it took new work"
         waiting = await asyncio.to_thread(core.repo.tasks.get, first.id)
@@ -188,7 +189,7 @@ async def test_a_dead_lettered_task_leaves_nothing_searchable(core: Core, vector
     _fast_janitor(core.settings, monkeypatch)
     core.settings.worker.max_attempts = 2
     kb = await ingest.create_kb(core, "kb", tenant="default")
-    document, task = await ingest.submit_document(core, kb, "geo.md", PROSE.encode())
+    document, task = await submit_document(core, kb, "geo.md", PROSE.encode())
     chunks = ChunkStore(vectors)
     async with api(core, vectors) as client, running_worker(core, vectors, chunks=FailingLaterBatches(vectors)):
         failed = await wait_for_status(core, task.id)
@@ -220,7 +221,7 @@ async def test_a_reparse_whose_old_chunks_cannot_be_deleted_at_once_serves_only_
         core: Core, vectors: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     _fast_janitor(core.settings, monkeypatch)
     kb = await ingest.create_kb(core, "kb", tenant="default")
-    document, task = await ingest.submit_document(core, kb, "geo.md", PROSE.encode())
+    document, task = await submit_document(core, kb, "geo.md", PROSE.encode())
     chunks = RefusingDeletes(vectors, failures=3)
     async with api(core, vectors) as client, running_worker(core, vectors, chunks=chunks):
         await wait_for_status(core, task.id)
@@ -264,7 +265,7 @@ async def test_deleting_a_knowledge_base_as_a_task_creates_its_collection_leaves
     # Made the way a fleet's first task finds it: no collection until the first index write.
     kb = await asyncio.to_thread(core.repo.kbs.create, "kb", tenant="default", chunk_tokens=64, overlap_tokens=8,
                                  embedding_model="hash-test", dim=64)
-    submitted = [await ingest.submit_document(core, kb, f"doc{i}.md", PROSE.encode()) for i in range(3)]
+    submitted = [await submit_document(core, kb, f"doc{i}.md", PROSE.encode()) for i in range(3)]
     async with api(core, vectors) as client:
 
         async def delete() -> None:

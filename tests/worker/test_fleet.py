@@ -12,8 +12,9 @@ import pytest
 import vectordb
 from common.db import KbRecord
 from common.runtime import Core, open_core
-from lifecycle import documents as ingest
+from tests.dbcalls import create_document
 from tests.fakes import HashEmbedder
+from tests.submit import submit_document
 from tests.worker.fleet import Fleet, all_terminal, wait_until
 
 pytestmark = pytest.mark.slow
@@ -44,7 +45,7 @@ async def _kb(core: Core) -> KbRecord:
 
 
 async def _submit(core: Core, kb: KbRecord, count: int) -> list[str]:
-    return [(await ingest.submit_document(core, kb, f"doc{i}.md", doc_text(i)))[1].id for i in range(count)]
+    return [(await submit_document(core, kb, f"doc{i}.md", doc_text(i)))[1].id for i in range(count)]
 
 
 async def assert_exactly_once(core: Core, fleet: Fleet, kb: KbRecord, task_ids: list[str]) -> None:
@@ -162,7 +163,7 @@ async def test_orphan_tasks_are_enqueued_by_the_janitor(fleet: Fleet, core: Core
     blob = "kb/orphan/never-enqueued"
     await core.store.put(blob, doc_text(1))
     _, never_added = await asyncio.to_thread(
-        core.repo.documents.create, kb, filename="orphan.md", size_bytes=10, sha256="0" * 64, blob_key=blob)
+        create_document, core.repo, kb, filename="orphan.md", size_bytes=10, sha256="0" * 64, blob_key=blob)
     lost = await _submit(core, kb, 2)
     await core.redis.delete(core.keys.stream_normal)  # Redis lost the stream (and its group)
     fleet.start_worker("janitor")

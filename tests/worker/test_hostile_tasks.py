@@ -11,6 +11,7 @@ from common.runtime import Core
 from common.settings import LimitsSettings
 from lifecycle import documents as ingest
 from tests.common.test_hostile import CASES
+from tests.submit import submit_document
 from tests.worker.helpers import running_worker, wait_for_status
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -23,9 +24,9 @@ async def test_bad_files_fail_alone_and_the_rest_finish(core: Core, vectors: Any
     # Cases that need lowered limits (to stay fast) are covered at the parser level; here the worker
     # runs with one set of limits, the defaults.
     rejected = [case for case in CASES if case.error is not None and case.limits == LimitsSettings()]
-    good_before = (await ingest.submit_document(core, kb, "good-1.md", GOOD.encode()))[1]
-    bad = [(case, (await ingest.submit_document(core, kb, case.filename, case.make()))[1]) for case in rejected]
-    good_after = (await ingest.submit_document(core, kb, "good-2.md", GOOD.encode()))[1]
+    good_before = (await submit_document(core, kb, "good-1.md", GOOD.encode()))[1]
+    bad = [(case, (await submit_document(core, kb, case.filename, case.make()))[1]) for case in rejected]
+    good_after = (await submit_document(core, kb, "good-2.md", GOOD.encode()))[1]
     async with running_worker(core, vectors) as worker:
         results = [(case, await wait_for_status(core, task.id, timeout_s=120)) for case, task in bad]
         goods = [await wait_for_status(core, t.id, timeout_s=120) for t in (good_before, good_after)]

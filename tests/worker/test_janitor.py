@@ -18,7 +18,8 @@ from common.errors import NotFound
 from common.runtime import Core
 from lifecycle import documents as ingest
 from lifecycle.garbage import GarbageCollector
-from tests.dbcalls import claim_one, complete_one
+from tests.dbcalls import claim_one, complete_one, create_document
+from tests.submit import submit_document
 from tests.worker.helpers import running_worker, wait_for_status
 from tests.worker.test_consumer import PROSE
 from vectordb.chunkstore import ChunkRow, ChunkStore
@@ -64,7 +65,7 @@ async def _queued(core: Core, name: str = "a.md") -> TaskRecord:
     kb = await _kb(core)
     blob = f"kb/{name}"
     await core.store.put(blob, PROSE.encode())
-    _, task = await asyncio.to_thread(core.repo.documents.create, kb, filename=name, size_bytes=len(PROSE),
+    _, task = await asyncio.to_thread(create_document, core.repo, kb, filename=name, size_bytes=len(PROSE),
                                       sha256=str(len(name)).rjust(64, "0"), blob_key=blob)
     return task
 
@@ -160,7 +161,7 @@ async def test_the_janitor_never_strands_an_entry_read_after_its_snapshot(
     """A consumer whose heartbeat expired reads an entry just after the janitor looked at its (empty)
     pending list; deleting it then would strand the entry in no pending list, for good."""
     kb = await ingest.create_kb(core, "kb", tenant="default")
-    _, task = await ingest.submit_document(core, kb, "geo.md", PROSE.encode())
+    _, task = await submit_document(core, kb, "geo.md", PROSE.encode())
     await core.redis.zadd(core.keys.workers, {"late-worker": time.time() - 3600})  # its heartbeat expired
     await core.redis.xgroup_createconsumer(core.keys.stream_normal, core.keys.group, "late-worker")
     real_consumers = core.queue.consumers
@@ -202,8 +203,8 @@ async def test_a_task_never_added_to_its_stream_is_enqueued_after_the_grace_peri
 async def test_tasks_with_live_entries_and_finished_tasks_are_left_alone(
         core: Core, janitor_for: MakeJanitor) -> None:
     kb = await _kb(core)
-    _, waiting = await ingest.submit_document(core, kb, "waiting.md", PROSE.encode())
-    _, finished = await ingest.submit_document(core, kb, "finished.md", PROSE.encode() + b" ")
+    _, waiting = await submit_document(core, kb, "waiting.md", PROSE.encode())
+    _, finished = await submit_document(core, kb, "finished.md", PROSE.encode() + b" ")
     held = (await core.queue.read_new("w1", 2, block_ms=10))[1]
     assert held.task_id == finished.id
     claimed = await asyncio.to_thread(claim_one, core.repo, finished.id, "w1")
@@ -220,7 +221,7 @@ async def test_tasks_with_live_entries_and_finished_tasks_are_left_alone(
 async def test_a_task_that_finished_after_the_scan_read_it_is_not_enqueued_again(
         core: Core, janitor_for: MakeJanitor, monkeypatch: pytest.MonkeyPatch) -> None:
     kb = await _kb(core)
-    _, task = await ingest.submit_document(core, kb, "a.md", PROSE.encode())
+    _, task = await submit_document(core, kb, "a.md", PROSE.encode())
     snapshot = await asyncio.to_thread(core.repo.tasks.active_stream_entries, 100)
     assert [task_id for task_id, _, _ in snapshot] == [task.id]
     (message,) = await core.queue.read_new("w1", 1, block_ms=10)
@@ -237,7 +238,7 @@ async def test_a_task_that_finished_after_the_scan_read_it_is_not_enqueued_again
 
 async def test_the_full_scan_runs_at_start_up_then_once_per_interval(core: Core, janitor_for: MakeJanitor) -> None:
     kb = await _kb(core)
-    _, task = await ingest.submit_document(core, kb, "a.md", PROSE.encode())
+    _, task = await submit_document(core, kb, "a.md", PROSE.encode())
     janitor = janitor_for("janitor")
     assert await janitor.run_once()
     assert task.stream_id is not None
@@ -252,7 +253,7 @@ async def test_the_full_scan_runs_at_start_up_then_once_per_interval(core: Core,
 
 async def test_a_stranded_entry_is_enqueued_again_by_the_orphan_scan(core: Core, vectors: Any) -> None:
     kb = await ingest.create_kb(core, "kb", tenant="default")
-    _, task = await ingest.submit_document(core, kb, "geo.md", PROSE.encode())
+    _, task = await submit_document(core, kb, "geo.md", PROSE.encode())
     assert [m.task_id for m in await core.queue.read_new("gone-worker", 1, block_ms=10)] == [task.id]
     # Deleted while it held the entry (what the janitor used to do): delivered, yet in no pending list.
     await core.redis.xgroup_delconsumer(core.keys.stream_normal, core.keys.group, "gone-worker")
@@ -266,7 +267,7 @@ async def test_a_stranded_entry_is_enqueued_again_by_the_orphan_scan(core: Core,
 
 async def test_a_task_whose_entry_redis_lost_runs_again_without_spending_an_attempt(core: Core, vectors: Any) -> None:
     kb = await ingest.create_kb(core, "kb", tenant="default")
-    _, task = await ingest.submit_document(core, kb, "geo.md", PROSE.encode())
+    _, task = await submit_document(core, kb, "geo.md", PROSE.encode())
     (message,) = await core.queue.read_new("gone-with-redis", 1, block_ms=10)
     claimed = await asyncio.to_thread(claim_one, core.repo, task.id, "gone-with-redis")
     assert claimed is not None and claimed.attempts == 1
@@ -293,7 +294,7 @@ async def test_each_round_removes_the_garbage_that_is_due(
         core: Core, vectors: Any, janitor_for: MakeJanitor) -> None:
     chunks = ChunkStore(vectors)
     kb = await ingest.create_kb(core, "kb", tenant="default", chunks=chunks)
-    document, task = await ingest.submit_document(core, kb, "a.md", PROSE.encode())
+    document, task = await submit_document(core, kb, "a.md", PROSE.encode())
     rows = [ChunkRow(document_id=document.id, parse_version=1, ordinal=i, title="t", text=f"text {i}",
                      filename="a.md", page=None, start_char=0, end_char=6, token_count=2) for i in range(3)]
     await chunks.upsert(kb.collection, rows, np.eye(3, 64, dtype=np.float32))

@@ -13,6 +13,7 @@ from common.db import ProgressWrite
 from common.errors import Cancelled
 from common.runtime import Core
 from lifecycle import documents as ingest
+from tests.submit import submit_document
 from worker.ledger import GroupCommit, TaskLedger, TaskSignals, WriteFailed, task_event
 from worker.progress import TaskProgress
 
@@ -61,7 +62,7 @@ async def test_a_failed_round_fails_its_callers_and_not_the_next_round() -> None
 
 async def _claimed_progress(core: Core, ledger: TaskLedger, signals: TaskSignals) -> TaskProgress:
     kb = await ingest.create_kb(core, "kb", tenant="default")
-    _, task = await ingest.submit_document(core, kb, "a.md", b"# A\n\nSome text.\n")
+    _, task = await submit_document(core, kb, "a.md", b"# A\n\nSome text.\n")
     claimed = await ledger.claim(task.id)
     assert claimed is not None and claimed.document.id == task.document_id and claimed.kb.id == kb.id
     return TaskProgress(claimed, ledger=ledger, signals=signals, consumer="w1")
@@ -111,7 +112,7 @@ async def test_signals_check_cancel_flags_and_ack_in_one_round(core: Core) -> No
     signals = TaskSignals(core.redis, core.keys, core.queue)
     await core.queue.ensure_groups()
     kb = await ingest.create_kb(core, "kb", tenant="default")
-    tasks = [(await ingest.submit_document(core, kb, f"{i}.md", b"# T\n\nText.\n"))[1] for i in range(3)]
+    tasks = [(await submit_document(core, kb, f"{i}.md", b"# T\n\nText.\n"))[1] for i in range(3)]
     messages = await core.queue.read_new("w1", 10, 100)
     assert len(messages) == 3
     await ingest.flag_cancelled(core, [tasks[1].id])

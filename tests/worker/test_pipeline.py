@@ -24,6 +24,7 @@ from common.parsing.base import ParsedDocument
 from common.runtime import Core, EmbedderLoader
 from common.settings import LimitsSettings
 from tests.common.docgen import make_pdf
+from tests.dbcalls import create_document
 from tests.fakes import HashEmbedder, StubSignals
 from vectordb.chunkstore import ChunkStore
 from worker import pipeline
@@ -69,7 +70,7 @@ class Contexts:
         blob_key = f"kb/{self._made}/{filename}"
         if stored:
             await self._core.store.put(blob_key, data)
-        _, task = await asyncio.to_thread(self._core.repo.documents.create, await self.kb(), filename=filename,
+        _, task = await asyncio.to_thread(create_document, self._core.repo, await self.kb(), filename=filename,
                                           size_bytes=len(data), sha256=f"{self._made:064d}", blob_key=blob_key)
         claimed = await self._ledger.claim(task.id)
         assert claimed is not None
@@ -293,7 +294,7 @@ class RecordingBatcher:
 
 def _embed_stage(core: Core, batcher: RecordingBatcher, window: int) -> EmbedStage:
     core.settings.embedding.batch_size, core.settings.embedding.window_batches = window, 1
-    return EmbedStage(batcher, core.settings)  # type: ignore[arg-type]
+    return EmbedStage(batcher, core.embedders, core.repo, core.settings)  # type: ignore[arg-type]
 
 
 async def test_embed_asks_for_one_window_at_a_time_and_stacks_the_vectors(
@@ -305,7 +306,45 @@ async def test_embed_asks_for_one_window_at_a_time_and_stacks_the_vectors(
     assert [len(w) for w in batcher.windows] == [4, 4, 2]
     assert ctx.vectors is not None and ctx.vectors.shape == (10, 64) and ctx.vectors.dtype == np.float32
     assert ctx.embedded == []
-    assert "embedded 10/10 chunks" in await contexts.messages(ctx)
+    assert "embedded 10/10 chunks (0 of 10 reused)" in await contexts.messages(ctx)
+
+
+async def test_unchanged_chunks_reuse_their_stored_vectors_and_only_changed_ones_are_embedded(
+        local_core: Core, contexts: Contexts) -> None:
+    first = await contexts.new()
+    first.chunks = _chunks(10)
+    await _embed_stage(local_core, RecordingBatcher(), window=4).run(first)
+    assert first.vectors is not None
+
+    again = await contexts.new()
+    again.chunks = _chunks(10)
+    batcher = RecordingBatcher()
+    await _embed_stage(local_core, batcher, window=4).run(again)
+    assert batcher.windows == [], "nothing changed: nothing is embedded"
+    assert again.vectors is not None and np.array_equal(again.vectors, first.vectors)
+    assert again.reuse is not None and again.reuse.reused == 10
+    assert "all 10 chunks reused" in await contexts.messages(again)
+
+    edited = await contexts.new()
+    edited.chunks = _chunks(10)
+    edited.chunks[3] = dataclasses.replace(edited.chunks[3], text="an edited paragraph")
+    edited.chunks[7] = dataclasses.replace(edited.chunks[7], title="a renamed section")
+    batcher = RecordingBatcher()
+    await _embed_stage(local_core, batcher, window=4).run(edited)
+    assert batcher.windows == [["an edited paragraph", edited.chunks[7].text]]
+    assert edited.reuse is not None and edited.reuse.reused == 8
+    assert edited.vectors is not None
+    unchanged = [i for i in range(10) if i not in (3, 7)]
+    assert np.array_equal(edited.vectors[unchanged], first.vectors[unchanged])
+
+
+async def test_chunks_repeated_in_one_document_are_embedded_once(local_core: Core, contexts: Contexts) -> None:
+    ctx = await contexts.new()
+    ctx.chunks = _chunks(3) * 2
+    batcher = RecordingBatcher()
+    await _embed_stage(local_core, batcher, window=8).run(ctx)
+    assert [len(w) for w in batcher.windows] == [3]
+    assert ctx.vectors is not None and np.array_equal(ctx.vectors[:3], ctx.vectors[3:])
 
 
 async def test_embed_run_again_goes_on_after_the_windows_it_finished(local_core: Core, contexts: Contexts) -> None:

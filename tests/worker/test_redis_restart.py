@@ -16,6 +16,7 @@ from common.redisconn import EmbeddedRedis
 from common.runtime import EmbedderLoader, open_core
 from lifecycle import documents as ingest
 from tests.conftest import make_settings
+from tests.submit import submit_document
 from tests.worker.helpers import running_worker, wait_for_status
 from tests.worker.test_consumer import PROSE, _SlowCountingEmbedder
 from vectordb.chunkstore import ChunkStore
@@ -38,7 +39,7 @@ async def test_worker_survives_a_redis_crash_and_finishes_everything(tmp_path: P
             async with open_core(settings, embedder=embedder) as core:
                 core.embedders = EmbedderLoader(settings.embedding, embedder)
                 kb = await ingest.create_kb(core, "kb", tenant="default")
-                tasks = [(await ingest.submit_document(core, kb, f"d{i}.md", PROSE.encode()))[1] for i in range(6)]
+                tasks = [(await submit_document(core, kb, f"d{i}.md", PROSE.encode()))[1] for i in range(6)]
                 async with running_worker(core, vectors, concurrency=2):
                     await wait_for_status(core, tasks[0].id, ("done",))
                     os.kill(int(server.pidfile.read_text().strip()), signal.SIGKILL)

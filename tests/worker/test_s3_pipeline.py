@@ -16,6 +16,7 @@ from lifecycle import documents as ingest
 from tests.common.test_storage_s3 import _raw_client, _s3_settings, s3_endpoint  # noqa: F401 - fixture
 from tests.conftest import make_settings
 from tests.fakes import HashEmbedder
+from tests.submit import submit_document
 from tests.worker.helpers import running_worker, wait_for_status
 from tests.worker.test_consumer import PROSE
 from vectordb.chunkstore import ChunkStore
@@ -38,7 +39,7 @@ async def test_documents_go_through_s3(s3_core: Any, s3_settings: Settings, s3_e
                                        vectors: Any) -> None:
     core = s3_core
     kb = await ingest.create_kb(core, "s3kb", tenant="default")
-    document, task = await ingest.submit_document(core, kb, "geo.md", PROSE.encode())
+    document, task = await submit_document(core, kb, "geo.md", PROSE.encode())
     listed = await asyncio.to_thread(
         _raw_client(s3_endpoint).list_objects_v2, Bucket=s3_settings.storage.bucket
     )

@@ -15,6 +15,7 @@ from lifecycle import documents as ingest
 from tests.common.docgen import make_pdf
 from tests.conftest import make_settings
 from tests.fakes import HashEmbedder
+from tests.submit import submit_document
 from tests.worker.helpers import running_worker, wait_for_status
 from vectordb.chunkstore import ChunkStore
 
@@ -59,7 +60,7 @@ async def test_large_pdf_is_shared_by_two_workers(tmp_path: Path, redis_url: str
     embedder = GateEmbedder()
     async with open_core(_settings(tmp_path, redis_url), embedder=embedder) as core:
         kb = await ingest.create_kb(core, "big", tenant="default")
-        document, task = await ingest.submit_document(core, kb, "big.pdf", make_pdf(_pages(PAGES)))
+        document, task = await submit_document(core, kb, "big.pdf", make_pdf(_pages(PAGES)))
         async with running_worker(core, vectors, consumer="w-a", concurrency=1), \
                 running_worker(core, vectors, consumer="w-b", concurrency=1):
             first = await wait_for_status(core, task.id)
@@ -91,7 +92,7 @@ async def test_a_failing_part_fails_the_document_and_leaves_no_chunks(
     settings = _settings(tmp_path, redis_url, max_chunks_per_document=30)
     async with open_core(settings, embedder=HashEmbedder()) as core:
         kb = await ingest.create_kb(core, "big", tenant="default")
-        document, task = await ingest.submit_document(core, kb, "big.pdf", make_pdf(pages))
+        document, task = await submit_document(core, kb, "big.pdf", make_pdf(pages))
         async with running_worker(core, vectors, concurrency=2):
             await wait_for_status(core, task.id)
             for part in await _part_tasks(core, document.id):
@@ -126,7 +127,7 @@ async def test_a_failing_part_fails_the_document_and_leaves_no_chunks(
 async def test_cancelling_one_part_cancels_the_document(tmp_path: Path, redis_url: str, vectors: Any) -> None:
     async with open_core(_settings(tmp_path, redis_url), embedder=HashEmbedder()) as core:
         kb = await ingest.create_kb(core, "big", tenant="default")
-        document, task = await ingest.submit_document(core, kb, "big.pdf", make_pdf(_pages(PAGES)))
+        document, task = await submit_document(core, kb, "big.pdf", make_pdf(_pages(PAGES)))
         async with running_worker(core, vectors, concurrency=1):
             # The first part runs alone: once it finished, the other parts are queued.
             await wait_for_status(core, task.id)
