@@ -86,6 +86,31 @@ class SubmitResponse(BaseModel):
     documents: list[Submitted]
 
 
+class SyncRequest(BaseModel):
+    sources: dict[str, str] = Field(description="source id -> SHA-256 (hex) of its content, for every document "
+                                                "the caller has")
+    delete_missing: bool = Field(True, description="delete the documents whose source id is not in `sources`")
+    dry_run: bool = Field(False, description="only report what would happen")
+
+
+class SyncResponse(BaseModel):
+    added: list[str] = Field(description="source ids the knowledge base does not have: upload them")
+    updated: list[str] = Field(description="source ids whose content changed: upload them")
+    unchanged: list[str] = Field(description="source ids whose content the knowledge base already has")
+    deleted: list[str] = Field(description="source ids whose documents were deleted (would be, with dry_run)")
+    dry_run: bool
+
+
+class ReindexRequest(BaseModel):
+    chunk_tokens: int | None = Field(default=None, ge=16, le=8192)
+    overlap_tokens: int | None = Field(default=None, ge=0, le=4096)
+
+
+class ReindexResponse(BaseModel):
+    kb: KbOut
+    task_ids: list[str] = Field(description="the queued task of every document's new parse version")
+
+
 class SearchRequest(BaseModel):
     query: str = Field(min_length=1, max_length=10_000)
     top_k: int = Field(default=5, ge=1, le=1000)

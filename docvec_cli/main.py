@@ -20,7 +20,6 @@ from rich.markup import escape
 from common.errors import DocvecError, NotFound
 from common.settings import Settings, load_settings
 from docvec_cli.auth import API_KEY_ENV, admin_key_path, ensure_admin_key, resolve_api_key
-from docvec_cli.watch import TaskView, watch_tasks
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="docvec: documents in, searchable vector chunks out.")
@@ -28,6 +27,8 @@ tasks_app = typer.Typer(help="List, cancel or retry tasks.", no_args_is_help=Tru
 app.add_typer(tasks_app, name="tasks")
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+kbs_app = typer.Typer(help="Knowledge bases: reindex under new settings.", no_args_is_help=True)
+app.add_typer(kbs_app, name="kbs")
 
 API_URL_ENV = "DOCVEC_API_URL"
 TASK_STATES = ("queued", "running", "done", "failed", "cancelled")
@@ -192,78 +193,6 @@ def vectordb_server(host: str = "127.0.0.1", port: int = 19530,
         _exit_with(exc)
 
 
-def _collect_files(paths: list[Path]) -> list[Path]:
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*")
-                                if p.is_file() and not any(part.startswith(".") for part in p.parts)))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise typer.BadParameter(f"{path} does not exist")
-    if not files:
-        raise typer.BadParameter("no files to ingest")
-    return files
-
-
-@app.command()
-def ingest(paths: Annotated[list[Path], typer.Argument(help="files or directories (recursive)")],
-           kb: Annotated[str, typer.Option("--kb", help="knowledge base name (created if missing)")],
-           wait: Annotated[bool, typer.Option("--wait", help="show progress until every document is done")] = False,
-           api_url: ApiOption = None, api_key: KeyOption = None) -> None:
-    """Upload documents. Without --api the pipeline runs in-process and returns when done."""
-    files = _collect_files(paths)
-    console = Console()
-    if api_url:
-        results = _run(_ingest_api(api_url, api_key, files, kb, wait, console))
-    else:
-        _setup_logging(logging.WARNING)
-        results = _run(_ingest_local(_settings(), files, kb, wait, console))
-    failed = [v for v in results.values() if v.status != "done"]
-    for view in failed:
-        console.print(f"[red]{view.status}[/red] task {view.task_id}: {view.error or ''}")
-    if results:
-        console.print(f"{len(results) - len(failed)}/{len(results)} documents done")
-    if failed:
-        raise typer.Exit(1)
-
-
-async def _ingest_local(settings: Settings, files: list[Path], kb_name: str, wait: bool,
-                        console: Console) -> dict[str, TaskView]:
-    import vectordb
-    from common.runtime import open_core
-    from lifecycle import documents as lifecycle
-    from worker.consumer import Worker
-
-    async with open_core(settings) as core:
-        vectors = vectordb.connect(settings.vectordb_uri, token=settings.vectordb.token)
-        try:
-            try:
-                kb = await asyncio.to_thread(core.repo.kbs.get, kb_name, tenant="default")
-            except NotFound:
-                kb = await lifecycle.create_kb(core, kb_name, tenant="default")
-            labels: dict[str, str] = {}
-            for path in files:
-                data = await asyncio.to_thread(path.read_bytes)
-                _, task = await lifecycle.submit_document(core, kb, path.name, data)
-                labels[task.id] = path.name
-
-            async def fetch(task_id: str) -> TaskView:
-                t = await asyncio.to_thread(core.repo.tasks.get, task_id)
-                return TaskView(t.id, t.status, t.progress, t.stage, t.error)
-
-            worker = Worker(core, vectors)
-            async with asyncio.TaskGroup() as group:
-                group.create_task(worker.run())
-                try:
-                    return await watch_tasks(labels, fetch, console=console, show_bars=wait)
-                finally:
-                    worker.stop()
-        finally:
-            await vectors.close()
-
-
 def _api_error(response: httpx.Response) -> str:
     try:
         return str(response.json()["error"]["message"])
@@ -281,32 +210,79 @@ def _check(response: httpx.Response) -> Any:
     return response.json() if response.content else None
 
 
-async def _ingest_api(api_url: str, api_key: str | None, files: list[Path], kb_name: str, wait: bool,
-                      console: Console) -> dict[str, TaskView]:
-    base = api_url.rstrip("/") + "/api/v1"
+@app.command()
+def ingest(paths: Annotated[list[Path], typer.Argument(help="files or directories (recursive)")],
+           kb: Annotated[str, typer.Option("--kb", help="knowledge base name (created if missing)")],
+           wait: Annotated[bool, typer.Option("--wait", help="show progress until every document is done")] = False,
+           sync: Annotated[bool, typer.Option(
+               "--sync", help="also delete the knowledge base's documents whose files are gone from the directories"
+           )] = False,
+           dry_run: Annotated[bool, typer.Option(
+               "--dry-run", help="print what would be added, updated, skipped and deleted; change nothing")] = False,
+           source_id: Annotated[str | None, typer.Option(
+               "--source-id", help="the document's key, for one file (default: its path under the directory "
+                                  "named, or its file name)")] = None,
+           api_url: ApiOption = None, api_key: KeyOption = None) -> None:
+    """Ingest documents as a sync: new files are added, changed ones updated in place, unchanged ones
+    skipped (nothing re-embedded). Without --api the pipeline runs in-process and returns when done."""
+    from docvec_cli import ingest as ingesting
+
+    sources = ingesting.collect_sources(paths, source_id=source_id, sync=sync)
+    console = Console()
+    if api_url:
+        report = _run(_ingest_api(api_url, api_key, sources, kb, sync=sync, dry_run=dry_run, wait=wait,
+                                  console=console))
+    else:
+        _setup_logging(logging.WARNING)
+        report = _run(ingesting.ingest_local(_settings(), sources, kb, sync=sync, dry_run=dry_run, wait=wait,
+                                             console=console))
+    failed = [v for v in report.tasks.values() if v.status != "done"]
+    for view in failed:
+        console.print(f"[red]{view.status}[/red] {report.labels.get(view.task_id, '')} task {view.task_id}: "
+                      f"{escape(view.error or '')}")
+    console.print(("dry run: " if dry_run else "") + report.summary())
+    if failed:
+        raise typer.Exit(1)
+
+
+async def _ingest_api(api_url: str, api_key: str | None, sources: list[Any], kb_name: str, *, sync: bool,
+                      dry_run: bool, wait: bool, console: Console) -> Any:
+    from docvec_cli import ingest as ingesting
+
     async with _api_client(api_key, 120) as client:
-        response = await client.get(f"{base}/kbs/{kb_name}")
-        if response.status_code == 404:
-            _check(await client.post(f"{base}/kbs", json={"name": kb_name}))
-        else:
-            _check(response)
-        labels: dict[str, str] = {}
-        for path in files:
-            payload = await asyncio.to_thread(path.read_bytes)
-            body = _check(await client.post(f"{base}/kbs/{kb_name}/documents",
-                                            files=[("files", (path.name, payload))]))
-            for doc in body["documents"]:
-                labels[doc["task_id"]] = path.name
-                if not wait:
-                    console.print(f"queued {path.name}: document {doc['document_id']} task {doc['task_id']}")
-        if not wait:
-            return {}
+        return await ingesting.ingest_api(client, api_url.rstrip("/") + "/api/v1", sources, kb_name, sync=sync,
+                                          dry_run=dry_run, wait=wait, console=console, check=_check)
 
-        async def fetch(task_id: str) -> TaskView:
-            t = _check(await client.get(f"{base}/tasks/{task_id}"))
-            return TaskView(t["id"], t["status"], t["progress"], t["stage"], t["error"])
 
-        return await watch_tasks(labels, fetch, console=console, show_bars=True)
+@kbs_app.command("reindex")
+def kbs_reindex(kb: str,
+                chunk_tokens: Annotated[int | None, typer.Option("--chunk-tokens", help="new chunk size")] = None,
+                overlap_tokens: Annotated[int | None, typer.Option("--overlap-tokens", help="new overlap")] = None,
+                api_url: ApiOption = None, api_key: KeyOption = None) -> None:
+    """Re-chunk and re-embed every document of KB (new chunking settings, the configured embedding model);
+    search serves each document's old chunks until its new ones are done. Without --api it runs in-process
+    and returns when done."""
+    from docvec_cli import ingest as ingesting
+
+    console = Console()
+    if api_url:
+        body = _run(_reindex_api(api_url, api_key, kb, chunk_tokens, overlap_tokens))
+        console.print(f"reindexing {kb}: {len(body['task_ids'])} documents queued")
+        return
+    _setup_logging(logging.WARNING)
+    views = _run(ingesting.reindex_local(_settings(), kb, chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens,
+                                         wait=True, console=console))
+    failed = [v for v in views.values() if v.status != "done"]
+    console.print(f"reindexed {kb}: {len(views) - len(failed)}/{len(views)} documents done")
+    if failed:
+        raise typer.Exit(1)
+
+
+async def _reindex_api(api_url: str, api_key: str | None, kb: str, chunk_tokens: int | None,
+                       overlap_tokens: int | None) -> Any:
+    async with _api_client(api_key, 120) as client:
+        return _check(await client.post(f"{api_url.rstrip('/')}/api/v1/kbs/{kb}/reindex",
+                                        json={"chunk_tokens": chunk_tokens, "overlap_tokens": overlap_tokens}))
 
 
 @app.command()

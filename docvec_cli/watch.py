@@ -20,6 +20,8 @@ class TaskView:
     progress: float
     stage: str | None
     error: str | None
+    chunks_embedded: int = 0
+    chunks_reused: int = 0
 
 
 async def watch_tasks(labels: dict[str, str], fetch: Callable[[str], Awaitable[TaskView]], *,

@@ -9,8 +9,9 @@ from fastapi import APIRouter, status
 
 from api.deps import Services, Tenant
 from api.errors import error_responses
-from api.schemas import KbCreate, KbOut
+from api.schemas import KbCreate, KbOut, ReindexRequest, ReindexResponse, SyncRequest, SyncResponse
 from lifecycle import documents as lifecycle
+from lifecycle import sync
 
 router = APIRouter(tags=["knowledge bases"], responses=error_responses(401, 422, 503))
 
@@ -41,3 +42,25 @@ async def delete_kb(kb: str, svc: Services, tenant: Tenant) -> None:
     the background."""
     record = await asyncio.to_thread(svc.core.repo.kbs.get, kb, tenant=tenant)
     await lifecycle.delete_kb(svc.core, record)
+
+
+@router.post("/kbs/{kb}/sync", response_model=SyncResponse, responses=error_responses(400, 404))
+async def sync_kb(kb: str, body: SyncRequest, svc: Services, tenant: Tenant) -> SyncResponse:
+    """Compare the caller's sources (source id -> SHA-256 of the content) with the knowledge base: which
+    are new, changed, unchanged; with `delete_missing`, delete the documents whose source id is not
+    listed (not with `dry_run`). Upload the new and changed ones to `/kbs/{kb}/documents`."""
+    record = await asyncio.to_thread(svc.core.repo.kbs.get, kb, tenant=tenant)
+    result = await sync.sync(svc.core, record, body.sources, delete_missing=body.delete_missing,
+                             dry_run=body.dry_run)
+    return SyncResponse(**asdict(result), dry_run=body.dry_run)
+
+
+@router.post("/kbs/{kb}/reindex", status_code=status.HTTP_202_ACCEPTED, response_model=ReindexResponse,
+             responses=error_responses(400, 404, 409))
+async def reindex_kb(kb: str, body: ReindexRequest, svc: Services, tenant: Tenant) -> ReindexResponse:
+    """Change the chunking (optional) and take up the configured embedding model: every document gets a
+    new parse version; search serves each document's old chunks until its new ones are done."""
+    record = await asyncio.to_thread(svc.core.repo.kbs.get, kb, tenant=tenant)
+    updated, tasks = await sync.reindex(svc.core, record, chunk_tokens=body.chunk_tokens,
+                                        overlap_tokens=body.overlap_tokens)
+    return ReindexResponse(kb=KbOut(**asdict(updated)), task_ids=[t.id for t in tasks])

@@ -21,7 +21,7 @@ from common.db.records import (
     TaskStatus,
     check_priority,
 )
-from common.db.store import IN_LIST_MAX, Store, document_record, log_line, new_id, task_record
+from common.db.store import IN_LIST_MAX, Store, document_record, kb_record, log_line, new_id, task_record
 from common.errors import Conflict, NotFound
 
 # A document whose content is submitted again unchanged is left alone while its content is on its way to
@@ -176,6 +176,39 @@ class Documents(Store):
             new_task = self.insert_task(document_id, row.kb_id, row.tenant, parse_version=row.next_parse_version,
                                         priority=priority, now=now)
         return task_record(new_task)
+
+    def reindex(self, kb_id: str, *, chunk_tokens: int, overlap_tokens: int, embedding_model: str, dim: int,
+                priority: str = "normal") -> tuple[KbRecord, list[TaskRecord], list[str]]:
+        """Change a knowledge base's chunking and embedding model and queue a new parse version of every
+        document in one transaction (each document's live version stays searchable until its new one is
+        done; unfinished tasks are superseded). Returns the knowledge base, the new tasks and the ids of
+        the superseded ones. `Conflict` when the model's dimension is not the collection's."""
+        check_priority(priority)
+        kb, doc = self.m.kb, self.m.document
+        now = time.time()
+        with self.session.transaction():
+            row = kb.get_or_none(kb.id == kb_id)
+            if row is None:
+                raise NotFound(f"knowledge base {kb_id} not found")
+            if dim != row.dim:
+                raise Conflict(
+                    f"the embedding model {embedding_model!r} makes {dim}-dimensional vectors, but knowledge base "
+                    f"{row.name!r} holds {row.dim}-dimensional ones; create a new knowledge base for this model"
+                )
+            kb.update(chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens,
+                      embedding_model=embedding_model).where(kb.id == kb_id).execute()
+            document_ids = [d for (d,) in doc.select(doc.id).where(doc.kb == kb_id).order_by(doc.created_at).tuples()]
+            tasks: list[TaskRecord] = []
+            superseded: list[str] = []
+            for document_id in document_ids:
+                superseded += self._cancel_active(document_id, "superseded by a reindex", now)
+                doc.update(next_parse_version=doc.next_parse_version + 1, status=TaskStatus.QUEUED.value,
+                           updated_at=now).where(doc.id == document_id).execute()
+                d = self.doc_row(document_id)
+                tasks.append(task_record(self.insert_task(
+                    document_id, kb_id, d.tenant, parse_version=d.next_parse_version, priority=priority, now=now
+                )))
+            return kb_record(kb.get_by_id(kb_id)), tasks, superseded
 
     def get(self, document_id: str) -> DocumentRecord:
         with self.session.read():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Any
 
 import httpx
@@ -116,6 +117,57 @@ async def test_upload_without_files_is_rejected(client: httpx.AsyncClient) -> No
     await client.post(f"{API}/kbs", json={"name": "docs"})
     response = await client.post(f"{API}/kbs/docs/documents", data={"x": "1"})
     assert response.status_code == 422
+
+
+async def test_an_upload_under_a_known_source_id_updates_or_leaves_its_document(client: httpx.AsyncClient) -> None:
+    await client.post(f"{API}/kbs", json={"name": "docs"})
+
+    async def upload(data: bytes, **form: str) -> dict[str, object]:
+        response = await client.post(f"{API}/kbs/docs/documents", files=[("files", ("notes.md", data))], data=form)
+        assert response.status_code == 202, response.text
+        return dict(response.json()["documents"][0])
+
+    first = await upload(b"# A\n\nfirst")
+    assert (first["outcome"], first["source_id"]) == ("added", "notes.md") and first["task_id"]
+    same = await upload(b"# A\n\nfirst")
+    assert (same["outcome"], same["task_id"], same["document_id"]) == ("unchanged", None, first["document_id"])
+    changed = await upload(b"# A\n\nsecond")
+    assert changed["outcome"] == "updated" and changed["document_id"] == first["document_id"]
+    elsewhere = await upload(b"# A\n\nfirst", source_id="archive/notes.md")
+    assert elsewhere["outcome"] == "added" and elsewhere["source_id"] == "archive/notes.md"
+    listed = (await client.get(f"{API}/kbs/docs/documents")).json()
+    assert sorted(d["source_id"] for d in listed) == ["archive/notes.md", "notes.md"]
+    mismatch = await client.post(f"{API}/kbs/docs/documents", data={"source_id": ["a", "b"]},
+                                 files=[("files", ("one.md", b"x"))])
+    assert mismatch.status_code == 400 and "one per file" in mismatch.json()["error"]["message"]
+
+
+async def test_sync_reports_the_plan_and_deletes_what_is_gone(client: httpx.AsyncClient) -> None:
+    await client.post(f"{API}/kbs", json={"name": "docs"})
+    for name in ("keep.md", "gone.md"):
+        await client.post(f"{API}/kbs/docs/documents", files=[("files", (name, name.encode()))])
+    keep = hashlib.sha256(b"keep.md").hexdigest()
+    sources = {"keep.md": keep, "new.md": "0" * 64}
+    dry = (await client.post(f"{API}/kbs/docs/sync", json={"sources": sources, "dry_run": True})).json()
+    assert (dry["added"], dry["unchanged"], dry["deleted"], dry["dry_run"]) == (["new.md"], ["keep.md"],
+                                                                                 ["gone.md"], True)
+    assert len((await client.get(f"{API}/kbs/docs/documents")).json()) == 2
+    done = (await client.post(f"{API}/kbs/docs/sync", json={"sources": sources})).json()
+    assert done["deleted"] == ["gone.md"]
+    assert [d["source_id"] for d in (await client.get(f"{API}/kbs/docs/documents")).json()] == ["keep.md"]
+    bad = await client.post(f"{API}/kbs/docs/sync", json={"sources": {"x.md": "nothex"}})
+    assert bad.status_code == 400
+
+
+async def test_reindex_queues_a_new_version_of_every_document(client: httpx.AsyncClient) -> None:
+    await client.post(f"{API}/kbs", json={"name": "docs"})
+    await client.post(f"{API}/kbs/docs/documents", files=[("files", ("a.md", b"# a\n\ntext"))])
+    response = await client.post(f"{API}/kbs/docs/reindex", json={"chunk_tokens": 128, "overlap_tokens": 16})
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert (body["kb"]["chunk_tokens"], body["kb"]["overlap_tokens"], len(body["task_ids"])) == (128, 16, 1)
+    bad = await client.post(f"{API}/kbs/docs/reindex", json={"chunk_tokens": 64, "overlap_tokens": 64})
+    assert bad.status_code == 400
 
 
 async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
