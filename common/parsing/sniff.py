@@ -18,6 +18,9 @@ import re
 import zipfile
 from dataclasses import dataclass
 
+from charset_normalizer import from_bytes
+from charset_normalizer.md import mess_ratio
+
 from common.errors import CorruptDocument, UnsupportedFormat
 
 TEXT = "text"
@@ -71,6 +74,7 @@ _BOMS: tuple[tuple[bytes, str], ...] = (
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 _MAX_CONTROL_RATIO = 0.05
 _SNIFF_CHARS = 64 * 1024
+_DETECT_BYTES = 256 * 1024  # what encoding detection reads of a file that is not UTF-8
 
 _HTML_START = re.compile(r"\A(?:\s|<!--.*?-->|<\?xml[^>]*>)*<(?:!doctype\s+html|html[\s>])", re.I | re.S)
 _HTML_TAG = re.compile(
@@ -152,10 +156,12 @@ def _zip_flavour(data: bytes) -> str:
 
 
 def decode_text(data: bytes, filename: str) -> str:
-    """Decode `data` as UTF-8 (BOM optional) or UTF-16/32 with a BOM; newlines become "\\n".
+    """Decode `data` as UTF-8 (BOM optional), UTF-16/32 with a BOM, or a detected legacy encoding;
+    newlines become "\\n".
 
-    Raises `UnsupportedFormat` for binary data (NUL bytes, many control characters) and
-    `CorruptDocument` for text that is not valid in its encoding.
+    Text that is not UTF-8 and has no BOM is decoded in the legacy encoding it is detected to be in
+    (`_legacy_decode`). Raises `UnsupportedFormat` for binary data (NUL bytes, many control characters) and
+    `CorruptDocument` for text whose encoding cannot be told.
     """
     encoding = "utf-8"
     body = data
@@ -171,15 +177,40 @@ def decode_text(data: bytes, filename: str) -> str:
     except UnicodeDecodeError as exc:
         if _looks_binary(body):
             raise _binary(filename, "bytes that are not text") from exc
-        raise CorruptDocument(
-            f'file "{filename}" is not valid {encoding.upper()} text (byte 0x{body[exc.start]:02x} at '
-            f"offset {exc.start}); re-save it as UTF-8",
-            code="invalid_encoding",
-        ) from exc
+        legacy = _legacy_decode(body) if encoding == "utf-8" and body is data else None
+        if legacy is None:
+            raise CorruptDocument(
+                f'file "{filename}" is not valid {encoding.upper()} text (byte 0x{body[exc.start]:02x} at '
+                f"offset {exc.start}) and its encoding could not be detected; re-save it as UTF-8",
+                code="invalid_encoding",
+            ) from exc
+        text = legacy
     sample = text[:_SNIFF_CHARS]
     if sample and len(_CONTROL_CHARS.findall(sample)) / len(sample) > _MAX_CONTROL_RATIO:
         raise _binary(filename, "control characters")
     return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _legacy_decode(data: bytes) -> str | None:
+    """Text in a legacy encoding (Windows-1252, Latin-1, Shift-JIS, GBK, Windows-1251...), detected by
+    charset-normalizer; None when nothing decodes it plausibly. Windows-1252 (the usual encoding of
+    Western text, a superset of Latin-1's printable range) wins over the detected encoding when it reads
+    the text at least as cleanly: short Western texts fit several single-byte code pages equally well."""
+    sample = data[:_DETECT_BYTES]
+    best = from_bytes(sample).best()
+    candidates = [] if best is None else [best.encoding]
+    try:
+        western = sample.decode("cp1252")
+    except UnicodeDecodeError:
+        western = None
+    if western is not None and (best is None or mess_ratio(western, 1.0) <= mess_ratio(str(best), 1.0) + 0.01):
+        candidates.insert(0, "cp1252")
+    for encoding in candidates:
+        try:
+            return data.decode(encoding)
+        except (UnicodeDecodeError, LookupError):
+            continue
+    return None
 
 
 def detect_text_format(text: str, filename: str) -> str:

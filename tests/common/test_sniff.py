@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import random
 import zipfile
 
 import pytest
@@ -54,12 +55,28 @@ def test_random_binary_junk_is_rejected() -> None:
         sniff(junk, "x.bin")
 
 
-def test_invalid_utf8_text_is_corrupt_with_position() -> None:
-    data = "café au lait, s'il vous plaît".encode("latin-1")
+@pytest.mark.parametrize(("text", "encoding"), [
+    ("Café au lait, crème brûlée et résumé de l'été à Zürich.\nÇa coûte cher.", "latin-1"),
+    ("Der Müller aß große Äpfel über dem Fluß.", "latin-1"),
+    ("“Smart quotes” — and an em dash… plus €5 for the café.", "cp1252"),
+    ("naïve", "cp1252"),
+    ("Zażółć gęślą jaźń. Polski tekst w kodowaniu Windows-1250, który ma ogonki.", "cp1250"),
+    ("Привет, это русский текст в кодировке Windows-1251.", "cp1251"),
+    ("日本語のテキストファイルです。東京は日本の首都です。", "shift_jis"),
+    ("中文文本文件，使用GBK编码保存。北京是中国的首都。", "gbk"),
+    ("A UTF-16 file with a byte-order mark: ünïcödé", "utf-16"),
+])
+def test_text_in_a_legacy_encoding_is_decoded_by_detection(text: str, encoding: str) -> None:
+    assert sniff(text.encode(encoding), "notes.txt").text == text
+
+
+def test_text_whose_encoding_cannot_be_told_is_corrupt_with_position() -> None:
+    rng = random.Random(1)
+    data = bytes(rng.choice([*range(0x80, 0x100), 0x20]) for _ in range(2000))
     with pytest.raises(CorruptDocument) as caught:
         sniff(data, "menu.txt")
-    assert "not valid UTF-8" in caught.value.message
-    assert "0xe9" in caught.value.message
+    assert "not valid UTF-8" in caught.value.message and "could not be detected" in caught.value.message
+    assert "offset 0" in caught.value.message
     assert "re-save it as UTF-8" in caught.value.message
 
 
