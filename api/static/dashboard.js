@@ -218,9 +218,11 @@
       el("td", { class: "id", title: `task ${task.id}\ndocument ${task.document_id}` },
          el("code", { text: short(task.id) }), el("span", { class: "muted", text: ` doc ${short(task.document_id)}` })),
       el("td", { "data-field": "kb" }),
+      el("td", { "data-field": "change", "data-testid": "task-change" }),
       el("td", {}, el("span", { class: "badge", "data-testid": "task-status" })),
       el("td", {}, progressBar(task.progress, task.status)),
       el("td", { "data-field": "stage" }),
+      el("td", { class: "num", "data-field": "chunks", "data-testid": "task-chunks" }),
       el("td", { class: "num", "data-field": "attempts" }),
       el("td", { "data-field": "worker" }),
       el("td", { class: "error", "data-field": "error" }),
@@ -242,7 +244,12 @@
       cell.title = title ?? text;
     };
     set("kb", kbNames.get(task.kb_id) || short(task.kb_id), task.kb_id);
+    // A document's first parse version is an added document; a later one, an update or a reindex.
+    set("change", task.parse_version > 1 ? "updated" : "added", `parse version ${task.parse_version}`);
     set("stage", task.stage || "–");
+    set("chunks", task.status === "done" ? `${task.chunks_embedded} new · ${task.chunks_reused} reused` : "–",
+        task.status === "done" ? `${task.chunk_count} chunks: ${task.chunks_embedded} embedded, `
+                                 + `${task.chunks_reused} reused unchanged` : "set when the task is done");
     set("attempts", String(task.attempts));
     set("worker", task.worker || "–");
     set("error", task.error || "", task.error || "");

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -188,6 +189,8 @@ async def test_queued_task_warns_then_a_worker_appears_and_finishes_it(site: Sit
         row = task_row(page, task.id)
         await expect(row.get_by_test_id("task-status")).to_have_text("done", timeout=60_000)
         await expect(row.get_by_test_id("task-progress")).to_have_attribute("aria-valuenow", "100")
+        await expect(row.get_by_test_id("task-change")).to_have_text("added")
+        await expect(row.get_by_test_id("task-chunks")).to_have_text(re.compile(r"^[1-9]\d* new · 0 reused$"))
         await expect(card.get_by_test_id("worker-done")).to_have_text("1")
         await expect(page.locator("#count-done")).to_have_text("1")
         await expect(page.get_by_test_id("throughput-summary")).to_contain_text("1 done")
