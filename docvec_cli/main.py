@@ -240,6 +240,8 @@ def ingest(paths: Annotated[list[Path], typer.Argument(help="files or directorie
     for view in failed:
         console.print(f"[red]{view.status}[/red] {report.labels.get(view.task_id, '')} task {view.task_id}: "
                       f"{escape(view.error or '')}")
+    if report.tasks:
+        console.print(f"{len(report.tasks) - len(failed)}/{len(report.tasks)} documents done")
     console.print(("dry run: " if dry_run else "") + report.summary())
     if failed:
         raise typer.Exit(1)

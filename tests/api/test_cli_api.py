@@ -27,6 +27,10 @@ def test_ingest_search_and_tasks_through_the_api(live_api: LiveApi, tmp_path: Pa
     ingested = runner.invoke(app, ["ingest", str(doc), "--kb", "air", "--wait", "--api", live_api.url])
     assert ingested.exit_code == 0, ingested.output
     assert "1/1 documents done" in ingested.output
+    assert "1 added, 0 updated, 0 unchanged, 0 deleted; 1 chunks embedded, 0 reused" in ingested.output
+    again = runner.invoke(app, ["ingest", str(doc), "--kb", "air", "--wait", "--api", live_api.url])
+    assert again.exit_code == 0, again.output
+    assert "0 added, 0 updated, 1 unchanged, 0 deleted" in again.output, "a re-run of unchanged files is a no-op"
     found = runner.invoke(app, ["search", "wind on a kite", "--kb", "air", "--json", "--api", live_api.url])
     assert found.exit_code == 0, found.output
     hits = json.loads(found.output)
