@@ -538,11 +538,17 @@ def _compare(expr: Compare, src: ColumnSource) -> np.ndarray:
     lv = left.value if isinstance(left, Literal) else _operand_values(left, src)
     rv = right.value if isinstance(right, Literal) else _operand_values(right, src)
     if typed:
-        # Type-checked at parse time, so numpy's elementwise comparison is exact here.
-        return np.asarray(fn(lv, rv), dtype=bool)
+        # Type-checked at parse time, so numpy's elementwise comparison is exact here; a string literal
+        # goes in as an object scalar (numpy would turn a bare str into a fixed-width string, which
+        # drops trailing NUL characters: "a\x00" would match "a").
+        return np.asarray(fn(_object_scalar(lv), _object_scalar(rv)), dtype=bool)
     li = lv if isinstance(left, FieldRef) else [lv] * src.n
     ri = rv if isinstance(right, FieldRef) else [rv] * src.n
     return np.fromiter((_same_kind(a, b) and bool(fn(a, b)) for a, b in zip(li, ri, strict=True)), bool, src.n)
+
+
+def _object_scalar(value: Any) -> Any:
+    return np.array(value, dtype=object) if isinstance(value, str) else value
 
 
 def _in_list(expr: InList, src: ColumnSource) -> np.ndarray:
