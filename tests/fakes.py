@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from common.embedding.batches import batches_by_count
 from common.queue import QueueMessage
 from worker.ledger import TaskEvent
 
@@ -46,6 +47,9 @@ class HashEmbedder:
             norm = float(np.linalg.norm(out[row]))
             out[row] = out[row] / norm if norm else 1.0 / np.sqrt(self._dim)
         return out
+
+    def plan_batches(self, texts: list[str], batch_size: int) -> list[list[int]]:
+        return batches_by_count([len(text) for text in texts], batch_size)
 
     def count_tokens(self, text: str) -> int:
         return len(_WORD.findall(text))

@@ -3,9 +3,12 @@
 A document rarely ends on a batch boundary, and chunk lengths vary: embedding each task's chunks
 alone, in document order, leaves half-empty batches padded to their longest chunk. Here every task
 queues its chunks; one drainer (a background task of the batcher) takes up to `window` items at a
-time from the oldest requests, adds the titles not embedded yet, sorts the lot by length and runs
-it through the model `batch_size` at a time, so each batch holds similar lengths and pads little
-(measured on MiniLM: batches of 32 cut in arrival order cost ~45% more than the same chunks sorted).
+time from the oldest requests, adds the titles not embedded yet, and runs the lot through the model
+in the batches the embedder plans (`Embedder.plan_batches`: a local model sorts by token length and
+cuts by a token budget), so each batch holds similar lengths and pads little (measured on MiniLM:
+batches of 32 cut in arrival order cost ~45% more than the same chunks sorted). Up to `parallel`
+batches of a window run at once (each on its share of the cores: see
+`common.embedding.factory.model_parallelism`).
 Each task gets its own rows back, title-weighted. Distinct titles are embedded once per process (a
 bounded cache).
 
@@ -91,9 +94,10 @@ class EmbedBatcher:
     """Shared by every task of one worker; `embed` returns the title-weighted vectors of its chunks."""
 
     def __init__(self, embedders: EmbedderLoader, *, batch_size: int, title_weight: float,
-                 concurrency: asyncio.Semaphore, window: int | None = None) -> None:
+                 concurrency: asyncio.Semaphore, window: int | None = None, parallel: int = 1) -> None:
         self._embedders = embedders
         self._batch_size = batch_size
+        self._parallel = max(parallel, 1)
         self._window = max(window or batch_size, batch_size)
         self._title_weight = title_weight
         self._concurrency = concurrency
@@ -170,15 +174,30 @@ class EmbedBatcher:
         owners = [p.request for p in taken for _ in range(p.start, p.end)]
         new_titles = missing_titles(titles, self._title_weight, self._titles)
         texts = contents + new_titles
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        plan = await asyncio.to_thread(embedder.plan_batches, texts, self._batch_size)
         # Rows nobody waits for any more keep a unit placeholder (never handed out).
         out = np.full((len(texts), embedder.dim), 1.0 / np.sqrt(embedder.dim), dtype=np.float32)
-        for begin in range(0, len(order), self._batch_size):
-            rows = order[begin:begin + self._batch_size]
-            if all(i < len(contents) and owners[i].abandoned for i in rows):
-                continue
-            batch = [texts[i] for i in rows]
-            out[rows] = await asyncio.to_thread(embedder.encode, batch, self._batch_size)
+
+        async def encode(rows: list[int]) -> None:
+            out[rows] = await asyncio.to_thread(embedder.encode, [texts[i] for i in rows], len(rows))
+
+        running: set[asyncio.Task[None]] = set()
+        try:
+            for rows in plan:
+                if len(running) >= self._parallel:
+                    done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        task.result()  # a failed batch fails the window
+                if all(i < len(contents) and owners[i].abandoned for i in rows):
+                    continue  # checked when the batch could start: a task cancelled meanwhile costs nothing
+                running.add(asyncio.create_task(encode(rows)))
+            while running:
+                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()
+        finally:
+            for task in running:  # after a failure or a shutdown: start no more batches of this window
+                task.cancel()
         for title, vector in zip(new_titles, out[len(contents):], strict=True):
             self._titles[title] = vector
         title_vectors = {t: self._titles[t] for t in dict.fromkeys(titles) if t} if self._title_weight else {}

@@ -22,6 +22,7 @@ from typing import TypeVar
 
 from common.db import ClaimedTask, Completion
 from common.dependencies import Dependency, DependencyBoard, dependency_of
+from common.embedding.factory import model_parallelism
 from common.errors import Cancelled, DocvecError, LimitExceeded, NotFound, PermanentError, StageTimeout
 from common.queue import QueueMessage
 from common.runtime import Core
@@ -91,7 +92,9 @@ class TaskExecutor:
             EmbedStage(EmbedBatcher(core.embedders, batch_size=settings.embedding.batch_size,
                                     window=settings.embedding.batch_size * settings.embedding.window_batches,
                                     title_weight=settings.embedding.title_weight,
-                                    concurrency=limits.embeds), core.embedders, core.repo, settings),
+                                    concurrency=limits.embeds,
+                                    parallel=model_parallelism(settings.embedding)[0]),
+                         core.embedders, core.repo, settings),
             IndexStage(chunks, core.repo, limits),
         )
         if stages is not None:  # an injected pipeline (bench.queue times the task path with a no-op stage)

@@ -26,6 +26,13 @@ class Embedder(Protocol):
         """Return an (n, dim) float32 array of L2-normalized vectors."""
         ...
 
+    def plan_batches(self, texts: list[str], batch_size: int) -> list[list[int]]:
+        """How to cut `texts` into model calls: index lists, each one `encode(batch, len(batch))`.
+
+        Local models sort by token length and cut by their token budget (`common.embedding.batches`);
+        a remote endpoint takes `batch_size` texts per request."""
+        ...
+
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` under the model's tokenizer, without special tokens."""
         ...

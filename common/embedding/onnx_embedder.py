@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from filelock import FileLock
 
+from common.embedding.batches import plan_local_batches
 from common.embedding.st_embedder import BUNDLED_MODEL_NAME, bundled_model_path, force_offline
 from common.embedding.tokenizer import ModelTokenizer
 
@@ -156,8 +157,9 @@ class OnnxEmbedder:
 
     `model_path` None means the bundled all-MiniLM-L6-v2. The export lands in `cache_dir` (first use
     only: needs torch and takes seconds). `threads` > 0 sets onnxruntime's intra-op threads (per
-    session, not process-wide); 0 leaves its default. Each batch is padded only to its longest text,
-    and texts are sorted by length within a call so batches hold similar lengths. Thread-safe.
+    session, not process-wide); 0 leaves its default; `batch_tokens` as for the torch backend. Each
+    batch is padded only to its longest text, and texts are sorted by length within a call so batches
+    hold similar lengths. Thread-safe.
     """
 
     def __init__(
@@ -167,6 +169,7 @@ class OnnxEmbedder:
         cache_dir: Path,
         quantize: bool = True,
         threads: int = 0,
+        batch_tokens: int = 0,
         source: SentenceTransformer | None = None,
     ) -> None:
         path = Path(model_path).expanduser() if model_path is not None else bundled_model_path()
@@ -178,6 +181,7 @@ class OnnxEmbedder:
         import onnxruntime as ort
 
         self._tokenizer = ModelTokenizer.from_model_dir(path)
+        self._batch_tokens = batch_tokens
         self._onnx_path = ensure_onnx_model(path, Path(cache_dir), quantize=quantize, source=source)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -236,6 +240,9 @@ class OnnxEmbedder:
             attention_mask[i, : len(row)] = 1
         (output,) = self._session.run([OUTPUT_NAME], {"input_ids": input_ids, "attention_mask": attention_mask})
         return np.asarray(output, dtype=np.float32)
+
+    def plan_batches(self, texts: list[str], batch_size: int) -> list[list[int]]:
+        return plan_local_batches(self._tokenizer, texts, batch_size, self._batch_tokens)
 
     def count_tokens(self, text: str) -> int:
         return self._tokenizer.count_tokens(text)

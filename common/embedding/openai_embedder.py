@@ -21,6 +21,7 @@ from tenacity import (
 )
 
 from common.dependencies import Dependency
+from common.embedding.batches import batches_by_count
 from common.embedding.st_embedder import bundled_model_path
 from common.embedding.tokenizer import ModelTokenizer
 from common.errors import DependencyUnavailable, PermanentError, TransientError
@@ -123,6 +124,10 @@ class OpenAIEmbedder:
             )
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+
+    def plan_batches(self, texts: list[str], batch_size: int) -> list[list[int]]:
+        """`batch_size` texts per request, similar lengths together (the endpoint pads nothing of ours)."""
+        return batches_by_count([len(text) for text in texts], batch_size)
 
     def count_tokens(self, text: str) -> int:
         return self._tokenizer.count_tokens(text)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from common.embedding.batches import plan_local_batches
 from common.embedding.tokenizer import ModelTokenizer, read_max_seq_length
 
 if TYPE_CHECKING:
@@ -43,12 +44,15 @@ class SentenceTransformerEmbedder:
     """`Embedder` for a sentence-transformers model directory on local disk.
 
     `model_path` None means the bundled all-MiniLM-L6-v2. `torch_threads` > 0 sets torch's intra-op
-    thread count, which is process-wide; 0 leaves torch's default. Thread-safe for concurrent
-    `encode`/`count_tokens`/`token_offsets` calls: tokenization goes through a `ModelTokenizer` (private
-    copies of the tokenizer), so it never sees the truncation/padding `encode` applies to the model's own.
+    thread count, which is process-wide; 0 leaves torch's default. `batch_tokens` > 0: `plan_batches`
+    cuts length-sorted texts by that many padded tokens per batch; 0: `batch_size` texts per batch.
+    Thread-safe for concurrent `encode`/`count_tokens`/`token_offsets` calls: tokenization goes through a
+    `ModelTokenizer` (private copies of the tokenizer), so it never sees the truncation/padding `encode`
+    applies to the model's own.
     """
 
-    def __init__(self, model_path: str | Path | None = None, device: str = "cpu", torch_threads: int = 0):
+    def __init__(self, model_path: str | Path | None = None, device: str = "cpu", torch_threads: int = 0,
+                 batch_tokens: int = 0):
         path = Path(model_path).expanduser() if model_path is not None else bundled_model_path()
         if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
             raise FileNotFoundError(
@@ -64,6 +68,7 @@ class SentenceTransformerEmbedder:
             torch.set_num_threads(torch_threads)
         self._model: SentenceTransformer = SentenceTransformer(str(path), device=device, local_files_only=True)
         self._path = path
+        self._batch_tokens = batch_tokens
         self._name = BUNDLED_MODEL_NAME if model_path is None else path.name
         dim = self._model.get_embedding_dimension()
         if dim is None:
@@ -112,6 +117,9 @@ class SentenceTransformerEmbedder:
             show_progress_bar=False,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def plan_batches(self, texts: list[str], batch_size: int) -> list[list[int]]:
+        return plan_local_batches(self._tokenizer, texts, batch_size, self._batch_tokens)
 
     def count_tokens(self, text: str) -> int:
         return self._tokenizer.count_tokens(text)

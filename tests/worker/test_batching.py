@@ -8,7 +8,8 @@ import threading
 import numpy as np
 import pytest
 
-from common.embedding.factory import weighted_vectors
+from common.embedding.batches import batches_by_tokens
+from common.embedding.factory import model_parallelism, weighted_vectors
 from common.runtime import EmbedderLoader
 from common.settings import EmbeddingSettings
 from tests.fakes import HashEmbedder
@@ -130,3 +131,65 @@ async def test_batches_of_a_cancelled_task_are_skipped_mid_window() -> None:
         await doomed
     assert vectors.shape == (2, HashEmbedder().dim)
     assert embedder.contents_per_call() == [2], "the cancelled task's three batches were never run"
+
+
+async def test_model_batches_follow_the_embedders_plan() -> None:
+    """The window goes to the model in the batches the embedder plans (a token budget here), one call each."""
+
+    class BudgetEmbedder(RecordingEmbedder):
+        def plan_batches(self, texts: list[str], batch_size: int) -> list[list[int]]:
+            return batches_by_tokens([self.count_tokens(t) for t in texts], 64)
+
+        def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+            assert batch_size == len(texts), "one model call per planned batch"
+            return super().encode(texts, batch_size)
+
+    embedder = BudgetEmbedder()
+    batcher = _batcher(embedder)
+    titles = ["Title long"] * 4 + ["Title short"] * 12
+    contents = [" ".join(f"word{j}" for j in range(30)) + f" chunk {i}" for i in range(4)] + [
+        f"chunk {i}" for i in range(12)]
+    vectors = await batcher.embed(titles, contents)
+    lengths = [[embedder.count_tokens(t) for t in call] for call in embedder.calls]
+    assert all(len(call) * max(call) <= 64 for call in lengths if len(call) > 1)
+    assert [n for call in lengths for n in call] == sorted(n for call in lengths for n in call)
+    assert sum(len(call) for call in embedder.calls) == 16 + 2, "every content and each title once"
+    np.testing.assert_allclose(vectors, weighted_vectors(HashEmbedder(), titles, contents, 0.1, 32),
+                               rtol=1e-5, atol=1e-6)
+
+
+async def test_batches_of_a_window_run_in_parallel_and_a_failure_fails_the_window() -> None:
+    class PairedEmbedder(RecordingEmbedder):
+        """Each batch waits until another batch is in the model too (proves two run at once)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.barrier = threading.Barrier(2, timeout=10)
+            self.fail_on: str | None = None
+
+        def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+            self.barrier.wait()
+            if self.fail_on is not None and any(self.fail_on in t for t in texts):
+                raise RuntimeError("model crashed")
+            return super().encode(texts, batch_size)
+
+    embedder = PairedEmbedder()
+    batcher = EmbedBatcher(EmbedderLoader(EmbeddingSettings(), embedder), batch_size=8, title_weight=0.0,
+                           concurrency=asyncio.Semaphore(1), window=16, parallel=2)
+    titles, contents = _chunks("a", 16)
+    vectors = await batcher.embed(titles, contents)
+    assert [len(c) for c in embedder.calls] == [8, 8]
+    np.testing.assert_allclose(vectors, HashEmbedder().encode(contents, 8), rtol=1e-5, atol=1e-6)
+
+    embedder.fail_on = "chunk 15 "
+    with pytest.raises(RuntimeError, match="model crashed"):
+        await batcher.embed(*_chunks("b", 16))
+
+
+def test_model_parallelism_shares_the_cores_out() -> None:
+    assert model_parallelism(EmbeddingSettings(), cpus=2) == (2, 1)
+    assert model_parallelism(EmbeddingSettings(), cpus=16) == (4, 4)
+    assert model_parallelism(EmbeddingSettings(), cpus=1) == (1, 1)
+    assert model_parallelism(EmbeddingSettings(parallel_batches=1), cpus=8) == (1, 8)
+    assert model_parallelism(EmbeddingSettings(torch_threads=3), cpus=8) == (4, 3)
+    assert model_parallelism(EmbeddingSettings(backend="onnx", onnx_threads=2, torch_threads=5), cpus=8) == (4, 2)
