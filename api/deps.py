@@ -17,6 +17,7 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 
 from common.apikeys import ApiKeyStore
 from common.dependencies import Dependency, DependencyBoard, Probe
+from common.embedding.batcher import EmbedBatcher
 from common.errors import Forbidden, Unauthorized
 from common.runtime import Core
 from vectordb.chunkstore import ChunkStore
@@ -33,6 +34,7 @@ _cookie = APIKeyCookie(name=KEY_COOKIE, auto_error=False, scheme_name="cookie",
 class AppServices:
     core: Core
     chunks: ChunkStore
+    queries: EmbedBatcher  # search queries of concurrent requests embedded together
     apikeys: ApiKeyStore
     probes: Mapping[Dependency, Probe]
     readiness: DependencyBoard  # outages `/readyz` has seen, with the time each began

@@ -92,13 +92,14 @@ def _free_port() -> int:
 class DocvecServer:
     """`docvec up` on a scratch data dir, stopped (SIGINT, then kill) on exit."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, settings: dict[str, str]) -> None:
         self.data_dir = data_dir
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # Embedded defaults (Redis, SQLite, local files, vector store) on the scratch dir.
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("DOCVEC_")}
         self.env["DOCVEC_DATA_DIR"] = str(data_dir)
+        self.env.update(settings)
         self._proc: subprocess.Popen[bytes] | None = None
         self.key = ""
 
@@ -269,6 +270,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, help="queries per concurrency level (default 480; quick 160)")
     parser.add_argument("--skip", action="append", default=[], choices=["milvus_lite", "chroma"],
                         help="leave a peer out")
+    parser.add_argument("--set", action="append", default=[], metavar="DOCVEC_SECTION__KEY=VALUE",
+                        help="a setting for the docvec server (e.g. DOCVEC_EMBEDDING__BACKEND=onnx)")
     args = parser.parse_args()
     files = _corpus_files(args.corpus, args.documents or (20 if args.quick else 60), args.max_bytes)
     per_level = args.queries or (160 if args.quick else 480)
@@ -283,7 +286,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="docvec-bench-search-") as tmp:
         work = Path(tmp)
         (work / "docvec").mkdir()
-        with DocvecServer(work / "docvec") as server:
+        overrides = dict(item.split("=", 1) for item in args.set)
+        if any(not k.startswith("DOCVEC_") for k in overrides):
+            raise SystemExit("--set takes DOCVEC_SECTION__KEY=VALUE")
+        with DocvecServer(work / "docvec", overrides) as server:
             started = time.perf_counter()
             server.ingest(files, work)
             emit(BENCH, "docvec_ingest_s", round(time.perf_counter() - started, 1), "s")

@@ -22,6 +22,7 @@ from typing import TypeVar
 
 from common.db import ClaimedTask, Completion
 from common.dependencies import Dependency, DependencyBoard, dependency_of
+from common.embedding.batcher import EmbedBatcher
 from common.embedding.factory import model_parallelism
 from common.errors import Cancelled, DocvecError, LimitExceeded, NotFound, PermanentError, StageTimeout
 from common.queue import QueueMessage
@@ -29,7 +30,6 @@ from common.runtime import Core
 from lifecycle import documents as lifecycle
 from lifecycle.garbage import GarbageCollector
 from vectordb.chunkstore import ChunkStore
-from worker.batching import EmbedBatcher
 from worker.deadlines import Deadlines, Watch
 from worker.ledger import Signals, TaskLedger, TaskSignals
 from worker.metrics import WorkerMetrics

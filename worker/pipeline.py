@@ -15,6 +15,7 @@ import numpy as np
 
 from common.chunking import Chunk, Chunker
 from common.db import DocumentRecord, KbRecord, Repository, TaskRecord
+from common.embedding.batcher import EmbedBatcher
 from common.embedding.cache import embedding_key
 from common.errors import Cancelled, Conflict, CorruptDocument, LimitExceeded, NotFound, PermanentError
 from common.parsing import parse_document
@@ -28,7 +29,6 @@ from common.uploads import check_upload_size
 from lifecycle import documents as lifecycle
 from vectordb.chunkstore import ChunkRow, ChunkStore
 from vectordb.errors import CollectionNotFound
-from worker.batching import EmbedBatcher
 from worker.progress import TaskProgress
 
 INDEX_BATCH_ROWS = 512

@@ -18,7 +18,6 @@ router = APIRouter(tags=["search"], responses=error_responses(401, 422, 503))
 @router.post("/kbs/{kb}/search", response_model=SearchResponse, responses=error_responses(400, 404))
 async def search(kb: str, body: SearchRequest, svc: Services, tenant: Tenant) -> SearchResponse:
     record = await asyncio.to_thread(svc.core.repo.kbs.get, kb, tenant=tenant)
-    embedder = await svc.core.embedders.get()
-    vectors = await asyncio.to_thread(embedder.encode, [body.query], 1)
+    vectors = await svc.queries.embed([""], [body.query])
     hits = await lifecycle.search(svc.core.repo, svc.chunks, record, vectors[0], body.top_k, filter=body.filter)
     return SearchResponse(hits=[SearchHit(**asdict(h)) for h in hits])

@@ -235,3 +235,33 @@ async def test_control_characters_in_names_are_replaced(client: httpx.AsyncClien
                                  headers={"Content-Type": "multipart/form-data; boundary=B"})
     assert response.status_code == 202, response.text
     assert response.json()["documents"][0]["filename"] == "bad_name_.txt"
+
+
+async def test_concurrent_searches_embed_their_queries_together(client: httpx.AsyncClient, core: Core,
+                                                                 vectors: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Queries that arrive while the model is busy share its next call; each request gets its own hits."""
+    import time
+
+    await client.post(f"{API}/kbs", json={"name": "docs"})
+    upload = await client.post(f"{API}/kbs/docs/documents", files=[("files", ("rivers.md", RIVERS.encode())),
+                                                                   ("files", ("bread.md", BREAD.encode()))])
+    async with running_worker(core, vectors):
+        for doc in upload.json()["documents"]:
+            assert (await _wait_done(client, doc["task_id"]))["status"] == "done"
+    embedder = await core.embedders.get()
+    calls: list[list[str]] = []
+    encode = embedder.encode
+
+    def slow_counting_encode(texts: list[str], batch_size: int) -> Any:
+        calls.append(list(texts))
+        time.sleep(0.05)  # a model call takes a while: the other requests arrive meanwhile
+        return encode(texts, batch_size)
+
+    monkeypatch.setattr(embedder, "encode", slow_counting_encode)
+    queries = ["sourdough starter yeast", "Amazon river basin"] * 4
+    responses = await asyncio.gather(*(client.post(f"{API}/kbs/docs/search", json={"query": q, "top_k": 1})
+                                       for q in queries))
+    tops = [r.json()["hits"][0]["filename"] for r in responses]
+    assert tops == ["bread.md", "rivers.md"] * 4, "each request got the hits of its own query"
+    assert sorted(q for call in calls for q in call) == sorted(queries), "every query embedded once"
+    assert len(calls) < len(queries) / 2, f"queries were embedded together, not one call each: {calls}"

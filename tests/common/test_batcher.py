@@ -1,4 +1,4 @@
-"""Embedding batches filled across concurrent tasks."""
+"""Embedding batches filled across concurrent tasks (`common.embedding.batcher`)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import threading
 import numpy as np
 import pytest
 
+from common.embedding.batcher import EmbedBatcher
 from common.embedding.batches import batches_by_tokens
 from common.embedding.factory import model_parallelism, weighted_vectors
 from common.runtime import EmbedderLoader
 from common.settings import EmbeddingSettings
 from tests.fakes import HashEmbedder
-from worker.batching import EmbedBatcher
 
 
 class RecordingEmbedder(HashEmbedder):
