@@ -30,13 +30,12 @@ QUERY_WINDOW = 64
 
 
 def query_batcher(core: Core) -> EmbedBatcher:
-    """Embeds the queries of concurrent searches together: while one model call runs, the queries that
-    arrive wait for the next, which takes them all (one call for 8 short queries costs about what 2
-    single ones do). A lone query goes at once."""
+    """Embeds the queries of concurrent searches together: a lone query goes at once; while the model
+    calls run (one per core share, `model_parallelism`), the queries that arrive wait for the next
+    call, which takes them all (one call for 8 short queries costs about what 2 single ones do)."""
     embedding = core.settings.embedding
     return EmbedBatcher(core.embedders, batch_size=embedding.batch_size, title_weight=0.0,
-                        concurrency=asyncio.Semaphore(1), window=QUERY_WINDOW,
-                        parallel=model_parallelism(embedding)[0])
+                        concurrency=asyncio.Semaphore(model_parallelism(embedding)[0]), window=QUERY_WINDOW)
 
 
 def create_app(settings: Settings, *, core: Core | None = None, vectors: VectorStore | None = None) -> FastAPI:

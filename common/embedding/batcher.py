@@ -104,6 +104,7 @@ class EmbedBatcher:
         self._queue: deque[_Request] = deque()
         self._titles = _TitleCache(TITLE_CACHE_ENTRIES)
         self._drainer: asyncio.Task[None] | None = None
+        self._arrived = asyncio.Event()  # a request was queued (wakes a drainer waiting for a permit or work)
 
     async def embed(self, titles: list[str], contents: list[str]) -> np.ndarray:
         if not contents:
@@ -112,6 +113,7 @@ class EmbedBatcher:
             raise ValueError(f"got {len(titles)} titles for {len(contents)} contents")
         request = _Request(list(titles), list(contents), asyncio.get_running_loop().create_future())
         self._queue.append(request)
+        self._arrived.set()
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain(), name="embed-batcher")
         try:
@@ -121,11 +123,30 @@ class EmbedBatcher:
                 self._queue.remove(request)
 
     async def _drain(self) -> None:
+        """Start windows while `concurrency` has permits (one by default: windows run one after the
+        other); a request arriving while every permit is held waits for the next window."""
         # Yield once first: tasks that are ready at the same moment queue their chunks together.
         await asyncio.sleep(0)
-        while self._queue:
-            async with self._concurrency:
-                await self._run_window()
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while self._queue or running:
+                while self._queue and not self._concurrency.locked():
+                    await self._concurrency.acquire()  # free: returns at once
+                    taken = self._take()
+                    if not taken:
+                        self._concurrency.release()
+                        break
+                    running.add(asyncio.create_task(self._run_window(taken)))
+                self._arrived.clear()
+                arrival = asyncio.ensure_future(self._arrived.wait())
+                try:
+                    done, _ = await asyncio.wait({*running, arrival}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    arrival.cancel()
+                running -= done
+        finally:
+            for window in running:  # shutting down: each window fails its requests as interrupted
+                window.cancel()
 
     def _take(self) -> list[_Slice]:
         """Up to one window of items from the oldest live requests (a request may span windows)."""
@@ -145,10 +166,13 @@ class EmbedBatcher:
                 self._queue.popleft()
         return taken
 
-    async def _run_window(self) -> None:
-        taken = self._take()
-        if not taken:
-            return
+    async def _run_window(self, taken: list[_Slice]) -> None:
+        try:
+            await self._embed_and_deliver(taken)
+        finally:
+            self._concurrency.release()
+
+    async def _embed_and_deliver(self, taken: list[_Slice]) -> None:
         try:
             embedder = await self._embedders.get()
             vectors = await self._embed_window(embedder, taken)

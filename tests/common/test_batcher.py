@@ -193,3 +193,28 @@ def test_model_parallelism_shares_the_cores_out() -> None:
     assert model_parallelism(EmbeddingSettings(parallel_batches=1), cpus=8) == (1, 8)
     assert model_parallelism(EmbeddingSettings(torch_threads=3), cpus=8) == (4, 3)
     assert model_parallelism(EmbeddingSettings(backend="onnx", onnx_threads=2, torch_threads=5), cpus=8) == (4, 2)
+
+
+async def test_windows_run_at_once_up_to_the_concurrency_and_requests_arriving_meanwhile_are_served() -> None:
+    """Two permits: a request queued while the first window is in the model starts a second window."""
+    first_in_model, release = threading.Event(), threading.Event()
+
+    class HoldFirst(RecordingEmbedder):
+        def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+            if not first_in_model.is_set():
+                first_in_model.set()
+                assert release.wait(timeout=10)
+            return super().encode(texts, batch_size)
+
+    embedder = HoldFirst()
+    batcher = EmbedBatcher(EmbedderLoader(EmbeddingSettings(), embedder), batch_size=8, title_weight=0.0,
+                           concurrency=asyncio.Semaphore(2), window=8)
+    first = asyncio.create_task(batcher.embed([""], ["chunk first query"]))
+    assert await asyncio.to_thread(first_in_model.wait, 10)
+    second = await asyncio.wait_for(batcher.embed([""], ["chunk second query"]), 10)  # not behind the first
+    assert not first.done()
+    release.set()
+    await asyncio.wait_for(first, 10)
+    third = await asyncio.wait_for(batcher.embed([""], ["chunk third query"]), 10)  # a new drainer round
+    np.testing.assert_allclose(np.vstack([second, third]),
+                               HashEmbedder().encode(["chunk second query", "chunk third query"], 2), atol=1e-6)
