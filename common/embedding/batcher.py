@@ -137,6 +137,8 @@ class EmbedBatcher:
                         self._concurrency.release()
                         break
                     running.add(asyncio.create_task(self._run_window(taken)))
+                if not running and not self._queue:  # only abandoned requests were left
+                    return
                 self._arrived.clear()
                 arrival = asyncio.ensure_future(self._arrived.wait())
                 try:

@@ -218,3 +218,25 @@ async def test_windows_run_at_once_up_to_the_concurrency_and_requests_arriving_m
     third = await asyncio.wait_for(batcher.embed([""], ["chunk third query"]), 10)  # a new drainer round
     np.testing.assert_allclose(np.vstack([second, third]),
                                HashEmbedder().encode(["chunk second query", "chunk third query"], 2), atol=1e-6)
+
+
+async def test_the_drainer_ends_when_only_abandoned_requests_were_left() -> None:
+    in_model, release = threading.Event(), threading.Event()
+
+    class Hold(RecordingEmbedder):
+        def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+            in_model.set()
+            assert release.wait(timeout=10)
+            return super().encode(texts, batch_size)
+
+    batcher = _batcher(Hold())
+    held = asyncio.create_task(batcher.embed([""], ["chunk held"]))
+    assert await asyncio.to_thread(in_model.wait, 10)
+    queued = asyncio.create_task(batcher.embed([""], ["chunk queued then cancelled"]))
+    await asyncio.sleep(0)
+    queued.cancel()
+    release.set()
+    await asyncio.wait_for(held, 10)
+    drainer = batcher._drainer
+    assert drainer is not None
+    await asyncio.wait_for(drainer, 5)  # no task left waiting for arrivals forever

@@ -184,7 +184,7 @@ async def test_cancel_stops_a_running_task_within_one_batch_and_leaves_no_chunks
         core: Core, vectors: Any, parallel: int) -> None:
     from common.runtime import EmbedderLoader
 
-    embedder = _SlowCountingEmbedder(delay_s=0.1)
+    embedder = _SlowCountingEmbedder(delay_s=0.25)  # long next to the cancel-flag latency, so a bound holds
     core.embedders = EmbedderLoader(core.settings.embedding, embedder)
     core.settings.embedding.batch_size = 2
     core.settings.embedding.parallel_batches = parallel
