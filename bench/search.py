@@ -263,7 +263,7 @@ def _run_all(name: str, search: Callable[[str], Any], queries: dict[int, list[st
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.search")
-    parser.add_argument("--quick", action="store_true", help="a small corpus and fewer queries (within 2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="a small corpus and fewer queries (about 2-3 minutes)")
     parser.add_argument("--corpus", type=Path, help="a directory of real documents (default: python3-doc's HTML)")
     parser.add_argument("--documents", type=int, help="files of the corpus (default 60; quick 20)")
     parser.add_argument("--max-bytes", type=int, default=64_000)
