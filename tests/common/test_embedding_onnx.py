@@ -99,7 +99,8 @@ def test_cache_holds_both_exports_and_no_leftovers(onnx_cache: Path) -> None:
     assert fp32.name.startswith("all-MiniLM-L6-v2-") and fp32.name.endswith(".onnx")
     assert int8.name.endswith(".int8.onnx")
     assert fp32.is_file() and int8.is_file()
-    assert int8.stat().st_size < fp32.stat().st_size * 0.8  # int8 MatMul weights; embeddings stay fp32
+    # int8 MatMul weights; the embeddings, the FFN outputs and the last layer stay fp32
+    assert int8.stat().st_size < fp32.stat().st_size * 0.85
     assert not [p for p in onnx_cache.iterdir() if p.name.endswith(".tmp")]
 
 
