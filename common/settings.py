@@ -137,7 +137,7 @@ class EmbeddingSettings(_Section):
     onnx_cache_dir: str = ""
     """Where the onnx backend keeps its export of the model. Empty: `<data_dir>/onnx`."""
     onnx_quantize: bool = True
-    """onnx: dynamic int8 weights (faster on CPU; cosine vs torch ~0.98 instead of ~1.0)."""
+    """onnx: dynamic int8 weights (faster on CPU; min cosine vs torch ~0.99 instead of ~1.0)."""
     onnx_threads: int = Field(default=0, ge=0)
     """onnx: onnxruntime intra-op threads per session; 0: the CPU cores shared out among `parallel_batches`."""
     api_base: str = ""
