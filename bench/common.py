@@ -7,6 +7,7 @@ import os
 import platform
 import random
 import sys
+from pathlib import Path
 from typing import Any
 
 SUBJECTS = [
@@ -68,6 +69,31 @@ def prose_document(rng: random.Random, sections: int, paragraphs: int, sentences
                     )
             parts.append(" ".join(words))
     return "\n\n".join(parts) + "\n"
+
+
+# The Python documentation's library reference from Debian's python3-doc (never copied into the repository).
+DEFAULT_CORPORA = (Path("/usr/share/doc/python3/html/library"), Path("/usr/share/doc/python3-doc/html/library"))
+
+
+def default_corpus(corpus: Path | None) -> Path:
+    """`corpus`, else python3-doc's HTML; exits with what to do when neither is there."""
+    root = corpus or next((c for c in DEFAULT_CORPORA if c.is_dir()), None)
+    if root is None or not root.is_dir():
+        sys.exit("no corpus: install the Python documentation (apt-get install python3-doc) or pass --corpus DIR")
+    return root
+
+
+def corpus_files(root: Path, count: int | None, max_bytes: int, *, exactly: bool = False) -> list[Path]:
+    """The first `count` files below `root` by path (all with None), each at most `max_bytes`, hidden
+    files left out (deterministic). `exactly`: exit unless there are `count` of them."""
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")
+                   and p.stat().st_size <= max_bytes)
+    if exactly and count is not None and len(files) < count:
+        sys.exit(f"{root} has {len(files)} files of at most {max_bytes} bytes; {count} are needed")
+    files = files[:count] if count else files
+    if not files:
+        sys.exit(f"{root} has no files of at most {max_bytes} bytes")
+    return files
 
 
 def machine_state() -> dict[str, Any]:

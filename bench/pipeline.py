@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import emit, machine_state, prose_document, summary
+from bench.common import corpus_files, emit, machine_state, prose_document, summary
 
 BENCH = "pipeline"
 
@@ -108,15 +108,10 @@ def _min_cosine_onnx_vs_torch(texts: list[str], torch_vectors: Any, batch_size: 
 
 
 def _corpus(root: Path, count: int | None, max_bytes: int) -> list[tuple[str, bytes]]:
-    """The files below `root` (by path, at most `max_bytes` each; the first `count`), keyed by relative path."""
+    """The files below `root` (`corpus_files`), keyed by their path under it."""
     if not root.is_dir():
         raise SystemExit(f"--corpus {root} is not a directory")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")
-                   and p.stat().st_size <= max_bytes)
-    files = files[:count] if count else files
-    if not files:
-        raise SystemExit(f"--corpus {root} has no files of at most {max_bytes} bytes")
-    return [(p.relative_to(root).as_posix(), p.read_bytes()) for p in files]
+    return [(p.relative_to(root).as_posix(), p.read_bytes()) for p in corpus_files(root, count, max_bytes)]
 
 
 def main() -> None:

@@ -33,24 +33,14 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import emit, machine_state, summary
+from bench.common import corpus_files, default_corpus, emit, machine_state, summary
 
 BENCH = "search"
-DEFAULT_CORPORA = (Path("/usr/share/doc/python3/html/library"), Path("/usr/share/doc/python3-doc/html/library"))
 CONCURRENCY = (1, 8, 32)
 TOP_K = 5
 KB = "bench"
 COLLECTION = "bench_chunks"
 
-
-def _corpus_files(corpus: Path | None, count: int, max_bytes: int) -> list[Path]:
-    root = corpus or next((p for p in DEFAULT_CORPORA if p.is_dir()), None)
-    if root is None:
-        raise SystemExit("no corpus: pass --corpus DIR, or apt-get install python3-doc")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.stat().st_size <= max_bytes)[:count]
-    if not files:
-        raise SystemExit(f"{root} has no files of at most {max_bytes} bytes")
-    return files
 
 
 def _chunks(files: list[Path]) -> tuple[list[str], list[str], np.ndarray]:
@@ -62,8 +52,7 @@ def _chunks(files: list[Path]) -> tuple[list[str], list[str], np.ndarray]:
 
     settings = Settings()
     embedder = build_embedder(settings.embedding)
-    chunker = Chunker(embedder, chunk_tokens=min(settings.chunking.chunk_tokens, embedder.max_tokens),
-                      overlap_tokens=settings.chunking.overlap_tokens)
+    chunker = Chunker.for_model(embedder, settings.chunking.chunk_tokens, settings.chunking.overlap_tokens)
     texts: list[str] = []
     titles: list[str] = []
     for path in files:
@@ -273,7 +262,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="DOCVEC_SECTION__KEY=VALUE",
                         help="a setting for the docvec server (e.g. DOCVEC_EMBEDDING__BACKEND=onnx)")
     args = parser.parse_args()
-    files = _corpus_files(args.corpus, args.documents or (20 if args.quick else 60), args.max_bytes)
+    files = corpus_files(default_corpus(args.corpus), args.documents or (20 if args.quick else 60), args.max_bytes)
     per_level = args.queries or (160 if args.quick else 480)
     emit(BENCH, "machine", machine_state(), "info")
 

@@ -20,27 +20,18 @@ import asyncio
 import math
 import re
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import emit, machine_state, summary
+from bench.common import corpus_files, default_corpus, emit, machine_state, summary
 
 BENCH = "sync"
-DEFAULT_CORPORA = (Path("/usr/share/doc/python3/html/library"), Path("/usr/share/doc/python3-doc/html/library"))
 GOAL_UNCHANGED_RATIO = 0.02
 GOAL_EDITED_RATIO = 0.10
 _FIRST_PARAGRAPH_END = re.compile(r"(<div class=\"body\"[^>]*>.*?<p>.*?)(</p>)", re.S)
 
-
-def _pick(corpus: Path, count: int, max_bytes: int) -> list[Path]:
-    """`count` files of the corpus, by name, each at most `max_bytes` (deterministic)."""
-    files = sorted(p for p in corpus.rglob("*") if p.is_file() and p.stat().st_size <= max_bytes)
-    if len(files) < count:
-        raise SystemExit(f"{corpus} has {len(files)} files of at most {max_bytes} bytes; {count} are needed")
-    return files[:count]
 
 
 def _edit(path: Path, n: int) -> None:
@@ -157,11 +148,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--edit-fraction", type=float, default=0.05, help="share of documents edited (0.05)")
     parser.add_argument("--quick", action="store_true", help="100 documents of at most 40 kB")
     args = parser.parse_args(argv)
-    corpus = args.corpus or next((c for c in DEFAULT_CORPORA if c.is_dir()), None)
-    if corpus is None or not corpus.is_dir():
-        sys.exit("no corpus: install the Python documentation (apt-get install python3-doc) or pass --corpus DIR")
+    corpus = default_corpus(args.corpus)
     count = args.documents or (100 if args.quick else 120)
-    files = _pick(corpus, count, 40_000 if args.quick else args.max_bytes)
+    files = corpus_files(corpus, count, 40_000 if args.quick else args.max_bytes, exactly=True)
     emit(BENCH, "machine", machine_state(), "info")
     emit(BENCH, "corpus", {"path": str(corpus), "documents": len(files),
                            "bytes": sum(p.stat().st_size for p in files)}, "info")

@@ -50,6 +50,13 @@ class Tokenizer(Protocol):
     def token_offsets(self, text: str) -> list[tuple[int, int]]: ...
 
 
+class ModelBound(Tokenizer, Protocol):
+    """A model's tokenizer that knows how many tokens the model reads (every `Embedder`)."""
+
+    @property
+    def max_tokens(self) -> int: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Chunk:
     """One chunk of a document: `text` is `document.text[start_char:end_char]`; title is its heading path."""
@@ -101,6 +108,13 @@ class Chunker:
         self._tokenizer = tokenizer
         self._chunk_tokens = chunk_tokens
         self._overlap_tokens = overlap_tokens
+
+    @classmethod
+    def for_model(cls, tokenizer: ModelBound, chunk_tokens: int, overlap_tokens: int) -> Chunker:
+        """A chunker within what the model reads: chunks never longer than `tokenizer.max_tokens` (the
+        model would silently drop the tail of every full chunk), overlap at most half a chunk."""
+        chunk_tokens = min(chunk_tokens, tokenizer.max_tokens)
+        return cls(tokenizer, chunk_tokens=chunk_tokens, overlap_tokens=min(overlap_tokens, chunk_tokens // 2))
 
     def chunk(self, doc: ParsedDocument) -> list[Chunk]:
         """Chunks of `doc` in document order, with ordinals 0..n-1."""

@@ -193,10 +193,7 @@ class ChunkStage:
     async def run(self, ctx: TaskContext) -> None:
         assert ctx.parsed is not None
         embedder = await self._embedders.get()
-        # Never longer than the model reads: it would silently drop the tail of every full chunk.
-        chunk_tokens = min(ctx.kb.chunk_tokens, embedder.max_tokens)
-        overlap_tokens = min(ctx.kb.overlap_tokens, chunk_tokens // 2)
-        chunker = Chunker(embedder, chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens)
+        chunker = Chunker.for_model(embedder, ctx.kb.chunk_tokens, ctx.kb.overlap_tokens)
         async with self._limits.chunk_builders:
             ctx.chunks = await asyncio.to_thread(chunker.chunk, ctx.parsed)
         if not ctx.chunks:
