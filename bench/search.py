@@ -1,10 +1,11 @@
 """Search latency through a running docvec API vs Milvus Lite and Chroma, same embedder, same data.
 
 docvec: `docvec up` in its own process (API + worker + embedded Redis + vector store on a scratch data
-dir); the corpus is ingested through the API (`docvec ingest --api`), then clients send
-`POST /api/v1/kbs/{kb}/search` over HTTP — query embedding, the vector search and the live-version
-check included. Milvus Lite (pymilvus, a local `.db`) and Chroma (a persistent client) get the very
-chunks docvec made (docvec's parser and chunker) with their title-weighted vectors from the same
+dir); the corpus is ingested through the API (`docvec ingest --api`), then clients, each its own
+process as a service's clients are, send `POST /api/v1/kbs/{kb}/search` over HTTP — query
+embedding, the vector search and the live-version check included. Milvus Lite (pymilvus, a local
+`.db`) and Chroma (a persistent client), libraries that live in their application's process, get the
+very chunks docvec made (docvec's parser and chunker) with their title-weighted vectors from the same
 bundled model, and each query is embedded by that model in the client, as an application using them
 would. Each system answers the same queries at 1, 8 and 32 concurrent clients: p50 / p99 latency and QPS.
 
@@ -150,35 +151,68 @@ def _measure(search: Callable[[str], Any], queries: list[str], clients: int) -> 
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(client, share))
     wall = time.perf_counter() - started
+    return _figures(latencies, wall)
+
+
+def _figures(latencies: list[float], wall: float) -> dict[str, float]:
     ms = np.asarray(latencies) * 1000.0
     return {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
             "qps": round(len(latencies) / wall, 1), "queries": len(latencies)}
 
 
-def _docvec_search(server: DocvecServer) -> tuple[Callable[[str], Any], Callable[[], None]]:
+def _http_client(url: str, key: str) -> None:
+    """One docvec client process (`--client`): queries on stdin, one warm-up, then 'ready'; on 'go' it
+    sends them one at a time over one keep-alive connection and prints the latencies (s) as JSON."""
     import httpx
 
-    local = threading.local()
+    queries = json.loads(sys.stdin.readline())
+    with httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {key}"}) as client:
+        def search(q: str) -> None:
+            response = client.post(f"/api/v1/kbs/{KB}/search", json={"query": q, "top_k": TOP_K})
+            response.raise_for_status()
+            if not response.json()["hits"]:
+                raise RuntimeError(f"docvec found nothing for {q!r}")
 
-    def search(q: str) -> Any:
-        client = getattr(local, "client", None)
-        if client is None:  # one keep-alive connection per client thread, as a real client would hold
-            client = local.client = httpx.Client(base_url=server.url, timeout=60,
-                                                 headers={"Authorization": f"Bearer {server.key}"})
-            clients.append(client)
-        response = client.post(f"/api/v1/kbs/{KB}/search", json={"query": q, "top_k": TOP_K})
-        response.raise_for_status()
-        hits = response.json()["hits"]
-        if not hits:
-            raise RuntimeError(f"docvec found nothing for {q!r}")
-        return hits
+        search(queries[0])
+        print("ready", flush=True)
+        sys.stdin.readline()
+        latencies = []
+        for q in queries:
+            t0 = time.perf_counter()
+            search(q)
+            latencies.append(time.perf_counter() - t0)
+    print(json.dumps(latencies), flush=True)
 
-    def close() -> None:
-        for client in clients:
-            client.close()
 
-    clients: list[Any] = []
-    return search, close
+def _measure_processes(server: DocvecServer, queries: list[str], clients: int) -> dict[str, float]:
+    """`_measure` for docvec with each client in its own process, as a service's clients are: client
+    threads of one Python process (the bench's, which also holds a model and two peers) share its GIL,
+    and their HTTP and JSON work then queues behind one another and shows up as the server's latency
+    (measured: c8 p99 412-482 ms in threads vs 280 ms in processes, the server's own p99 ~290 ms)."""
+    procs = [subprocess.Popen([sys.executable, "-m", "bench.search", "--client", server.url, server.key],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(clients)]
+    try:
+        for i, proc in enumerate(procs):
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(json.dumps(queries[i::clients]) + "\n")
+            proc.stdin.flush()
+        for proc in procs:
+            assert proc.stdout is not None
+            if proc.stdout.readline().strip() != "ready":
+                raise RuntimeError("a docvec client process failed to start")
+        started = time.perf_counter()
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        latencies = [x for proc in procs for x in json.loads(proc.communicate(timeout=600)[0])]
+        wall = time.perf_counter() - started
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return _figures(latencies, wall)
 
 
 def _embedder() -> Any:
@@ -239,13 +273,12 @@ def _chroma(work: Path, texts: list[str], vectors: np.ndarray, embedder: Any) ->
     return search, client
 
 
-def _run_all(name: str, search: Callable[[str], Any], queries: dict[int, list[str]],
+def _run_all(name: str, measure: Callable[[list[str], int], dict[str, float]], queries: dict[int, list[str]],
              results: dict[str, dict[int, dict[str, float]]]) -> None:
-    for q in queries[1][:10]:  # warm up: connections, the API's model, caches
-        search(q)
+    measure(queries[1][:10], 1)  # warm up: connections, the model, caches
     results[name] = {}
     for clients in CONCURRENCY:
-        figures = _measure(search, queries[clients], clients)
+        figures = measure(queries[clients], clients)
         results[name][clients] = figures
         emit(BENCH, f"{name}_c{clients}", figures, "ms/qps", clients=clients)
 
@@ -261,7 +294,11 @@ def main() -> None:
                         help="leave a peer out")
     parser.add_argument("--set", action="append", default=[], metavar="DOCVEC_SECTION__KEY=VALUE",
                         help="a setting for the docvec server (e.g. DOCVEC_EMBEDDING__BACKEND=onnx)")
+    parser.add_argument("--client", nargs=2, metavar=("URL", "KEY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.client:
+        _http_client(*args.client)
+        return
     files = corpus_files(default_corpus(args.corpus), args.documents or (20 if args.quick else 60), args.max_bytes)
     per_level = args.queries or (160 if args.quick else 480)
     emit(BENCH, "machine", machine_state(), "info")
@@ -282,22 +319,18 @@ def main() -> None:
             started = time.perf_counter()
             server.ingest(files, work)
             emit(BENCH, "docvec_ingest_s", round(time.perf_counter() - started, 1), "s")
-            search, close = _docvec_search(server)
-            try:
-                _run_all("docvec", search, queries, results)
-            finally:
-                close()
+            _run_all("docvec", lambda qs, n: _measure_processes(server, qs, n), queries, results)
         embedder = _embedder()
         if "milvus_lite" not in args.skip:
             (work / "milvus").mkdir()
             ml_search, ml_client = _milvus_lite(work / "milvus", texts, vectors, embedder)
             try:
-                _run_all("milvus_lite", ml_search, queries, results)
+                _run_all("milvus_lite", lambda qs, n: _measure(ml_search, qs, n), queries, results)
             finally:
                 ml_client.close()
         if "chroma" not in args.skip:
             ch_search, _ = _chroma(work, texts, vectors, embedder)
-            _run_all("chroma", ch_search, queries, results)
+            _run_all("chroma", lambda qs, n: _measure(ch_search, qs, n), queries, results)
 
     flat = {f"{name}_c{c}_{k}": v for name, levels in results.items() for c, figs in levels.items()
             for k, v in figs.items() if k != "queries"}
