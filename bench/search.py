@@ -188,7 +188,8 @@ def _measure_processes(server: DocvecServer, queries: list[str], clients: int) -
     """`_measure` for docvec with each client in its own process, as a service's clients are: client
     threads of one Python process (the bench's, which also holds a model and two peers) share its GIL,
     and their HTTP and JSON work then queues behind one another and shows up as the server's latency
-    (measured: c8 p99 412-482 ms in threads vs 280 ms in processes, the server's own p99 ~290 ms)."""
+    (measured with --quick: c8 p99 412-482 ms in threads vs 240-280 ms in processes, the server's own
+    p99 ~290 ms)."""
     procs = [subprocess.Popen([sys.executable, "-m", "bench.search", "--client", server.url, server.key],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(clients)]
     try:
@@ -301,6 +302,8 @@ def main() -> None:
         return
     files = corpus_files(default_corpus(args.corpus), args.documents or (20 if args.quick else 60), args.max_bytes)
     per_level = args.queries or (160 if args.quick else 480)
+    if per_level < max(CONCURRENCY):
+        raise SystemExit(f"--queries must be at least {max(CONCURRENCY)}: every client sends one or more")
     emit(BENCH, "machine", machine_state(), "info")
 
     texts, titles, vectors = _chunks(files)
