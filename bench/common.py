@@ -112,3 +112,24 @@ def emit(bench: str, metric: str, value: Any, unit: str, **extra: Any) -> None:
 
 def summary(bench: str, **values: Any) -> None:
     print(json.dumps({"bench": bench, "summary": True, **values}), flush=True)
+
+
+class BareModel:
+    """The bundled model as an application calls it: `SentenceTransformer.encode`, torch on all the cores
+    (the baseline of `bench.pipeline`, the query embedder of `bench.search`'s in-process peers). docvec's
+    own torch embedder gives the same vectors (within ~1e-6) through a leaner forward."""
+
+    def __init__(self) -> None:
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        from common.embedding.st_embedder import bundled_model_path, force_offline
+
+        force_offline()
+        torch.set_num_threads(os.cpu_count() or 1)
+        self.model = SentenceTransformer(str(bundled_model_path()), device="cpu", local_files_only=True)
+        self.encode(["warm up the model"], 1)
+
+    def encode(self, texts: list[str], batch_size: int) -> Any:
+        return self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                                 show_progress_bar=False)

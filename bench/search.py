@@ -7,12 +7,14 @@ embedding, the vector search and the live-version check included. Milvus Lite (p
 `.db`) and Chroma (a persistent client), libraries that live in their application's process, get the
 very chunks docvec made (docvec's parser and chunker) with their title-weighted vectors from the same
 bundled model, and each query is embedded by that model in the client, as an application using them
-would. Each system answers the same queries at 1, 8 and 32 concurrent clients: p50 / p99 latency and QPS.
+would (`SentenceTransformer.encode`, torch on all the cores; `--peer-embedder docvec` gives them
+docvec's own torch embedder instead: the same vectors, a leaner forward). Each system
+answers the same queries at 1, 8 and 32 concurrent clients: p50 / p99 latency and QPS.
 
 Corpus: `--corpus DIR`, by default the library reference of Debian's `python3-doc`; queries are the
 corpus's section headings (natural, short questions of a reader), in a seeded order.
 
-    python -m bench.search [--quick] [--corpus DIR] [--documents N]
+    python -m bench.search [--quick] [--corpus DIR] [--documents N] [--peer-embedder docvec]
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import corpus_files, default_corpus, emit, machine_state, summary
+from bench.common import BareModel, corpus_files, default_corpus, emit, machine_state, summary
 
 BENCH = "search"
 CONCURRENCY = (1, 8, 32)
@@ -216,11 +218,14 @@ def _measure_processes(server: DocvecServer, queries: list[str], clients: int) -
     return _figures(latencies, wall)
 
 
-def _embedder() -> Any:
+def _embedder(kind: str) -> Any:
+    """The peers' query embedder: the model as an application calls it (`BareModel`), or with
+    `--peer-embedder docvec` docvec's own torch embedder (leaner; torch on all the cores)."""
+    if kind == "sentence-transformers":
+        return BareModel()
     from common.embedding.factory import build_embedder
     from common.settings import EmbeddingSettings
 
-    # As an application calls the model: torch on all the cores.
     embedder = build_embedder(EmbeddingSettings(torch_threads=os.cpu_count() or 1))
     embedder.encode(["warm up"], 1)
     return embedder
@@ -293,6 +298,10 @@ def main() -> None:
     parser.add_argument("--queries", type=int, help="queries per concurrency level (default 480; quick 160)")
     parser.add_argument("--skip", action="append", default=[], choices=["milvus_lite", "chroma"],
                         help="leave a peer out")
+    parser.add_argument("--peer-embedder", choices=["sentence-transformers", "docvec"],
+                        default="sentence-transformers",
+                        help="how the peers embed queries: SentenceTransformer.encode as an application calls "
+                             "it (default), or docvec's own torch embedder")
     parser.add_argument("--set", action="append", default=[], metavar="DOCVEC_SECTION__KEY=VALUE",
                         help="a setting for the docvec server (e.g. DOCVEC_EMBEDDING__BACKEND=onnx)")
     parser.add_argument("--client", nargs=2, metavar=("URL", "KEY"), help=argparse.SUPPRESS)
@@ -310,7 +319,7 @@ def main() -> None:
     pool = _queries(titles, per_level)
     queries = {c: pool for c in CONCURRENCY}
     emit(BENCH, "corpus", {"files": len(files), "chunks": len(texts), "queries_per_level": per_level,
-                           "distinct_queries": len(set(pool))}, "info")
+                           "distinct_queries": len(set(pool)), "peer_embedder": args.peer_embedder}, "info")
     results: dict[str, dict[int, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="docvec-bench-search-") as tmp:
         work = Path(tmp)
@@ -323,7 +332,7 @@ def main() -> None:
             server.ingest(files, work)
             emit(BENCH, "docvec_ingest_s", round(time.perf_counter() - started, 1), "s")
             _run_all("docvec", lambda qs, n: _measure_processes(server, qs, n), queries, results)
-        embedder = _embedder()
+        embedder = _embedder(args.peer_embedder)
         if "milvus_lite" not in args.skip:
             (work / "milvus").mkdir()
             ml_search, ml_client = _milvus_lite(work / "milvus", texts, vectors, embedder)

@@ -11,6 +11,7 @@ the threshold pinned at 128 KiB (large blocks are mapped and unmapped, and go ba
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import sys
 
@@ -36,3 +37,17 @@ def pin_mmap_threshold(threshold_bytes: int = MMAP_THRESHOLD_BYTES) -> bool:
     if not pinned:
         log.warning("mallopt(M_MMAP_THRESHOLD, %d) was refused; worker RSS may grow with use", threshold_bytes)
     return pinned
+
+
+def freeze_heap() -> int:
+    """Collect once, then move every object alive into the permanent generation (`gc.freeze`); returns
+    how many. Call it in a serving process once its long-lived objects exist (the model is loaded).
+
+    An API process holds ~570k objects after loading the model (torch modules, transformers, the
+    tokenizer, the vector store), and every full collection walked them all: 481 ms measured during
+    `bench.search` at 8 clients, every request in flight held up that long. Frozen objects are never
+    walked again; those created later still are.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()

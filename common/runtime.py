@@ -7,6 +7,7 @@ it down; nothing here is global.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -17,21 +18,25 @@ from common.dependencies import Dependency, Probe
 from common.embedding.base import Embedder
 from common.embedding.factory import build_embedder
 from common.keys import Keys
+from common.memory import freeze_heap
 from common.queue import TaskQueue
 from common.redisconn import RedisClient, redis_for
 from common.settings import EmbeddingSettings, Settings
 from common.storage.base import ObjectStore
 from common.storage.factory import build_object_store
 
+log = logging.getLogger(__name__)
+
 
 class EmbedderLoader:
     """Loads the embedding model once, off the event loop, on first use; shared by API and worker."""
 
     def __init__(self, settings: EmbeddingSettings, embedder: Embedder | None = None, *,
-                 onnx_cache_dir: Path | None = None) -> None:
+                 onnx_cache_dir: Path | None = None, freeze_heap: bool = False) -> None:
         self._settings = settings
         self._embedder = embedder
         self._onnx_cache_dir = onnx_cache_dir
+        self._freeze_heap = freeze_heap  # a serving process: `common.memory.freeze_heap` once loaded
         self._lock = asyncio.Lock()
 
     async def get(self) -> Embedder:
@@ -41,6 +46,9 @@ class EmbedderLoader:
                     self._embedder = await asyncio.to_thread(
                         build_embedder, self._settings, onnx_cache_dir=self._onnx_cache_dir
                     )
+                    if self._freeze_heap:
+                        frozen = await asyncio.to_thread(freeze_heap)
+                        log.info("model loaded; %d objects frozen out of the garbage collector's walks", frozen)
         return self._embedder
 
 
@@ -59,8 +67,10 @@ class Core:
 
 
 @asynccontextmanager
-async def open_core(settings: Settings, *, embedder: Embedder | None = None) -> AsyncIterator[Core]:
-    """Open Redis (embedded when `redis.url` is empty), the database and the blob store."""
+async def open_core(settings: Settings, *, embedder: Embedder | None = None,
+                    freeze_heap: bool = False) -> AsyncIterator[Core]:
+    """Open Redis (embedded when `redis.url` is empty), the database and the blob store. `freeze_heap`:
+    a serving process, whose heap is frozen out of full collections once the model is loaded."""
     settings.data_path.mkdir(parents=True, exist_ok=True)
     async with AsyncExitStack() as stack:
         redis, url = await stack.enter_async_context(redis_for(settings))
@@ -80,7 +90,8 @@ async def open_core(settings: Settings, *, embedder: Embedder | None = None) -> 
             queue=queue,
             repo=repo,
             store=store,
-            embedders=EmbedderLoader(settings.embedding, embedder, onnx_cache_dir=settings.data_path / "onnx"),
+            embedders=EmbedderLoader(settings.embedding, embedder, onnx_cache_dir=settings.data_path / "onnx",
+                                     freeze_heap=freeze_heap),
         )
 
 

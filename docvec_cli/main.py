@@ -105,7 +105,7 @@ async def _up(settings: Settings, host: str, port: int) -> None:
     from common.runtime import open_core
     from worker.consumer import Worker
 
-    async with open_core(settings) as core:
+    async with open_core(settings, freeze_heap=True) as core:
         key_path = admin_key_path(settings)
         admin_key, created = await asyncio.to_thread(
             lambda: ensure_admin_key(ApiKeyStore(core.repo.database), key_path)
@@ -156,7 +156,7 @@ def api(host: str | None = None, port: int | None = None) -> None:
 
     settings = _settings()
     _setup_logging()
-    server = _Server(uvicorn.Config(create_app(settings), host=host or settings.api.host,
+    server = _Server(uvicorn.Config(create_app(settings, freeze_heap=True), host=host or settings.api.host,
                                     port=port or settings.api.port, log_level="info"))
 
     async def serve() -> None:

@@ -207,13 +207,16 @@ class ChunkStore:
 
     async def search(self, collection: str, vector: np.ndarray, top_k: int,
                      filter: str | None = None) -> list[ChunkHit]:
-        """The `top_k` nearest chunks of any version (the caller keeps only live ones)."""
-        if not await self.has_collection(collection):
+        """The `top_k` nearest chunks of any version (the caller keeps only live ones); none when the
+        collection does not exist (a knowledge base nothing was written to yet)."""
+        try:
+            results = await self._reach(self._client.search(
+                collection, np.asarray(vector, dtype=np.float32).reshape(1, -1), limit=top_k,
+                filter=filter or None, output_fields=OUTPUT_FIELDS,
+            ))
+        except CollectionNotFound:
+            self._known.discard(collection)
             return []
-        results = await self._reach(self._client.search(
-            collection, np.asarray(vector, dtype=np.float32).reshape(1, -1), limit=top_k,
-            filter=filter or None, output_fields=OUTPUT_FIELDS,
-        ))
         hits: list[ChunkHit] = []
         for hit in results[0] if results else []:
             entity = hit.entity

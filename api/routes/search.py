@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict
+from typing import Any
 
 from fastapi import APIRouter
 
@@ -17,7 +18,19 @@ router = APIRouter(tags=["search"], responses=error_responses(401, 422, 503))
 
 @router.post("/kbs/{kb}/search", response_model=SearchResponse, responses=error_responses(400, 404))
 async def search(kb: str, body: SearchRequest, svc: Services, tenant: Tenant) -> SearchResponse:
-    record = await asyncio.to_thread(svc.core.repo.kbs.get, kb, tenant=tenant)
-    vectors = await svc.queries.embed([""], [body.query])
+    # The query is embedded while the knowledge base is looked up (neither needs the other).
+    embedding = asyncio.ensure_future(svc.queries.embed([""], [body.query]))
+    try:
+        record = await asyncio.to_thread(svc.core.repo.kbs.get, kb, tenant=tenant)
+    except BaseException:
+        embedding.cancel()  # a queued query is dropped before it costs model time
+        embedding.add_done_callback(_discard_outcome)  # a model failure meanwhile is not this error
+        raise
+    vectors = await embedding
     hits = await lifecycle.search(svc.core.repo, svc.chunks, record, vectors[0], body.top_k, filter=body.filter)
     return SearchResponse(hits=[SearchHit(**asdict(h)) for h in hits])
+
+
+def _discard_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: asyncio does not log it as never retrieved

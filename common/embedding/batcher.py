@@ -35,6 +35,7 @@ from common.runtime import EmbedderLoader
 log = logging.getLogger(__name__)
 
 TITLE_CACHE_ENTRIES = 4096
+SMALL_WINDOW = 8  # a window of at most this many texts is planned and encoded in one thread hop
 
 
 class _TitleCache(OrderedDict[str, np.ndarray]):
@@ -200,6 +201,19 @@ class EmbedBatcher:
         owners = [p.request for p in taken for _ in range(p.start, p.end)]
         new_titles = missing_titles(titles, self._title_weight, self._titles)
         texts = contents + new_titles
+        if len(texts) <= min(SMALL_WINDOW, self._batch_size):
+            out = await asyncio.to_thread(_encode_planned, embedder, texts, self._batch_size)
+        else:
+            out = await self._encode_window(embedder, texts, owners, len(contents))
+        for title, vector in zip(new_titles, out[len(contents):], strict=True):
+            self._titles[title] = vector
+        title_vectors = {t: self._titles[t] for t in dict.fromkeys(titles) if t} if self._title_weight else {}
+        return blend_titles(titles, out[: len(contents)], self._title_weight, title_vectors)
+
+    async def _encode_window(self, embedder: Embedder, texts: list[str], owners: list[_Request],
+                             contents: int) -> np.ndarray:
+        """`texts` in the embedder's batches, up to `parallel` at once; a batch whose rows are all
+        abandoned (the first `contents` texts belong to `owners`; the rest are titles) is skipped."""
         plan = await asyncio.to_thread(embedder.plan_batches, texts, self._batch_size)
         # Rows nobody waits for any more keep a unit placeholder (never handed out).
         out = np.full((len(texts), embedder.dim), 1.0 / np.sqrt(embedder.dim), dtype=np.float32)
@@ -214,7 +228,7 @@ class EmbedBatcher:
                     done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                     for task in done:
                         task.result()  # a failed batch fails the window
-                if all(i < len(contents) and owners[i].abandoned for i in rows):
+                if all(i < contents and owners[i].abandoned for i in rows):
                     continue  # checked when the batch could start: a task cancelled meanwhile costs nothing
                 running.add(asyncio.create_task(encode(rows)))
             while running:
@@ -224,7 +238,13 @@ class EmbedBatcher:
         finally:
             for task in running:  # after a failure or a shutdown: start no more batches of this window
                 task.cancel()
-        for title, vector in zip(new_titles, out[len(contents):], strict=True):
-            self._titles[title] = vector
-        title_vectors = {t: self._titles[t] for t in dict.fromkeys(titles) if t} if self._title_weight else {}
-        return blend_titles(titles, out[: len(contents)], self._title_weight, title_vectors)
+        return out
+
+
+def _encode_planned(embedder: Embedder, texts: list[str], batch_size: int) -> np.ndarray:
+    """A few texts (search queries) planned and encoded in one thread hop: each hop costs two GIL
+    hand-offs, which on a busy process weigh more than the model call of a short query."""
+    out = np.empty((len(texts), embedder.dim), dtype=np.float32)
+    for rows in embedder.plan_batches(texts, batch_size):
+        out[rows] = embedder.encode([texts[i] for i in rows], len(rows))
+    return out

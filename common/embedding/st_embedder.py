@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -67,6 +67,11 @@ class SentenceTransformerEmbedder:
         if torch_threads > 0:
             torch.set_num_threads(torch_threads)
         self._model: SentenceTransformer = SentenceTransformer(str(path), device=device, local_files_only=True)
+        self._model.eval()
+        self._device = self._model.device
+        # The model's default prompt (most have none), as `SentenceTransformer.encode` would prepend it.
+        default_prompt = self._model.default_prompt_name
+        self._prompt: str | None = self._model.prompts.get(default_prompt) if default_prompt else None
         self._path = path
         self._batch_tokens = batch_tokens
         self._name = BUNDLED_MODEL_NAME if model_path is None else path.name
@@ -106,17 +111,36 @@ class SentenceTransformerEmbedder:
         return self._model
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
-        """(len(texts), dim) float32, each row L2-normalized. Blocking: call it off the event loop."""
+        """(len(texts), dim) float32, each row L2-normalized, in `batch_size` slices of `texts` as given
+        (callers plan length-sorted batches). Blocking: call it off the event loop.
+
+        The model's forward as `SentenceTransformer.encode` runs it, without what that method repeats
+        per call: switching every module to eval mode, finding the device through the parameters,
+        sorting by length (~3 ms of Python holding the GIL per call, a quarter of the cost of one search
+        query on one core). Same batches give the same vectors (within ~1e-6).
+        """
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
-        vectors = self._model.encode(
-            list(texts),
-            batch_size=batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        import torch
+
+        model = self._model
+        if model.training:  # eval mode is set at load; something (an export) may have switched it
+            model.eval()
+        step = max(batch_size, 1)
+        out = np.empty((len(texts), self._dim), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(texts), step):
+                features = self._features(texts[start:start + step])
+                vectors = torch.nn.functional.normalize(model(features)["sentence_embedding"], p=2, dim=1)
+                out[start:start + len(vectors)] = vectors.float().cpu().numpy()
+        return out
+
+    def _features(self, texts: list[str]) -> dict[str, Any]:
+        """The model's inputs for `texts` on its device, as `SentenceTransformer.encode` prepares them."""
+        from sentence_transformers.util import batch_to_device
+
+        features = self._model.preprocess(texts, prompt=self._prompt)
+        return batch_to_device(features, self._device)
 
     def plan_batches(self, texts: list[str], batch_size: int) -> list[list[int]]:
         return plan_local_batches(self._tokenizer, texts, batch_size, self._batch_tokens)

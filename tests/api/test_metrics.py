@@ -77,7 +77,10 @@ async def test_unknown_paths_share_one_label(anon_client: httpx.AsyncClient) -> 
 
 async def test_stopped_workers_leave_the_metrics(client: httpx.AsyncClient, core: Core, vectors: Any) -> None:
     async with running_worker(core, vectors) as worker:
-        during = _samples((await client.get("/metrics")).text)
+        async with asyncio.timeout(10):  # a running worker shows up once its first heartbeat is in
+            while not _find(during := _samples((await client.get("/metrics")).text),
+                            "docvec_worker_heartbeat_age_seconds", worker=worker.consumer):
+                await asyncio.sleep(0.02)
     after = _samples((await client.get("/metrics")).text)
     assert _find(during, "docvec_worker_heartbeat_age_seconds", worker=worker.consumer)
     assert not _find(after, "docvec_worker_heartbeat_age_seconds", worker=worker.consumer)

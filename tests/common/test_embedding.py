@@ -62,6 +62,23 @@ def test_batching_does_not_change_vectors(st_embedder: SentenceTransformerEmbedd
     )
 
 
+def test_encode_matches_sentence_transformers_own_encode(st_embedder: SentenceTransformerEmbedder) -> None:
+    """docvec's lean forward gives the vectors `SentenceTransformer.encode` gives, batched or not, and
+    still runs the model in eval mode after something switched it to training (dropout off)."""
+    texts = ["short", "A longer sentence about rivers, their basins and the sea they reach.",
+             "word " * 400, "Reading and writing files"]
+    expected = st_embedder.model.encode(texts, batch_size=4, normalize_embeddings=True, convert_to_numpy=True,
+                                        show_progress_bar=False)
+    for batch_size in (1, 3, 4):
+        np.testing.assert_allclose(st_embedder.encode(texts, batch_size), expected, atol=1e-5)
+    st_embedder.model.train()
+    try:
+        np.testing.assert_allclose(st_embedder.encode(texts, 4), expected, atol=1e-5)
+        assert not st_embedder.model.training
+    finally:
+        st_embedder.model.eval()
+
+
 def test_token_offsets_match_count_and_text(st_embedder: SentenceTransformerEmbedder) -> None:
     text = "Tokenization of naïve café-style text: Übergröße, 12,345 items!"
     offsets = st_embedder.token_offsets(text)

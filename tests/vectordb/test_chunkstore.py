@@ -95,3 +95,21 @@ async def test_a_collection_is_looked_up_once_per_process(tmp_path: Path) -> Non
         assert store.calls.count("create_collection") == 2
     finally:
         await store.close()
+
+
+async def test_search_of_a_collection_never_written_finds_nothing_in_one_call(tmp_path: Path) -> None:
+    """A knowledge base nothing was written to has no collection: its searches find nothing, asked of
+    the store once (the store's CollectionNotFound, not a lookup before every search)."""
+    store = CountingStore(Engine.open(tmp_path / "vec", fsync=False))
+    try:
+        chunks = ChunkStore(store, index_type="FLAT")
+        assert await chunks.search("kb", np.ones(8, np.float32), 3) == []
+        await chunks.ensure_collection("kb", 8)
+        await chunks.upsert("kb", _rows("d", 1, 2), np.eye(2, 8, dtype=np.float32))
+        assert [h.document_id for h in await chunks.search("kb", np.eye(1, 8, dtype=np.float32)[0], 3)] == ["d", "d"]
+        await store.drop_collection("kb")
+        assert await chunks.search("kb", np.ones(8, np.float32), 3) == []
+        assert not chunks.known("kb"), "a search that finds the collection gone forgets it"
+        assert "has_collection" not in store.calls
+    finally:
+        await store.close()
