@@ -174,6 +174,23 @@ def test_html_deeply_nested_markup_does_not_recurse() -> None:
     assert [s.text for s in doc.sections] == ["deep text", "after"]
 
 
+def test_html_broken_markup_reads_as_a_browser_shows_it() -> None:
+    """Text stray in <head> is shown; a heading closed by another level's end tag ends there (the
+    paragraph after it is not swallowed into the heading)."""
+    doc = HtmlParser().parse_text("<html><head><title>T</title><script>x()</script>stray words</head><body>"
+                                  "<h4>Notes</h4><h5>(1)</h3><p>After the note.</p></body></html>", "b.html")
+    assert bodies(doc) == [((), "stray words"), (("Notes", "(1)"), "After the note.")]
+    assert doc.title == "T"
+
+
+def test_html_nested_beyond_the_c_parser_limit_keeps_its_text() -> None:
+    """libxml2 stops building below 2048 levels; such a document goes through the slower parser whole."""
+    html = "<html><head><title>Deep</title></head><body>" + "<div>" * 3000 + "<h2>Bottom</h2>deep text" + "</div>" * 3000 + "<p>after</p>"
+    doc = HtmlParser().parse_text(html, "deep.html")
+    assert bodies(doc) == [(("Bottom",), "deep text"), (("Bottom",), "after")]
+    assert doc.title == "Deep"
+
+
 # -- parse_document --------------------------------------------------------------------------------
 
 
