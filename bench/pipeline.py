@@ -8,7 +8,12 @@ Corpus: generated prose by default; `--corpus DIR` runs every file below DIR (re
 PDF, office files...), `--documents N` the first N by name. Files that fail as bad input are counted
 and left out; their chunks are not in either side of the ratio.
 
+`--embedder instant` measures the pipeline's own ceiling: the real tokenizer (chunking, batch
+planning) with vectors returned at once, everything else real; it reports chunks/s per worker process
+and the seconds each stage took (summed over the tasks, which overlap) instead of the model ratio.
+
     python -m bench.pipeline [--quick] [--corpus DIR [--documents N] [--max-bytes B]] [--no-onnx]
+                             [--embedder instant]
 """
 
 from __future__ import annotations
@@ -16,21 +21,44 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
-import os
 import random
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import corpus_files, emit, machine_state, prose_document, summary
+from bench.common import BareModel, corpus_files, emit, machine_state, prose_document, summary
 
 BENCH = "pipeline"
 
 
+class InstantEmbedder:
+    """The bundled model's tokenizer and batch planning with no model: `encode` returns unit vectors at
+    once (each text's own, from its hash), so what remains is the pipeline's own cost."""
+
+    def __init__(self) -> None:
+        from common.embedding.factory import build_embedder
+        from common.settings import EmbeddingSettings
+
+        self._real = build_embedder(EmbeddingSettings())
+        self.dim, self.name, self.max_tokens = self._real.dim, self._real.name, self._real.max_tokens
+        self.plan_batches = self._real.plan_batches
+        self.count_tokens = self._real.count_tokens
+        self.token_offsets = self._real.token_offsets
+        self.token_offsets_batch = getattr(self._real, "token_offsets_batch", None)
+
+    def encode(self, texts: list[str], batch_size: int) -> Any:
+        import numpy as np
+
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        out[np.arange(len(texts)), [hash(t) % self.dim for t in texts]] = 1.0
+        return out
+
+
 async def _docvec_run(data_dir: Path, documents: list[tuple[str, bytes]], batch_size: int,
-                      backend: str = "sentence-transformers",
-                      onnx_cache_dir: Path | None = None) -> tuple[float, list[str], int, int]:
+                      backend: str = "sentence-transformers", onnx_cache_dir: Path | None = None,
+                      embedder: Any = None, stages: dict[str, float] | None = None,
+                      ) -> tuple[float, list[str], int, int]:
     import vectordb
     from common.redisconn import EmbeddedRedis
     from common.runtime import open_core
@@ -43,7 +71,7 @@ async def _docvec_run(data_dir: Path, documents: list[tuple[str, bytes]], batch_
         settings = Settings(data_dir=str(data_dir), redis={"url": redis_server.url},
                             embedding={"batch_size": batch_size, "backend": backend,
                                        "onnx_cache_dir": str(onnx_cache_dir or "")})
-        async with open_core(settings) as core:
+        async with open_core(settings, embedder=embedder) as core:
             embedder = await core.embedders.get()
             embedder.encode(["warm up the model"], 1)
             vectors = vectordb.connect(settings.vectordb_uri)
@@ -65,6 +93,8 @@ async def _docvec_run(data_dir: Path, documents: list[tuple[str, bytes]], batch_
                         elapsed = time.perf_counter() - started
                     finally:
                         worker.stop()
+                if stages is not None:
+                    stages.update({name: round(h.sum, 2) for name, h in worker.metrics.stages.items()})
                 failed = await asyncio.to_thread(core.repo.tasks.query, status="failed", limit=100_000)
                 # Bad input fails at its first attempt; a failure after retries is the pipeline's own.
                 retried = [t for t in failed if t.attempts > 1]
@@ -84,15 +114,11 @@ async def _docvec_run(data_dir: Path, documents: list[tuple[str, bytes]], batch_
 
 
 def _bare_encode(texts: list[str], batch_size: int) -> tuple[float, Any]:
-    """Seconds for bare `model.encode` of `texts`, and the vectors (for the ONNX comparison)."""
-    from common.embedding.factory import build_embedder
-    from common.settings import EmbeddingSettings
-
-    # Bare means as a user calls it: torch on all the cores (docvec's worker shares them out itself).
-    embedder = build_embedder(EmbeddingSettings(batch_size=batch_size, torch_threads=os.cpu_count() or 1))
-    embedder.encode(["warm up the model"], 1)
+    """Seconds for bare `SentenceTransformer.encode` of `texts` (torch on all the cores: docvec's worker
+    shares them out itself), and the vectors (for the ONNX comparison)."""
+    model = BareModel()
     started = time.perf_counter()
-    vectors = embedder.encode(texts, batch_size)
+    vectors = model.encode(texts, batch_size)
     return time.perf_counter() - started, vectors
 
 
@@ -105,6 +131,20 @@ def _min_cosine_onnx_vs_torch(texts: list[str], torch_vectors: Any, batch_size: 
     onnx = build_embedder(EmbeddingSettings(batch_size=batch_size, backend="onnx"), onnx_cache_dir=cache_dir)
     onnx_vectors = onnx.encode(texts, batch_size)
     return float(np.min(np.sum(torch_vectors * onnx_vectors, axis=1)))  # both are L2-normalized
+
+
+def _instant(documents: list[tuple[str, bytes]], batch_size: int, corpus: dict[str, Any], quick: bool) -> None:
+    """The pipeline with `InstantEmbedder`: chunks/s of one worker process and the per-stage seconds."""
+    stages: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="docvec-bench-") as tmp:
+        elapsed_s, _, chunks, bad = asyncio.run(_docvec_run(Path(tmp), documents, batch_size,
+                                                            embedder=InstantEmbedder(), stages=stages))
+    rate = chunks / elapsed_s
+    emit(BENCH, "instant_chunks_per_s", round(rate, 1), "chunks/s", chunks=chunks, seconds=round(elapsed_s, 2))
+    emit(BENCH, "instant_stage_seconds", stages, "s (summed over tasks)")
+    summary(BENCH, **corpus, embedder="instant", bad_input_files=bad, chunks=chunks, seconds=round(elapsed_s, 2),
+            chunks_per_s_per_worker=round(rate, 1), stage_seconds=stages, quick=quick,
+            loadavg_1m=machine_state()["loadavg_1m"])
 
 
 def _corpus(root: Path, count: int | None, max_bytes: int) -> list[tuple[str, bytes]]:
@@ -122,6 +162,8 @@ def main() -> None:
     parser.add_argument("--max-bytes", type=int, default=50_000_000, help="with --corpus: leave out larger files")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime backend")
+    parser.add_argument("--embedder", choices=["model", "instant"], default="model",
+                        help="instant: no model (vectors at once), the pipeline's own ceiling per worker process")
     args = parser.parse_args()
     if args.corpus is not None:
         documents = _corpus(args.corpus, args.documents, args.max_bytes)
@@ -135,6 +177,9 @@ def main() -> None:
     emit(BENCH, "machine", machine_state(), "info")
     emit(BENCH, "corpus", corpus, "info")
 
+    if args.embedder == "instant":
+        _instant(documents, args.batch_size, corpus, args.quick)
+        return
     with tempfile.TemporaryDirectory(prefix="docvec-bench-") as tmp:
         elapsed_s, texts, chunks, bad = asyncio.run(_docvec_run(Path(tmp), documents, args.batch_size))
     docvec_rate = chunks / elapsed_s
