@@ -48,7 +48,7 @@ class HashEmbedder:
             out[row] = out[row] / norm if norm else 1.0 / np.sqrt(self._dim)
         return out
 
-    def plan_batches(self, texts: list[str], batch_size: int) -> list[list[int]]:
+    def plan_batches(self, texts: list[str], batch_size: int, token_counts: Any = None) -> list[list[int]]:
         return batches_by_count([len(text) for text in texts], batch_size)
 
     def count_tokens(self, text: str) -> int:

@@ -257,7 +257,8 @@ class EmbedStage:
     async def _embed_watching_cancel(self, ctx: TaskContext, batch: list[Chunk]) -> np.ndarray:
         """Wait for one window, checking the cancel flag meanwhile: a cancelled task abandons its
         request, so the batcher skips its remaining model batches (it stops within one batch)."""
-        embedding = asyncio.ensure_future(self._batcher.embed([c.title for c in batch], [c.text for c in batch]))
+        embedding = asyncio.ensure_future(self._batcher.embed([c.title for c in batch], [c.text for c in batch],
+                                                              [c.token_count for c in batch]))
         try:
             while True:
                 done, _ = await asyncio.wait({embedding}, timeout=CANCEL_POLL_S)

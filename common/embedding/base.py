@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -26,11 +27,13 @@ class Embedder(Protocol):
         """Return an (n, dim) float32 array of L2-normalized vectors."""
         ...
 
-    def plan_batches(self, texts: list[str], batch_size: int) -> list[list[int]]:
+    def plan_batches(self, texts: list[str], batch_size: int,
+                     token_counts: Sequence[int | None] | None = None) -> list[list[int]]:
         """How to cut `texts` into model calls: index lists, each one `encode(batch, len(batch))`.
 
         Local models sort by token length and cut by their token budget (`common.embedding.batches`);
-        a remote endpoint takes `batch_size` texts per request."""
+        a remote endpoint takes `batch_size` texts per request. `token_counts[i]`, where not None, is
+        `count_tokens(texts[i])` already known (a chunk's): the text is not tokenized again."""
         ...
 
     def count_tokens(self, text: str) -> int:

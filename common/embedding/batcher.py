@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -61,6 +62,7 @@ class _TitleCache(OrderedDict[str, np.ndarray]):
 class _Request:
     titles: list[str]
     contents: list[str]
+    token_counts: list[int | None]  # each content's count_tokens where the caller knows it
     future: asyncio.Future[np.ndarray]
     taken: int = 0
     parts: dict[int, np.ndarray] = field(default_factory=dict)
@@ -107,12 +109,18 @@ class EmbedBatcher:
         self._drainer: asyncio.Task[None] | None = None
         self._arrived = asyncio.Event()  # a request was queued (wakes a drainer waiting for a permit or work)
 
-    async def embed(self, titles: list[str], contents: list[str]) -> np.ndarray:
+    async def embed(self, titles: list[str], contents: list[str],
+                    token_counts: Sequence[int] | None = None) -> np.ndarray:
+        """The title-weighted vectors of `contents`; `token_counts`: each content's `count_tokens` where
+        known (chunks carry theirs), so planning the model batches does not tokenize them again."""
         if not contents:
             raise ValueError("nothing to embed")
         if len(titles) != len(contents):
             raise ValueError(f"got {len(titles)} titles for {len(contents)} contents")
-        request = _Request(list(titles), list(contents), asyncio.get_running_loop().create_future())
+        if token_counts is not None and len(token_counts) != len(contents):
+            raise ValueError(f"got {len(token_counts)} token counts for {len(contents)} contents")
+        counts: list[int | None] = list(token_counts) if token_counts is not None else [None] * len(contents)
+        request = _Request(list(titles), list(contents), counts, asyncio.get_running_loop().create_future())
         self._queue.append(request)
         self._arrived.set()
         if self._drainer is None or self._drainer.done():
@@ -201,20 +209,21 @@ class EmbedBatcher:
         owners = [p.request for p in taken for _ in range(p.start, p.end)]
         new_titles = missing_titles(titles, self._title_weight, self._titles)
         texts = contents + new_titles
+        counts = [n for p in taken for n in p.request.token_counts[p.start:p.end]] + [None] * len(new_titles)
         if len(texts) <= min(SMALL_WINDOW, self._batch_size):
-            out = await asyncio.to_thread(_encode_planned, embedder, texts, self._batch_size)
+            out = await asyncio.to_thread(_encode_planned, embedder, texts, self._batch_size, counts)
         else:
-            out = await self._encode_window(embedder, texts, owners, len(contents))
+            out = await self._encode_window(embedder, texts, counts, owners, len(contents))
         for title, vector in zip(new_titles, out[len(contents):], strict=True):
             self._titles[title] = vector
         title_vectors = {t: self._titles[t] for t in dict.fromkeys(titles) if t} if self._title_weight else {}
         return blend_titles(titles, out[: len(contents)], self._title_weight, title_vectors)
 
-    async def _encode_window(self, embedder: Embedder, texts: list[str], owners: list[_Request],
-                             contents: int) -> np.ndarray:
+    async def _encode_window(self, embedder: Embedder, texts: list[str], counts: list[int | None],
+                             owners: list[_Request], contents: int) -> np.ndarray:
         """`texts` in the embedder's batches, up to `parallel` at once; a batch whose rows are all
         abandoned (the first `contents` texts belong to `owners`; the rest are titles) is skipped."""
-        plan = await asyncio.to_thread(embedder.plan_batches, texts, self._batch_size)
+        plan = await asyncio.to_thread(embedder.plan_batches, texts, self._batch_size, counts)
         # Rows nobody waits for any more keep a unit placeholder (never handed out).
         out = np.full((len(texts), embedder.dim), 1.0 / np.sqrt(embedder.dim), dtype=np.float32)
 
@@ -241,10 +250,11 @@ class EmbedBatcher:
         return out
 
 
-def _encode_planned(embedder: Embedder, texts: list[str], batch_size: int) -> np.ndarray:
+def _encode_planned(embedder: Embedder, texts: list[str], batch_size: int,
+                    counts: list[int | None]) -> np.ndarray:
     """A few texts (search queries) planned and encoded in one thread hop: each hop costs two GIL
     hand-offs, which on a busy process weigh more than the model call of a short query."""
     out = np.empty((len(texts), embedder.dim), dtype=np.float32)
-    for rows in embedder.plan_batches(texts, batch_size):
+    for rows in embedder.plan_batches(texts, batch_size, counts):
         out[rows] = embedder.encode([texts[i] for i in rows], len(rows))
     return out

@@ -46,10 +46,11 @@ def batches_by_count(lengths: Sequence[int], batch_size: int) -> list[list[int]]
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 
 
-def plan_local_batches(tokenizer: ModelTokenizer, texts: list[str], batch_size: int,
-                       batch_tokens: int) -> list[list[int]]:
-    """A local model's plan: by token budget when `batch_tokens` > 0, else `batch_size` texts, by token length."""
-    lengths = [len(ids) for ids in tokenizer.model_input_ids(texts)] if texts else []
+def plan_local_batches(tokenizer: ModelTokenizer, texts: list[str], batch_size: int, batch_tokens: int,
+                       token_counts: Sequence[int | None] | None = None) -> list[list[int]]:
+    """A local model's plan: by token budget when `batch_tokens` > 0, else `batch_size` texts, by token
+    length (`token_counts`: what is known of each text's `count_tokens`, see `Embedder.plan_batches`)."""
+    lengths = tokenizer.model_input_lengths(texts, token_counts) if texts else []
     if batch_tokens > 0:
         return batches_by_tokens(lengths, batch_tokens)
     return batches_by_count(lengths, batch_size)

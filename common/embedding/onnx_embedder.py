@@ -11,7 +11,7 @@ import hashlib
 import os
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -251,8 +251,9 @@ class OnnxEmbedder:
         (output,) = self._session.run([OUTPUT_NAME], {"input_ids": input_ids, "attention_mask": attention_mask})
         return np.asarray(output, dtype=np.float32)
 
-    def plan_batches(self, texts: list[str], batch_size: int) -> list[list[int]]:
-        return plan_local_batches(self._tokenizer, texts, batch_size, self._batch_tokens)
+    def plan_batches(self, texts: list[str], batch_size: int,
+                     token_counts: Sequence[int | None] | None = None) -> list[list[int]]:
+        return plan_local_batches(self._tokenizer, texts, batch_size, self._batch_tokens, token_counts)
 
     def count_tokens(self, text: str) -> int:
         return self._tokenizer.count_tokens(text)

@@ -7,6 +7,7 @@ WordPiece vs BPE differ by a few percent. Keep `chunking.chunk_tokens` well belo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -125,7 +126,8 @@ class OpenAIEmbedder:
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
 
-    def plan_batches(self, texts: list[str], batch_size: int) -> list[list[int]]:
+    def plan_batches(self, texts: list[str], batch_size: int,
+                     token_counts: Sequence[int | None] | None = None) -> list[list[int]]:
         """`batch_size` texts per request, similar lengths together (the endpoint pads nothing of ours)."""
         return batches_by_count([len(text) for text in texts], batch_size)
 

@@ -7,6 +7,7 @@ stays cheap for processes that never embed (the API, the CLI).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -142,8 +143,9 @@ class SentenceTransformerEmbedder:
         features = self._model.preprocess(texts, prompt=self._prompt)
         return batch_to_device(features, self._device)
 
-    def plan_batches(self, texts: list[str], batch_size: int) -> list[list[int]]:
-        return plan_local_batches(self._tokenizer, texts, batch_size, self._batch_tokens)
+    def plan_batches(self, texts: list[str], batch_size: int,
+                     token_counts: Sequence[int | None] | None = None) -> list[list[int]]:
+        return plan_local_batches(self._tokenizer, texts, batch_size, self._batch_tokens, token_counts)
 
     def count_tokens(self, text: str) -> int:
         return self._tokenizer.count_tokens(text)

@@ -7,6 +7,7 @@ and OpenAI backends read `tokenizer.json` straight from the model directory.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from tokenizers import Tokenizer
@@ -51,7 +52,9 @@ class ModelTokenizer:
         post_processor = self._plain.post_processor
         special = post_processor.num_special_tokens_to_add(False) if post_processor is not None else 0
         # max_seq_length counts the special tokens ([CLS], [SEP]) the model adds; count_tokens does not.
-        self._max_tokens = max_seq_length - int(special)
+        self._special = int(special)
+        self._max_seq_length = max_seq_length
+        self._max_tokens = max_seq_length - self._special
 
     @classmethod
     def from_model_dir(cls, model_dir: Path) -> ModelTokenizer:
@@ -75,6 +78,18 @@ class ModelTokenizer:
     def token_offsets_batch(self, texts: list[str]) -> list[list[tuple[int, int]]]:
         """`token_offsets` of several texts in one call (tokenized in parallel by the Rust library)."""
         return [list(encoding.offsets) for encoding in self._plain.encode_batch(texts, add_special_tokens=False)]
+
+    def model_input_lengths(self, texts: list[str], token_counts: Sequence[int | None] | None = None) -> list[int]:
+        """`len` of each text's `model_input_ids`; a text whose `count_tokens` is given in `token_counts`
+        (a chunk knows its own) is not tokenized again."""
+        counts = list(token_counts) if token_counts is not None else [None] * len(texts)
+        if len(counts) != len(texts):
+            raise ValueError(f"got {len(counts)} token counts for {len(texts)} texts")
+        unknown = [i for i, count in enumerate(counts) if count is None]
+        lengths = [0 if count is None else min(count + self._special, self._max_seq_length) for count in counts]
+        for i, ids in zip(unknown, self.model_input_ids([texts[i] for i in unknown]) if unknown else [], strict=True):
+            lengths[i] = len(ids)
+        return lengths
 
     def model_input_ids(self, texts: list[str]) -> list[list[int]]:
         """Token ids as the model reads them: special tokens added, truncated to max_seq_length."""

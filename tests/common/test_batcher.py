@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import numpy as np
 import pytest
@@ -137,7 +138,7 @@ async def test_model_batches_follow_the_embedders_plan() -> None:
     """The window goes to the model in the batches the embedder plans (a token budget here), one call each."""
 
     class BudgetEmbedder(RecordingEmbedder):
-        def plan_batches(self, texts: list[str], batch_size: int) -> list[list[int]]:
+        def plan_batches(self, texts: list[str], batch_size: int, token_counts: Any = None) -> list[list[int]]:
             return batches_by_tokens([self.count_tokens(t) for t in texts], 64)
 
         def encode(self, texts: list[str], batch_size: int) -> np.ndarray:

@@ -61,3 +61,18 @@ def test_the_model_plans_by_its_own_token_counts(st_embedder: SentenceTransforme
     np.testing.assert_allclose(out, st_embedder.encode(texts, 32), atol=1e-5)
     # Without a budget the plan is batch_size texts, by token length.
     assert [len(b) for b in st_embedder.plan_batches(texts, batch_size=2)] == [2, 2, 1]
+
+
+def test_known_token_counts_plan_as_tokenizing_would(st_embedder: SentenceTransformerEmbedder) -> None:
+    """A chunk's own token count stands for tokenizing it again (special tokens added, truncated to the
+    model's input); texts without a count are tokenized; a count is taken as given."""
+    budgeted = SentenceTransformerEmbedder(batch_tokens=512)
+    texts = ["word " * n for n in (3, 40, 700, 12, 90)] + ["an unknown title"]
+    counts: list[int | None] = [st_embedder.count_tokens(t) for t in texts[:-1]] + [None]
+    tokenizer = budgeted._tokenizer
+    assert tokenizer.model_input_lengths(texts, counts) == [len(ids) for ids in tokenizer.model_input_ids(texts)]
+    assert budgeted.plan_batches(texts, 32, counts) == budgeted.plan_batches(texts, 32)
+    claimed = [1] * (len(texts) - 1) + [None]  # said to be one token each: planned by the claim
+    assert tokenizer.model_input_lengths(texts, claimed)[:-1] == [3] * (len(texts) - 1)
+    with pytest.raises(ValueError, match="token counts"):
+        tokenizer.model_input_lengths(texts, counts[:2])

@@ -185,7 +185,8 @@ def test_html_broken_markup_reads_as_a_browser_shows_it() -> None:
 
 def test_html_nested_beyond_the_c_parser_limit_keeps_its_text() -> None:
     """libxml2 stops building below 2048 levels; such a document goes through the slower parser whole."""
-    html = "<html><head><title>Deep</title></head><body>" + "<div>" * 3000 + "<h2>Bottom</h2>deep text" + "</div>" * 3000 + "<p>after</p>"
+    html = ("<html><head><title>Deep</title></head><body>" + "<div>" * 3000 + "<h2>Bottom</h2>deep text"
+            + "</div>" * 3000 + "<p>after</p>")
     doc = HtmlParser().parse_text(html, "deep.html")
     assert bodies(doc) == [(("Bottom",), "deep text"), (("Bottom",), "after")]
     assert doc.title == "Deep"
