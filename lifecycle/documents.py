@@ -25,7 +25,7 @@ import uuid
 
 import numpy as np
 
-from common.db import KbRecord, Outcome, Repository, Submission, TaskRecord, check_priority
+from common.db import KbRecord, Outcome, Repository, Submission, TaskRecord, TaskStatus, check_priority
 from common.errors import InvalidRequest
 from common.runtime import Core
 from common.settings import chunking_problem
@@ -142,7 +142,8 @@ async def cancel(core: Core, task_id: str) -> TaskRecord:
     flagged = [task_id]
     if task.is_split:
         flagged += await asyncio.to_thread(
-            core.repo.ledger.cancel_parts, task.document_id, task.parse_version, f"part {task.part + 1} was cancelled"
+            core.repo.ledger.cancel_parts, task.document_id, task.parse_version, f"part {task.part + 1} was cancelled",
+            TaskStatus.CANCELLED,
         )
     await flag_cancelled(core, flagged)
     return task
@@ -172,7 +173,8 @@ async def fail(core: Core, task_id: str, version: int, reason: str) -> TaskRecor
     task = await asyncio.to_thread(core.repo.tasks.get, task_id)
     if task.is_split:
         siblings = await asyncio.to_thread(
-            core.repo.ledger.cancel_parts, task.document_id, task.parse_version, f"part {task.part + 1} failed"
+            core.repo.ledger.cancel_parts, task.document_id, task.parse_version, f"part {task.part + 1} failed",
+            TaskStatus.FAILED,
         )
         await flag_cancelled(core, siblings)
     return task

@@ -350,9 +350,12 @@ class WorkerLedger(Store):
             ]
         return [task_record(c) for c in children]
 
-    def cancel_parts(self, document_id: str, parse_version: int, reason: str) -> list[str]:
+    def cancel_parts(self, document_id: str, parse_version: int, reason: str,
+                     document_status: TaskStatus) -> list[str]:
         """Cancel the queued or running page-range parts of one parse (a sibling part failed or was
-        cancelled); return their ids so the caller can flag them in Redis."""
+        cancelled); return their ids so the caller can flag them in Redis. If any was still active,
+        the document's status is set (again) to `document_status` (the sibling's verdict): a part
+        that started between that verdict and this call wrote `running` over it."""
         task = self.m.task
         now = time.time()
         same_parse = (
@@ -371,6 +374,7 @@ class WorkerLedger(Store):
                     updated_at=now,
                     progress_msg=task.progress_msg.concat(log_line(f"cancelled: {reason}", now)),
                 ).where(same_parse & task.id.in_(ids)).execute()
+                self.set_doc_status(document_id, document_status, now)
                 self._garbage.version_of(self.task_row(ids[0]), f"parse cancelled: {reason}", now)
         return ids
 

@@ -674,16 +674,32 @@ def test_cancel_parts_and_retry_of_a_part_reruns_the_whole_document(repo: Reposi
     parts = repo.ledger.split(task.id, running.version, [(1, 10), (11, 20), (21, 30)])
     claim_one(repo, parts[0].id, "w2")
     assert repo.ledger.fail(parts[1].id, repo.tasks.get(parts[1].id).version, "damaged page")
-    cancelled = repo.ledger.cancel_parts(doc.id, task.parse_version, "part 3 failed")
+    cancelled = repo.ledger.cancel_parts(doc.id, task.parse_version, "part 3 failed", TaskStatus.FAILED)
     assert set(cancelled) == {task.id, parts[0].id}
     assert {repo.tasks.get(t).status for t in cancelled} == {"cancelled"}
     assert not complete_one(repo, task.id, running.version, chunk_count=1, token_count=1, format="pdf")
-    assert repo.ledger.cancel_parts(doc.id, task.parse_version, "again") == []
+    assert repo.ledger.cancel_parts(doc.id, task.parse_version, "again", TaskStatus.FAILED) == []
 
     retried = repo.tasks.retry(parts[1].id)
     assert (retried.part, retried.parts, retried.page_from, retried.page_to) == (0, 1, None, None)
     assert retried.parse_version > task.parse_version and retried.status == "queued"
     assert repo.documents.get(doc.id).status == "queued"
+
+
+def test_a_part_started_while_its_sibling_is_cancelled_leaves_the_document_cancelled(repo: Repository) -> None:
+    """Cancelling a part is two steps (the part, then its siblings): a sibling a worker starts in
+    between writes `running` on the document; cancelling the siblings puts `cancelled` back."""
+    kb = _kb(repo)
+    doc, task = _doc(repo, kb, filename="big.pdf")
+    running = claim_one(repo, task.id, "w1")
+    parts = repo.ledger.split(task.id, running.version, [(1, 10), (11, 20), (21, 30)])
+    repo.tasks.cancel(parts[1].id)
+    assert repo.documents.get(doc.id).status == "cancelled"
+    claim_one(repo, parts[0].id, "w2")  # starts in between
+    assert repo.documents.get(doc.id).status == "running"
+    siblings = repo.ledger.cancel_parts(doc.id, task.parse_version, "part 3 was cancelled", TaskStatus.CANCELLED)
+    assert parts[0].id in siblings
+    assert repo.documents.get(doc.id).status == "cancelled"
 
 
 def test_old_task_tables_gain_the_part_columns(tmp_path: Path) -> None:
@@ -752,7 +768,7 @@ def test_cancelled_parts_of_a_split_parse_are_one_garbage_row(repo: Repository) 
     doc, task = _doc(repo, kb)
     repo.ledger.split(task.id, _run(repo, task.id), [(1, 10), (11, 20), (21, 30)])
     assert repo.ledger.fail(task.id, repo.tasks.get(task.id).version, "part 1 broke")
-    assert len(repo.ledger.cancel_parts(doc.id, 1, "part 1 failed")) == 2
+    assert len(repo.ledger.cancel_parts(doc.id, 1, "part 1 failed", TaskStatus.FAILED)) == 2
     assert _garbage(repo) == [("chunks", doc.id, 1, None)]
 
 

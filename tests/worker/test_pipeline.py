@@ -281,7 +281,7 @@ class RecordingBatcher:
         self.abandoned = 0
         self.gate: asyncio.Event | None = None
 
-    async def embed(self, titles: list[str], contents: list[str]) -> np.ndarray:
+    async def embed(self, titles: list[str], contents: list[str], token_counts: Any = None) -> np.ndarray:
         self.windows.append(contents)
         if self.gate is not None:
             try:
