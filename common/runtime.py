@@ -13,12 +13,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from common import memory
 from common.db import Repository, open_database
 from common.dependencies import Dependency, Probe
 from common.embedding.base import Embedder
 from common.embedding.factory import build_embedder
 from common.keys import Keys
-from common.memory import freeze_heap
 from common.queue import TaskQueue
 from common.redisconn import RedisClient, redis_for
 from common.settings import EmbeddingSettings, Settings
@@ -36,7 +36,7 @@ class EmbedderLoader:
         self._settings = settings
         self._embedder = embedder
         self._onnx_cache_dir = onnx_cache_dir
-        self._freeze_heap = freeze_heap  # a serving process: `common.memory.freeze_heap` once loaded
+        self._freeze_heap = freeze_heap  # a serving process: `memory.freeze_heap` once loaded
         self._lock = asyncio.Lock()
 
     async def get(self) -> Embedder:
@@ -47,7 +47,7 @@ class EmbedderLoader:
                         build_embedder, self._settings, onnx_cache_dir=self._onnx_cache_dir
                     )
                     if self._freeze_heap:
-                        frozen = await asyncio.to_thread(freeze_heap)
+                        frozen = await asyncio.to_thread(memory.freeze_heap)
                         log.info("model loaded; %d objects frozen out of the garbage collector's walks", frozen)
         return self._embedder
 

@@ -87,7 +87,7 @@ class ModelTokenizer:
             raise ValueError(f"got {len(counts)} token counts for {len(texts)} texts")
         unknown = [i for i, count in enumerate(counts) if count is None]
         lengths = [0 if count is None else min(count + self._special, self._max_seq_length) for count in counts]
-        for i, ids in zip(unknown, self.model_input_ids([texts[i] for i in unknown]) if unknown else [], strict=True):
+        for i, ids in zip(unknown, self.model_input_ids([texts[i] for i in unknown]), strict=True):
             lengths[i] = len(ids)
         return lengths
 
