@@ -173,6 +173,9 @@ class Chunker:
         return [self._tokenizer.token_offsets(text) for text in texts]
 
     def _count_tokens(self, texts: list[str]) -> list[int]:
+        batch = getattr(self._tokenizer, "count_tokens_batch", None)
+        if batch is not None:
+            return list(batch(texts))
         if hasattr(self._tokenizer, "token_offsets_batch"):
             return [len(offsets) for offsets in self._token_offsets(texts)]
         return [self._tokenizer.count_tokens(text) for text in texts]

@@ -192,6 +192,10 @@ class WorkerSettings(_Section):
     Lower it for workers that take many very large documents (each holds its text and chunks)."""
     max_concurrent_downloads: int = Field(default=4, ge=1)
     max_concurrent_chunk_builders: int = Field(default=2, ge=1)
+    """Documents parsed and chunked at once in the worker's own threads (see `parse_processes`)."""
+    parse_processes: int | None = Field(default=None, ge=0)
+    """Child processes that parse and chunk documents (`worker.parsepool`); None: one per usable core;
+    0: parse in the worker's own threads. The parse stage's timeout then kills the parse itself."""
     max_concurrent_embeds: int = Field(default=1, ge=1)
     max_concurrent_index_writes: int = Field(default=2, ge=1)
     heartbeat_interval_s: float = Field(default=2.0, gt=0)

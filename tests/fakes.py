@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,9 +25,12 @@ class HashEmbedder:
     and fast. Only for tests.
     """
 
-    def __init__(self, dim: int = 64, max_tokens: int = 512) -> None:
+    def __init__(self, dim: int = 64, max_tokens: int = 512, chunk_tokenizer: HashTokenizer | None = None) -> None:
         self._dim = dim
         self._max_tokens = max_tokens
+        # Given: workers parse and chunk in processes with it (`worker.parsepool`), else in threads.
+        if chunk_tokenizer is not None:
+            self.chunk_tokenizer = chunk_tokenizer
 
     @property
     def dim(self) -> int:
@@ -56,6 +62,54 @@ class HashEmbedder:
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         return [(m.start(), m.end()) for m in _WORD.finditer(text)]
+
+
+class HashTokenizer:
+    """`HashEmbedder`'s tokenizer alone, picklable: a parse process's (`worker.parsepool`)."""
+
+    def __init__(self, max_tokens: int = 512) -> None:
+        self.max_tokens = max_tokens
+
+    def count_tokens(self, text: str) -> int:
+        return len(_WORD.findall(text))
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        return [(m.start(), m.end()) for m in _WORD.finditer(text)]
+
+
+class FaultyTokenizer(HashTokenizer):
+    """A `HashTokenizer` that misbehaves in the parse process on a text holding `trigger`: "hang"
+    (sleeps for an hour), "exit" (the process exits at once, as when a C parser crashes; with
+    `marker`, only while that file does not exist yet, which it creates) or "unpicklable" (raises an
+    exception that cannot be sent back)."""
+
+    def __init__(self, fault: str, trigger: str = "FAULT", marker: str | None = None) -> None:
+        super().__init__()
+        self._fault, self._trigger, self._marker = fault, trigger, marker
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        if self._trigger in text:
+            self._misbehave()
+        return super().token_offsets(text)
+
+    def _misbehave(self) -> None:
+        if self._fault == "hang":
+            time.sleep(3600)
+        elif self._fault == "exit":
+            if self._marker is None or not os.path.exists(self._marker):
+                if self._marker is not None:
+                    Path(self._marker).touch()
+                os._exit(3)
+        elif self._fault == "unpicklable":
+            raise UnpicklableError(lambda: None)
+
+
+class UnpicklableError(Exception):
+    """An exception carrying a lambda: pickle cannot send it across a process boundary."""
+
+    def __init__(self, callback: Any) -> None:
+        super().__init__("an error with a callback")
+        self.callback = callback
 
 
 class StubSignals:

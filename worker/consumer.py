@@ -117,6 +117,7 @@ class Worker:
                 loops.create_task(self._every(w.heartbeat_interval_s, self._heartbeat))
                 loops.create_task(self._every(min(w.claim_idle_s / 3, 10.0), self._renew))
                 loops.create_task(self._every(w.janitor_interval_s, self._janitor_round, first_now=True))
+                loops.create_task(self.warm_up())
                 loops.create_task(self.dependencies.probe_loop(self._stopped))
                 async with asyncio.TaskGroup() as tasks:
                     await self._consume(tasks)
@@ -124,10 +125,19 @@ class Worker:
                 await self._executor.drain()
                 self._stopped.set()
         finally:
+            await self._executor.close()
             await self._deregister()
             with contextlib.suppress(*REDIS_ERRORS):
                 await self._janitor.release()
             log.info("worker %s stopped", self.consumer)
+
+    async def warm_up(self) -> None:
+        """Load the model and start the parse processes now, not under the first task; a failure is
+        logged here and met again by that task (which then fails or retries by the usual rules)."""
+        try:
+            await self._executor.warm_up()
+        except Exception as exc:  # the first task meets it again and settles it
+            log.warning("worker %s could not warm up: %r", self.consumer, exc)
 
     async def _consume(self, tasks: asyncio.TaskGroup) -> None:
         queue = self._core.queue

@@ -33,6 +33,7 @@ from vectordb.chunkstore import ChunkStore
 from worker.deadlines import Deadlines, Watch
 from worker.ledger import Signals, TaskLedger, TaskSignals
 from worker.metrics import WorkerMetrics
+from worker.parsepool import ParseRunner, default_processes
 from worker.pipeline import (
     ChunkStage,
     EmbedStage,
@@ -84,11 +85,14 @@ class TaskExecutor:
         self.metrics = metrics or WorkerMetrics()
         settings = core.settings
         limits = StageLimits.from_settings(settings)
+        processes = settings.worker.parse_processes
+        self._parse_runner = ParseRunner(default_processes() if processes is None else processes,
+                                         limits.chunk_builders)
         self._stages: Sequence[Stage] = (
             FetchStage(core.store, limits, settings),
             SplitStage(core, limits),
-            ParseStage(limits, settings),
-            ChunkStage(core.embedders, limits, settings),
+            ParseStage(self._parse_runner, core.embedders, settings),
+            ChunkStage(settings),
             EmbedStage(EmbedBatcher(core.embedders, batch_size=settings.embedding.batch_size,
                                     window=settings.embedding.batch_size * settings.embedding.window_batches,
                                     title_weight=settings.embedding.title_weight,
@@ -97,6 +101,7 @@ class TaskExecutor:
                          core.embedders, core.repo, settings),
             IndexStage(chunks, core.repo, limits),
         )
+        self._injected = stages is not None
         if stages is not None:  # an injected pipeline (bench.queue times the task path with a no-op stage)
             self._stages = tuple(stages)
         w = settings.worker
@@ -117,6 +122,16 @@ class TaskExecutor:
         """Flush the writes and signals still queued (at shutdown, after the last task)."""
         await self._ledger.drain()
         await self._signals.drain()
+
+    async def warm_up(self) -> None:
+        """Load the model and start the parse processes before the first task needs them (not for an
+        injected pipeline, which may need neither)."""
+        if not self._injected:
+            await self._parse_runner.start(await self._core.embedders.get())
+
+    async def close(self) -> None:
+        """Stop the parse processes (at shutdown, after `drain`)."""
+        await self._parse_runner.close()
 
     async def execute(self, message: QueueMessage) -> TaskResult:
         """Run the task of `message`. Raises only if settling itself failed (entry stays pending)."""
@@ -158,7 +173,8 @@ class TaskExecutor:
         try:
             try:
                 async with watch:
-                    ctx = TaskContext(task=task, document=claimed.document, kb=claimed.kb, progress=progress)
+                    ctx = TaskContext(task=task, document=claimed.document, kb=claimed.kb, progress=progress,
+                                      waiting=watch.paused)
                     for stage in self._stages:
                         await progress.check_cancelled()
                         await self._run_stage(stage, ctx, watch)
@@ -189,10 +205,14 @@ class TaskExecutor:
         started = time.monotonic()
         await ctx.progress.report(stage.start, f"{stage.name} started", stage=stage.name)
         watch.begin_stage(stage.name, self._timeouts_s.get(stage.name, self._core.settings.worker.task_deadline_s))
+        ahead = sum(ctx.done_ahead.values())
         await self._through_outages(lambda: stage.run(ctx), ctx.progress, watch)
         watch.end_stage()
-        ctx.progress.record_timing(stage.name, time.monotonic() - started)
-        self.metrics.observe_stage(stage.name, time.monotonic() - started, chunks=len(ctx.chunks))
+        # What this stage did for later ones is theirs; what an earlier one did for this one is this one's.
+        handed_on = sum(ctx.done_ahead.values()) - ahead
+        spent = time.monotonic() - started - handed_on + ctx.done_ahead.pop(stage.name, 0.0)
+        ctx.progress.record_timing(stage.name, spent)
+        self.metrics.observe_stage(stage.name, spent, chunks=len(ctx.chunks))
 
     async def _through_outages(self, step: Callable[[], Awaitable[T]], progress: TaskProgress,
                                watch: Watch | None) -> T:
@@ -215,13 +235,10 @@ class TaskExecutor:
                 await progress.check_cancelled()
 
     async def _complete(self, message: QueueMessage, ctx: TaskContext, watch: Watch) -> None:
-        assert ctx.parsed is not None
-        parsed = ctx.parsed
-
         async def complete() -> Completion:
             reused = ctx.reuse.reused if ctx.reuse is not None else 0
             return await ctx.progress.complete(
-                chunk_count=len(ctx.chunks), token_count=ctx.token_count, format=parsed.format,
+                chunk_count=len(ctx.chunks), token_count=ctx.token_count, format=ctx.format,
                 chunks_embedded=len(ctx.chunks) - reused, chunks_reused=reused,
             )
 

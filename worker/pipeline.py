@@ -1,25 +1,28 @@
 """Pipeline stages. Each stage is an object with a name, a progress range and `run(ctx)`.
 
 The executor composes them; a stage reads what earlier stages left in the `TaskContext` and adds
-its own output. Blocking work (parsing, chunking, the model) runs in threads, under the stage's
-semaphore, so the event loop keeps serving heartbeats and other tasks.
+its own output. Blocking work runs off the event loop, so it keeps serving heartbeats and other
+tasks: parsing and chunking in child processes (`worker.parsepool`: the parse stage chunks too, in the
+same child, and reports the seconds of each), the model and the stores in threads, each under its
+stage's semaphore.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
-from common.chunking import Chunk, Chunker
+from common.chunking import Chunk
 from common.db import DocumentRecord, KbRecord, Repository, TaskRecord
 from common.embedding.batcher import EmbedBatcher
 from common.embedding.cache import embedding_key
 from common.errors import Cancelled, Conflict, CorruptDocument, LimitExceeded, NotFound, PermanentError
-from common.parsing import parse_document
-from common.parsing.base import ParsedDocument
 from common.parsing.pdf import PdfParser
 from common.parsing.sniff import PDF, detect_document_format
 from common.runtime import Core, EmbedderLoader
@@ -29,6 +32,7 @@ from common.uploads import check_upload_size
 from lifecycle import documents as lifecycle
 from vectordb.chunkstore import ChunkRow, ChunkStore
 from vectordb.errors import CollectionNotFound
+from worker.parsepool import ChunkRequest, ParseRunner
 from worker.progress import TaskProgress
 
 INDEX_BATCH_ROWS = 512
@@ -47,7 +51,7 @@ class TaskContext:
     kb: KbRecord
     progress: TaskProgress
     data: bytes = b""
-    parsed: ParsedDocument | None = None
+    format: str = ""  # the parsed document's
     chunks: list[Chunk] = field(default_factory=list)
     vectors: np.ndarray | None = None
     token_count: int = 0
@@ -57,6 +61,10 @@ class TaskContext:
     written_rows: int = 0
     split_parts: list[TaskRecord] | None = None
     enqueued_parts: int = 0
+    # Seconds of a later stage's work an earlier one did (the parse stage chunks): counted as the later's.
+    done_ahead: dict[str, float] = field(default_factory=dict)
+    # Stops the task's clocks while it waits its turn (for a parse process), not while it works.
+    waiting: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
 
 
 @dataclass(slots=True)
@@ -160,42 +168,42 @@ class SplitStage:
 
 
 class ParseStage:
+    """Parse the document and chunk it with the model's tokenizer, in one call of the `ParseRunner`
+    (a child process: the text never crosses back, only the chunks)."""
+
     name = "parse"
     start, end = 0.05, 0.15
 
-    def __init__(self, limits: StageLimits, settings: Settings) -> None:
-        self._limits = limits
+    def __init__(self, runner: ParseRunner, embedders: EmbedderLoader, settings: Settings) -> None:
+        self._runner = runner
+        self._embedders = embedders
         self._settings = settings
 
     async def run(self, ctx: TaskContext) -> None:
-        async with self._limits.chunk_builders:
-            task = ctx.task
-            pages = (task.page_from, task.page_to) if task.page_from is not None and task.page_to is not None else None
-            ctx.parsed = await asyncio.to_thread(
-                parse_document, ctx.data, ctx.document.filename, limits=self._settings.limits, pages=pages
-            )
+        task = ctx.task
+        pages = (task.page_from, task.page_to) if task.page_from is not None and task.page_to is not None else None
+        request = ChunkRequest(data=ctx.data, filename=ctx.document.filename, limits=self._settings.limits,
+                               pages=pages, chunk_tokens=ctx.kb.chunk_tokens, overlap_tokens=ctx.kb.overlap_tokens)
+        result = await self._runner.run(request, await self._embedders.get(), waiting=ctx.waiting)
         ctx.data = b""
+        ctx.format, ctx.chunks = result.format, result.chunks
+        ctx.done_ahead[ChunkStage.name] = result.chunk_s
         await ctx.progress.report(
-            self.end, f"parsed as {ctx.parsed.format}: {len(ctx.parsed.text)} characters, "
-            f"{len(ctx.parsed.sections)} sections", stage=self.name,
+            self.end, f"parsed as {result.format}: {result.characters} characters, {result.sections} sections",
+            stage=self.name,
         )
 
 
 class ChunkStage:
+    """The chunks the parse stage made: checked against the limits, counted and reported."""
+
     name = "chunk"
     start, end = 0.15, 0.2
 
-    def __init__(self, embedders: EmbedderLoader, limits: StageLimits, settings: Settings) -> None:
-        self._embedders = embedders
-        self._limits = limits
+    def __init__(self, settings: Settings) -> None:
         self._max_chunks = settings.limits.max_chunks_per_document
 
     async def run(self, ctx: TaskContext) -> None:
-        assert ctx.parsed is not None
-        embedder = await self._embedders.get()
-        chunker = Chunker.for_model(embedder, ctx.kb.chunk_tokens, ctx.kb.overlap_tokens)
-        async with self._limits.chunk_builders:
-            ctx.chunks = await asyncio.to_thread(chunker.chunk, ctx.parsed)
         if not ctx.chunks:
             raise CorruptDocument(f"{ctx.document.filename}: no text to index after parsing")
         if len(ctx.chunks) > self._max_chunks:

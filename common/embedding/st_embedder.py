@@ -154,5 +154,12 @@ class SentenceTransformerEmbedder:
         return self._tokenizer.token_offsets(text)
 
     def token_offsets_batch(self, texts: list[str]) -> list[list[tuple[int, int]]]:
-        """`token_offsets` of several texts in one call (tokenized in parallel by the Rust library)."""
         return self._tokenizer.token_offsets_batch(texts)
+
+    @property
+    def chunk_tokenizer(self) -> ModelTokenizer:
+        """The model's tokenizer alone, picklable: what a parsing process chunks with."""
+        return self._tokenizer
+
+    def count_tokens_batch(self, texts: list[str]) -> list[int]:
+        return self._tokenizer.count_tokens_batch(texts)

@@ -7,10 +7,20 @@ and OpenAI backends read `tokenizer.json` straight from the model directory.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from tokenizers import Tokenizer
+
+# A run of characters between the ASCII whitespace every BERT-style tokenizer splits at (other Unicode
+# spaces are left inside runs: some are removed rather than split at, and the tokenizer handles them).
+_RUN = re.compile(r"[^ \t\n\r]+")
+# Normalizers and pre-tokenizers that act on each character or each whitespace-separated word alone.
+_WORD_LOCAL_NORMALIZERS = frozenset({"BertNormalizer", "Lowercase", "NFD", "NFKD", "NFC", "NFKC", "StripAccents"})
+_WORD_LOCAL_PRE_TOKENIZERS = frozenset({"BertPreTokenizer", "Whitespace", "WhitespaceSplit", "Punctuation", "Digits"})
+# Distinct runs whose tokens are remembered (a few tens of MB at most); the memory starts over when full.
+RUN_CACHE_ENTRIES = 200_000
 
 
 def read_max_seq_length(model_dir: Path) -> int:
@@ -39,10 +49,19 @@ class ModelTokenizer:
     Two private copies of the tokenizer: one with truncation and padding off (`count_tokens`,
     `token_offsets`: chunking must see every token), one truncating to `max_seq_length` (model input,
     special tokens included). Neither is changed after construction, so concurrent calls are safe.
+
+    Word runs: when the tokenizer normalizes characters one by one and splits at whitespace before
+    anything else (BERT's WordPiece, the default model's), a text's tokens are the tokens of its
+    whitespace-separated runs tokenized alone. `token_offsets_batch` and `count_tokens_batch` then
+    tokenize each distinct run once and remember its token offsets: real text repeats its words, so
+    most runs are found, not tokenized (chunking the Python docs: 4x less time than the Rust
+    tokenizer over whole paragraphs). Other tokenizers (byte-level BPE, SentencePiece: a token may
+    carry the space before it) tokenize whole texts.
     """
 
     def __init__(self, tokenizer: Tokenizer, max_seq_length: int) -> None:
         serialized = tokenizer.to_str()
+        self._serialized = serialized
         self._plain = Tokenizer.from_str(serialized)
         self._plain.no_truncation()
         self._plain.no_padding()
@@ -55,6 +74,12 @@ class ModelTokenizer:
         self._special = int(special)
         self._max_seq_length = max_seq_length
         self._max_tokens = max_seq_length - self._special
+        self._word_runs = splits_at_whitespace(json.loads(serialized))
+        self._runs: dict[str, tuple[tuple[int, int], ...]] = {}
+
+    def __reduce__(self) -> tuple[object, tuple[str, int]]:
+        """Pickled as its tokenizer's JSON (what a parsing process builds its own copy from)."""
+        return _from_serialized, (self._serialized, self._max_seq_length)
 
     @classmethod
     def from_model_dir(cls, model_dir: Path) -> ModelTokenizer:
@@ -70,14 +95,44 @@ class ModelTokenizer:
         return self._max_tokens
 
     def count_tokens(self, text: str) -> int:
-        return len(self._plain.encode(text, add_special_tokens=False).ids)
+        return self.count_tokens_batch([text])[0]
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
-        return list(self._plain.encode(text, add_special_tokens=False).offsets)
+        return self.token_offsets_batch([text])[0]
 
     def token_offsets_batch(self, texts: list[str]) -> list[list[tuple[int, int]]]:
-        """`token_offsets` of several texts in one call (tokenized in parallel by the Rust library)."""
-        return [list(encoding.offsets) for encoding in self._plain.encode_batch(texts, add_special_tokens=False)]
+        """`token_offsets` of several texts in one call (word runs, see the class doc; else tokenized in
+        parallel by the Rust library)."""
+        if not self._word_runs:
+            return [list(encoding.offsets) for encoding in self._plain.encode_batch(texts, add_special_tokens=False)]
+        runs = self._runs_of(texts)
+        out: list[list[tuple[int, int]]] = []
+        for text in texts:
+            offsets: list[tuple[int, int]] = []
+            for match in _RUN.finditer(text):
+                base = match.start()
+                offsets.extend((base + start, base + end) for start, end in runs[match.group()])
+            out.append(offsets)
+        return out
+
+    def count_tokens_batch(self, texts: list[str]) -> list[int]:
+        """`count_tokens` of several texts in one call."""
+        if not self._word_runs:
+            return [len(encoding.ids) for encoding in self._plain.encode_batch(texts, add_special_tokens=False)]
+        runs = self._runs_of(texts)
+        return [sum(len(runs[run]) for run in _RUN.findall(text)) for text in texts]
+
+    def _runs_of(self, texts: list[str]) -> dict[str, tuple[tuple[int, int], ...]]:
+        """The token offsets (within the run) of every word run in `texts`, tokenizing the unknown ones."""
+        known = self._runs
+        if len(known) > RUN_CACHE_ENTRIES:
+            known = self._runs = {}
+        missing = {run for text in texts for run in _RUN.findall(text) if run not in known}
+        if missing:
+            fresh = list(missing)
+            for run, encoding in zip(fresh, self._plain.encode_batch(fresh, add_special_tokens=False), strict=True):
+                known[run] = tuple(encoding.offsets)
+        return known
 
     def model_input_lengths(self, texts: list[str], token_counts: Sequence[int | None] | None = None) -> list[int]:
         """`len` of each text's `model_input_ids`; a text whose `count_tokens` is given in `token_counts`
@@ -94,3 +149,28 @@ class ModelTokenizer:
     def model_input_ids(self, texts: list[str]) -> list[list[int]]:
         """Token ids as the model reads them: special tokens added, truncated to max_seq_length."""
         return [encoding.ids for encoding in self._model_input.encode_batch(texts, add_special_tokens=True)]
+
+
+def _from_serialized(serialized: str, max_seq_length: int) -> ModelTokenizer:
+    return ModelTokenizer(Tokenizer.from_str(serialized), max_seq_length)
+
+
+def splits_at_whitespace(tokenizer_json: dict) -> bool:
+    """Whether a tokenizer (its `tokenizer.json`) tokenizes each whitespace-separated run of a text
+    alone: a character-local normalizer, a pre-tokenizer that splits at whitespace first and a model
+    that never sees across its pieces (no added token that holds or strips whitespace)."""
+    normalizer = tokenizer_json.get("normalizer")
+    normalizers = normalizer.get("normalizers", [normalizer]) if isinstance(normalizer, dict) else []
+    if normalizer is not None and not all(
+        isinstance(n, dict) and n.get("type") in _WORD_LOCAL_NORMALIZERS for n in normalizers
+    ):
+        return False
+    pre = tokenizer_json.get("pre_tokenizer")
+    pres = pre.get("pretokenizers", [pre]) if isinstance(pre, dict) else []
+    if not pres or not all(isinstance(p, dict) and p.get("type") in _WORD_LOCAL_PRE_TOKENIZERS for p in pres):
+        return False
+    if pres[0].get("type") not in {"BertPreTokenizer", "Whitespace", "WhitespaceSplit"}:
+        return False
+    added = tokenizer_json.get("added_tokens") or []
+    return not any(token.get("lstrip") or token.get("rstrip") or token.get("single_word")
+                   or any(c.isspace() for c in token.get("content", "")) for token in added)

@@ -10,9 +10,9 @@ import pytest
 
 import vectordb
 from common.errors import TransientError
-from common.runtime import Core
+from common.runtime import Core, EmbedderLoader
 from lifecycle import documents as ingest
-from tests.fakes import HashEmbedder
+from tests.fakes import FaultyTokenizer, HashEmbedder, HashTokenizer
 from tests.submit import submit_document
 from tests.worker.helpers import running_worker, wait_for_status
 from vectordb.chunkstore import ChunkStore
@@ -303,3 +303,56 @@ async def test_the_pipeline_writes_through_milvus_lite(core: Core, tmp_path: Pat
         assert hits and "glaciers" in hits[0].text
     finally:
         await milvus.close()
+
+
+# ---------------------------------------------------------------------------- parsing in child processes
+
+
+def _parse_in_processes(core: Core, tokenizer: HashTokenizer, **worker: Any) -> None:
+    core.embedders = EmbedderLoader(core.settings.embedding, HashEmbedder(chunk_tokenizer=tokenizer))
+    core.settings.worker.parse_processes = 1
+    for name, value in worker.items():
+        setattr(core.settings.worker, name, value)
+
+
+async def test_a_worker_parses_in_its_child_processes_and_stops_them(core: Core, vectors: Any) -> None:
+    _parse_in_processes(core, HashTokenizer())
+    kb = await _kb(core)
+    document, task = await submit_document(core, kb, "geo.md", PROSE.encode())
+    async with running_worker(core, vectors) as worker:
+        done = await wait_for_status(core, task.id)
+        pool = worker._executor._parse_runner.pool
+        assert pool is not None
+        pids = pool.pids()
+    assert done.status == "done", done.error
+    assert done.stage_timings["chunk"] > 0, "the chunking seconds measured in the child are the chunk stage's"
+    doc = await asyncio.to_thread(core.repo.documents.get, document.id)
+    assert await ChunkStore(vectors).count_document(kb.collection, document.id) == doc.chunk_count > 5
+    assert len(pids) == 1 and not pool.pids(), "a stopped worker leaves no parse process behind"
+
+
+async def test_a_parse_process_that_dies_mid_parse_costs_an_attempt_not_the_document(
+        core: Core, vectors: Any, tmp_path: Path) -> None:
+    _parse_in_processes(core, FaultyTokenizer("exit", trigger="glaciers", marker=str(tmp_path / "died")))
+    kb = await _kb(core)
+    _, task = await submit_document(core, kb, "geo.md", PROSE.encode())
+    async with running_worker(core, vectors):
+        done = await wait_for_status(core, task.id)
+    assert (tmp_path / "died").exists(), "the child died while it parsed the document"
+    assert done.status == "done", done.error
+    assert done.attempts == 2
+
+
+async def test_a_parse_timeout_stops_the_parse_and_the_worker_goes_on(core: Core, vectors: Any) -> None:
+    _parse_in_processes(core, FaultyTokenizer("hang", trigger="glaciers"), parse_timeout_s=1.0)
+    kb = await _kb(core)
+    _, hung = await submit_document(core, kb, "geo.md", PROSE.encode())
+    _, fine = await submit_document(core, kb, "other.md", b"# Other\n\nNothing that hangs the parser here.")
+    async with running_worker(core, vectors) as worker:
+        failed = await wait_for_status(core, hung.id)
+        done = await wait_for_status(core, fine.id)
+        pool = worker._executor._parse_runner.pool
+        assert pool is not None and len(pool.pids()) <= 1
+    assert failed.status == "failed" and failed.attempts == 1
+    assert "stage parse exceeded its timeout of 1s" in (failed.error or "")
+    assert done.status == "done", done.error

@@ -17,7 +17,6 @@ from common.chunking import Chunk
 from common.db import TaskRecord
 from common.dependencies import Dependency, DependencyBoard
 from common.errors import CorruptDocument, DependencyUnavailable, NotFound
-from common.parsing.base import ParsedDocument
 from common.queue import QueueMessage
 from common.runtime import Core
 from lifecycle.garbage import CollectReport
@@ -59,7 +58,7 @@ class StubStage:
 
 async def _produce(ctx: TaskContext) -> None:
     """What parse, chunk, embed and index leave behind for the completion."""
-    ctx.parsed = ParsedDocument(format="markdown", text="hello world")
+    ctx.format = "markdown"
     ctx.chunks = [Chunk(ordinal=0, text="hello world", title="", start_char=0, end_char=11, token_count=2)]
     ctx.token_count = 2
 

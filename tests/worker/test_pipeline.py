@@ -19,16 +19,14 @@ from common.chunking import Chunk
 from common.db import KbRecord
 from common.dependencies import Dependency
 from common.errors import Cancelled, CorruptDocument, DependencyUnavailable, LimitExceeded, NotFound, PermanentError
-from common.parsing import parse_document
-from common.parsing.base import ParsedDocument
 from common.runtime import Core, EmbedderLoader
-from common.settings import LimitsSettings
 from tests.common.docgen import make_pdf
 from tests.dbcalls import create_document
 from tests.fakes import HashEmbedder, StubSignals
 from vectordb.chunkstore import ChunkStore
 from worker import pipeline
 from worker.ledger import TaskLedger
+from worker.parsepool import ParseRunner
 from worker.pipeline import (
     PART_ORDINAL_STRIDE,
     ChunkStage,
@@ -203,52 +201,57 @@ async def test_split_enqueues_the_other_page_ranges_and_resumes_after_redis_fail
 # --------------------------------------------------------------------------------------------------- parse
 
 
-async def test_parse_reads_the_text_and_releases_the_bytes(local_core: Core, contexts: Contexts) -> None:
+def _parse_stage(core: Core) -> ParseStage:
+    return ParseStage(ParseRunner(0, _limits(core).chunk_builders), core.embedders, core.settings)
+
+
+async def test_parse_chunks_the_text_and_releases_the_bytes(local_core: Core, contexts: Contexts) -> None:
     ctx = await contexts.new()
     ctx.data = PROSE.encode()
-    await ParseStage(_limits(local_core), local_core.settings).run(ctx)
-    assert ctx.parsed is not None and ctx.parsed.format == "markdown"
-    assert "glaciers" in ctx.parsed.text and len(ctx.parsed.sections) == 3
-    assert ctx.data == b""
-    assert any(m.startswith("parsed as markdown") for m in await contexts.messages(ctx))
+    await _parse_stage(local_core).run(ctx)
+    assert ctx.format == "markdown" and ctx.data == b""
+    text = " ".join(c.text for c in ctx.chunks)
+    assert "glaciers" in text and {c.title for c in ctx.chunks} == {"Part 0", "Part 1", "Part 2"}
+    assert all(c.token_count <= ctx.kb.chunk_tokens for c in ctx.chunks)
+    assert ctx.done_ahead["chunk"] > 0, "the chunking seconds are the chunk stage's"
+    assert any(m.startswith("parsed as markdown") and "3 sections" in m for m in await contexts.messages(ctx))
 
 
 async def test_parse_of_a_page_range_task_reads_only_its_pages(local_core: Core, contexts: Contexts) -> None:
     ctx = await contexts.new(filename="big.pdf")
     ctx.data = make_pdf([f"marker{p} text" for p in range(1, 6)])
     ctx.task = dataclasses.replace(ctx.task, part=1, parts=3, page_from=2, page_to=3)
-    await ParseStage(_limits(local_core), local_core.settings).run(ctx)
-    assert ctx.parsed is not None
-    assert "marker2" in ctx.parsed.text and "marker3" in ctx.parsed.text
-    assert "marker1" not in ctx.parsed.text and "marker4" not in ctx.parsed.text
+    await _parse_stage(local_core).run(ctx)
+    text = " ".join(c.text for c in ctx.chunks)
+    assert "marker2" in text and "marker3" in text
+    assert "marker1" not in text and "marker4" not in text
+    assert ctx.chunks[0].page == 2, "pages keep their numbers in the whole document"
 
 
 async def test_parse_of_bad_input_is_a_permanent_error(local_core: Core, contexts: Contexts) -> None:
     ctx = await contexts.new(filename="notes.txt")
     ctx.data = bytes(range(256)) * 40
     with pytest.raises(PermanentError, match="notes.txt"):
-        await ParseStage(_limits(local_core), local_core.settings).run(ctx)
+        await _parse_stage(local_core).run(ctx)
 
 
 # --------------------------------------------------------------------------------------------------- chunk
 
 
-def _parsed(text: str) -> ParsedDocument:
-    return parse_document(text.encode(), "a.md", limits=LimitsSettings())
-
-
 async def test_chunks_follow_the_knowledge_base_and_never_exceed_what_the_model_reads(
         local_core: Core, contexts: Contexts) -> None:
     ctx = await contexts.new()
-    ctx.parsed = _parsed(PROSE)
-    await ChunkStage(local_core.embedders, _limits(local_core), local_core.settings).run(ctx)
+    ctx.data = PROSE.encode()
+    await _parse_stage(local_core).run(ctx)
+    await ChunkStage(local_core.settings).run(ctx)
     assert max(c.token_count for c in ctx.chunks) > 16
     assert all(c.token_count <= ctx.kb.chunk_tokens for c in ctx.chunks)
 
     local_core.embedders = EmbedderLoader(local_core.settings.embedding, HashEmbedder(max_tokens=16))
     short = await contexts.new()
-    short.parsed = _parsed(PROSE)
-    await ChunkStage(local_core.embedders, _limits(local_core), local_core.settings).run(short)
+    short.data = PROSE.encode()
+    await _parse_stage(local_core).run(short)
+    await ChunkStage(local_core.settings).run(short)
     assert len(short.chunks) > len(ctx.chunks)
     assert all(c.token_count <= 16 for c in short.chunks), "a chunk longer than the model reads loses its tail"
     assert short.token_count == sum(c.token_count for c in short.chunks)
@@ -257,17 +260,17 @@ async def test_chunks_follow_the_knowledge_base_and_never_exceed_what_the_model_
 
 async def test_a_document_with_no_text_to_chunk_is_corrupt(local_core: Core, contexts: Contexts) -> None:
     ctx = await contexts.new(filename="blank.md")
-    ctx.parsed = ParsedDocument(format="markdown", text="   \n\n  ")
+    ctx.format = "markdown"  # parsed, but to no chunk
     with pytest.raises(CorruptDocument, match="blank.md: no text to index"):
-        await ChunkStage(local_core.embedders, _limits(local_core), local_core.settings).run(ctx)
+        await ChunkStage(local_core.settings).run(ctx)
 
 
 async def test_more_chunks_than_the_limit_is_a_limit_exceeded(local_core: Core, contexts: Contexts) -> None:
     local_core.settings.limits.max_chunks_per_document = 2
     ctx = await contexts.new(filename="long.md")
-    ctx.parsed = _parsed(PROSE)
-    with pytest.raises(LimitExceeded, match=r"long\.md: \d+ chunks exceeds limits.max_chunks_per_document \(2\)"):
-        await ChunkStage(local_core.embedders, _limits(local_core), local_core.settings).run(ctx)
+    ctx.chunks = _chunks(3)
+    with pytest.raises(LimitExceeded, match=r"long\.md: 3 chunks exceeds limits.max_chunks_per_document \(2\)"):
+        await ChunkStage(local_core.settings).run(ctx)
 
 
 # --------------------------------------------------------------------------------------------------- embed
