@@ -46,7 +46,6 @@ class InstantEmbedder:
         self.count_tokens = self._real.count_tokens
         self.token_offsets = self._real.token_offsets
         self.token_offsets_batch = self._real.token_offsets_batch
-        self.count_tokens_batch = self._real.count_tokens_batch
         self.chunk_tokenizer = self._real.chunk_tokenizer
 
     def encode(self, texts: list[str], batch_size: int) -> Any:
@@ -83,7 +82,7 @@ async def _docvec_run(data_dir: Path, documents: list[tuple[str, bytes]], batch_
                 for name, data in documents:
                     await lifecycle.submit(core, kb, Path(name).name, data, source_id=name)
                 await worker.warm_up()  # its parse processes started: a worker that has been up a while
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 async with asyncio.TaskGroup() as group:
                     group.create_task(worker.run())
                     try:
@@ -93,11 +92,13 @@ async def _docvec_run(data_dir: Path, documents: list[tuple[str, bytes]], batch_
                             if counts["queued"] == counts["running"] == 0:
                                 break
                             await asyncio.sleep(0.1)
-                        elapsed = time.perf_counter() - started
+                        elapsed, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
                     finally:
                         worker.stop()
                 if stages is not None:
                     stages.update({name: round(h.sum, 2) for name, h in worker.metrics.stages.items()})
+                    # CPU of the worker's own process (its threads; not its parse processes).
+                    stages["worker_process_cpu"] = round(cpu_s, 2)
                 failed = await asyncio.to_thread(core.repo.tasks.query, status="failed", limit=100_000)
                 # Bad input fails at its first attempt; a failure after retries is the pipeline's own.
                 retried = [t for t in failed if t.attempts > 1]

@@ -14,8 +14,9 @@ Rules, in order of precedence:
 Offsets: `doc.text[chunk.start_char:chunk.end_char] == chunk.text`, and `chunk.text` has no leading or
 trailing whitespace.
 
-Cost: each paragraph is tokenized once (in one batch when the tokenizer offers
-`token_offsets_batch`), and each chunk once more to record its exact token count.
+Cost: each paragraph is tokenized once, and each chunk once more to record its exact token count, in
+batches where the tokenizer offers them (`token_bounds`, `token_offsets_batch`, `count_tokens_batch`;
+the model's `ModelTokenizer` makes both passes from remembered word runs).
 """
 
 from __future__ import annotations
@@ -112,8 +113,10 @@ class Chunker:
     @classmethod
     def for_model(cls, tokenizer: ModelBound, chunk_tokens: int, overlap_tokens: int) -> Chunker:
         """A chunker within what the model reads: chunks never longer than `tokenizer.max_tokens` (the
-        model would silently drop the tail of every full chunk), overlap at most half a chunk."""
+        model would silently drop the tail of every full chunk), overlap at most half a chunk. An
+        embedder's `chunk_tokenizer`, where it has one, is used directly (its batch methods)."""
         chunk_tokens = min(chunk_tokens, tokenizer.max_tokens)
+        tokenizer = getattr(tokenizer, "chunk_tokenizer", tokenizer)
         return cls(tokenizer, chunk_tokens=chunk_tokens, overlap_tokens=min(overlap_tokens, chunk_tokens // 2))
 
     def chunk(self, doc: ParsedDocument) -> list[Chunk]:
@@ -158,6 +161,9 @@ class Chunker:
         yield from self._pack(units, tokens)
 
     def _tokenize(self, text: str, paragraphs: list[tuple[int, int, int | None]]) -> _Tokens:
+        bounds = getattr(self._tokenizer, "token_bounds", None)
+        if bounds is not None:
+            return _Tokens(*bounds(text, [(start, end) for start, end, _ in paragraphs]))
         per_paragraph = self._token_offsets([text[start:end] for start, end, _ in paragraphs])
         starts: list[int] = []
         ends: list[int] = []

@@ -90,7 +90,7 @@ class TaskExecutor:
                                          limits.chunk_builders)
         self._stages: Sequence[Stage] = (
             FetchStage(core.store, limits, settings),
-            SplitStage(core, limits),
+            SplitStage(core, self._parse_runner),
             ParseStage(self._parse_runner, core.embedders, settings),
             ChunkStage(settings),
             EmbedStage(EmbedBatcher(core.embedders, batch_size=settings.embedding.batch_size,

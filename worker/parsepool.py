@@ -33,17 +33,20 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
-from typing import Any
+from typing import Any, Protocol, TypeVar, cast
 
 from common.chunking import Chunk, Chunker, ModelBound
 from common.errors import TransientError
 from common.parsing import parse_document
+from common.parsing.pdf import PdfParser
 from common.settings import LimitsSettings
 
 # Seconds a child gets to exit after being asked to, before it is killed.
 CHILD_EXIT_S = 2.0
 
 Waiting = Callable[[], AbstractContextManager[None]]
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 
 class ParseProcessDied(TransientError):
@@ -58,6 +61,16 @@ class ParseProcessError(TransientError):
     code = "parse_process_error"
 
 
+class Job(Protocol[T_co]):
+    """Work for a parse process on one document (`filename`): picklable, run there with the model's
+    tokenizer."""
+
+    @property
+    def filename(self) -> str: ...
+
+    def run(self, tokenizer: ModelBound) -> T_co: ...
+
+
 @dataclass(frozen=True, slots=True)
 class ChunkRequest:
     """One document to parse and chunk: its bytes, name, the parse limits, its page range (a page-range
@@ -69,6 +82,21 @@ class ChunkRequest:
     pages: tuple[int, int] | None
     chunk_tokens: int
     overlap_tokens: int
+
+    def run(self, tokenizer: ModelBound) -> ChunkedDocument:
+        return parse_and_chunk(self, tokenizer)
+
+
+@dataclass(frozen=True, slots=True)
+class PageCountRequest:
+    """A PDF's page count, checked against `limits.max_pages` (the split stage's question)."""
+
+    data: bytes
+    filename: str
+    limits: LimitsSettings
+
+    def run(self, tokenizer: ModelBound) -> int:
+        return PdfParser(self.limits).page_count(self.data, self.filename)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +131,7 @@ def default_processes() -> int:
 
 
 def _serve(conn: Connection, tokenizer: ModelBound) -> None:
-    """A child's loop: a `ChunkRequest` in, ("ok", ChunkedDocument) or ("error", exception) out; None or
+    """A child's loop: a `Job` in, ("ok", its result) or ("error", exception) out; None or
     a closed pipe ends it. Ctrl-C is the parent's to handle (it stops the child in its own time)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per child: the pool is the parallelism
@@ -116,7 +144,7 @@ def _serve(conn: Connection, tokenizer: ModelBound) -> None:
             return
         reply: tuple[str, Any]
         try:
-            reply = ("ok", parse_and_chunk(request, tokenizer))
+            reply = ("ok", request.run(tokenizer))
         except Exception as exc:  # the parse's error, raised again in the parent
             reply = ("error", exc)
         try:
@@ -148,7 +176,7 @@ class _Child:
         child_end.close()
         self._conn = parent_end
 
-    def call(self, request: ChunkRequest) -> ChunkedDocument:
+    def call(self, request: Job[T]) -> T:
         try:
             self._conn.send(request)
             payload = self._conn.recv_bytes()
@@ -164,8 +192,7 @@ class _Child:
             raise ParseProcessError(f"{request.filename}: the parser's answer could not be read: {exc}") from exc
         if status == "error":
             raise value
-        assert isinstance(value, ChunkedDocument)
-        return value
+        return cast(T, value)
 
     def alive(self) -> bool:
         return bool(self.process.is_alive())
@@ -201,8 +228,8 @@ class ParsePool:
         self._children: set[_Child] = set()
         self._closed = False
 
-    async def run(self, request: ChunkRequest, waiting: Waiting = contextlib.nullcontext) -> ChunkedDocument:
-        """Parse and chunk `request` in a child; `waiting()` is entered while it waits for a free one."""
+    async def run(self, request: Job[T], waiting: Waiting = contextlib.nullcontext) -> T:
+        """Run `request` in a child; `waiting()` is entered while it waits for a free one."""
         loop = asyncio.get_running_loop()
         with waiting():
             child = await self._idle.get()
@@ -262,17 +289,16 @@ class ParseRunner:
         self._threads = threads
         self._pool: ParsePool | None = None
 
-    async def run(self, request: ChunkRequest, embedder: ModelBound,
-                  waiting: Waiting = contextlib.nullcontext) -> ChunkedDocument:
-        """Parse and chunk `request`; `waiting()` is entered while it waits for its turn (a stage's
-        timeout counts the parse, not the queue in front of it)."""
+    async def run(self, request: Job[T], embedder: ModelBound, waiting: Waiting = contextlib.nullcontext) -> T:
+        """Run `request` (parse and chunk, count pages); `waiting()` is entered while it waits for its
+        turn (a stage's timeout counts the parse, not the queue in front of it)."""
         pool = self._pool_for(embedder)
         if pool is not None:
             return await pool.run(request, waiting)
         with waiting():
             await self._threads.acquire()
         try:
-            return await asyncio.to_thread(parse_and_chunk, request, embedder)
+            return await asyncio.to_thread(request.run, embedder)
         finally:
             self._threads.release()
 

@@ -23,7 +23,6 @@ from common.db import DocumentRecord, KbRecord, Repository, TaskRecord
 from common.embedding.batcher import EmbedBatcher
 from common.embedding.cache import embedding_key
 from common.errors import Cancelled, Conflict, CorruptDocument, LimitExceeded, NotFound, PermanentError
-from common.parsing.pdf import PdfParser
 from common.parsing.sniff import PDF, detect_document_format
 from common.runtime import Core, EmbedderLoader
 from common.settings import Settings
@@ -32,7 +31,7 @@ from common.uploads import check_upload_size
 from lifecycle import documents as lifecycle
 from vectordb.chunkstore import ChunkRow, ChunkStore
 from vectordb.errors import CollectionNotFound
-from worker.parsepool import ChunkRequest, ParseRunner
+from worker.parsepool import ChunkRequest, PageCountRequest, ParseRunner
 from worker.progress import TaskProgress
 
 INDEX_BATCH_ROWS = 512
@@ -137,17 +136,17 @@ class SplitStage:
     name = "split"
     start, end = 0.05, 0.05
 
-    def __init__(self, core: Core, limits: StageLimits) -> None:
+    def __init__(self, core: Core, runner: ParseRunner) -> None:
         self._core = core
-        self._limits = limits
+        self._runner = runner
 
     async def run(self, ctx: TaskContext) -> None:
         settings = self._core.settings
         per_task = settings.chunking.pdf_pages_per_task
         if not per_task or ctx.task.is_split or detect_document_format(ctx.data) != PDF:
             return
-        async with self._limits.chunk_builders:
-            pages = await asyncio.to_thread(PdfParser(settings.limits).page_count, ctx.data, ctx.document.filename)
+        count = PageCountRequest(data=ctx.data, filename=ctx.document.filename, limits=settings.limits)
+        pages = await self._runner.run(count, await self._core.embedders.get(), waiting=ctx.waiting)
         if pages <= per_task:
             return
         ranges = [(first, min(first + per_task - 1, pages)) for first in range(1, pages + 1, per_task)]

@@ -268,6 +268,3 @@ class OnnxEmbedder:
     def chunk_tokenizer(self) -> ModelTokenizer:
         """The model's tokenizer alone, picklable: what a parsing process chunks with."""
         return self._tokenizer
-
-    def count_tokens_batch(self, texts: list[str]) -> list[int]:
-        return self._tokenizer.count_tokens_batch(texts)

@@ -145,9 +145,6 @@ class OpenAIEmbedder:
         """The model's tokenizer alone, picklable: what a parsing process chunks with."""
         return self._tokenizer
 
-    def count_tokens_batch(self, texts: list[str]) -> list[int]:
-        return self._tokenizer.count_tokens_batch(texts)
-
     def _post(self, texts: list[str]) -> np.ndarray:
         """One batch through the retry loop; (len(texts), d) float32, not yet normalized."""
         # OpenAI rejects empty strings; a lone space embeds as "no content" just the same.

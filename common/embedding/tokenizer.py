@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from tokenizers import Tokenizer
@@ -75,7 +75,7 @@ class ModelTokenizer:
         self._max_seq_length = max_seq_length
         self._max_tokens = max_seq_length - self._special
         self._word_runs = splits_at_whitespace(json.loads(serialized))
-        self._runs: dict[str, tuple[tuple[int, int], ...]] = {}
+        self._runs: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
 
     def __reduce__(self) -> tuple[object, tuple[str, int]]:
         """Pickled as its tokenizer's JSON (what a parsing process builds its own copy from)."""
@@ -105,33 +105,55 @@ class ModelTokenizer:
         parallel by the Rust library)."""
         if not self._word_runs:
             return [list(encoding.offsets) for encoding in self._plain.encode_batch(texts, add_special_tokens=False)]
-        runs = self._runs_of(texts)
         out: list[list[tuple[int, int]]] = []
         for text in texts:
-            offsets: list[tuple[int, int]] = []
-            for match in _RUN.finditer(text):
-                base = match.start()
-                offsets.extend((base + start, base + end) for start, end in runs[match.group()])
-            out.append(offsets)
+            starts, ends = self.token_bounds(text, [(0, len(text))])
+            out.append(list(zip(starts, ends, strict=True)))
         return out
+
+    def token_bounds(self, text: str, spans: Sequence[tuple[int, int]]) -> tuple[list[int], list[int]]:
+        """The tokens of `text[start:end]` for each (start, end) of `spans` in turn, as two lists: their
+        start and end offsets in `text` (what the chunker indexes a heading group by)."""
+        starts: list[int] = []
+        ends: list[int] = []
+        if not self._word_runs:
+            pieces = [text[start:end] for start, end in spans]
+            for (base, _), encoding in zip(spans, self._plain.encode_batch(pieces, add_special_tokens=False),
+                                           strict=True):
+                starts.extend(base + start for start, _ in encoding.offsets)
+                ends.extend(base + end for _, end in encoding.offsets)
+            return starts, ends
+        found = [(match.start(), match.group()) for start, end in spans for match in _RUN.finditer(text, start, end)]
+        runs = self._remember(run for _, run in found)
+        for base, run in found:
+            run_starts, run_ends = runs[run]
+            if base:
+                starts.extend(map(base.__add__, run_starts))
+                ends.extend(map(base.__add__, run_ends))
+            else:
+                starts.extend(run_starts)
+                ends.extend(run_ends)
+        return starts, ends
 
     def count_tokens_batch(self, texts: list[str]) -> list[int]:
         """`count_tokens` of several texts in one call."""
         if not self._word_runs:
             return [len(encoding.ids) for encoding in self._plain.encode_batch(texts, add_special_tokens=False)]
-        runs = self._runs_of(texts)
-        return [sum(len(runs[run]) for run in _RUN.findall(text)) for text in texts]
+        per_text = [_RUN.findall(text) for text in texts]
+        runs = self._remember(run for text_runs in per_text for run in text_runs)
+        return [sum(len(runs[run][0]) for run in text_runs) for text_runs in per_text]
 
-    def _runs_of(self, texts: list[str]) -> dict[str, tuple[tuple[int, int], ...]]:
-        """The token offsets (within the run) of every word run in `texts`, tokenizing the unknown ones."""
+    def _remember(self, runs: Iterable[str]) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
+        """The remembered runs, with the token (starts, ends) within the run of each of `runs` not known
+        yet tokenized now."""
         known = self._runs
         if len(known) > RUN_CACHE_ENTRIES:
             known = self._runs = {}
-        missing = {run for text in texts for run in _RUN.findall(text) if run not in known}
+        missing = list({run for run in runs if run not in known})
         if missing:
-            fresh = list(missing)
-            for run, encoding in zip(fresh, self._plain.encode_batch(fresh, add_special_tokens=False), strict=True):
-                known[run] = tuple(encoding.offsets)
+            for run, encoding in zip(missing, self._plain.encode_batch(missing, add_special_tokens=False), strict=True):
+                offsets = encoding.offsets
+                known[run] = (tuple(start for start, _ in offsets), tuple(end for _, end in offsets))
         return known
 
     def model_input_lengths(self, texts: list[str], token_counts: Sequence[int | None] | None = None) -> list[int]:

@@ -8,9 +8,13 @@ before; the rendering rules are the same, and on the 726 HTML files of python3-d
 docs both give the same text, sections and offsets except for 2 files of broken markup). Where the
 builders differ, libxml2 does what browsers do: text stray in `<head>` is shown, `<h5>...</h3>` ends
 the heading, `<![CDATA[...]]>` (not HTML) is a comment. libxml2 gives up below 2048 levels of
-nesting: such a document (only ever hostile) is built by "html.parser" instead. Either tree is walked
-with an explicit stack, so deep markup cannot exhaust Python's recursion limit; any `RecursionError`
-from BeautifulSoup itself is reported as a corrupt document.
+nesting: such a document (only ever hostile) is built by "html.parser" instead.
+
+libxml2 builds no tree: its parse events (start tag, text, end tag) go straight to the renderer, which
+walking lxml's tree made 2x slower than parsing (on the 530 HTML files of python3-doc and 300 other
+Debian HTML files the events give exactly the text, sections and offsets the tree walk gave, in half
+the time). BeautifulSoup's tree is walked with an explicit stack, so deep markup cannot exhaust Python's
+recursion limit; any `RecursionError` from BeautifulSoup itself is reported as a corrupt document.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ from dataclasses import dataclass, field
 from bs4 import BeautifulSoup, NavigableString, Tag
 from bs4.element import CData, Comment, Declaration, Doctype, ProcessingInstruction
 from lxml import etree
-from lxml import html as lxml_html
 
 from common.errors import CorruptDocument
 from common.parsing.base import ParsedDocument, Section
@@ -58,21 +61,17 @@ class HtmlParser:
         renderer = _Renderer()
         if not text.strip():
             return renderer.document(self.format, "")
+        target = _Events(renderer)
         # As UTF-8 bytes: lxml refuses a str that declares an encoding (`<?xml ... encoding=...?>`).
-        parser = lxml_html.HTMLParser(encoding="utf-8", remove_comments=True, remove_pis=True,
-                                      huge_tree=True)
+        parser = etree.HTMLParser(target=target, encoding="utf-8", remove_comments=True, remove_pis=True,
+                                  huge_tree=True)
         try:
-            root = lxml_html.document_fromstring(text.encode("utf-8", "surrogatepass"), parser=parser)
+            etree.fromstring(text.encode("utf-8", "surrogatepass"), parser=parser)
         except (etree.ParserError, etree.XMLSyntaxError, ValueError) as exc:
-            if "empty" in str(exc).lower():  # only comments, a doctype or whitespace: no text
-                return renderer.document(self.format, "")
             raise CorruptDocument(f'file "{filename}": not parseable as HTML ({exc})') from exc
         if any(error.level_name == "FATAL" for error in parser.error_log):  # nested beyond libxml2's limit
             return self._parse_nested(text, filename)
-        renderer.walk(root)
-        title_tag = root.find(".//title")
-        title = _collapse(" ".join(title_tag.itertext())) if title_tag is not None else ""
-        return renderer.document(self.format, title)
+        return renderer.document(self.format, _collapse(" ".join(target.title or ())))
 
     def _parse_nested(self, text: str, filename: str) -> ParsedDocument:
         """BeautifulSoup's "html.parser", which has no depth limit (and is ~7x slower)."""
@@ -85,6 +84,76 @@ class HtmlParser:
         title_tag = soup.find("title")
         title = _collapse(title_tag.get_text(" ")) if isinstance(title_tag, Tag) else ""
         return renderer.document(self.format, title)
+
+
+class _Events:
+    """libxml2's parse events, straight into a `_Renderer`: no tree is built, and no Python object is
+    made per element (walking lxml's tree cost twice what parsing did). Text arrives in pieces: the
+    pieces of one text node (between two tags) are joined before the renderer sees them, as the tree's
+    text and tails were. Inside a dropped element nothing counts; inside a heading all text is its
+    text, joined by spaces per text node (as `itertext` gave it); the first <title>'s text is kept."""
+
+    __slots__ = ("_renderer", "_text", "_dropped", "_heading", "_heading_depth", "_heading_level",
+                 "title", "_in_title")
+
+    def __init__(self, renderer: _Renderer) -> None:
+        self._renderer = renderer
+        self._text: list[str] = []
+        self._dropped = 0  # depth inside a dropped element
+        self._heading: list[str] = []
+        self._heading_depth = 0  # depth inside a heading
+        self._heading_level = 0
+        self.title: list[str] | None = None
+        self._in_title = False
+
+    def start(self, tag: str, attrib: object) -> None:
+        if self._text:
+            self._node()
+        if tag == "title" and self.title is None:
+            self.title, self._in_title = [], True
+        if self._dropped:
+            self._dropped += 1
+        elif self._heading_depth:
+            self._heading_depth += 1
+        elif tag in _HEADING_LEVELS:
+            self._heading_depth, self._heading_level = 1, _HEADING_LEVELS[tag]
+        elif not self._renderer._enter(tag, _no_text):
+            self._dropped = 1
+
+    def end(self, tag: str) -> None:
+        if self._text:
+            self._node()
+        if tag == "title":
+            self._in_title = False
+        if self._dropped:
+            self._dropped -= 1
+        elif self._heading_depth:
+            self._heading_depth -= 1
+            if not self._heading_depth:
+                self._renderer._heading(self._heading_level, _collapse(" ".join(self._heading)))
+                self._heading.clear()
+        else:
+            self._renderer._leave(tag)
+
+    def data(self, text: str) -> None:
+        self._text.append(text)
+
+    def close(self) -> None:
+        if self._text:
+            self._node()
+        self._renderer._flush()
+
+    def _node(self) -> None:
+        text = "".join(self._text)
+        self._text.clear()
+        if self._in_title and self.title is not None:
+            self.title.append(text)
+        if self._dropped:
+            return
+        if self._heading_depth:
+            self._heading.append(text)
+        else:
+            self._renderer._text(text)
 
 
 @dataclass(slots=True)
@@ -124,7 +193,7 @@ class _Block:
 
 @dataclass(slots=True)
 class _Renderer:
-    """Turns a soup into text blocks; all state of one walk lives here."""
+    """Turns parse events or a soup into text blocks; all state of one document lives here."""
 
     blocks: list[_Block] = field(default_factory=list)
     inline: list[str] = field(default_factory=list)
@@ -133,32 +202,8 @@ class _Renderer:
     pre_depth: int = 0
     first_h1: str = ""
 
-    def walk(self, root: etree._Element) -> None:
-        # (element, leaving) for elements, a str for text: an element is pushed to enter it, then
-        # (after its children) to leave it, then its tail (the text that follows it in its parent).
-        stack: list[tuple[etree._Element, bool] | str] = [(root, False)]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, str):
-                self._text(item)
-                continue
-            element, leaving = item
-            if leaving:
-                self._leave(element.tag)
-                continue
-            if element.tail:
-                stack.append(element.tail)
-            if not isinstance(element.tag, str):  # a comment or entity the parser kept: only its tail counts
-                continue
-            if self._enter(element.tag, _joined_text(element)):
-                stack.append((element, True))
-                stack.extend((child, False) for child in reversed(element))
-                if element.text:
-                    stack.append(element.text)
-        self._flush()
-
     def walk_soup(self, root: Tag) -> None:
-        """`walk` for a BeautifulSoup tree."""
+        """Render a BeautifulSoup tree (libxml2's parse events go through `_Events` instead)."""
         stack: list[tuple[Tag | NavigableString, bool]] = [(root, False)]
         while stack:
             node, leaving = stack.pop()
@@ -280,8 +325,8 @@ class _Renderer:
         return tuple(heading for _, heading in self.headings)
 
 
-def _joined_text(element: etree._Element) -> Callable[[], str]:
-    return lambda: " ".join(element.itertext())
+def _no_text() -> str:
+    return ""
 
 
 def _soup_text(tag: Tag) -> Callable[[], str]:

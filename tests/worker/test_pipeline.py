@@ -162,7 +162,8 @@ async def test_split_leaves_a_document_whole_when_it_needs_no_split(
     local_core.settings.chunking.pdf_pages_per_task = per_task
     ctx = await contexts.new(data)
     ctx.data = data
-    await SplitStage(local_core, _limits(local_core)).run(ctx)  # enqueueing anything would reach Redis
+    runner = ParseRunner(0, _limits(local_core).chunk_builders)
+    await SplitStage(local_core, runner).run(ctx)  # enqueueing anything would reach Redis
     assert ctx.split_parts is None and not ctx.task.is_split
 
 
@@ -184,7 +185,7 @@ async def test_split_enqueues_the_other_page_ranges_and_resumes_after_redis_fail
         return await enqueue(task_id, priority)
 
     monkeypatch.setattr(core.queue, "enqueue", second_enqueue_fails)
-    stage = SplitStage(core, _limits(core))
+    stage = SplitStage(core, ParseRunner(0, _limits(core).chunk_builders))
     with pytest.raises(redis_errors.ConnectionError):
         await stage.run(ctx)
     assert ctx.split_parts is not None and ctx.enqueued_parts == 1
