@@ -7,16 +7,18 @@ Rules, in order of precedence:
   chunk once the current one is at least half full, otherwise the chunk is filled sentence by
   sentence. A sentence longer than a chunk is cut at word-starting token boundaries.
 - Every chunk holds at most `chunk_tokens` tokens of the model tokenizer (no special tokens); the count
-  is checked on the final chunk text, and `Chunk.token_count` is that count.
+  is that of the final chunk text, and `Chunk.token_count` is that count.
 - Consecutive chunks of one group overlap by up to `overlap_tokens` tokens: whole trailing sentences of
   the previous chunk where they fit, else its last words.
 
 Offsets: `doc.text[chunk.start_char:chunk.end_char] == chunk.text`, and `chunk.text` has no leading or
 trailing whitespace.
 
-Cost: each paragraph is tokenized once, and each chunk once more to record its exact token count, in
-batches where the tokenizer offers them (`token_bounds`, `token_offsets_batch`, `count_tokens_batch`;
-the model's `ModelTokenizer` makes both passes from remembered word runs).
+Cost: each paragraph is tokenized once, in batches where the tokenizer offers them (`token_bounds`,
+`token_offsets_batch`; the model's `ModelTokenizer` from remembered word runs). Each chunk's text is
+tokenized once more for its exact count, except with a tokenizer of `word_runs` (its tokens never
+cross whitespace) when the chunk begins and ends between runs and its group holds no text outside
+its paragraphs: then the group's tokens inside the chunk are exactly its text's.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import bisect
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import groupby
+from itertools import groupby, pairwise
 from typing import Protocol
 
 from common.parsing.base import ParsedDocument, Section
@@ -34,6 +36,8 @@ from common.settings import chunking_problem
 
 TITLE_SEPARATOR = " > "
 
+# The whitespace a word-run tokenizer splits at (`ModelTokenizer.word_runs`).
+_RUN_GAP = frozenset(" \t\n\r")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})", re.M)
 _LINE = re.compile(r"^[^\n]*", re.M)
 # Where a sentence ends: whitespace after terminal punctuation (optionally closed by a quote or
@@ -122,13 +126,19 @@ class Chunker:
     def chunk(self, doc: ParsedDocument) -> list[Chunk]:
         """Chunks of `doc` in document order, with ordinals 0..n-1."""
         spans: list[tuple[str, int, int, int | None]] = []
+        packed: list[int | None] = []  # a span's count from its group's tokens, where that is exact
+        text = doc.text
+        word_runs = getattr(self._tokenizer, "word_runs", False)
         for heading_path, sections in groupby(doc.sections, key=lambda section: section.heading_path):
             title = TITLE_SEPARATOR.join(heading_path)
-            for start, end, page in self._group_spans(doc.text, list(sections)):
-                start, end = _strip_span(doc.text, start, end)
+            for start, end, page, tokens in self._group_spans(text, list(sections)):
+                start, end = _strip_span(text, start, end)
                 if start < end:
                     spans.append((title, start, end, page))
-        counts = self._count_tokens([doc.text[start:end] for _, start, end, _ in spans])
+                    whole_runs = (start == 0 or text[start - 1] in _RUN_GAP) and (
+                        end == len(text) or text[end] in _RUN_GAP)
+                    packed.append(tokens if word_runs and whole_runs and tokens >= 0 else None)
+        counts = self._span_counts(text, spans, packed)
         chunks: list[Chunk] = []
         for (title, start, end, page), count in zip(spans, counts, strict=True):
             for piece_start, piece_end, piece_count in self._fit(doc.text, start, end, count):
@@ -147,8 +157,11 @@ class Chunker:
 
     # -- one heading group -------------------------------------------------------------------------
 
-    def _group_spans(self, text: str, sections: list[Section]) -> Iterator[tuple[int, int, int | None]]:
-        """(start_char, end_char, page) of each chunk of one heading group, before the final check."""
+    def _group_spans(self, text: str, sections: list[Section]) -> Iterator[tuple[int, int, int | None, int]]:
+        """(start_char, end_char, page, tokens) of each chunk of one heading group, before the final
+        check; `tokens`: how many of the group's tokens it spans, or -1 where the group's paragraphs
+        are apart by more than whitespace (a heading repeated under the same path: text no paragraph
+        holds, so no token of the group counts it)."""
         paragraphs = [
             (section.start_char + start, section.start_char + end, section.page)
             for section in sections
@@ -158,7 +171,9 @@ class Chunker:
             return
         tokens = self._tokenize(text, paragraphs)
         units = self._units(text, paragraphs, tokens)
-        yield from self._pack(units, tokens)
+        apart = any(text[end:start].strip(" \t\n\r") for (_, end, _), (start, _, _) in pairwise(paragraphs))
+        for start, end, page, count in self._pack(units, tokens):
+            yield start, end, page, -1 if apart else count
 
     def _tokenize(self, text: str, paragraphs: list[tuple[int, int, int | None]]) -> _Tokens:
         bounds = getattr(self._tokenizer, "token_bounds", None)
@@ -177,6 +192,18 @@ class Chunker:
         if batch is not None:
             return list(batch(texts))
         return [self._tokenizer.token_offsets(text) for text in texts]
+
+    def _span_counts(self, text: str, spans: list[tuple[str, int, int, int | None]],
+                     packed: list[int | None]) -> list[int]:
+        """Each span's token count: its group's tokens where its tokenizer tokenizes word runs alone and
+        the span begins and ends between runs (then those are exactly the tokens of its text), else
+        its text tokenized again."""
+        todo = [i for i, count in enumerate(packed) if count is None]
+        counts = self._count_tokens([text[spans[i][1]:spans[i][2]] for i in todo])
+        exact = list(packed)
+        for i, count in zip(todo, counts, strict=True):
+            exact[i] = count
+        return [count for count in exact if count is not None]
 
     def _count_tokens(self, texts: list[str]) -> list[int]:
         batch = getattr(self._tokenizer, "count_tokens_batch", None)
@@ -226,7 +253,7 @@ class Chunker:
             first = end
         return pieces
 
-    def _pack(self, units: list[_Unit], tokens: _Tokens) -> Iterator[tuple[int, int, int | None]]:
+    def _pack(self, units: list[_Unit], tokens: _Tokens) -> Iterator[tuple[int, int, int | None, int]]:
         limit = self._chunk_tokens
         first_unit = 0
         start_char, start_token, page = units[0].start_char, units[0].first_token, units[0].page
@@ -239,11 +266,11 @@ class Chunker:
             if fits and not (unit.starts_paragraph and not paragraph_fits and size >= limit // 2):
                 end_char, end_token = unit.end_char, unit.end_token
                 continue
-            yield start_char, end_char, page
+            yield start_char, end_char, page, end_token - start_token
             start_char, start_token, page = self._overlap_start(units, first_unit, index, start_token, tokens)
             first_unit = index
             end_char, end_token = unit.end_char, unit.end_token
-        yield start_char, end_char, page
+        yield start_char, end_char, page, end_token - start_token
 
     def _overlap_start(
         self, units: list[_Unit], first_unit: int, next_unit: int, chunk_start_token: int, tokens: _Tokens

@@ -90,6 +90,12 @@ class ModelTokenizer:
         return cls(Tokenizer.from_file(str(path)), read_max_seq_length(model_dir))
 
     @property
+    def word_runs(self) -> bool:
+        """Whether a text's tokens are those of its runs between ASCII whitespace, each tokenized alone
+        (then a span from run boundary to run boundary has exactly the tokens found inside it)."""
+        return self._word_runs
+
+    @property
     def max_tokens(self) -> int:
         """Content tokens the model reads before truncating: max_seq_length minus special tokens."""
         return self._max_tokens

@@ -229,3 +229,41 @@ def test_real_tokenizer(st_embedder: SentenceTransformerEmbedder) -> None:
     assert len(words_chunks) > 5
     assert all(c.text.startswith("Pneumono") and c.text.endswith("coniosis") for c in words_chunks)
     assert min(c.token_count for c in chunks if c.title == "Title") > 20
+
+
+class _WholeTexts:
+    """The model's tokenizer with its word runs hidden: every chunk's count comes from its text."""
+
+    def __init__(self, tokenizer: object) -> None:
+        self._tokenizer = tokenizer
+        self.max_tokens = tokenizer.max_tokens  # type: ignore[attr-defined]
+
+    def count_tokens(self, text: str) -> int:
+        return self._tokenizer.count_tokens(text)  # type: ignore[attr-defined]
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        return self._tokenizer.token_offsets(text)  # type: ignore[attr-defined]
+
+
+def test_counts_from_word_runs_equal_counting_each_chunk_again() -> None:
+    from common.embedding.st_embedder import bundled_model_path
+    from common.embedding.tokenizer import ModelTokenizer
+
+    tokenizer = ModelTokenizer.from_model_dir(bundled_model_path())
+    assert tokenizer.word_runs
+    rng = random.Random(7)
+    words = ["river", "granite", "os.path.join(a,b)", "naïve", "日本語", "x" * 300, "y." * 60,
+             "thermodynamically" * 5, "e\u0301t\u00e9", "\u2028",
+             "don't", "(est.", "1999)", "a\u00a0b"]
+    sentences = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 40))) + "." for _ in range(120)]
+    distinct = "\n\n".join(f"## Part {i}\n\n{' '.join(sentences[i:i + 5])}\f" for i in range(0, 110, 5))
+    # The same heading again: its text lies between two paragraphs of one group, in no paragraph.
+    repeated = "\n\n".join(f"## Same\n\n{' '.join(sentences[i:i + 4])}\n\n## Same\n\n{sentences[i + 4]}"
+                           for i in range(0, 110, 5))
+    for markdown in (distinct, repeated):
+        document = MarkdownParser().parse_text(markdown, "runs.md")
+        for size, overlap in ((48, 8), (16, 4)):  # 16: the 30-token word is cut inside, where its tokens change
+            fast = Chunker.for_model(tokenizer, size, overlap).chunk(document)
+            slow = Chunker.for_model(_WholeTexts(tokenizer), size, overlap).chunk(document)  # type: ignore[arg-type]
+            assert fast == slow
+            assert all(chunk.token_count == tokenizer.count_tokens(chunk.text) <= size for chunk in fast)
