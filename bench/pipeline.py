@@ -45,7 +45,6 @@ class InstantEmbedder:
         self.plan_batches = self._real.plan_batches
         self.count_tokens = self._real.count_tokens
         self.token_offsets = self._real.token_offsets
-        self.token_offsets_batch = self._real.token_offsets_batch
         self.chunk_tokenizer = self._real.chunk_tokenizer
 
     def encode(self, texts: list[str], batch_size: int) -> Any:

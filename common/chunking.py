@@ -110,17 +110,16 @@ class Chunker:
         problem = chunking_problem(chunk_tokens, overlap_tokens)
         if problem:
             raise ValueError(problem)
-        self._tokenizer = tokenizer
+        # An embedder's `chunk_tokenizer`, where it has one, directly: its batch methods and word runs.
+        self._tokenizer = getattr(tokenizer, "chunk_tokenizer", tokenizer)
         self._chunk_tokens = chunk_tokens
         self._overlap_tokens = overlap_tokens
 
     @classmethod
     def for_model(cls, tokenizer: ModelBound, chunk_tokens: int, overlap_tokens: int) -> Chunker:
         """A chunker within what the model reads: chunks never longer than `tokenizer.max_tokens` (the
-        model would silently drop the tail of every full chunk), overlap at most half a chunk. An
-        embedder's `chunk_tokenizer`, where it has one, is used directly (its batch methods)."""
+        model would silently drop the tail of every full chunk), overlap at most half a chunk."""
         chunk_tokens = min(chunk_tokens, tokenizer.max_tokens)
-        tokenizer = getattr(tokenizer, "chunk_tokenizer", tokenizer)
         return cls(tokenizer, chunk_tokens=chunk_tokens, overlap_tokens=min(overlap_tokens, chunk_tokens // 2))
 
     def chunk(self, doc: ParsedDocument) -> list[Chunk]:
@@ -137,7 +136,7 @@ class Chunker:
                     spans.append((title, start, end, page))
                     whole_runs = (start == 0 or text[start - 1] in _RUN_GAP) and (
                         end == len(text) or text[end] in _RUN_GAP)
-                    packed.append(tokens if word_runs and whole_runs and tokens >= 0 else None)
+                    packed.append(tokens if word_runs and whole_runs else None)
         counts = self._span_counts(text, spans, packed)
         chunks: list[Chunk] = []
         for (title, start, end, page), count in zip(spans, counts, strict=True):
@@ -157,9 +156,9 @@ class Chunker:
 
     # -- one heading group -------------------------------------------------------------------------
 
-    def _group_spans(self, text: str, sections: list[Section]) -> Iterator[tuple[int, int, int | None, int]]:
+    def _group_spans(self, text: str, sections: list[Section]) -> Iterator[tuple[int, int, int | None, int | None]]:
         """(start_char, end_char, page, tokens) of each chunk of one heading group, before the final
-        check; `tokens`: how many of the group's tokens it spans, or -1 where the group's paragraphs
+        check; `tokens`: how many of the group's tokens it spans, or None where the group's paragraphs
         are apart by more than whitespace (a heading repeated under the same path: text no paragraph
         holds, so no token of the group counts it)."""
         paragraphs = [
@@ -173,7 +172,7 @@ class Chunker:
         units = self._units(text, paragraphs, tokens)
         apart = any(text[end:start].strip(" \t\n\r") for (_, end, _), (start, _, _) in pairwise(paragraphs))
         for start, end, page, count in self._pack(units, tokens):
-            yield start, end, page, -1 if apart else count
+            yield start, end, page, None if apart else count
 
     def _tokenize(self, text: str, paragraphs: list[tuple[int, int, int | None]]) -> _Tokens:
         bounds = getattr(self._tokenizer, "token_bounds", None)

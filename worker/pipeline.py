@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -31,7 +29,7 @@ from common.uploads import check_upload_size
 from lifecycle import documents as lifecycle
 from vectordb.chunkstore import ChunkRow, ChunkStore
 from vectordb.errors import CollectionNotFound
-from worker.parsepool import ChunkRequest, PageCountRequest, ParseRunner
+from worker.parsepool import ChunkRequest, PageCountRequest, ParseRunner, Waiting
 from worker.progress import TaskProgress
 
 INDEX_BATCH_ROWS = 512
@@ -63,7 +61,7 @@ class TaskContext:
     # Seconds of a later stage's work an earlier one did (the parse stage chunks): counted as the later's.
     done_ahead: dict[str, float] = field(default_factory=dict)
     # Stops the task's clocks while it waits its turn (for a parse process), not while it works.
-    waiting: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
+    waiting: Waiting = contextlib.nullcontext
 
 
 @dataclass(slots=True)
