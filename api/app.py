@@ -17,7 +17,7 @@ from api.routes.dashboard import install_operator_routes
 from common.apikeys import ApiKeyStore
 from common.dependencies import DependencyBoard
 from common.embedding.batcher import EmbedBatcher
-from common.embedding.factory import model_parallelism
+from common.embedding.factory import model_sizing
 from common.runtime import Core, dependency_probes, open_core
 from common.settings import Settings
 from vectordb.base import VectorStore
@@ -40,7 +40,7 @@ def query_batcher(core: Core) -> EmbedBatcher:
     p99 110-126 ms with one call at a time, 135-156 ms with two.
     """
     embedding = core.settings.embedding
-    slots = max(1, model_parallelism(embedding)[0] // 2)
+    slots = max(1, model_sizing(embedding).parallel // 2)
     return EmbedBatcher(core.embedders, batch_size=embedding.batch_size, title_weight=0.0,
                         concurrency=asyncio.Semaphore(slots), window=QUERY_WINDOW)
 

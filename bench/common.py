@@ -115,11 +115,11 @@ def summary(bench: str, **values: Any) -> None:
 
 
 class BareModel:
-    """The bundled model as an application calls it: `SentenceTransformer.encode`, torch on all the cores
+    """The bundled model as an application calls it: `SentenceTransformer.encode` (fp32), torch on all the cores
     (the baseline of `bench.pipeline`, the query embedder of `bench.search`'s in-process peers). docvec's
     own torch embedder gives the same vectors (within ~1e-6) through a leaner forward."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: str = "cpu") -> None:
         import torch
         from sentence_transformers import SentenceTransformer
 
@@ -127,7 +127,7 @@ class BareModel:
 
         force_offline()
         torch.set_num_threads(os.cpu_count() or 1)
-        self.model = SentenceTransformer(str(bundled_model_path()), device="cpu", local_files_only=True)
+        self.model = SentenceTransformer(str(bundled_model_path()), device=device, local_files_only=True)
         self.encode(["warm up the model"], 1)
 
     def encode(self, texts: list[str], batch_size: int) -> Any:

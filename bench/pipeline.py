@@ -12,8 +12,10 @@ and left out; their chunks are not in either side of the ratio.
 planning) with vectors returned at once, everything else real; it reports chunks/s per worker process
 and the seconds each stage took (summed over the tasks, which overlap) instead of the model ratio.
 
+`--device cuda` runs both sides on the GPU (docvec in fp16 where it keeps cosine 0.99 to fp32).
+
     python -m bench.pipeline [--quick] [--corpus DIR [--documents N] [--max-bytes B]] [--no-onnx]
-                             [--embedder instant]
+                             [--embedder instant] [--device cuda]
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class InstantEmbedder:
 
 async def _docvec_run(data_dir: Path, documents: list[tuple[str, bytes]], batch_size: int,
                       backend: str = "sentence-transformers", onnx_cache_dir: Path | None = None,
-                      embedder: Any = None, stages: dict[str, float] | None = None,
+                      embedder: Any = None, stages: dict[str, Any] | None = None, device: str = "cpu",
                       ) -> tuple[float, list[str], int, int]:
     import vectordb
     from common.redisconn import EmbeddedRedis
@@ -74,6 +76,8 @@ async def _docvec_run(data_dir: Path, documents: list[tuple[str, bytes]], batch_
         async with open_core(settings, embedder=embedder) as core:
             embedder = await core.embedders.get()
             embedder.encode(["warm up the model"], 1)
+            if stages is not None and hasattr(embedder, "precision"):  # the torch embedder's fp16 / fp32
+                stages["precision"] = embedder.precision
             vectors = vectordb.connect(settings.vectordb_uri)
             try:
                 kb = await lifecycle.create_kb(core, "bench", tenant="default")
@@ -116,10 +120,10 @@ async def _docvec_run(data_dir: Path, documents: list[tuple[str, bytes]], batch_
     return elapsed, texts, len(texts), len(failed)
 
 
-def _bare_encode(texts: list[str], batch_size: int) -> tuple[float, Any]:
-    """Seconds for bare `SentenceTransformer.encode` of `texts` (torch on all the cores: docvec's worker
-    shares them out itself), and the vectors (for the ONNX comparison)."""
-    model = BareModel()
+def _bare_encode(texts: list[str], batch_size: int, device: str) -> tuple[float, Any]:
+    """Seconds for bare `SentenceTransformer.encode` of `texts` on `device` (on a CPU, torch on all the
+    cores: docvec's worker shares them out itself), and the vectors (for the ONNX comparison)."""
+    model = BareModel(device)
     started = time.perf_counter()
     vectors = model.encode(texts, batch_size)
     return time.perf_counter() - started, vectors
@@ -164,6 +168,9 @@ def main() -> None:
     parser.add_argument("--documents", type=int, help="with --corpus: only the first N files by path")
     parser.add_argument("--max-bytes", type=int, default=50_000_000, help="with --corpus: leave out larger files")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="cpu",
+                        help="embedding.device for both sides: cpu, cuda[:N] (docvec's torch embedder picks fp16 "
+                             "there when it stays within cosine 0.99 of fp32; the bare side runs fp32)")
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime backend")
     parser.add_argument("--embedder", choices=["model", "instant"], default="model",
                         help="instant: no model (vectors at once), the pipeline's own ceiling per worker process")
@@ -183,21 +190,24 @@ def main() -> None:
     if args.embedder == "instant":
         _instant(documents, args.batch_size, corpus, args.quick)
         return
+    run_info: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="docvec-bench-") as tmp:
-        elapsed_s, texts, chunks, bad = asyncio.run(_docvec_run(Path(tmp), documents, args.batch_size))
+        elapsed_s, texts, chunks, bad = asyncio.run(_docvec_run(Path(tmp), documents, args.batch_size,
+                                                                stages=run_info, device=args.device))
     docvec_rate = chunks / elapsed_s
     emit(BENCH, "docvec_chunks_per_s", round(docvec_rate, 2), "chunks/s", chunks=chunks,
-         seconds=round(elapsed_s, 2))
+         seconds=round(elapsed_s, 2), device=args.device, precision=run_info.get("precision", ""))
 
-    bare_s, torch_vectors = _bare_encode(texts, args.batch_size)
+    bare_s, torch_vectors = _bare_encode(texts, args.batch_size, args.device)
     bare_rate = chunks / bare_s
     emit(BENCH, "bare_encode_chunks_per_s", round(bare_rate, 2), "chunks/s", chunks=chunks,
          seconds=round(bare_s, 2))
     results = {
-        **corpus, "bad_input_files": bad, "chunks": chunks, "docvec_chunks_per_s": round(docvec_rate, 2),
+        **corpus, "device": args.device, "precision": run_info.get("precision", ""), "bad_input_files": bad,
+        "chunks": chunks, "docvec_chunks_per_s": round(docvec_rate, 2),
         "bare_encode_chunks_per_s": round(bare_rate, 2), "ratio_vs_bare_encode": round(docvec_rate / bare_rate, 3),
     }
-    if importlib.util.find_spec("onnxruntime") is not None and not args.no_onnx:
+    if importlib.util.find_spec("onnxruntime") is not None and not args.no_onnx and args.device == "cpu":
         # The export is keyed by the model's fingerprint: reuse it across runs (it takes ~15 s; not timed).
         onnx_cache = Path(tempfile.gettempdir()) / "docvec-bench-onnx-cache"
         with tempfile.TemporaryDirectory(prefix="docvec-bench-onnx-") as tmp:
@@ -211,7 +221,8 @@ def main() -> None:
         results.update(onnx_chunks_per_s=round(onnx_rate, 2), onnx_ratio_vs_bare_encode=round(onnx_rate / bare_rate, 3),
                        onnx_min_cosine_vs_torch=round(min_cosine, 4))
     else:
-        emit(BENCH, "onnx", "skipped: onnxruntime is not installed" if not args.no_onnx else "skipped", "info")
+        why = "skipped" if args.no_onnx or args.device != "cpu" else "skipped: onnxruntime is not installed"
+        emit(BENCH, "onnx", why, "info")
     summary(BENCH, **results, batch_size=args.batch_size, quick=args.quick, loadavg_1m=machine_state()["loadavg_1m"])
 
 

@@ -131,7 +131,13 @@ class EmbeddingSettings(_Section):
     parallel_batches: int = Field(default=0, ge=0, le=64)
     """Model batches a worker runs at once (openai: concurrent requests). 0: one per CPU core, at most 4."""
     title_weight: float = Field(default=0.1, ge=0.0, le=1.0)
-    device: str = "cpu"
+    device: str = Field(default="cpu", pattern=r"^(cpu|auto|cuda(:[0-9]+)?)$")
+    """sentence-transformers: `cpu`, `cuda` / `cuda:N`, or `auto` (CUDA when torch sees a device, else the
+    CPU). On CUDA the batches default to `GPU_BATCH_TOKENS` tokens and `GPU_WINDOW_BATCHES` windows
+    (see `common.embedding.factory.model_sizing`) unless `batch_tokens` / `window_batches` are set."""
+    precision: Literal["auto", "fp32", "fp16"] = "auto"
+    """sentence-transformers: `auto` runs fp16 on CUDA when its vectors keep a cosine >= 0.99 to fp32's
+    on probe texts at load (else fp32), fp32 on the CPU; `fp16` / `fp32` force one."""
     torch_threads: int = Field(default=0, ge=0)
     """torch's threads (process-wide). 0: the CPU cores shared out among `parallel_batches`."""
     onnx_cache_dir: str = ""

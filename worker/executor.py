@@ -23,7 +23,7 @@ from typing import TypeVar
 from common.db import ClaimedTask, Completion
 from common.dependencies import Dependency, DependencyBoard, dependency_of
 from common.embedding.batcher import EmbedBatcher
-from common.embedding.factory import model_parallelism
+from common.embedding.factory import model_sizing
 from common.errors import Cancelled, DocvecError, LimitExceeded, NotFound, PermanentError, StageTimeout
 from common.queue import QueueMessage
 from common.runtime import Core
@@ -85,6 +85,7 @@ class TaskExecutor:
         self.metrics = metrics or WorkerMetrics()
         settings = core.settings
         limits = StageLimits.from_settings(settings)
+        sizing = model_sizing(settings.embedding)
         processes = settings.worker.parse_processes
         self._parse_runner = ParseRunner(default_processes() if processes is None else processes,
                                          limits.chunk_builders)
@@ -94,10 +95,10 @@ class TaskExecutor:
             ParseStage(self._parse_runner, core.embedders, settings),
             ChunkStage(settings),
             EmbedStage(EmbedBatcher(core.embedders, batch_size=settings.embedding.batch_size,
-                                    window=settings.embedding.batch_size * settings.embedding.window_batches,
+                                    window=sizing.window,
                                     title_weight=settings.embedding.title_weight,
                                     concurrency=limits.embeds,
-                                    parallel=model_parallelism(settings.embedding)[0]),
+                                    parallel=sizing.parallel),
                          core.embedders, core.repo, settings),
             IndexStage(chunks, core.repo, limits),
         )

@@ -228,7 +228,7 @@ class EmbedStage:
         self._repo = repo
         self._title_weight = settings.embedding.title_weight
         # One request per window: the batcher sorts a window by length across tasks.
-        self._window = settings.embedding.batch_size * settings.embedding.window_batches
+        self._window = batcher.window
 
     async def run(self, ctx: TaskContext) -> None:
         embedder = await self._embedders.get()

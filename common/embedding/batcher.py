@@ -8,7 +8,7 @@ in the batches the embedder plans (`Embedder.plan_batches`: a local model sorts 
 cuts by a token budget), so each batch holds similar lengths and pads little (measured on MiniLM:
 batches of 32 cut in arrival order cost ~45% more than the same chunks sorted). Up to `parallel`
 batches of a window run at once (each on its share of the cores: see
-`common.embedding.factory.model_parallelism`).
+`common.embedding.factory.model_sizing`).
 Each task gets its own rows back, title-weighted. Distinct titles are embedded once per process (a
 bounded cache).
 
@@ -109,6 +109,11 @@ class EmbedBatcher:
         self._drainer: asyncio.Task[None] | None = None
         self._arrived = asyncio.Event()  # a request was queued (wakes a drainer waiting for a permit or work)
 
+
+    @property
+    def window(self) -> int:
+        """Items the drainer takes at a time: what a caller should hand over in one request."""
+        return self._window
     async def embed(self, titles: list[str], contents: list[str],
                     token_counts: Sequence[int] | None = None) -> np.ndarray:
         """The title-weighted vectors of `contents`; `token_counts`: each content's `count_tokens` where

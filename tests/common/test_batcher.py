@@ -11,7 +11,14 @@ import pytest
 
 from common.embedding.batcher import EmbedBatcher
 from common.embedding.batches import batches_by_tokens
-from common.embedding.factory import model_parallelism, weighted_vectors
+from common.embedding.factory import (
+    GPU_BATCH_TOKENS,
+    GPU_PARALLEL_BATCHES,
+    GPU_WINDOW_BATCHES,
+    model_sizing,
+    resolve_device,
+    weighted_vectors,
+)
 from common.runtime import EmbedderLoader
 from common.settings import EmbeddingSettings
 from tests.fakes import HashEmbedder
@@ -187,13 +194,33 @@ async def test_batches_of_a_window_run_in_parallel_and_a_failure_fails_the_windo
         await batcher.embed(*_chunks("b", 16))
 
 
-def test_model_parallelism_shares_the_cores_out() -> None:
-    assert model_parallelism(EmbeddingSettings(), cpus=2) == (2, 1)
-    assert model_parallelism(EmbeddingSettings(), cpus=16) == (4, 4)
-    assert model_parallelism(EmbeddingSettings(), cpus=1) == (1, 1)
-    assert model_parallelism(EmbeddingSettings(parallel_batches=1), cpus=8) == (1, 8)
-    assert model_parallelism(EmbeddingSettings(torch_threads=3), cpus=8) == (4, 3)
-    assert model_parallelism(EmbeddingSettings(backend="onnx", onnx_threads=2, torch_threads=5), cpus=8) == (4, 2)
+def test_model_sizing_shares_the_cores_out() -> None:
+    def cpu(settings: EmbeddingSettings, cpus: int) -> tuple[int, int]:
+        sizing = model_sizing(settings, cpus=cpus, device="cpu")
+        assert sizing.batch_tokens == settings.batch_tokens
+        assert sizing.window == settings.batch_size * settings.window_batches
+        return sizing.parallel, sizing.threads
+
+    assert cpu(EmbeddingSettings(), cpus=2) == (2, 1)
+    assert cpu(EmbeddingSettings(), cpus=16) == (4, 4)
+    assert cpu(EmbeddingSettings(), cpus=1) == (1, 1)
+    assert cpu(EmbeddingSettings(parallel_batches=1), cpus=8) == (1, 8)
+    assert cpu(EmbeddingSettings(torch_threads=3), cpus=8) == (4, 3)
+    assert cpu(EmbeddingSettings(backend="onnx", onnx_threads=2, torch_threads=5), cpus=8) == (4, 2)
+
+
+def test_model_sizing_on_cuda_defaults_to_big_batches_unless_set() -> None:
+    sizing = model_sizing(EmbeddingSettings(device="cuda"), cpus=2)
+    assert (sizing.device, sizing.parallel, sizing.threads) == ("cuda", GPU_PARALLEL_BATCHES, 1)
+    assert (sizing.batch_tokens, sizing.window) == (GPU_BATCH_TOKENS, 32 * GPU_WINDOW_BATCHES)
+    explicit = model_sizing(EmbeddingSettings(device="cuda:1", batch_tokens=4096, window_batches=4,
+                                              parallel_batches=3), cpus=2)
+    assert (explicit.device, explicit.parallel, explicit.batch_tokens, explicit.window) == ("cuda:1", 3, 4096, 128)
+    # Only the torch backend runs on CUDA; `auto` resolves to what torch sees.
+    assert model_sizing(EmbeddingSettings(backend="onnx", device="cuda"), cpus=2).device == "cpu"
+    import torch
+
+    assert resolve_device(EmbeddingSettings(device="auto")) == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 async def test_windows_run_at_once_up_to_the_concurrency_and_requests_arriving_meanwhile_are_served() -> None:

@@ -136,3 +136,50 @@ def test_each_distinct_title_is_embedded_once(st_embedder: SentenceTransformerEm
 def test_weighted_vectors_rejects_mismatched_lengths(st_embedder: SentenceTransformerEmbedder) -> None:
     with pytest.raises(ValueError, match="titles"):
         weighted_vectors(st_embedder, ["a"], ["x", "y"], title_weight=0.1, batch_size=2)
+
+
+def test_a_cuda_device_torch_cannot_see_is_a_clear_error() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    with pytest.raises(ValueError, match="sees no CUDA device; set embedding.device to cpu or auto"):
+        build_embedder(EmbeddingSettings(device="cuda"))
+
+
+def test_device_setting_is_validated() -> None:
+    for good in ("cpu", "auto", "cuda", "cuda:1"):
+        assert EmbeddingSettings(device=good).device == good
+    for bad in ("gpu", "cuda:", "CUDA", "mps"):
+        with pytest.raises(ValueError, match="device"):
+            EmbeddingSettings(device=bad)
+
+
+def test_fp16_keeps_the_vectors_of_fp32(st_embedder: SentenceTransformerEmbedder) -> None:
+    """fp16 on the CPU (slow there; the same conversion a GPU gets): normalized float32 rows, each
+    within cosine 0.99 of fp32's, and the probe cosine it measured at load is reported."""
+    half = SentenceTransformerEmbedder(precision="fp16")
+    assert half.precision == "fp16" and st_embedder.precision == "fp32"
+    assert half.fp16_min_cosine is not None and half.fp16_min_cosine >= 0.99
+    texts = ["How do I reset my password?", "Quarterly revenue grew 12% to $4.1bn.", "x = [i ** 2 for i in y]"]
+    vectors = half.encode(texts, batch_size=3)
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert float(np.min(np.sum(vectors * st_embedder.encode(texts, batch_size=3), axis=1))) >= 0.99
+
+
+def test_auto_precision_stays_fp32_on_a_cpu(st_embedder: SentenceTransformerEmbedder) -> None:
+    auto = build_embedder(EmbeddingSettings(precision="auto"))
+    assert isinstance(auto, SentenceTransformerEmbedder)
+    assert (auto.device, auto.precision, auto.fp16_min_cosine) == ("cpu", "fp32", None)
+
+
+def test_fp16_that_drifts_from_fp32_falls_back_to_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`auto` on a GPU keeps fp16 only within the cosine bound: here the bound is out of reach."""
+    from common.embedding import st_embedder as module
+
+    embedder = SentenceTransformerEmbedder()
+    monkeypatch.setattr(module, "FP16_MIN_COSINE", 1.5)
+    embedder._try_fp16(keep=False)
+    assert embedder.fp16_min_cosine is not None and embedder.fp16_min_cosine < 1.5
+    assert embedder.precision == "fp32"

@@ -280,10 +280,11 @@ async def test_more_chunks_than_the_limit_is_a_limit_exceeded(local_core: Core, 
 class RecordingBatcher:
     """Stands in for `EmbedBatcher`: records each window it is asked for; `gate` holds the windows back."""
 
-    def __init__(self) -> None:
+    def __init__(self, window: int = 0) -> None:
         self.windows: list[list[str]] = []
         self.abandoned = 0
         self.gate: asyncio.Event | None = None
+        self.window = window
 
     async def embed(self, titles: list[str], contents: list[str], token_counts: Any = None) -> np.ndarray:
         self.windows.append(contents)
@@ -297,7 +298,7 @@ class RecordingBatcher:
 
 
 def _embed_stage(core: Core, batcher: RecordingBatcher, window: int) -> EmbedStage:
-    core.settings.embedding.batch_size, core.settings.embedding.window_batches = window, 1
+    batcher.window = window
     return EmbedStage(batcher, core.embedders, core.repo, core.settings)  # type: ignore[arg-type]
 
 
