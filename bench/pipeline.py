@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from bench.common import BareModel, corpus_files, emit, machine_state, prose_document, summary
 
 BENCH = "pipeline"
@@ -85,6 +87,8 @@ async def _docvec_run(data_dir: Path, documents: list[tuple[str, bytes]], batch_
                 for name, data in documents:
                     await lifecycle.submit(core, kb, Path(name).name, data, source_id=name)
                 await worker.warm_up()  # its parse processes started: a worker that has been up a while
+                children = [psutil.Process(pid) for pid in worker.parse_process_ids()]
+                children_cpu = [sum(child.cpu_times()[:2]) for child in children]
                 started, cpu_started = time.perf_counter(), time.process_time()
                 async with asyncio.TaskGroup() as group:
                     group.create_task(worker.run())
@@ -96,12 +100,15 @@ async def _docvec_run(data_dir: Path, documents: list[tuple[str, bytes]], batch_
                                 break
                             await asyncio.sleep(0.1)
                         elapsed, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
+                        children_s = sum(sum(child.cpu_times()[:2]) - before
+                                         for child, before in zip(children, children_cpu, strict=True))
                     finally:
                         worker.stop()
                 if stages is not None:
                     stages.update({name: round(h.sum, 2) for name, h in worker.metrics.stages.items()})
-                    # CPU of the worker's own process (its threads; not its parse processes).
+                    # CPU of the worker's own process (its threads), and of its parse processes.
                     stages["worker_process_cpu"] = round(cpu_s, 2)
+                    stages["parse_processes_cpu"] = round(children_s, 2)
                 failed = await asyncio.to_thread(core.repo.tasks.query, status="failed", limit=100_000)
                 # Bad input fails at its first attempt; a failure after retries is the pipeline's own.
                 retried = [t for t in failed if t.attempts > 1]

@@ -23,12 +23,13 @@ its paragraphs: then the group's tokens inside the chunk are exactly its text's.
 
 from __future__ import annotations
 
-import bisect
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import groupby, pairwise
-from typing import Protocol
+from typing import NamedTuple, Protocol
+
+import numpy as np
 
 from common.parsing.base import ParsedDocument, Section
 from common.parsing.text import paragraph_spans
@@ -75,9 +76,9 @@ class Chunk:
     page: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class _Unit:
-    """A sentence, or a piece of an over-long one; tokens are indexes into the group's token list."""
+class _Unit(NamedTuple):
+    """A sentence, or a piece of an over-long one; tokens are indexes into the group's token list.
+    (A tuple: tens of thousands are made per document, ~3x faster than a frozen dataclass.)"""
 
     start_char: int
     end_char: int
@@ -215,19 +216,26 @@ class Chunker:
     def _units(
         self, text: str, paragraphs: list[tuple[int, int, int | None]], tokens: _Tokens
     ) -> list[_Unit]:
+        """The sentences of the group's paragraphs, each with its token range: one sorted search of the
+        group's token starts for every paragraph and sentence edge at once."""
+        sentences = [list(_sentences(text, start, end)) for start, end, _ in paragraphs]
+        edges: list[int] = [edge for start, end, _ in paragraphs for edge in (start, end)]
+        for spans in sentences:
+            edges.extend(edge for span in spans for edge in span)
+        found = np.searchsorted(np.asarray(tokens.starts, dtype=np.int64), edges).tolist()
+        at = iter(found[2 * len(paragraphs):])
+        long_units = self._chunk_tokens
         units: list[_Unit] = []
-        token_count = len(tokens.starts)
-        for paragraph_start, paragraph_end, page in paragraphs:
-            first = bisect.bisect_left(tokens.starts, paragraph_start, 0, token_count)
-            paragraph_end_token = bisect.bisect_left(tokens.starts, paragraph_end, first, token_count)
+        for index, ((_, _, page), spans) in enumerate(zip(paragraphs, sentences, strict=True)):
+            paragraph_end_token = found[2 * index + 1]
             starts_paragraph = True
-            for start, end in _sentences(text, paragraph_start, paragraph_end):
-                first_token = bisect.bisect_left(tokens.starts, start, first, paragraph_end_token)
-                end_token = bisect.bisect_left(tokens.starts, end, first_token, paragraph_end_token)
-                sentence = _Unit(
-                    start, end, first_token, end_token, paragraph_end_token, starts_paragraph, page
-                )
-                units.extend(self._split_long(sentence, tokens))
+            for start, end in spans:
+                first_token, end_token = next(at), next(at)
+                sentence = _Unit(start, end, first_token, end_token, paragraph_end_token, starts_paragraph, page)
+                if end_token - first_token <= long_units:
+                    units.append(sentence)
+                else:
+                    units.extend(self._split_long(sentence, tokens))
                 starts_paragraph = False
         return units
 

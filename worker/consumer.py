@@ -139,6 +139,10 @@ class Worker:
         except Exception as exc:  # the first task meets it again and settles it
             log.warning("worker %s could not warm up: %r", self.consumer, exc)
 
+    def parse_process_ids(self) -> list[int]:
+        """Process ids of this worker's parse processes running now."""
+        return self._executor.parse_process_ids()
+
     async def _consume(self, tasks: asyncio.TaskGroup) -> None:
         queue = self._core.queue
         block_ms = self._core.settings.worker.block_ms

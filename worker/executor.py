@@ -130,6 +130,11 @@ class TaskExecutor:
         if not self._injected:
             await self._parse_runner.start(await self._core.embedders.get())
 
+    def parse_process_ids(self) -> list[int]:
+        """Process ids of the parse processes running now (none in thread mode or before the first parse)."""
+        pool = self._parse_runner.pool
+        return pool.pids() if pool is not None else []
+
     async def close(self) -> None:
         """Stop the parse processes (at shutdown, after `drain`)."""
         await self._parse_runner.close()

@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
+from itertools import accumulate, chain
 from pathlib import Path
 
+import numpy as np
 from tokenizers import Tokenizer
 
 # A run of characters between the ASCII whitespace every BERT-style tokenizer splits at (other Unicode
 # spaces are left inside runs: some are removed rather than split at, and the tokenizer handles them).
 _RUN = re.compile(r"[^ \t\n\r]+")
+_SEPARATED = re.compile(r"([ \t\n\r]+)")  # splits a text into runs with the whitespace between them
 # Normalizers and pre-tokenizers that act on each character or each whitespace-separated word alone.
 _WORD_LOCAL_NORMALIZERS = frozenset({"BertNormalizer", "Lowercase", "NFD", "NFKD", "NFC", "NFKC", "StripAccents"})
 _WORD_LOCAL_PRE_TOKENIZERS = frozenset({"BertPreTokenizer", "Whitespace", "WhitespaceSplit", "Punctuation", "Digits"})
@@ -120,25 +123,30 @@ class ModelTokenizer:
     def token_bounds(self, text: str, spans: Sequence[tuple[int, int]]) -> tuple[list[int], list[int]]:
         """The tokens of `text[start:end]` for each (start, end) of `spans` in turn, as two lists: their
         start and end offsets in `text` (what the chunker indexes a heading group by)."""
-        starts: list[int] = []
-        ends: list[int] = []
         if not self._word_runs:
+            starts: list[int] = []
+            ends: list[int] = []
             pieces = [text[start:end] for start, end in spans]
             for (base, _), encoding in zip(spans, self._plain.encode_batch(pieces, add_special_tokens=False),
                                            strict=True):
                 starts.extend(base + start for start, _ in encoding.offsets)
                 ends.extend(base + end for _, end in encoding.offsets)
             return starts, ends
-        found = [(match.start(), match.group()) for start, end in spans for match in _RUN.finditer(text, start, end)]
-        runs = self._remember(run for _, run in found)
-        for base, run in found:
-            run_starts, run_ends = runs[run]
-            if base:
-                starts.extend(map(base.__add__, run_starts))
-                ends.extend(map(base.__add__, run_ends))
-            else:
-                starts.extend(run_starts)
-                ends.extend(run_ends)
+        runs: list[str] = []
+        bases: list[int] = []
+        for start, end in spans:
+            # run, whitespace, run, ..., run (the first and last may be empty): each run's offset from
+            # the running sum of the lengths before it, all in C (a Python loop per run costs 2x).
+            parts = _SEPARATED.split(text[start:end])
+            runs.extend(parts[0::2])
+            bases.extend(list(accumulate(map(len, parts), initial=start))[0::2])
+        known = self._remember(runs)
+        run_starts, run_ends = zip(*map(known.__getitem__, runs), strict=True) if runs else ((), ())
+        counts = list(map(len, run_starts))
+        total = sum(counts)
+        shift = np.repeat(np.array(bases, dtype=np.int64), counts)
+        starts = (shift + np.fromiter(chain.from_iterable(run_starts), dtype=np.int64, count=total)).tolist()
+        ends = (shift + np.fromiter(chain.from_iterable(run_ends), dtype=np.int64, count=total)).tolist()
         return starts, ends
 
     def count_tokens_batch(self, texts: list[str]) -> list[int]:
@@ -155,11 +163,21 @@ class ModelTokenizer:
         known = self._runs
         if len(known) > RUN_CACHE_ENTRIES:
             known = self._runs = {}
-        missing = list({run for run in runs if run not in known})
+        missing = list(set(runs).difference(known))
         if missing:
-            for run, encoding in zip(missing, self._plain.encode_batch(missing, add_special_tokens=False), strict=True):
-                offsets = encoding.offsets
-                known[run] = (tuple(start for start, _ in offsets), tuple(end for _, end in offsets))
+            # One text of the runs, a space apart (their tokens are the same: see the class doc), each
+            # token given to the run it starts in: ~1.5x less work than one encoding per run.
+            encoding = self._plain.encode(" ".join(missing), add_special_tokens=False)
+            offsets = np.array(encoding.offsets, dtype=np.int64).reshape(-1, 2)
+            bases = np.fromiter(accumulate((len(run) + 1 for run in missing[:-1]), initial=0), dtype=np.int64,
+                                count=len(missing))
+            owner = np.searchsorted(bases, offsets[:, 0], "right") - 1
+            relative = offsets - bases[owner][:, None]
+            cuts = np.searchsorted(owner, np.arange(len(missing) + 1)).tolist()
+            starts, ends = relative[:, 0].tolist(), relative[:, 1].tolist()
+            for index, run in enumerate(missing):
+                first, last = cuts[index], cuts[index + 1]
+                known[run] = (tuple(starts[first:last]), tuple(ends[first:last]))
         return known
 
     def model_input_lengths(self, texts: list[str], token_counts: Sequence[int | None] | None = None) -> list[int]:

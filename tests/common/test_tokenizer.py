@@ -54,6 +54,19 @@ def test_word_runs_give_the_tokens_of_the_whole_text(tokenizer: ModelTokenizer) 
     assert tokenizer.token_offsets(texts[-1]) == expected[-1]
 
 
+def test_token_bounds_are_the_tokens_of_each_span_in_turn(tokenizer: ModelTokenizer) -> None:
+    """What the chunker asks for: the tokens of several spans of one text (cut anywhere, even inside a
+    run or empty), as offsets into the text."""
+    fresh = pickle.loads(pickle.dumps(tokenizer))  # nothing remembered yet: every run is new
+    text = " ".join(HOSTILE) + "\n\n" + prose(80, seed=9)
+    spans = [(0, 40), (41, 41), (43, 300), (300, 302), (310, len(text))]
+    expected = [(start + s, start + e) for start, end in spans for s, e in _whole(fresh, [text[start:end]])[0]]
+    for _ in range(2):  # tokenized, then remembered
+        starts, ends = fresh.token_bounds(text, spans)
+        assert list(zip(starts, ends, strict=True)) == expected
+    assert fresh.token_bounds(text, []) == ([], [])
+
+
 def test_the_remembered_runs_are_bounded(tokenizer: ModelTokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
     fresh = pickle.loads(pickle.dumps(tokenizer))
     monkeypatch.setattr(tokenizer_module, "RUN_CACHE_ENTRIES", 50)
