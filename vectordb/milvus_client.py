@@ -456,10 +456,13 @@ def _milvus_schema(schema: CollectionSchema) -> Any:
     from pymilvus import MilvusClient
 
     out = MilvusClient.create_schema(
-        auto_id=False, enable_dynamic_field=schema.enable_dynamic_field, description=schema.description
+        auto_id=schema.primary.auto_id, enable_dynamic_field=schema.enable_dynamic_field,
+        description=schema.description,
     )
     for f in schema.fields:
         kwargs: dict[str, Any] = {"is_primary": f.is_primary}
+        if f.auto_id:
+            kwargs["auto_id"] = True
         if f.dim is not None:
             kwargs["dim"] = f.dim
         if f.max_length is not None:
@@ -479,6 +482,7 @@ def _field_from_milvus(f: Mapping[str, Any]) -> FieldSchema:
         is_primary=bool(f.get("is_primary")),
         dim=int(params["dim"]) if "dim" in params else None,
         max_length=int(params["max_length"]) if "max_length" in params else None,
+        auto_id=bool(f.get("auto_id")),
     )
 
 

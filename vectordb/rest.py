@@ -19,9 +19,10 @@ docvec extensions to Milvus's request/response bodies (a Milvus client never nee
 - collections/create `ifNotExists: true` (no error when an identical collection exists);
 - collections/compact: merge small sealed segments and purge deleted rows now;
 - entities/delete `ids: [...]` as an alternative to `filter`; its data is `{"deleteCount": n}`;
-- entities/query|get|search `defaultOutputFields: true` returns what the embedded client returns for
+- entities/search `defaultOutputFields: true` returns what the embedded client returns for
   `output_fields=None` (primary key, every scalar field, dynamic keys); without it and without
-  `outputFields` the rows carry only the primary key (and `distance`), as in Milvus;
+  `outputFields` the hits carry only the primary key and `distance`, as in Milvus (query and get
+  without `outputFields` return every non-vector field, as Milvus does);
 - entities/search replies carry `topks` (hits per query vector, so a flat `data` list splits back
   per query, as Milvus does for several query vectors) and `primaryField` (the key holding the id).
 
@@ -60,6 +61,7 @@ from vectordb.restproto import (
     index_to_rest,
     int_param,
     parse_type,
+    request_object,
     search_params_from_rest,
 )
 from vectordb.schema import CollectionSchema, DataType, FieldSchema, IndexParams
@@ -81,7 +83,7 @@ class Body:
     """Typed access to a request's JSON object; wrong or missing parameters raise Milvus-coded errors."""
 
     def __init__(self, raw: Mapping[str, Any]) -> None:
-        self.raw = raw
+        self.raw = request_object(raw, "request body")
 
     def get(self, key: str, default: Any = None) -> Any:
         value = self.raw.get(key, default)
@@ -103,10 +105,7 @@ class Body:
         return value
 
     def mapping(self, key: str) -> Mapping[str, Any]:
-        value = self.get(key, {})
-        if not isinstance(value, Mapping):
-            raise IncorrectParameterFormat(f"parameter {key!r} must be an object")
-        return value
+        return request_object(self.get(key, {}), f"parameter {key!r}")
 
     def flag(self, key: str, default: bool) -> bool:
         return as_bool(key, self.raw.get(key), default)
@@ -131,24 +130,25 @@ class Body:
         return names
 
 
+_BOOL_STRINGS = {
+    **dict.fromkeys(("1", "t", "T", "true", "TRUE", "True"), True),
+    **dict.fromkeys(("0", "f", "F", "false", "FALSE", "False"), False),
+}
+
+
 def as_bool(key: str, value: Any, default: bool) -> bool:
     if value is None:
         return default
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
+    if isinstance(value, str) and value in _BOOL_STRINGS:  # Go's strconv.ParseBool, as Milvus parses them
+        return _BOOL_STRINGS[value]
     raise IncorrectParameterFormat(f"parameter {key!r} must be a boolean, got {value!r}")
 
 
 def _check_consistency(value: Any) -> None:
     if value is not None and value not in CONSISTENCY_LEVELS:
         raise InvalidRequest(f"unknown consistency level {value!r}; use one of {list(CONSISTENCY_LEVELS)}")
-
-
-def _refuse_auto_id(value: Any) -> None:
-    if as_bool("autoID", value, False):
-        raise InvalidRequest("autoID is not supported by docvec's vector store; supply the primary keys")
 
 
 Handler = Callable[[Body], Awaitable[Reply]]
@@ -219,7 +219,7 @@ class RestApi:
         return Reply({})
 
     def _quick_schema(self, body: Body) -> CollectionSchema:
-        _refuse_auto_id(body.raw.get("autoID"))
+        auto_id = body.flag("autoID", False)
         dim = int_param("dimension", body.required("dimension"))
         params = body.mapping("params")
         pk_type = parse_type(body.get("primaryFieldName", "id"), body.get("idType", "Int64"))
@@ -230,7 +230,8 @@ class RestApi:
                 raise MissingParameter("params.max_length is required when idType is VarChar")
         return CollectionSchema(
             (
-                FieldSchema(body.get("primaryFieldName", "id"), pk_type, is_primary=True, max_length=max_length),
+                FieldSchema(body.get("primaryFieldName", "id"), pk_type, is_primary=True, max_length=max_length,
+                            auto_id=auto_id),
                 FieldSchema(body.get("vectorFieldName", "vector"), DataType.FLOAT_VECTOR, dim=dim),
             ),
             enable_dynamic_field=as_bool("enableDynamicField", params.get("enableDynamicField"), True),
@@ -239,12 +240,12 @@ class RestApi:
 
     def _custom_schema(self, body: Body) -> CollectionSchema:
         spec = body.mapping("schema")
-        _refuse_auto_id(spec.get("autoID"))
+        auto_id = as_bool("schema.autoID", spec.get("autoID"), False)
         fields = spec.get("fields")
         if not isinstance(fields, list) or not fields:
             raise MissingParameter("schema.fields must be a non-empty list")
         return CollectionSchema(
-            tuple(field_from_custom(f) for f in fields),
+            tuple(field_from_custom(f, auto_id=auto_id) for f in fields),
             enable_dynamic_field=as_bool("enableDynamicField", spec.get("enableDynamicField"), False),
             description=str(body.get("description", "")),
         )
@@ -350,8 +351,10 @@ class RestApi:
         return Reply({"deleteCount": n})
 
     @staticmethod
-    def _output_fields(body: Body) -> list[str] | None:
-        if body.flag("defaultOutputFields", False):
+    def _output_fields(body: Body, *, default_all: bool = False) -> list[str] | None:
+        """`outputFields`; without it, every non-vector field (None: query and get, as Milvus answers
+        them) or the primary key alone (search), unless `defaultOutputFields` asks for every one."""
+        if body.flag("defaultOutputFields", False) or (default_all and not body.has("outputFields")):
             return None
         fields = body.get("outputFields", [])
         return fields  # type: ignore[no-any-return]  # the engine validates it
@@ -362,7 +365,7 @@ class RestApi:
         rows = await self._store.query(
             name,
             filter=body.get("filter", ""),
-            output_fields=self._output_fields(body),
+            output_fields=self._output_fields(body, default_all=True),
             limit=body.raw.get("limit"),
             offset=body.get("offset", 0),
             consistency_level=body.get("consistencyLevel", "Strong"),
@@ -376,7 +379,7 @@ class RestApi:
         ids = body.required("id")
         if isinstance(ids, int | str):
             ids = [ids]  # Milvus's `id` is one key or a list
-        return Reply(await self._store.get(name, ids, self._output_fields(body)))
+        return Reply(await self._store.get(name, ids, self._output_fields(body, default_all=True)))
 
     async def search(self, body: Body) -> Reply:
         name = body.collection()

@@ -31,7 +31,7 @@ raises what the embedded client raises:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -87,6 +87,41 @@ CODE_COLLECTION_EXISTS = 1851
 CODE_TIMEOUT = 1852
 CODE_CONFLICT = 1853
 CODE_UNEXPECTED = 65535
+
+
+class RequestObject(Mapping[str, Any]):
+    """A JSON object of a request whose keys match case-insensitively where no key matches exactly, as
+    Milvus's do (Go's `encoding/json`): `autoId` and `autoid` are `autoID`. For the objects that carry
+    parameters (the body, `schema`, its `fields`, `indexParams` entries, `params`), never for rows, whose
+    keys are field names."""
+
+    __slots__ = ("_folded", "_raw")
+
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        self._raw = raw
+        self._folded: dict[str, str] = {}
+        for key in raw:
+            self._folded.setdefault(key.casefold(), key)
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._raw:
+            return self._raw[key]
+        return self._raw[self._folded.get(key.casefold(), key)]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+
+def request_object(value: Any, where: str) -> RequestObject:
+    """`value` as a `RequestObject`, or `IncorrectParameterFormat` naming `where` if it is not an object."""
+    if isinstance(value, RequestObject):
+        return value
+    if not isinstance(value, Mapping):
+        raise IncorrectParameterFormat(f"{where} must be a JSON object")
+    return RequestObject(value)
 
 
 class IncorrectParameterFormat(InvalidRequest):
@@ -223,7 +258,7 @@ def schema_to_rest(schema: CollectionSchema) -> dict[str, Any]:
         if params:
             entry["elementTypeParams"] = params
         fields.append(entry)
-    return {"autoID": False, "enableDynamicField": schema.enable_dynamic_field, "fields": fields}
+    return {"autoID": schema.primary.auto_id, "enableDynamicField": schema.enable_dynamic_field, "fields": fields}
 
 
 def index_to_rest(schema: CollectionSchema, index: IndexParams) -> dict[str, Any]:
@@ -238,12 +273,8 @@ def index_to_rest(schema: CollectionSchema, index: IndexParams) -> dict[str, Any
 
 
 def index_from_rest(entry: Any) -> IndexParams:
-    if not isinstance(entry, Mapping):
-        raise IncorrectParameterFormat("each indexParams entry must be an object")
-    params = entry.get("params") or {}
-    if not isinstance(params, Mapping):
-        raise IncorrectParameterFormat("indexParams[].params must be an object")
-    params = dict(params)
+    entry = request_object(entry, "each indexParams entry")
+    params = dict(request_object(entry.get("params") or {}, "indexParams[].params"))
     # Milvus lets index_type/metric_type also travel inside params.
     index_type = entry.get("indexType") or params.pop("index_type", None) or "AUTOINDEX"
     metric_type = entry.get("metricType") or params.pop("metric_type", None) or "COSINE"
@@ -253,24 +284,24 @@ def index_from_rest(entry: Any) -> IndexParams:
     return IndexParams(index_type, metric_type, clean)
 
 
-def field_from_custom(entry: Any) -> FieldSchema:
-    if not isinstance(entry, Mapping):
-        raise IncorrectParameterFormat("each schema.fields entry must be an object")
+def field_from_custom(entry: Any, *, auto_id: bool = False) -> FieldSchema:
+    """One `schema.fields` entry; `auto_id` (the schema's `autoID`) goes to the primary key."""
+    entry = request_object(entry, "each schema.fields entry")
     name = entry.get("fieldName")
     if not isinstance(name, str):
         raise MissingParameter("schema.fields[].fieldName is required")
-    if entry.get("autoID") or entry.get("autoId") or entry.get("auto_id"):
-        raise InvalidRequest(f"field {name!r}: autoID is not supported; supply primary keys")
     etp = entry.get("elementTypeParams") or {}
     if not isinstance(etp, Mapping):
         raise IncorrectParameterFormat(f"field {name!r}: elementTypeParams must be an object")
     dtype = parse_type(name, entry.get("dataType"))
+    is_primary = bool(entry.get("isPrimary", False))
     return FieldSchema(
         name,
         dtype,
-        bool(entry.get("isPrimary", False)),
+        is_primary,
         int_param(f"field {name!r} dim", etp.get("dim")) if dtype is DataType.FLOAT_VECTOR else None,
         int_param(f"field {name!r} max_length", etp.get("max_length")) if dtype is DataType.VARCHAR else None,
+        auto_id=auto_id and is_primary,
     )
 
 
@@ -290,7 +321,7 @@ def describe_to_rest(
             "name": f.name,
             "type": rest_type(f.dtype),
             "primaryKey": f.is_primary,
-            "autoId": False,
+            "autoId": f.auto_id,
             "partitionKey": False,
             "description": "",
         }
@@ -302,7 +333,7 @@ def describe_to_rest(
         "collectionID": collection_id,
         "dbName": DEFAULT_DB,
         "description": schema.description,
-        "autoId": False,
+        "autoId": schema.primary.auto_id,
         "enableDynamicField": schema.enable_dynamic_field,
         "fields": fields,
         "indexes": [
@@ -330,6 +361,7 @@ def schema_from_describe(data: Mapping[str, Any]) -> CollectionSchema:
                 bool(f.get("primaryKey", False)),
                 int_param("dim", params.get("dim")),
                 int_param("max_length", params.get("max_length")),
+                bool(f.get("autoId", False)),
             )
         )
     return CollectionSchema(

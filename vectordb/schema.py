@@ -6,7 +6,7 @@ import enum
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,13 +53,15 @@ def check_name(kind: str, name: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class FieldSchema:
-    """One field. `dim` is required for FLOAT_VECTOR, `max_length` (characters) for VARCHAR."""
+    """One field. `dim` is required for FLOAT_VECTOR, `max_length` (characters) for VARCHAR. `auto_id`: an
+    INT64 primary key the store assigns at insert (rows leave it out)."""
 
     name: str
     dtype: DataType
     is_primary: bool = False
     dim: int | None = None
     max_length: int | None = None
+    auto_id: bool = False
 
     def __post_init__(self) -> None:
         check_name("field", self.name)
@@ -80,6 +82,8 @@ class FieldSchema:
             raise SchemaError(f"field {self.name!r}: max_length only applies to VARCHAR")
         if self.is_primary and self.dtype not in (DataType.INT64, DataType.VARCHAR):
             raise SchemaError(f"field {self.name!r}: the primary key must be INT64 or VARCHAR")
+        if self.auto_id and not (self.is_primary and self.dtype is DataType.INT64):
+            raise SchemaError(f"field {self.name!r}: autoID applies only to an INT64 primary key")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,11 +92,13 @@ class FieldSchema:
             "is_primary": self.is_primary,
             "dim": self.dim,
             "max_length": self.max_length,
+            "auto_id": self.auto_id,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FieldSchema:
-        return cls(d["name"], DataType(d["dtype"]), d.get("is_primary", False), d.get("dim"), d.get("max_length"))
+        return cls(d["name"], DataType(d["dtype"]), d.get("is_primary", False), d.get("dim"), d.get("max_length"),
+                   d.get("auto_id", False))
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,14 +298,20 @@ def _check_vector(f: FieldSchema, value: Any, where: str) -> np.ndarray:
     return arr
 
 
-def validate_rows(schema: CollectionSchema, rows: Sequence[Mapping[str, Any]]) -> RowBatch:
-    """Check every row against the schema and return them as columns. Errors name the row and field."""
+def validate_rows(schema: CollectionSchema, rows: Sequence[Mapping[str, Any]],
+                  new_ids: Callable[[int], list[int]] | None = None) -> RowBatch:
+    """Check every row against the schema and return them as columns. Errors name the row and field.
+
+    An autoID primary key: rows to insert leave it out and `new_ids(n)` gives theirs; rows to upsert
+    (`new_ids` None) name the rows they replace by it, as with any other key."""
     if not isinstance(rows, Sequence) or isinstance(rows, str | bytes):
         raise RowError("rows must be a list of dicts")
     if not rows:
         raise RowError("no rows given")
     known = {f.name for f in schema.fields}
     pk_field, vec_field = schema.primary, schema.vector
+    assigned = pk_field.auto_id and new_ids is not None
+    required = [f.name for f in schema.fields if not (assigned and f.is_primary)]
     scalars = schema.scalar_fields
     pks: list[Any] = []
     vectors = np.empty((len(rows), schema.dim), dtype=np.float32)
@@ -309,13 +321,17 @@ def validate_rows(schema: CollectionSchema, rows: Sequence[Mapping[str, Any]]) -
         where = f"row {i}"
         if not isinstance(row, Mapping):
             raise RowError(f"{where}: expected a dict, got {type(row).__name__}")
-        missing = [name for name in (f.name for f in schema.fields) if name not in row]
+        missing = [name for name in required if name not in row]
         if missing:
             raise RowError(f"{where}: missing field(s) {missing}")
+        if assigned and pk_field.name in row:
+            raise RowError(f"{where}: the primary key {pk_field.name!r} is assigned by the store (autoID); "
+                           "leave it out of the rows to insert")
         extra = [k for k in row if k not in known]
         if extra and dynamic is None:
             raise RowError(f"{where}: unknown field(s) {extra}; the schema does not enable dynamic fields")
-        pks.append(_check_value(pk_field, row[pk_field.name], where))
+        if not assigned:
+            pks.append(_check_value(pk_field, row[pk_field.name], where))
         vectors[i] = _check_vector(vec_field, row[vec_field.name], where)
         for f in scalars:
             columns[f.name].append(_check_value(f, row[f.name], where))
@@ -323,6 +339,9 @@ def validate_rows(schema: CollectionSchema, rows: Sequence[Mapping[str, Any]]) -
             if any(not isinstance(k, str) for k in extra):
                 raise RowError(f"{where}: dynamic field names must be strings")
             dynamic.append(_check_json(DYNAMIC_FIELD, {k: row[k] for k in extra}, where))
+    if assigned:
+        assert new_ids is not None
+        pks = new_ids(len(rows))
     return RowBatch(pks, vectors, columns, dynamic)
 
 

@@ -86,6 +86,8 @@ async def _read_json(request: Request, max_body_bytes: int) -> Mapping[str, Any]
             body = json.loads(raw)
         except ValueError as e:
             raise IncorrectParameterFormat(f"request body is not valid JSON: {e}") from None
+    if body is None:  # `null`: what Milvus's own test client sends for "no parameters"
+        return {}
     if not isinstance(body, dict):
         raise IncorrectParameterFormat("request body must be a JSON object")
     return body

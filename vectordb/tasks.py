@@ -134,8 +134,14 @@ class InsertTask(DmlTask):
     def pre_execute(self) -> None:
         super().pre_execute()
         assert self.meta is not None
-        self.batch = check_rows(self.meta.schema, self.rows)
+        schema = self.meta.schema
+        new_ids = None if self.upsert or not schema.primary.auto_id else self._new_ids
+        self.batch = check_rows(schema, self.rows, new_ids)
         _tag_partition(self.meta, self.batch, self.partition_name)
+
+    def _new_ids(self, n: int) -> list[int]:
+        first = self.ops.tso.next_block(n)
+        return list(range(first, first + n))
 
     def execute(self) -> list[Any]:
         assert self.batch is not None

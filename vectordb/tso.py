@@ -77,6 +77,22 @@ class TimestampOracle:
                 self._reserve(self._physical)
             return compose_ts(self._physical, self._logical)
 
+    def next_block(self, n: int) -> int:
+        """The first of `n` consecutive timestamps, all larger than every one returned before and none
+        returned again (autoID primary keys are drawn from here, as Milvus draws them from its TSO)."""
+        if n < 1:
+            raise ValueError(f"a block needs at least one timestamp, got {n}")
+        with self._lock:
+            now = self._clock_ms()
+            if now > self._physical:
+                self._physical, self._logical = now, -1
+            first = compose_ts(self._physical, self._logical + 1)
+            last = first + n - 1
+            self._physical, self._logical = physical_ms_of(last), logical_of(last)
+            if self._physical >= self._reserved:
+                self._reserve(self._physical)
+            return first
+
     @property
     def reserved_physical_ms(self) -> int:
         return self._reserved

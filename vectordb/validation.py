@@ -6,7 +6,7 @@ sending, so a bad request raises the same typed error whichever backend the call
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +14,7 @@ import numpy as np
 
 from vectordb.base import ColumnBatch
 from vectordb.collection import resolve_output_fields
-from vectordb.errors import InvalidRequest
+from vectordb.errors import InvalidRequest, RowError
 from vectordb.expr import Expr
 from vectordb.filters import compile_any
 from vectordb.index import check_metric
@@ -98,14 +98,16 @@ def check_index(index: Any) -> None:
         raise InvalidRequest("index must be an IndexParams")
 
 
-def check_rows(schema: CollectionSchema, rows: Any) -> RowBatch:
+def check_rows(schema: CollectionSchema, rows: Any, new_ids: Callable[[int], list[int]] | None = None) -> RowBatch:
     """Rows (a list of dicts or a `ColumnBatch`) for insert/upsert, as a columnar batch (RowError names
-    the row and field)."""
+    the row and field). `new_ids`: the keys of an insert into an autoID collection (see `validate_rows`)."""
     if isinstance(rows, ColumnBatch):
+        if new_ids is not None and schema.primary.auto_id:
+            raise RowError("a column batch carries its own primary keys; it cannot insert into an autoID collection")
         return validate_columns(
             schema, rows.ids, rows.vectors, rows.columns, id_field=rows.id_field, vector_field=rows.vector_field
         )
-    return validate_rows(schema, rows)
+    return validate_rows(schema, rows, new_ids)
 
 
 def check_ids(schema: CollectionSchema, ids: Any) -> list[Any]:

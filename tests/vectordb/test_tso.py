@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from vectordb.tso import LOGICAL_MASK, TimestampOracle, logical_of, physical_ms_of
 
 
@@ -50,3 +52,24 @@ def test_window_avoids_a_write_per_timestamp(tmp_path):
     for _ in range(1000):
         tso.next()
     assert path.stat().st_mtime_ns == before
+
+
+def test_blocks_never_overlap_single_timestamps_or_each_other_across_restarts(tmp_path):
+    """autoID keys: a block of n consecutive timestamps, none handed out again (also spanning the
+    logical overflow into the next millisecond, and after a restart with the clock gone back)."""
+    now = [1_000]
+    tso = TimestampOracle(tmp_path / "tso.json", window_ms=10, clock_ms=lambda: now[0])
+    handed: list[int] = [tso.next()]
+    first = tso.next_block(5)
+    handed += range(first, first + 5)
+    handed.append(tso.next())
+    big = tso.next_block(LOGICAL_MASK + 10)  # spills into later milliseconds: the oracle moves past them
+    handed += range(big, big + LOGICAL_MASK + 10)
+    handed.append(tso.next())
+    now[0] = 3
+    again = TimestampOracle(tmp_path / "tso.json", window_ms=10, clock_ms=lambda: now[0])
+    restarted = again.next_block(3)
+    handed += range(restarted, restarted + 3)
+    assert handed == sorted(handed) and len(set(handed)) == len(handed)
+    with pytest.raises(ValueError, match="at least one"):
+        tso.next_block(0)

@@ -1,0 +1,77 @@
+"""The REST server behaving as Milvus does where Milvus's own RESTful v2 test suite looks (issue 17):
+request bodies as that suite's client sends them, spoken to a live server over HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from .test_server import call, engine, http, server  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.usefixtures("server")
+
+
+async def post_raw(http: httpx.AsyncClient, endpoint: str, content: bytes) -> dict[str, Any]:  # noqa: F811
+    response = await http.post(f"/v2/vectordb/{endpoint}", content=content)
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def test_a_null_body_is_an_empty_one(http: httpx.AsyncClient) -> None:  # noqa: F811
+    """The suite's client sends `json.dumps(None)` for "no parameters" (its teardown lists collections so)."""
+    assert await post_raw(http, "collections/list", b"null") == {"code": 0, "data": []}
+    refused = await post_raw(http, "collections/list", b"[1, 2]")
+    assert refused["code"] == 1801 and "JSON object" in refused["message"]
+
+
+async def test_parameter_keys_match_case_insensitively_but_field_names_do_not(
+        http: httpx.AsyncClient) -> None:  # noqa: F811
+    body = {
+        "COLLECTIONNAME": "books",
+        "schema": {
+            "AutoId": True,
+            "enableDynamicField": "0",  # Go's ParseBool: "0"/"1", "t"/"f" too
+            "Fields": [
+                {"fieldname": "book_id", "dataType": "Int64", "ISPRIMARY": True},
+                {"fieldName": "Title", "datatype": "VarChar", "elementTypeParams": {"max_length": "64"}},
+                {"fieldName": "vec", "dataType": "FloatVector", "elementtypeparams": {"dim": "2"}},
+            ],
+        },
+    }
+    assert (await call(http, "collections/create", body))["code"] == 0
+    described = (await call(http, "collections/describe", {"collectionName": "books"}))["data"]
+    assert described["autoId"] is True and described["enableDynamicField"] is False
+    assert [f["name"] for f in described["fields"]] == ["book_id", "Title", "vec"]
+    # Row keys are field names: `title` is not `Title`, and dynamic fields are off.
+    wrong = await call(http, "entities/insert", {"collectionName": "books",
+                                                  "data": [{"title": "x", "vec": [1.0, 0.0]}]})
+    assert wrong["code"] == 1804 and "Title" in wrong["message"]
+
+
+async def test_auto_id_assigns_unique_int64_keys_at_insert(http: httpx.AsyncClient) -> None:  # noqa: F811
+    await call(http, "collections/create", {"collectionName": "auto", "dimension": 2, "autoID": True})
+    rows = [{"vector": [float(i), 1.0], "n": i} for i in range(5)]
+    first = (await call(http, "entities/insert", {"collectionName": "auto", "data": rows}))["data"]
+    second = (await call(http, "entities/insert", {"collectionName": "auto", "data": rows[:2]}))["data"]
+    ids = first["insertIds"] + second["insertIds"]
+    assert first["insertCount"] == 5 and len(set(ids)) == 7
+    assert all(isinstance(i, int) and 0 < i < 2**63 for i in ids)
+    assert ids == sorted(ids), "drawn from the timestamp oracle: increasing"
+    got = (await call(http, "entities/get", {"collectionName": "auto", "id": first["insertIds"][3],
+                                              "outputFields": ["n"]}))["data"]
+    assert got == [{"id": first["insertIds"][3], "n": 3}]
+    given = await call(http, "entities/insert", {"collectionName": "auto",
+                                                  "data": [{"id": 7, "vector": [0.0, 1.0]}]})
+    assert given["code"] == 1804 and "assigned by the store" in given["message"]
+    # An upsert names the row it replaces by its key, as in any collection.
+    key = first["insertIds"][0]
+    upserted = await call(http, "entities/upsert", {"collectionName": "auto",
+                                                     "data": [{"id": key, "vector": [0.0, 1.0], "n": 99}]})
+    assert upserted["data"]["upsertIds"] == [key]
+    again = (await call(http, "entities/get", {"collectionName": "auto", "id": key, "outputFields": ["n"]}))["data"]
+    assert again == [{"id": key, "n": 99}]
+    refused = await call(http, "collections/create", {"collectionName": "auto_text", "dimension": 2, "autoID": True,
+                                                      "idType": "VarChar", "params": {"max_length": 8}})
+    assert refused["code"] == 105 and "INT64" in refused["message"]
