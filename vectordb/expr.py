@@ -6,14 +6,22 @@ Grammar (keywords are case-insensitive):
     and_expr := not_expr (("and" | "&&") not_expr)*
     not_expr := ("not" | "!") not_expr | primary
     primary  := "(" expr ")"
+              | contains "(" field "," (literal | list) ")"  # array_contains(tags, "a")
               | operand cmp operand [cmp operand]         # chained range: 1 < a < 5
-              | operand ["not"] "in" "[" literal, ... "]"
+              | operand ["not"] "in" list
               | operand "like" string                      # % any run, _ one char
               | operand                                    # a BOOL field or a JSON value
-    operand  := field ("[" (string | int) "]")* | literal
+    operand  := term (("+" | "-") term)*                   # arithmetic: 10 + 20 <= a * 2
+    term     := unary (("*" | "/" | "%") unary)*
+    unary    := ("-" | "+") unary | atom
+    atom     := field ("[" (string | int) "]")* | literal | "array_length" "(" field ")"
+    list     := "[" literal, ... "]"
     literal  := int | float | string | true | false        # strings in "..." or '...'
+    contains := array_contains | array_contains_all | array_contains_any   (json_contains* alike)
 
-A name that is not in the schema refers to a dynamic field when the schema enables them.
+A name that is not in the schema refers to a dynamic field when the schema enables them. Function
+names are case-insensitive. Arithmetic on literals alone is folded at parse time; on a field it is
+evaluated per row (a JSON value that is not a number matches nothing, as Milvus treats it).
 
 Limits: a filter is at most `MAX_FILTER_CHARS` characters and nests parentheses and `not`s at most
 `MAX_FILTER_DEPTH` deep (the parser and the evaluator recurse on nesting); beyond them it is a
@@ -26,7 +34,7 @@ import operator
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import numpy as np
 
@@ -41,7 +49,7 @@ MAX_FILTER_DEPTH = 64  # nested ( ) and `not`; generated filters are flat (`a or
 
 @dataclass(frozen=True, slots=True)
 class Token:
-    kind: str  # IDENT INT FLOAT STRING CMP AND OR NOT IN LIKE TRUE FALSE ( ) [ ] , - + EOF
+    kind: str  # IDENT INT FLOAT STRING CMP AND OR NOT IN LIKE TRUE FALSE ( ) [ ] , - + * / % EOF
     value: Any
     pos: int
 
@@ -76,7 +84,7 @@ def tokenize(text: str) -> list[Token]:
         elif c == "!":
             tokens.append(Token("NOT", c, i))
             i += 1
-        elif c in "()[],-+":
+        elif c in "()[],-+*/%":
             tokens.append(Token(c, c, i))
             i += 1
         elif c in "\"'":
@@ -133,8 +141,8 @@ class FieldRef:
 
     @property
     def typed(self) -> bool:
-        """A plain scalar column (not a JSON value)."""
-        return not self.path and self.dtype not in (DataType.JSON,)
+        """A plain scalar column (not a JSON value or an ARRAY)."""
+        return not self.path and self.dtype not in (DataType.JSON, DataType.ARRAY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +151,35 @@ class Literal:
     pos: int
 
 
-Operand = FieldRef | Literal
+@dataclass(frozen=True, slots=True)
+class Arith:
+    """`left op right` (+ - * / %) with at least one side read from the rows."""
+
+    op: str
+    left: Operand
+    right: Operand
+    pos: int
+
+    @property
+    def typed(self) -> bool:
+        """Both sides plain numeric columns or literals: numpy evaluates it over whole columns."""
+        return all(isinstance(x, Literal) or (x.typed and _kind_of(x) == "number") for x in (self.left, self.right))
+
+
+@dataclass(frozen=True, slots=True)
+class Length:
+    """`array_length(field)`: the element count of an ARRAY field or a JSON list."""
+
+    ref: FieldRef
+    pos: int
+
+    @property
+    def typed(self) -> bool:
+        return False
+
+
+Operand = FieldRef | Literal | Arith | Length
+RowOperand = (FieldRef, Arith, Length)  # what isinstance checks for "read from the rows"
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +222,25 @@ class Not:
     part: Expr
 
 
-Expr = Compare | InList | Like | Truthy | And | Or | Not
+@dataclass(frozen=True, slots=True)
+class Contains:
+    """`array_contains(f, v)` (mode "one"), `array_contains_all(f, [..])` ("all"), `..._any` ("any")."""
+
+    operand: FieldRef
+    values: tuple[Any, ...]
+    mode: str
+
+
+Expr = Compare | InList | Like | Truthy | Contains | And | Or | Not
+
+_CONTAINS = {
+    **dict.fromkeys(("array_contains", "json_contains"), "one"),
+    **dict.fromkeys(("array_contains_all", "json_contains_all"), "all"),
+    **dict.fromkeys(("array_contains_any", "json_contains_any"), "any"),
+}
+_ARITH: dict[str, Callable[[Any, Any], Any]] = {
+    "+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "%": operator.mod,
+}
 
 # ---------------------------------------------------------------------------------------------- parser
 
@@ -221,7 +275,7 @@ class _Parser:
         self.i += 1
         return t
 
-    def fail(self, message: str, t: Token | None = None, pos: int | None = None) -> Any:
+    def fail(self, message: str, t: Token | None = None, pos: int | None = None) -> NoReturn:
         raise FilterError(message, position=pos if pos is not None else (t or self.tok).pos, expression=self.text)
 
     # grammar
@@ -262,6 +316,8 @@ class _Parser:
             self.take(")")
             self.depth -= 1
             return e
+        if self.tok.kind == "IDENT" and self.tok.value.lower() in _CONTAINS and self.peek().kind == "(":
+            return self.parse_contains()
         left = self.parse_operand()
         t = self.tok
         if t.kind == "NOT" and self.peek().kind == "IN":
@@ -288,38 +344,99 @@ class _Parser:
             if left.typed and left.dtype is not DataType.BOOL:
                 self.fail(f"field {_ref_name(left)!r} is {left.dtype.value}, not a boolean condition", pos=left.pos)
             return Truthy(left)
-        if isinstance(left.value, bool):
+        if isinstance(left, Literal) and isinstance(left.value, bool):
             return Truthy(left)
-        return self.fail(f"expected a comparison after literal, found {_describe(t)}", t)
+        return self.fail(f"expected a comparison, found {_describe(t)}", t)
 
-    def finish_in(self, left: Operand, *, negate: bool) -> Expr:
-        start = self.take("[")
+    def parse_contains(self) -> Expr:
+        name = self.take("IDENT")
+        mode = _CONTAINS[name.value.lower()]
+        self.take("(")
+        ref = self.parse_operand()
+        if not isinstance(ref, FieldRef) or (ref.typed and ref.dtype is not DataType.ARRAY):
+            self.fail(f"{name.value}() takes an ARRAY or JSON field first", name)
+        self.take(",")
+        if mode == "one":
+            value = self.parse_operand()
+            if not isinstance(value, Literal):
+                self.fail(f"{name.value}() takes a literal to look for", name)
+            values: tuple[Any, ...] = (value.value,)
+        else:
+            values = self.parse_list()
+        self.take(")")
+        element = self.schema.field(ref.column)
+        if element is not None and element.element_type is not None and not ref.path:
+            typed = FieldRef(ref.column, (), element.element_type, ref.pos)
+            for v in values:
+                self._check_literal_type(typed, v, name)
+        return Contains(ref, values, mode)
+
+    def parse_list(self) -> tuple[Any, ...]:
+        self.take("[")
         values: list[Any] = []
         while self.tok.kind != "]":
             lit = self.parse_operand()
-            if isinstance(lit, FieldRef):
-                self.fail("an 'in' list may hold only literals", pos=lit.pos)
-            else:
+            if isinstance(lit, Literal):
                 values.append(lit.value)
+            else:
+                self.fail("a list may hold only literals", pos=_pos(lit))
             if self.tok.kind == ",":
                 self.i += 1
             elif self.tok.kind != "]":
                 self.fail(f"expected ',' or ']' in list, found {_describe(self.tok)}")
         self.i += 1
+        return tuple(values)
+
+    def finish_in(self, left: Operand, *, negate: bool) -> Expr:
+        start = self.tok
+        values = self.parse_list()
         if isinstance(left, FieldRef):
             for v in values:
                 self._check_literal_type(left, v, start)
-        return InList(left, tuple(values), negate)
+        return InList(left, values, negate)
 
     def parse_operand(self) -> Operand:
+        left = self.parse_term()
+        while self.tok.kind in ("+", "-"):
+            t = self.take(self.tok.kind)
+            left = self.arith(t, left, self.parse_term())
+        return left
+
+    def parse_term(self) -> Operand:
+        left = self.parse_unary()
+        while self.tok.kind in ("*", "/", "%"):
+            t = self.take(self.tok.kind)
+            left = self.arith(t, left, self.parse_unary())
+        return left
+
+    def parse_unary(self) -> Operand:
         t = self.tok
         if t.kind in ("-", "+"):
             self.i += 1
-            num = self.tok
-            if num.kind not in ("INT", "FLOAT"):
-                self.fail(f"expected a number after {t.value!r}", num)
-            self.i += 1
-            return Literal(-num.value if t.kind == "-" else num.value, t.pos)
+            return self.arith(t, Literal(0, t.pos), self.parse_unary())  # -x is 0 - x, folded for a literal
+        return self.parse_atom()
+
+    def arith(self, t: Token, left: Operand, right: Operand) -> Operand:
+        """`left op right`, folded when both are literals; each side must be a number."""
+        for side in (left, right):
+            kind = _kind_of(side)
+            if kind not in ("number", "json"):
+                self.fail(f"operator {t.value} needs numbers, got {_operand_text(side)}", pos=_pos(side))
+        if isinstance(left, Literal) and isinstance(right, Literal):
+            if t.value in ("/", "%") and right.value == 0:
+                self.fail(f"division by zero in {t.value}", t)
+            return Literal(_ARITH[t.value](left.value, right.value), left.pos)
+        return Arith(t.value, left, right, t.pos)
+
+    def parse_atom(self) -> Operand:
+        t = self.tok
+        if t.kind == "IDENT" and t.value.lower() == "array_length" and self.peek().kind == "(":
+            self.i += 2
+            ref = self.parse_atom()
+            if not isinstance(ref, FieldRef) or (ref.typed and ref.dtype is not DataType.ARRAY):
+                self.fail("array_length() takes an ARRAY or JSON field", t)
+            self.take(")")
+            return Length(ref, t.pos)
         if t.kind in ("INT", "FLOAT", "STRING"):
             self.i += 1
             return Literal(t.value, t.pos)
@@ -350,6 +467,8 @@ class _Parser:
                 self._check_literal_type(a, b.value, t)
                 if a.typed and a.dtype is DataType.BOOL and t.value not in ("==", "!="):
                     self.fail(f"operator {t.value} does not apply to BOOL field {a.column!r}", t)
+            if isinstance(a, Arith | Length) and isinstance(b, Literal) and _kind_of_value(b.value) != "number":
+                self.fail(f"cannot compare a number with {b.value!r}", t)
         if isinstance(left, FieldRef) and isinstance(right, FieldRef) and left.typed and right.typed:
             if _kind_of_dtype(left.dtype) != _kind_of_dtype(right.dtype):
                 self.fail(f"cannot compare {left.dtype.value} field with {right.dtype.value} field", t)
@@ -361,7 +480,7 @@ class _Parser:
             self.fail(problem, t)
 
     def _need_string_operand(self, ref: Operand, what: str, t: Token) -> None:
-        if isinstance(ref, Literal) or (ref.typed and ref.dtype is not DataType.VARCHAR):
+        if not isinstance(ref, FieldRef) or (ref.typed and ref.dtype is not DataType.VARCHAR):
             self.fail(f"'{what}' needs a VARCHAR or JSON field on its left", t)
 
 
@@ -375,6 +494,11 @@ def resolve_field(schema: CollectionSchema, name: str, path: tuple[str | int, ..
         return f"unknown field {name!r} (filterable fields: {known})"
     if f.dtype is DataType.FLOAT_VECTOR:
         return f"cannot filter on vector field {f.name!r}"
+    if f.dtype is DataType.ARRAY and path:
+        if len(path) != 1 or not isinstance(path[0], int) or isinstance(path[0], bool):
+            return f"field {f.name!r} is an ARRAY; index it with one integer, e.g. {f.name}[0]"
+        assert f.element_type is not None
+        return FieldRef(f.name, path, DataType.JSON, pos)  # an element: compared value by value
     if path and f.dtype is not DataType.JSON:
         return f"field {f.name!r} is {f.dtype.value}; only JSON fields take [key] paths"
     return FieldRef(f.name, path, f.dtype, pos)
@@ -389,6 +513,27 @@ def literal_problem(ref: FieldRef, value: Any) -> str | None:
 
 def _ref_name(ref: FieldRef) -> str:
     return str(ref.path[0]) if ref.column == DYNAMIC_FIELD else ref.column
+
+
+def _kind_of(operand: Operand) -> str:
+    """number / string / bool / json (known only per row) of an operand."""
+    if isinstance(operand, Literal):
+        return _kind_of_value(operand.value)
+    if isinstance(operand, Arith | Length):
+        return "number"
+    return _kind_of_dtype(operand.dtype) if operand.typed else "json"
+
+
+def _pos(operand: Operand) -> int:
+    return operand.ref.pos if isinstance(operand, Length) else operand.pos
+
+
+def _operand_text(operand: Operand) -> str:
+    if isinstance(operand, Literal):
+        return repr(operand.value)
+    if isinstance(operand, FieldRef):
+        return f"field {_ref_name(operand)!r} ({operand.dtype.value})"
+    return "an expression"
 
 
 def _kind_of_dtype(dt: DataType) -> str:
@@ -492,6 +637,8 @@ def evaluate(expr: Expr, src: ColumnSource) -> np.ndarray:
         vals = _operand_values(expr.operand, src)
         rx = expr.regex
         return np.fromiter((isinstance(v, str) and rx.fullmatch(v) is not None for v in vals), bool, src.n)
+    if isinstance(expr, Contains):
+        return _contains(expr, src)
     if isinstance(expr, Truthy):
         vals = _operand_values(expr.operand, src)
         if isinstance(vals, np.ndarray) and vals.dtype == bool:
@@ -501,9 +648,14 @@ def evaluate(expr: Expr, src: ColumnSource) -> np.ndarray:
 
 
 def _operand_values(op: Operand, src: ColumnSource) -> Any:
-    """A numpy array for typed columns, a list for JSON paths, the plain value for literals."""
+    """A numpy array for typed columns (and arithmetic over them), a list per row for JSON paths, ARRAY
+    lengths and other arithmetic, the plain value for literals."""
     if isinstance(op, Literal):
         return np.full(src.n, op.value, dtype=object) if not isinstance(op.value, bool) else np.full(src.n, op.value)
+    if isinstance(op, Length):
+        return [len(v) if isinstance(v, list) else _MISSING for v in _operand_values(op.ref, src)]
+    if isinstance(op, Arith):
+        return _arith_values(op, src)
     col = src.column(op.column)
     if not op.path:
         return col
@@ -521,6 +673,45 @@ def _json_get(value: Any, path: Sequence[str | int]) -> Any:
         if value is _MISSING:
             return _MISSING
     return value
+
+
+def _arith_values(op: Arith, src: ColumnSource) -> Any:
+    fn = _ARITH[op.op]
+    sides = [x.value if isinstance(x, Literal) else _operand_values(x, src) for x in (op.left, op.right)]
+    if op.typed:
+        if op.op in ("+", "-", "*"):
+            return fn(*sides)  # integers stay exact (int64 columns)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = fn(*(np.asarray(v, dtype=np.float64) if isinstance(v, np.ndarray) else v for v in sides))
+        return np.where(np.isfinite(out), out, np.nan)  # a division by zero matches no comparison
+    left, right = (v if isinstance(x, RowOperand) else [v] * src.n for x, v in zip((op.left, op.right), sides,
+                                                                                    strict=True))
+    return [_arith_one(fn, a, b) for a, b in zip(left, right, strict=True)]
+
+
+def _arith_one(fn: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
+    if _kind_of_value(a) != "number" or _kind_of_value(b) != "number":
+        return _MISSING
+    try:
+        return fn(a, b)
+    except ZeroDivisionError:
+        return _MISSING
+
+
+def _contains(expr: Contains, src: ColumnSource) -> np.ndarray:
+    wanted = expr.values
+    test = {"one": any, "all": all, "any": any}[expr.mode]
+
+    def match(value: Any) -> bool:
+        if not isinstance(value, list):
+            return False
+        return test(any(_equal(item, w) for item in value) for w in wanted)
+
+    return np.fromiter((match(v) for v in _operand_values(expr.operand, src)), bool, src.n)
+
+
+def _equal(a: Any, b: Any) -> bool:
+    return (_same_kind(a, b) or (isinstance(a, list | dict) and type(a) is type(b))) and a == b
 
 
 def _same_kind(a: Any, b: Any) -> bool:
@@ -542,8 +733,8 @@ def _compare(expr: Compare, src: ColumnSource) -> np.ndarray:
         # goes in as an object scalar (numpy would turn a bare str into a fixed-width string, which
         # drops trailing NUL characters: "a\x00" would match "a").
         return np.asarray(fn(_object_scalar(lv), _object_scalar(rv)), dtype=bool)
-    li = lv if isinstance(left, FieldRef) else [lv] * src.n
-    ri = rv if isinstance(right, FieldRef) else [rv] * src.n
+    li = lv if isinstance(left, RowOperand) else [lv] * src.n
+    ri = rv if isinstance(right, RowOperand) else [rv] * src.n
     return np.fromiter((_same_kind(a, b) and bool(fn(a, b)) for a, b in zip(li, ri, strict=True)), bool, src.n)
 
 

@@ -53,6 +53,7 @@ _TO_MILVUS = {
     DataType.DOUBLE: "DOUBLE",
     DataType.BOOL: "BOOL",
     DataType.JSON: "JSON",
+    DataType.ARRAY: "ARRAY",
 }
 _FROM_MILVUS = {v: k for k, v in _TO_MILVUS.items()}
 
@@ -463,6 +464,9 @@ def _milvus_schema(schema: CollectionSchema) -> Any:
         kwargs: dict[str, Any] = {"is_primary": f.is_primary}
         if f.auto_id:
             kwargs["auto_id"] = True
+        if f.element_type is not None:
+            kwargs["element_type"] = getattr(MilvusDataType, _TO_MILVUS[f.element_type])
+            kwargs["max_capacity"] = f.max_capacity
         if f.dim is not None:
             kwargs["dim"] = f.dim
         if f.max_length is not None:
@@ -483,6 +487,8 @@ def _field_from_milvus(f: Mapping[str, Any]) -> FieldSchema:
         dim=int(params["dim"]) if "dim" in params else None,
         max_length=int(params["max_length"]) if "max_length" in params else None,
         auto_id=bool(f.get("auto_id")),
+        element_type=_FROM_MILVUS.get(str(getattr(f.get("element_type"), "name", f.get("element_type")))),
+        max_capacity=int(params["max_capacity"]) if "max_capacity" in params else None,
     )
 
 

@@ -216,6 +216,7 @@ _REST_TYPES: dict[DataType, str] = {
     DataType.DOUBLE: "Double",
     DataType.BOOL: "Bool",
     DataType.JSON: "JSON",
+    DataType.ARRAY: "Array",
 }
 _FROM_REST: dict[str, DataType] = {name.lower(): dt for dt, name in _REST_TYPES.items()}
 _FROM_REST.update({dt.value.lower(): dt for dt in DataType})  # also accept "INT64", "FLOAT_VECTOR"
@@ -255,6 +256,9 @@ def schema_to_rest(schema: CollectionSchema) -> dict[str, Any]:
             params["dim"] = f.dim
         if f.max_length is not None:
             params["max_length"] = f.max_length
+        if f.element_type is not None:
+            entry["elementDataType"] = rest_type(f.element_type)
+            params["max_capacity"] = f.max_capacity
         if params:
             entry["elementTypeParams"] = params
         fields.append(entry)
@@ -295,13 +299,17 @@ def field_from_custom(entry: Any, *, auto_id: bool = False) -> FieldSchema:
         raise IncorrectParameterFormat(f"field {name!r}: elementTypeParams must be an object")
     dtype = parse_type(name, entry.get("dataType"))
     is_primary = bool(entry.get("isPrimary", False))
+    element = parse_type(name, entry.get("elementDataType")) if dtype is DataType.ARRAY else None
+    takes_length = DataType.VARCHAR in (dtype, element)
     return FieldSchema(
         name,
         dtype,
         is_primary,
         int_param(f"field {name!r} dim", etp.get("dim")) if dtype is DataType.FLOAT_VECTOR else None,
-        int_param(f"field {name!r} max_length", etp.get("max_length")) if dtype is DataType.VARCHAR else None,
+        int_param(f"field {name!r} max_length", etp.get("max_length")) if takes_length else None,
         auto_id=auto_id and is_primary,
+        element_type=element,
+        max_capacity=int_param(f"field {name!r} max_capacity", etp.get("max_capacity")) if element else None,
     )
 
 
@@ -316,6 +324,8 @@ def describe_to_rest(
             params.append({"key": "dim", "value": str(f.dim)})
         if f.max_length is not None:
             params.append({"key": "max_length", "value": str(f.max_length)})
+        if f.max_capacity is not None:
+            params.append({"key": "max_capacity", "value": str(f.max_capacity)})
         entry: dict[str, Any] = {
             "id": 100 + i,
             "name": f.name,
@@ -325,6 +335,8 @@ def describe_to_rest(
             "partitionKey": False,
             "description": "",
         }
+        if f.element_type is not None:
+            entry["elementType"] = rest_type(f.element_type)
         if params:
             entry["params"] = params
         fields.append(entry)
@@ -362,6 +374,8 @@ def schema_from_describe(data: Mapping[str, Any]) -> CollectionSchema:
                 int_param("dim", params.get("dim")),
                 int_param("max_length", params.get("max_length")),
                 bool(f.get("autoId", False)),
+                parse_type(f["name"], f["elementType"]) if f.get("elementType") else None,
+                int_param("max_capacity", params.get("max_capacity")),
             )
         )
     return CollectionSchema(

@@ -28,6 +28,11 @@ class DataType(enum.StrEnum):
     DOUBLE = "DOUBLE"
     BOOL = "BOOL"
     JSON = "JSON"
+    ARRAY = "ARRAY"
+
+
+ARRAY_ELEMENT_TYPES = (DataType.INT64, DataType.VARCHAR, DataType.BOOL, DataType.FLOAT, DataType.DOUBLE)
+MAX_ARRAY_CAPACITY = 4096  # Milvus's limit on an ARRAY field's max_capacity
 
 
 class IndexType(enum.StrEnum):
@@ -54,7 +59,8 @@ def check_name(kind: str, name: str) -> None:
 @dataclass(frozen=True, slots=True)
 class FieldSchema:
     """One field. `dim` is required for FLOAT_VECTOR, `max_length` (characters) for VARCHAR. `auto_id`: an
-    INT64 primary key the store assigns at insert (rows leave it out)."""
+    INT64 primary key the store assigns at insert (rows leave it out). ARRAY: a list of at most
+    `max_capacity` values of `element_type` (VARCHAR elements each within `max_length`)."""
 
     name: str
     dtype: DataType
@@ -62,6 +68,8 @@ class FieldSchema:
     dim: int | None = None
     max_length: int | None = None
     auto_id: bool = False
+    element_type: DataType | None = None
+    max_capacity: int | None = None
 
     def __post_init__(self) -> None:
         check_name("field", self.name)
@@ -74,19 +82,39 @@ class FieldSchema:
                 raise SchemaError(f"field {self.name!r}: FLOAT_VECTOR needs dim in [1, 32768], got {self.dim!r}")
         elif self.dim is not None:
             raise SchemaError(f"field {self.name!r}: dim only applies to FLOAT_VECTOR")
-        if self.dtype is DataType.VARCHAR:
+        if self.dtype is DataType.ARRAY:
+            self._check_array()
+        elif self.element_type is not None or self.max_capacity is not None:
+            raise SchemaError(f"field {self.name!r}: element_type and max_capacity only apply to ARRAY")
+        if self.dtype is DataType.VARCHAR or self.element_type is DataType.VARCHAR:
             ml = self.max_length
             if not isinstance(ml, int) or isinstance(ml, bool) or not 1 <= ml <= 65535:
                 raise SchemaError(f"field {self.name!r}: VARCHAR needs max_length in [1, 65535], got {ml!r}")
         elif self.max_length is not None:
-            raise SchemaError(f"field {self.name!r}: max_length only applies to VARCHAR")
+            raise SchemaError(f"field {self.name!r}: max_length only applies to VARCHAR (and ARRAY of VARCHAR)")
         if self.is_primary and self.dtype not in (DataType.INT64, DataType.VARCHAR):
             raise SchemaError(f"field {self.name!r}: the primary key must be INT64 or VARCHAR")
         if self.auto_id and not (self.is_primary and self.dtype is DataType.INT64):
             raise SchemaError(f"field {self.name!r}: autoID applies only to an INT64 primary key")
 
+    def _check_array(self) -> None:
+        try:
+            element = DataType(self.element_type) if self.element_type is not None else None
+        except ValueError:
+            element = None
+        if element not in ARRAY_ELEMENT_TYPES:
+            raise SchemaError(f"field {self.name!r}: ARRAY needs an element type among "
+                              f"{[t.value for t in ARRAY_ELEMENT_TYPES]}, got {self.element_type!r}")
+        object.__setattr__(self, "element_type", element)
+        cap = self.max_capacity
+        if not isinstance(cap, int) or isinstance(cap, bool) or not 1 <= cap <= MAX_ARRAY_CAPACITY:
+            raise SchemaError(
+                f"field {self.name!r}: ARRAY needs max_capacity in [1, {MAX_ARRAY_CAPACITY}], got {cap!r}")
+        if self.is_primary:
+            raise SchemaError(f"field {self.name!r}: an ARRAY cannot be the primary key")
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "dtype": self.dtype.value,
             "is_primary": self.is_primary,
@@ -94,11 +122,16 @@ class FieldSchema:
             "max_length": self.max_length,
             "auto_id": self.auto_id,
         }
+        if self.dtype is DataType.ARRAY:
+            assert self.element_type is not None
+            out.update(element_type=self.element_type.value, max_capacity=self.max_capacity)
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FieldSchema:
+        element = d.get("element_type")
         return cls(d["name"], DataType(d["dtype"]), d.get("is_primary", False), d.get("dim"), d.get("max_length"),
-                   d.get("auto_id", False))
+                   d.get("auto_id", False), DataType(element) if element else None, d.get("max_capacity"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,7 +308,21 @@ def _check_value(f: FieldSchema, value: Any, where: str) -> Any:
         return value
     if dt is DataType.JSON:
         return _check_json(f.name, value, where)
+    if dt is DataType.ARRAY:
+        return _check_array(f, value, where)
     raise RowError(f"{where}: field {f.name!r} has unsupported type {dt}")
+
+
+def _check_array(f: FieldSchema, value: Any, where: str) -> list[Any]:
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if not isinstance(value, list | tuple):
+        raise RowError(f"{where}: field {f.name!r} expects an ARRAY (a list), got {type(value).__name__}")
+    assert f.element_type is not None and f.max_capacity is not None
+    if len(value) > f.max_capacity:
+        raise RowError(f"{where}: field {f.name!r} has {len(value)} elements, above its max_capacity {f.max_capacity}")
+    element = FieldSchema(f.name, f.element_type, max_length=f.max_length)
+    return [_check_value(element, item, f"{where} element {i}") for i, item in enumerate(value)]
 
 
 def _check_json(name: str, value: Any, where: str) -> Any:

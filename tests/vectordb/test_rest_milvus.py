@@ -75,3 +75,30 @@ async def test_auto_id_assigns_unique_int64_keys_at_insert(http: httpx.AsyncClie
     refused = await call(http, "collections/create", {"collectionName": "auto_text", "dimension": 2, "autoID": True,
                                                       "idType": "VarChar", "params": {"max_length": 8}})
     assert refused["code"] == 105 and "INT64" in refused["message"]
+
+
+async def test_array_fields_as_the_suite_declares_them(http: httpx.AsyncClient) -> None:  # noqa: F811
+    fields = [
+        {"fieldName": "book_id", "dataType": "Int64", "isPrimary": True, "elementTypeParams": {}},
+        {"fieldName": "int_array", "dataType": "Array", "elementDataType": "Int64",
+         "elementTypeParams": {"max_capacity": "1024"}},
+        {"fieldName": "varchar_array", "dataType": "Array", "elementDataType": "VarChar",
+         "elementTypeParams": {"max_capacity": "1024", "max_length": "256"}},
+        {"fieldName": "bool_array", "dataType": "Array", "elementDataType": "Bool",
+         "elementTypeParams": {"max_capacity": "1024"}},
+        {"fieldName": "text_emb", "dataType": "FloatVector", "elementTypeParams": {"dim": "2"}},
+    ]
+    created = await call(http, "collections/create", {"collectionName": "arr", "schema": {"fields": fields}})
+    assert created["code"] == 0
+    described = (await call(http, "collections/describe", {"collectionName": "arr"}))["data"]["fields"]
+    varchar_array = next(f for f in described if f["name"] == "varchar_array")
+    assert varchar_array["type"] == "Array" and varchar_array["elementType"] == "VarChar"
+    assert {"key": "max_capacity", "value": "1024"} in varchar_array["params"]
+    rows = [{"book_id": i, "int_array": [i, i + 1], "varchar_array": [f"varchar_{i}"], "bool_array": [i % 2 == 0],
+             "text_emb": [1.0, float(i)]} for i in range(4)]
+    assert (await call(http, "entities/insert", {"collectionName": "arr", "data": rows}))["data"]["insertCount"] == 4
+    hits = await call(http, "entities/query", {"collectionName": "arr", "filter": "array_contains(int_array, 2)"})
+    assert sorted(r["book_id"] for r in hits["data"]) == [1, 2]
+    assert {"int_array", "varchar_array", "bool_array"} <= set(hits["data"][0])
+    bad = await call(http, "entities/insert", {"collectionName": "arr", "data": [{**rows[0], "int_array": ["x"]}]})
+    assert bad["code"] == 1804 and "int_array" in bad["message"]
