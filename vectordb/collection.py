@@ -14,6 +14,7 @@ compaction's merge is `vectordb.compaction`'s, its swap into memory and the cata
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -34,6 +35,57 @@ from vectordb.search import reduce_hits, search_segments
 from vectordb.segment import GrowingSegment, SealedSegment
 from vectordb.streaming.consistency import ConsistencyLevel, guarantee_ts, parse_level
 from vectordb.wal import Op, WalRecord
+
+RANGE_SEARCH_FETCH = 4  # a range search short of hits looks this many times deeper, again
+RANGE_SEARCH_MAX_FETCH = 16_384  # ...up to the largest search limit (`validation.MAX_LIMIT`)
+
+
+def _pop_flag(params: dict[str, Any], keys: tuple[str, ...]) -> bool:
+    value = False
+    for key in keys:
+        given = params.pop(key, None)
+        if given is not None:
+            if not isinstance(given, bool):
+                raise InvalidRequest(f"search parameter {key} must be true or false, got {given!r}")
+            value = given
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class DistanceRange:
+    """Milvus's range search: hits beyond `radius` are dropped, and (with `range_filter`) those nearer
+    than it. L2 (lower is closer): range_filter <= distance < radius; IP and COSINE (higher is closer):
+    radius < distance <= range_filter."""
+
+    radius: float
+    inner: float | None
+    higher: bool
+
+    @classmethod
+    def pop_from(cls, params: dict[str, Any], higher: bool) -> DistanceRange | None:
+        radius, inner = params.pop("radius", None), params.pop("range_filter", None)
+        if radius is None:
+            if inner is not None:
+                raise InvalidRequest("range_filter needs a radius")
+            return None
+        for key, value in (("radius", radius), ("range_filter", inner)):
+            if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)
+                                      or not math.isfinite(value)):
+                raise InvalidRequest(f"search parameter {key} must be a finite number, got {value!r}")
+        if inner is not None and (inner <= radius if higher else inner >= radius):
+            closer = "above" if higher else "below"
+            raise InvalidRequest(f"range_filter must be {closer} radius for this metric, got range_filter "
+                                 f"{inner} and radius {radius}")
+        return cls(float(radius), None if inner is None else float(inner), higher)
+
+    def beyond(self, distance: float) -> bool:
+        """Past the radius: every farther hit is out of range too."""
+        return distance <= self.radius if self.higher else distance >= self.radius
+
+    def holds(self, distance: float) -> bool:
+        if self.higher:
+            return distance > self.radius and (self.inner is None or distance <= self.inner)
+        return distance < self.radius and (self.inner is None or distance >= self.inner)
 
 
 def resolve_output_fields(
@@ -117,14 +169,33 @@ class Collection(CollectionCore):
         *,
         read_ts: int | None = None,
     ) -> list[list[Hit]]:
-        """Top-`limit` hits per query at `read_ts` (default: a Strong read)."""
+        """Top-`limit` hits per query at `read_ts` (default: a Strong read). A range search (`radius`,
+        optionally `range_filter`, in the search params) keeps the hits within the range (see
+        `DistanceRange`)."""
         index = self.meta.index
         params = check_metric(index, search_params)
         metric = index.metric
+        higher = higher_is_better(metric)
+        within = DistanceRange.pop_from(params, higher)
+        sealed_only = _pop_flag(params, ("ignore_growing", "ignoreGrowing"))
         q = prepare_queries(queries, metric)
         ts, views = self.snapshot(self.read_ts() if read_ts is None else read_ts)
-        per_segment = search_segments(views, ts, q, limit, expr, metric, params, self._visibility)
-        return reduce_hits(per_segment, len(q), limit, output_fields, higher_is_better(metric))
+        if sealed_only:  # Milvus's ignoreGrowing: rows not yet sealed into a segment are not searched
+            views = [v for v in views if not isinstance(v.segment, GrowingSegment)]
+        k = limit
+        while True:
+            per_segment = search_segments(views, ts, q, k, expr, metric, params, self._visibility)
+            hits = reduce_hits(per_segment, len(q), k, output_fields, higher)
+            if within is None:
+                return hits
+            kept = [[h for h in found if within.holds(h.distance)][:limit] for found in hits]
+            # Hits nearer than range_filter are dropped: look deeper while a query may still find more
+            # (it came back full, and its farthest candidate is not beyond the radius yet).
+            deeper = any(len(got) < limit and len(found) == k and not within.beyond(found[-1].distance)
+                         for got, found in zip(kept, hits, strict=True))
+            if not deeper or k >= RANGE_SEARCH_MAX_FETCH:
+                return kept
+            k = min(k * RANGE_SEARCH_FETCH, RANGE_SEARCH_MAX_FETCH)
 
     def query(
         self,

@@ -11,6 +11,12 @@ class SchemaError(InvalidRequest):
     code = "invalid_schema"
 
 
+class InvalidName(SchemaError):
+    """A collection, field or partition name outside letters, digits and underscores (Milvus: code 1100)."""
+
+    code = "invalid_name"
+
+
 class RowError(InvalidRequest):
     """A row does not match the collection schema (the message names the field)."""
 

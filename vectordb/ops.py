@@ -136,7 +136,7 @@ class EngineOps:
         if coll is None or (expect_id is not None and coll.meta.id != expect_id):
             if self._proxy is not None:
                 self.meta_cache.invalidate(name)
-            raise CollectionNotFound(f"collection {name!r} does not exist")
+            raise CollectionNotFound(f"can't find collection {name!r}: it does not exist")
         return coll
 
     def exists(self, name: str) -> bool:

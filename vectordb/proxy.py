@@ -200,7 +200,7 @@ class MetaCache:
         if meta is None:
             meta = self._catalog.get(name)
             if meta is None:
-                raise CollectionNotFound(f"collection {name!r} does not exist")
+                raise CollectionNotFound(f"can't find collection {name!r}: it does not exist")
             with self._lock:
                 self._entries[name] = meta
         return meta

@@ -4,9 +4,10 @@ Every call is `POST /v2/vectordb/<category>/<action>` with a JSON object body. S
 with `{"code": 0, "data": ...}`; an error is `{"code": <non-zero>, "message": "..."}` with HTTP 200
 (Milvus's convention), except 401 (missing/wrong token), 413 (body over `max_body_bytes`), 404
 (unknown endpoint) and 405 (not POST). The numeric codes and the docvec exception each maps to are
-tabled in `vectordb.restproto`: 100 collection not found, 105 bad schema, 1100 invalid parameter or
-unsupported feature, 1800 not authenticated, 1804 bad row, 1806 duplicate primary key, 1850 bad
-filter, 1851 collection exists, 1852 request timed out, 2 engine closing, 65535 unexpected.
+tabled in `vectordb.restproto`: 100 collection not found, 105 bad schema, 1100 invalid parameter,
+name, data type or filter, or an unsupported feature, 1800 not authenticated, 1804 bad row, 1806
+duplicate primary key, 1851 collection exists, 1852 request timed out, 2 engine closing, 65535
+unexpected (and a search limit or offset out of range, as Milvus answers it).
 
 Endpoints (`dbName` may be given and must be "default"):
 
@@ -16,7 +17,8 @@ Endpoints (`dbName` may be given and must be "default"):
     indexes/      create describe list drop
 
 docvec extensions to Milvus's request/response bodies (a Milvus client never needs them):
-- collections/create `ifNotExists: true` (no error when an identical collection exists);
+- collections/create `ifNotExists: false`: an error even when an identical collection exists (by
+  default, as in Milvus, creating it again with the same schema succeeds);
 - collections/compact: merge small sealed segments and purge deleted rows now;
 - entities/delete `ids: [...]` as an alternative to `filter`; its data is `{"deleteCount": n}`;
 - entities/search `defaultOutputFields: true` returns what the embedded client returns for
@@ -46,15 +48,18 @@ from typing import Any
 from common.errors import InvalidRequest
 from vectordb.catalog import CollectionMeta
 from vectordb.engine import Engine
+from vectordb.errors import RowError
 from vectordb.facade import AsyncEngine
 from vectordb.restproto import (
     DEFAULT_DB,
     LOAD_STATE_LOADED,
     LOAD_STATE_NOT_EXIST,
+    SEARCH_RANGE_PREFIX,
     DatabaseNotFound,
     IncorrectParameterFormat,
     MissingParameter,
     PartitionNotFound,
+    SearchRangeError,
     describe_to_rest,
     field_from_custom,
     index_from_rest,
@@ -214,8 +219,16 @@ class RestApi:
             schema = self._quick_schema(body)
         params = body.mapping("params")
         _check_consistency(params.get("consistencyLevel"))
-        index = self._index_for(body, schema) or IndexParams(metric_type=body.get("metricType", "COSINE"))
-        await self._store.create_collection(name, schema, index=index, if_not_exists=body.flag("ifNotExists", False))
+        declared = self._index_for(body, schema)
+        index = declared or IndexParams(metric_type=body.get("metricType", "COSINE"))
+        # As Milvus: creating a collection that exists with the same schema succeeds (concurrent clients
+        # may all create it); with another schema it is CollectionExists.
+        existed = await self._store.has_collection(name)
+        await self._store.create_collection(name, schema, index=index, if_not_exists=body.flag("ifNotExists", True))
+        if body.has("schema") and declared is None and not existed:
+            # A custom schema without indexParams: Milvus leaves it unloaded until an index is created
+            # and the collection loaded (docvec indexes it by default; it is released here).
+            await self._store.release_collection(name)
         return Reply({})
 
     def _quick_schema(self, body: Body) -> CollectionSchema:
@@ -271,7 +284,9 @@ class RestApi:
 
     async def describe_collection(self, body: Body) -> Reply:
         meta = await self._meta(body.collection())
-        return Reply(describe_to_rest(meta.name, meta.id, meta.schema, meta.index))
+        described = describe_to_rest(meta.name, meta.id, meta.schema, meta.index)
+        described["load"] = await self._store.get_load_state(meta.name)
+        return Reply(described)
 
     async def list_collections(self, body: Body) -> Reply:
         body.database()
@@ -342,7 +357,10 @@ class RestApi:
         if isinstance(rows, Mapping):
             rows = [rows]  # Milvus accepts one entity object as well as a list
         write = self._store.upsert if upsert else self._store.insert
-        return await write(name, rows, partition_name=partitions[0] if partitions else None)
+        try:
+            return await write(name, rows, partition_name=partitions[0] if partitions else None)
+        except RowError as exc:  # in Milvus's words first, then which row and field
+            raise RowError(f"fail to deal the insert data: {exc.message}") from exc
 
     async def delete(self, body: Body) -> Reply:
         name = body.collection()
@@ -390,8 +408,7 @@ class RestApi:
             raise InvalidRequest(f"annsField {anns!r} is not the collection's vector field {schema.vector.name!r}")
         limit = body.get("limit", DEFAULT_SEARCH_LIMIT)
         offset = body.get("offset", 0)
-        if offset:
-            limit = self._paged_limit(limit, offset)
+        limit = self._paged_limit(limit, offset)
         per_query = await self._store.search(
             name,
             body.required("data"),
@@ -413,11 +430,15 @@ class RestApi:
 
     @staticmethod
     def _paged_limit(limit: Any, offset: Any) -> int:
-        for key, value in (("limit", limit), ("offset", offset)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise InvalidRequest(f"{key} must be a non-negative integer, got {value!r}")
+        """The hits to fetch for `offset` + `limit`; out of Milvus's range (limit 1..16384, offset >= 0,
+        both within 16384) a `SearchRangeError`, code 65535 as Milvus answers it."""
+        for key, value, least in (("limit", limit, 1), ("offset", offset, 0)):
+            if not isinstance(value, int) or isinstance(value, bool) or not least <= value <= MAX_LIMIT:
+                raise SearchRangeError(
+                    f"{SEARCH_RANGE_PREFIX}{key} must be an integer in [{least}, {MAX_LIMIT}], got {value!r}")
         if limit + offset > MAX_LIMIT:
-            raise InvalidRequest(f"limit + offset must be at most {MAX_LIMIT}, got {limit + offset}")
+            raise SearchRangeError(f"{SEARCH_RANGE_PREFIX}limit + offset must be at most {MAX_LIMIT}, "
+                                   f"got {limit + offset}")
         return int(limit + offset)
 
     # ----------------------------------------------------------------------------------- partitions

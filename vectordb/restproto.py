@@ -15,22 +15,23 @@ raises what the embedded client raises:
     700    ErrIndexNotFound             NotFound
     800    ErrDatabaseNotFound          NotFound (only dbName "default" exists)
     1001   ErrIoFailed                  StorageError
-    1100   ErrParameterInvalid          InvalidRequest (also: unsupported feature, e.g. autoID, partitions)
+    1100   ErrParameterInvalid          InvalidRequest (also: unsupported feature, a bad name, a bad data
+                                        type); FilterError, its message "failed to create query plan: ..."
     1102   ErrParameterTooLarge         LimitExceeded (request body over the server's limit)
     1800   ErrNeedAuthenticate          Unauthorized (missing or wrong bearer token; HTTP 401)
     1801   ErrIncorrectParameterFormat  InvalidRequest (body is not a JSON object, wrong parameter type)
     1802   ErrMissingRequiredParameters InvalidRequest
     1804   ErrInvalidInsertData         RowError
     1806   ErrCheckPrimaryKey           DuplicatePrimaryKey
-    1850   (docvec) invalid filter      FilterError
     1851   (docvec) collection exists   CollectionExists
     1852   (docvec) request timed out   StageTimeout (the server's per-request timeout)
     1853   (docvec) conflict            Conflict
-    65535  (unexpected)                 DocvecError
+    65535  (unexpected)                 DocvecError (also: a search limit or offset out of range, as Milvus)
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -53,6 +54,7 @@ from vectordb.errors import (
     DuplicatePrimaryKey,
     EngineClosed,
     FilterError,
+    InvalidName,
     PartitionNotFound,
     RowError,
     SchemaError,
@@ -82,7 +84,6 @@ CODE_INCORRECT_FORMAT = 1801
 CODE_MISSING_PARAMETER = 1802
 CODE_INVALID_INSERT_DATA = 1804
 CODE_CHECK_PRIMARY_KEY = 1806
-CODE_INVALID_FILTER = 1850
 CODE_COLLECTION_EXISTS = 1851
 CODE_TIMEOUT = 1852
 CODE_CONFLICT = 1853
@@ -134,6 +135,16 @@ class MissingParameter(InvalidRequest):
     code = "missing_parameter"
 
 
+class SearchRangeError(InvalidRequest):
+    """A search limit or offset outside Milvus's range: code 65535, as Milvus answers it (its message
+    starts with `SEARCH_RANGE_PREFIX`, which tells the HTTP client it is an `InvalidRequest`)."""
+
+    code = "search_range"
+
+
+SEARCH_RANGE_PREFIX = "search limit or offset out of range: "
+
+
 class DatabaseNotFound(NotFound):
     code = "database_not_found"
 
@@ -151,7 +162,9 @@ _CLASS_TO_CODE: dict[type[BaseException], int] = {
     DatabaseNotFound: CODE_DATABASE_NOT_FOUND,
     SchemaError: CODE_ILLEGAL_SCHEMA,
     RowError: CODE_INVALID_INSERT_DATA,
-    FilterError: CODE_INVALID_FILTER,
+    FilterError: CODE_PARAMETER_INVALID,
+    InvalidName: CODE_PARAMETER_INVALID,
+    SearchRangeError: CODE_UNEXPECTED,
     IncorrectParameterFormat: CODE_INCORRECT_FORMAT,
     MissingParameter: CODE_MISSING_PARAMETER,
     InvalidRequest: CODE_PARAMETER_INVALID,
@@ -182,7 +195,6 @@ _CODE_TO_CLASS: dict[int, type[DocvecError]] = {
     CODE_MISSING_PARAMETER: InvalidRequest,
     CODE_INVALID_INSERT_DATA: RowError,
     CODE_CHECK_PRIMARY_KEY: DuplicatePrimaryKey,
-    CODE_INVALID_FILTER: FilterError,
     CODE_COLLECTION_EXISTS: CollectionExists,
     CODE_TIMEOUT: StageTimeout,
     CODE_CONFLICT: Conflict,
@@ -198,8 +210,23 @@ def code_for(exc: BaseException) -> int:
     return CODE_UNEXPECTED
 
 
+_INVALID_NAME = re.compile(r"invalid (collection|field|partition) name ")  # `check_name`'s words
+FILTER_ERROR_PREFIX = "failed to create query plan: "  # Milvus's words for a filter it cannot parse
+
+
+def wire_message(exc: DocvecError) -> str:
+    """An error's message as the server sends it (a filter error in Milvus's words)."""
+    return FILTER_ERROR_PREFIX + exc.message if isinstance(exc, FilterError) else exc.message
+
+
 def error_from(code: int, message: str) -> DocvecError:
-    """The docvec exception for an error envelope (the inverse of `code_for`)."""
+    """The docvec exception for an error envelope (the inverse of `code_for` and `wire_message`)."""
+    if code == CODE_PARAMETER_INVALID and message.startswith(FILTER_ERROR_PREFIX):
+        return FilterError(message[len(FILTER_ERROR_PREFIX):])
+    if code == CODE_UNEXPECTED and message.startswith(SEARCH_RANGE_PREFIX):
+        return InvalidRequest(message)
+    if code == CODE_PARAMETER_INVALID and _INVALID_NAME.match(message):
+        return InvalidName(message)
     cls = _CODE_TO_CLASS.get(code)
     if cls is None:
         return DocvecError(f"vector store server error {code}: {message}")
@@ -218,8 +245,10 @@ _REST_TYPES: dict[DataType, str] = {
     DataType.JSON: "JSON",
     DataType.ARRAY: "Array",
 }
-_FROM_REST: dict[str, DataType] = {name.lower(): dt for dt, name in _REST_TYPES.items()}
-_FROM_REST.update({dt.value.lower(): dt for dt in DataType})  # also accept "INT64", "FLOAT_VECTOR"
+_FROM_REST: dict[str, DataType] = {name: dt for dt, name in _REST_TYPES.items()}
+# Milvus's other type names: known, refused as unsupported rather than as unknown.
+_UNSUPPORTED_REST_TYPES = ("Int8", "Int16", "Int32", "BinaryVector", "Float16Vector", "BFloat16Vector",
+                           "SparseFloatVector")
 
 
 def rest_type(dtype: DataType) -> str:
@@ -227,11 +256,14 @@ def rest_type(dtype: DataType) -> str:
 
 
 def parse_type(field: str, value: Any) -> DataType:
-    dt = _FROM_REST.get(str(value).lower()) if isinstance(value, str) else None
+    """A Milvus data type name, exactly as Milvus spells it (`VarChar`, not `VARCHAR`: Milvus refuses that)."""
+    dt = _FROM_REST.get(value) if isinstance(value, str) else None
     if dt is None:
-        raise SchemaError(
-            f"field {field!r}: data type {value!r} is not supported; use one of {sorted(_REST_TYPES.values())}"
-        )
+        supported = sorted(_REST_TYPES.values())
+        if value in _UNSUPPORTED_REST_TYPES:
+            raise InvalidRequest(f"field {field!r}: data type {value} is not supported by docvec's vector store; "
+                                 f"use one of {supported}")
+        raise InvalidRequest(f"field {field!r}: invalid data type {value!r}; use one of {supported}")
     return dt
 
 
@@ -294,6 +326,10 @@ def field_from_custom(entry: Any, *, auto_id: bool = False) -> FieldSchema:
     name = entry.get("fieldName")
     if not isinstance(name, str):
         raise MissingParameter("schema.fields[].fieldName is required")
+    for unsupported in ("nullable", "defaultValue"):
+        if entry.get(unsupported) not in (None, False):
+            raise InvalidRequest(f"field {name!r}: {unsupported} is not supported by docvec's vector store; "
+                                 "every field needs a value in every row")
     etp = entry.get("elementTypeParams") or {}
     if not isinstance(etp, Mapping):
         raise IncorrectParameterFormat(f"field {name!r}: elementTypeParams must be an object")

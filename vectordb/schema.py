@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from vectordb.errors import RowError, SchemaError
+from vectordb.errors import InvalidName, RowError, SchemaError
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 DYNAMIC_FIELD = "$meta"
+COUNT_FIELD = "count(*)"  # the output field a query asks for to get how many rows match
 PARTITION_FIELD = "$partition"  # hidden INT64 column: the id of the partition a row was written to
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 
@@ -51,7 +52,7 @@ class MetricType(enum.StrEnum):
 
 def check_name(kind: str, name: str) -> None:
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise SchemaError(
+        raise InvalidName(
             f"invalid {kind} name {name!r}: use letters, digits and underscores, starting with a letter or _"
         )
 

@@ -33,7 +33,7 @@ from common.errors import DocvecError, LimitExceeded, StageTimeout, Unauthorized
 from vectordb.engine import DEFAULT_SEAL_ROWS, Engine
 from vectordb.errors import InsecureServer
 from vectordb.rest import Body, RestApi
-from vectordb.restproto import API_PREFIX, CODE_PARAMETER_INVALID, IncorrectParameterFormat, code_for
+from vectordb.restproto import API_PREFIX, CODE_PARAMETER_INVALID, IncorrectParameterFormat, code_for, wire_message
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def _json_response(payload: Mapping[str, Any], status: int = 200) -> Response:
 
 
 def _error_response(exc: DocvecError | Exception, status: int = 200) -> Response:
-    message = exc.message if isinstance(exc, DocvecError) else f"internal error: {type(exc).__name__}"
+    message = wire_message(exc) if isinstance(exc, DocvecError) else f"internal error: {type(exc).__name__}"
     return _json_response({"code": code_for(exc), "message": message}, status)
 
 

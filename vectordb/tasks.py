@@ -17,7 +17,7 @@ from vectordb.errors import InvalidRequest, PartitionNotFound
 from vectordb.expr import And, Expr, FieldRef, InList
 from vectordb.proxy import Task
 from vectordb.results import Hit
-from vectordb.schema import PARTITION_FIELD, CollectionSchema, DataType, IndexParams, RowBatch
+from vectordb.schema import COUNT_FIELD, PARTITION_FIELD, CollectionSchema, DataType, IndexParams, RowBatch
 from vectordb.streaming.consistency import Session
 from vectordb.validation import (
     check_create_collection,
@@ -286,16 +286,21 @@ class QueryTask(DqlTask):
         self.consistency_level = consistency_level
         self.expr: Expr | None = None
         self.fields: list[str] = []
+        # `output_fields=["count(*)"]`: one row, {"count(*)": how many rows match}, as Milvus answers it.
+        self.counting = output_fields is not None and not isinstance(output_fields, str) and [
+            str(f).lower() for f in output_fields] == [COUNT_FIELD]
 
     def pre_execute(self) -> None:
         super().pre_execute()
         assert self.meta is not None
+        if self.counting and (self.limit or self.offset):
+            raise InvalidRequest(f"{COUNT_FIELD} counts every matching row: it takes no limit or offset")
         request = check_query(
             self.meta.schema,
             filter=self.filter,
-            output_fields=self.output_fields,
-            limit=self.limit,
-            offset=self.offset,
+            output_fields=[] if self.counting else self.output_fields,
+            limit=None if self.counting else self.limit,
+            offset=0 if self.counting else self.offset,
             consistency_level=self.consistency_level,
         )
         self.expr, self.fields = request.expr, request.fields
@@ -303,6 +308,8 @@ class QueryTask(DqlTask):
     def execute(self) -> list[dict[str, Any]]:
         coll = self.collection()
         read_ts = self.read_ts(coll, self.consistency_level)
+        if self.counting:
+            return [{COUNT_FIELD: len(coll.query(self.expr, self.fields, None, 0, read_ts=read_ts))}]
         return coll.query(self.expr, self.fields, self.limit, self.offset, read_ts=read_ts)  # type: ignore[no-any-return]
 
 

@@ -29,8 +29,8 @@ from vectordb.errors import (
     CollectionNotFound,
     DuplicatePrimaryKey,
     FilterError,
+    InvalidName,
     RowError,
-    SchemaError,
 )
 from vectordb.filters import Where
 from vectordb.http_client import HttpClient
@@ -335,7 +335,7 @@ def test_every_client_has_the_protocols_signatures() -> None:
         (lambda c: c.insert("docs", [{"id": 1}]), RowError),
         (lambda c: c.insert("docs", []), RowError),
         (lambda c: c.upsert("docs", [{**make_rows(np.ones((1, 16)))[0], "vec": [1.0] * 3}]), RowError),
-        (lambda c: c.create_collection("bad name", make_schema(4)), SchemaError),
+        (lambda c: c.create_collection("bad name", make_schema(4)), InvalidName),
         (lambda c: c.create_collection("x", "not a schema"), InvalidRequest),
         (lambda c: c.query("docs", limit=0), InvalidRequest),
         (lambda c: c.query("docs", offset=-1), InvalidRequest),

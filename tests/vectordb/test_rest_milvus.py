@@ -88,7 +88,8 @@ async def test_array_fields_as_the_suite_declares_them(http: httpx.AsyncClient) 
          "elementTypeParams": {"max_capacity": "1024"}},
         {"fieldName": "text_emb", "dataType": "FloatVector", "elementTypeParams": {"dim": "2"}},
     ]
-    created = await call(http, "collections/create", {"collectionName": "arr", "schema": {"fields": fields}})
+    created = await call(http, "collections/create", {"collectionName": "arr", "schema": {"fields": fields},
+                                                       "indexParams": [{"fieldName": "text_emb", "metricType": "L2"}]})
     assert created["code"] == 0
     described = (await call(http, "collections/describe", {"collectionName": "arr"}))["data"]["fields"]
     varchar_array = next(f for f in described if f["name"] == "varchar_array")
@@ -102,3 +103,61 @@ async def test_array_fields_as_the_suite_declares_them(http: httpx.AsyncClient) 
     assert {"int_array", "varchar_array", "bool_array"} <= set(hits["data"][0])
     bad = await call(http, "entities/insert", {"collectionName": "arr", "data": [{**rows[0], "int_array": ["x"]}]})
     assert bad["code"] == 1804 and "int_array" in bad["message"]
+
+
+@pytest.mark.parametrize("endpoint, body, code, words", [
+    ("collections/create", {"collectionName": "test collection", "dimension": 2}, 1100, "invalid collection name"),
+    ("collections/create", {"collectionName": "t", "schema": {"fields": [
+        {"fieldName": "id", "dataType": "Int64", "isPrimary": True},
+        {"fieldName": "v", "dataType": "FloatVector", "elementTypeParams": {"dim": 2}},
+        {"fieldName": "s", "dataType": "VARCHAR", "elementTypeParams": {"max_length": 8}}]}}, 1100, "'VARCHAR'"),
+    ("collections/create", {"collectionName": "t", "schema": {"fields": [
+        {"fieldName": "id", "dataType": "Int64", "isPrimary": True},
+        {"fieldName": "v", "dataType": "FloatVector", "elementTypeParams": {"dim": 2}, "nullable": True}]}},
+     1100, "nullable is not supported"),
+    ("collections/create", {"collectionName": "t", "schema": {"fields": [
+        {"fieldName": "id", "dataType": "Int64", "isPrimary": True, "defaultValue": 3},
+        {"fieldName": "v", "dataType": "FloatVector", "elementTypeParams": {"dim": 2}}]}},
+     1100, "defaultValue is not supported"),
+    ("collections/create", {"collectionName": "t", "schema": {"fields": [
+        {"fieldName": "id", "dataType": "Int64", "isPrimary": True},
+        {"fieldName": "v", "dataType": "Float16Vector", "elementTypeParams": {"dim": 2}}]}}, 1100, "not supported"),
+    ("collections/describe", {"collectionName": "missing"}, 100, "can't find collection"),
+    ("entities/query", {"collectionName": "base", "filter": "[1, 2]"}, 1100, "failed to create query plan"),
+    ("entities/search", {"collectionName": "base", "data": [[1.0, 0.0]], "limit": 0}, 65535, "limit"),
+    ("entities/search", {"collectionName": "base", "data": [[1.0, 0.0]], "limit": 16385}, 65535, "limit"),
+    ("entities/search", {"collectionName": "base", "data": [[1.0, 0.0]], "offset": -1}, 65535, "offset"),
+    ("entities/insert", {"collectionName": "base", "data": [{"id": 1, "vector": [1.0, 0.0, 2.0]}]}, 1804,
+     "fail to deal the insert data"),
+])
+async def test_error_codes_and_words_as_milvus_answers(http: httpx.AsyncClient, endpoint: str,  # noqa: F811
+                                                       body: dict[str, Any], code: int, words: str) -> None:
+    await call(http, "collections/create", {"collectionName": "base", "dimension": 2})
+    answer = await call(http, endpoint, body)
+    assert answer["code"] == code and words in answer["message"], answer
+
+
+async def test_create_is_idempotent_and_a_custom_schema_without_index_starts_unloaded(
+        http: httpx.AsyncClient) -> None:  # noqa: F811
+    quick = {"collectionName": "same", "dimension": 2}
+    assert [(await call(http, "collections/create", quick))["code"] for _ in range(3)] == [0, 0, 0]
+    other = await call(http, "collections/create", {**quick, "dimension": 3})
+    assert other["code"] == 1851 and "different schema" in other["message"]
+    strict = await call(http, "collections/create", {**quick, "ifNotExists": False})
+    assert strict["code"] == 1851
+
+    fields = [{"fieldName": "id", "dataType": "Int64", "isPrimary": True},
+              {"fieldName": "v", "dataType": "FloatVector", "elementTypeParams": {"dim": 2}}]
+    await call(http, "collections/create", {"collectionName": "bare", "schema": {"fields": fields}})
+    state = (await call(http, "collections/get_load_state", {"collectionName": "bare"}))["data"]["loadState"]
+    described = (await call(http, "collections/describe", {"collectionName": "bare"}))["data"]
+    assert state == described["load"] == "LoadStateNotLoad"
+    refused = await call(http, "entities/search", {"collectionName": "bare", "data": [[1.0, 0.0]]})
+    assert refused["code"] == 101
+    await call(http, "indexes/create", {"collectionName": "bare",
+                                        "indexParams": [{"fieldName": "v", "metricType": "L2"}]})
+    await call(http, "collections/load", {"collectionName": "bare"})
+    await call(http, "entities/insert", {"collectionName": "bare", "data": [{"id": 1, "v": [1.0, 0.0]}]})
+    counted = await call(http, "entities/query", {"collectionName": "bare", "filter": "",
+                                                  "outputFields": ["count(*)"], "limit": 0})
+    assert counted["data"] == [{"count(*)": 1}]
