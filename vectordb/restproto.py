@@ -210,7 +210,7 @@ def code_for(exc: BaseException) -> int:
     return CODE_UNEXPECTED
 
 
-_INVALID_NAME = re.compile(r"invalid (collection|field|partition) name ")  # `check_name`'s words
+_INVALID_NAME = re.compile(r"Invalid (collection|field|partition) name ")  # `check_name`'s words
 FILTER_ERROR_PREFIX = "failed to create query plan: "  # Milvus's words for a filter it cannot parse
 
 
@@ -326,10 +326,7 @@ def field_from_custom(entry: Any, *, auto_id: bool = False) -> FieldSchema:
     name = entry.get("fieldName")
     if not isinstance(name, str):
         raise MissingParameter("schema.fields[].fieldName is required")
-    for unsupported in ("nullable", "defaultValue"):
-        if entry.get(unsupported) not in (None, False):
-            raise InvalidRequest(f"field {name!r}: {unsupported} is not supported by docvec's vector store; "
-                                 "every field needs a value in every row")
+    _refuse_nullable_and_default(name, entry)
     etp = entry.get("elementTypeParams") or {}
     if not isinstance(etp, Mapping):
         raise IncorrectParameterFormat(f"field {name!r}: elementTypeParams must be an object")
@@ -347,6 +344,23 @@ def field_from_custom(entry: Any, *, auto_id: bool = False) -> FieldSchema:
         element_type=element,
         max_capacity=int_param(f"field {name!r} max_capacity", etp.get("max_capacity")) if element else None,
     )
+
+
+def _refuse_nullable_and_default(name: str, entry: Mapping[str, Any]) -> None:
+    """docvec stores a value for every field of every row: `nullable` and `defaultValue` are refused
+    (Milvus's own reason first where Milvus refuses that field too)."""
+    dtype, nullable, default = entry.get("dataType"), entry.get("nullable"), entry.get("defaultValue")
+    unsupported = "docvec's vector store keeps no nulls and no default values: every row carries every field"
+    if nullable not in (None, False):
+        reason = ("vector type not support null" if isinstance(dtype, str) and dtype.endswith("Vector")
+                  else "partition key field not support nullable" if entry.get("isPartitionKey")
+                  else "nullable is not supported")
+        raise InvalidRequest(f"field {name!r}: {reason}; {unsupported}")
+    if default is not None:
+        reason = ("primary field not support default_value" if entry.get("isPrimary")
+                  else "convert defaultValue fail" if dtype in ("JSON", "Array")
+                  else "defaultValue is not supported")
+        raise InvalidRequest(f"field {name!r}: {reason}; {unsupported}")
 
 
 def describe_to_rest(

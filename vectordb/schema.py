@@ -52,8 +52,8 @@ class MetricType(enum.StrEnum):
 
 def check_name(kind: str, name: str) -> None:
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise InvalidName(
-            f"invalid {kind} name {name!r}: use letters, digits and underscores, starting with a letter or _"
+        raise InvalidName(  # Milvus's words first ("Invalid collection name")
+            f"Invalid {kind} name {name!r}: use letters, digits and underscores, starting with a letter or _"
         )
 
 

@@ -106,7 +106,7 @@ async def test_array_fields_as_the_suite_declares_them(http: httpx.AsyncClient) 
 
 
 @pytest.mark.parametrize("endpoint, body, code, words", [
-    ("collections/create", {"collectionName": "test collection", "dimension": 2}, 1100, "invalid collection name"),
+    ("collections/create", {"collectionName": "test collection", "dimension": 2}, 1100, "Invalid collection name"),
     ("collections/create", {"collectionName": "t", "schema": {"fields": [
         {"fieldName": "id", "dataType": "Int64", "isPrimary": True},
         {"fieldName": "v", "dataType": "FloatVector", "elementTypeParams": {"dim": 2}},
@@ -114,11 +114,11 @@ async def test_array_fields_as_the_suite_declares_them(http: httpx.AsyncClient) 
     ("collections/create", {"collectionName": "t", "schema": {"fields": [
         {"fieldName": "id", "dataType": "Int64", "isPrimary": True},
         {"fieldName": "v", "dataType": "FloatVector", "elementTypeParams": {"dim": 2}, "nullable": True}]}},
-     1100, "nullable is not supported"),
+     1100, "vector type not support null"),
     ("collections/create", {"collectionName": "t", "schema": {"fields": [
         {"fieldName": "id", "dataType": "Int64", "isPrimary": True, "defaultValue": 3},
         {"fieldName": "v", "dataType": "FloatVector", "elementTypeParams": {"dim": 2}}]}},
-     1100, "defaultValue is not supported"),
+     1100, "primary field not support default_value"),
     ("collections/create", {"collectionName": "t", "schema": {"fields": [
         {"fieldName": "id", "dataType": "Int64", "isPrimary": True},
         {"fieldName": "v", "dataType": "Float16Vector", "elementTypeParams": {"dim": 2}}]}}, 1100, "not supported"),

@@ -24,7 +24,7 @@ def test_schema_needs_one_primary_and_one_vector():
         ({"name": "v", "dtype": DataType.FLOAT_VECTOR}, "dim"),
         ({"name": "s", "dtype": DataType.VARCHAR}, "max_length"),
         ({"name": "f", "dtype": DataType.FLOAT, "is_primary": True}, "primary key"),
-        ({"name": "9bad", "dtype": DataType.BOOL}, "invalid field name"),
+        ({"name": "9bad", "dtype": DataType.BOOL}, "Invalid field name"),
         ({"name": "x", "dtype": "NOPE"}, "unknown data type"),
     ],
 )
