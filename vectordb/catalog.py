@@ -66,9 +66,18 @@ class CollectionMeta:
     wal_gen: int = 0
     segments: tuple[SegmentMeta, ...] = ()
     partitions: tuple[PartitionMeta, ...] = _DEFAULT_PARTITIONS
+    vector_indexes: tuple[tuple[str, IndexParams], ...] = ()
+    """The declared indexes of the vector fields after the first (searched exactly, by their metric)."""
 
     def with_changes(self, **changes: Any) -> CollectionMeta:
         return replace(self, **changes)
+
+    def index_of(self, field: str | None) -> IndexParams:
+        """The index of vector field `field` (None: the first); an extra vector field's own when one was
+        created, else the default (AUTOINDEX, COSINE)."""
+        if field is None or field == self.schema.vector.name:
+            return self.index
+        return dict(self.vector_indexes).get(field, IndexParams())
 
     def partition(self, name: str) -> PartitionMeta | None:
         return next((p for p in self.partitions if p.name == name), None)
@@ -83,6 +92,7 @@ class CollectionMeta:
             "wal_gen": self.wal_gen,
             "segments": [s.to_dict() for s in self.segments],
             "partitions": [p.to_dict() for p in self.partitions],
+            "vector_indexes": {name: index.to_dict() for name, index in self.vector_indexes},
         }
 
     @classmethod
@@ -96,6 +106,7 @@ class CollectionMeta:
             int(d["wal_gen"]),
             tuple(SegmentMeta.from_dict(s) for s in d["segments"]),
             tuple(PartitionMeta.from_dict(p) for p in d["partitions"]) if "partitions" in d else _DEFAULT_PARTITIONS,
+            tuple((name, IndexParams.from_dict(i)) for name, i in d.get("vector_indexes", {}).items()),
         )
 
 

@@ -168,11 +168,13 @@ class Collection(CollectionCore):
         search_params: Mapping[str, Any] | None,
         *,
         read_ts: int | None = None,
+        anns_field: str | None = None,
     ) -> list[list[Hit]]:
         """Top-`limit` hits per query at `read_ts` (default: a Strong read). A range search (`radius`,
         optionally `range_filter`, in the search params) keeps the hits within the range (see
-        `DistanceRange`)."""
-        index = self.meta.index
+        `DistanceRange`). `anns_field`: a vector field after the first, searched exactly."""
+        column = anns_field if anns_field is not None and anns_field != self.meta.schema.vector.name else None
+        index = self.meta.index_of(column)
         params = check_metric(index, search_params)
         metric = index.metric
         higher = higher_is_better(metric)
@@ -184,7 +186,7 @@ class Collection(CollectionCore):
             views = [v for v in views if not isinstance(v.segment, GrowingSegment)]
         k = limit
         while True:
-            per_segment = search_segments(views, ts, q, k, expr, metric, params, self._visibility)
+            per_segment = search_segments(views, ts, q, k, expr, metric, params, self._visibility, column)
             hits = reduce_hits(per_segment, len(q), k, output_fields, higher)
             if within is None:
                 return hits
@@ -334,8 +336,12 @@ class Collection(CollectionCore):
         ]
         return old_files
 
-    def set_index(self, params: IndexParams) -> None:
-        """Change the index definition and rebuild the index of every sealed segment."""
+    def set_index(self, params: IndexParams, field_name: str | None = None) -> None:
+        """Change the index definition and rebuild the index of every sealed segment. `field_name`, a
+        vector field after the first: record its index (its metric; such fields are searched exactly)."""
+        if field_name is not None and field_name != self.meta.schema.vector.name:
+            self._set_extra_index(field_name, params)
+            return
         with self.flush_lock:
             with self.lock:
                 self.meta = self.meta.with_changes(index=params)
@@ -344,6 +350,15 @@ class Collection(CollectionCore):
                 sealed = [s for s in self.segments.values() if isinstance(s, SealedSegment)]
             for seg in sealed:
                 seg.build_index(params)
+
+    def _set_extra_index(self, field_name: str, params: IndexParams) -> None:
+        if field_name not in {f.name for f in self.meta.schema.extra_vectors}:
+            raise InvalidRequest(f"cannot index field {field_name!r}: it is not a vector field of {self.name!r}")
+        with self.lock:
+            indexes = {**dict(self.meta.vector_indexes), field_name: params}
+            self.meta = self.meta.with_changes(vector_indexes=tuple(indexes.items()))
+            self._catalog.put(self.meta)
+            self.record_ddl("create_index", {**params.to_dict(), "field_name": field_name})
 
     # ------------------------------------------------------------------------------------ compaction
 

@@ -201,12 +201,13 @@ class Engine:
     def describe_collection(self, name: str) -> CollectionSchema:
         return self.describe(name).schema
 
-    def describe_index(self, name: str) -> IndexParams:
-        return self.describe(name).index
+    def describe_index(self, name: str, *, field_name: str | None = None) -> IndexParams:
+        return self.describe(name).index_of(field_name)
 
-    def create_index(self, name: str, index: IndexParams) -> None:
-        """Replace the index definition and rebuild the index of every sealed segment."""
-        self._wait(self._requests.create_index(name, index))
+    def create_index(self, name: str, index: IndexParams, *, field_name: str | None = None) -> None:
+        """Replace the index definition and rebuild the index of every sealed segment (`field_name`: of
+        that vector field; None: the first)."""
+        self._wait(self._requests.create_index(name, index, field_name))
 
     def insert(self, name: str, rows: Rows, *, partition_name: str | None = None) -> list[Any]:
         return list(self._wait(self._requests.write(name, rows, upsert=False, partition_name=partition_name)))
@@ -228,6 +229,7 @@ class Engine:
         consistency_level: str = "Strong",
         search_params: Mapping[str, Any] | None = None,
         partition_names: Sequence[str] | None = None,
+        anns_field: str | None = None,
     ) -> list[list[Hit]]:
         task = self._requests.search(
             name,
@@ -238,6 +240,7 @@ class Engine:
             consistency_level=consistency_level,
             search_params=search_params,
             partition_names=partition_names,
+            anns_field=anns_field,
         )
         return self._wait(task)  # type: ignore[no-any-return]
 

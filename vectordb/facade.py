@@ -60,12 +60,13 @@ class AsyncEngine:
     async def describe_collection(self, name: str) -> CollectionSchema:
         return (await self._meta(name)).schema
 
-    async def describe_index(self, name: str) -> IndexParams:
-        return (await self._meta(name)).index
+    async def describe_index(self, name: str, *, field_name: str | None = None) -> IndexParams:
+        return (await self._meta(name)).index_of(field_name)
 
-    async def create_index(self, name: str, index: IndexParams) -> None:
-        """Replace the index definition and rebuild the index of every sealed segment."""
-        await self._run(self._requests.create_index(name, index))
+    async def create_index(self, name: str, index: IndexParams, *, field_name: str | None = None) -> None:
+        """Replace the index definition and rebuild the index of every sealed segment (`field_name`: of
+        that vector field; None: the first)."""
+        await self._run(self._requests.create_index(name, index, field_name))
 
     async def flush(self, name: str) -> None:
         await self._run(self._requests.flush(name))
@@ -105,6 +106,7 @@ class AsyncEngine:
         consistency_level: str = "Strong",
         search_params: Mapping[str, Any] | None = None,
         partition_names: Sequence[str] | None = None,
+        anns_field: str | None = None,
     ) -> list[list[Hit]]:
         task = self._requests.search(
             name,
@@ -115,6 +117,7 @@ class AsyncEngine:
             consistency_level=consistency_level,
             search_params=search_params,
             partition_names=partition_names,
+            anns_field=anns_field,
         )
         return await self._run(task)  # type: ignore[no-any-return]
 

@@ -145,7 +145,10 @@ class HttpClient:
         body = {
             "collectionName": name,
             "schema": schema_to_rest(schema),
-            "indexParams": [index_to_rest(schema, index or IndexParams())],
+            # Every vector field indexed (the others by default, as the embedded engine has them), so the
+            # server loads the collection as the embedded engine does.
+            "indexParams": [index_to_rest(schema, index or IndexParams()),
+                            *(index_to_rest(schema, IndexParams(), f.name) for f in schema.extra_vectors)],
             "description": schema.description,
             "ifNotExists": if_not_exists,
         }
@@ -163,16 +166,21 @@ class HttpClient:
     async def describe_collection(self, name: str) -> CollectionSchema:
         return schema_from_describe(await self._data("collections/describe", {"collectionName": name}))
 
-    async def describe_index(self, name: str) -> IndexParams:
+    async def describe_index(self, name: str, *, field_name: str | None = None) -> IndexParams:
         entries = await self._data("indexes/describe", {"collectionName": name})
-        return index_from_rest(entries[0])
+        if field_name is None:
+            return index_from_rest(entries[0])  # the first vector field's comes first
+        found = next((e for e in entries if e.get("fieldName") == field_name), None)
+        return index_from_rest(found) if found is not None else IndexParams()
 
-    async def create_index(self, name: str, index: IndexParams) -> None:
-        """Replace the index definition and rebuild the index of every sealed segment."""
+    async def create_index(self, name: str, index: IndexParams, *, field_name: str | None = None) -> None:
+        """Replace the index definition and rebuild the index of every sealed segment (`field_name`: of
+        that vector field; None: the first)."""
         if not isinstance(index, IndexParams):
             raise InvalidRequest("index must be an IndexParams")
         schema = await self.describe_collection(name)
-        await self._call("indexes/create", {"collectionName": name, "indexParams": [index_to_rest(schema, index)]})
+        entry = index_to_rest(schema, index, field_name)
+        await self._call("indexes/create", {"collectionName": name, "indexParams": [entry]})
 
     async def flush(self, name: str) -> None:
         await self._call("collections/flush", {"collectionName": name})
@@ -241,6 +249,7 @@ class HttpClient:
         consistency_level: str = "Strong",
         search_params: Mapping[str, Any] | None = None,
         partition_names: Sequence[str] | None = None,
+        anns_field: str | None = None,
     ) -> list[list[Hit]]:
         try:
             queries = np.asarray(vectors, dtype=np.float32)
@@ -260,6 +269,8 @@ class HttpClient:
             body["filter"] = filter_text(filter)
         if search_params is not None:
             body["searchParams"] = search_params_to_rest(search_params)
+        if anns_field is not None:
+            body["annsField"] = anns_field
         reply = await self._call("entities/search", body)
         rows: list[dict[str, Any]] = reply.get("data") or []
         pk = reply.get("primaryField", "id")

@@ -161,8 +161,9 @@ class MilvusBackendClient:
             description=str(desc.get("description") or ""),
         )
 
-    async def describe_index(self, name: str) -> IndexParams:
+    async def describe_index(self, name: str, *, field_name: str | None = None) -> IndexParams:
         """The IndexParams the collection was created with; Milvus's own description for other collections."""
+        await self._first_vector_only(name, field_name)
         desc = await self._call(self._client.describe_collection, name)
         stored = (desc.get("properties") or {}).get(INDEX_PROPERTY)
         if stored:
@@ -175,9 +176,15 @@ class MilvusBackendClient:
         params = {k: int(v) for k, v in info.items() if k in ("M", "efConstruction", "nlist")}
         return IndexParams(index_type=info["index_type"], metric_type=info["metric_type"], params=params)
 
-    async def create_index(self, name: str, index: IndexParams) -> None:
+    async def _first_vector_only(self, name: str, field_name: str | None) -> None:
+        if field_name is not None and field_name != (await self._schema(name)).vector.name:
+            raise InvalidRequest("the milvus:// backend indexes and searches the first vector field only; "
+                                 f"{field_name!r} is another")
+
+    async def create_index(self, name: str, index: IndexParams, *, field_name: str | None = None) -> None:
         """Replace the vector index (Milvus: release, drop, create, load) and the stored definition."""
         check_index(index)
+        await self._first_vector_only(name, field_name)
         schema = await self._schema(name)
         vector = schema.vector.name
         await self._call(self._client.release_collection, name)
@@ -257,7 +264,9 @@ class MilvusBackendClient:
         consistency_level: str = "Strong",
         search_params: Mapping[str, Any] | None = None,
         partition_names: Sequence[str] | None = None,
+        anns_field: str | None = None,
     ) -> list[list[Hit]]:
+        await self._first_vector_only(name, anns_field)
         schema, index = await self._schema(name), await self._index(name)
         request = check_search(
             schema,

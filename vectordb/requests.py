@@ -73,8 +73,8 @@ class Requests:
         """The collection's meta: schema, index, partitions."""
         return DescribeCollectionTask(self._ops, name)
 
-    def create_index(self, name: str, index: IndexParams) -> CreateIndexTask:
-        return CreateIndexTask(self._ops, name, index)
+    def create_index(self, name: str, index: IndexParams, field_name: str | None = None) -> CreateIndexTask:
+        return CreateIndexTask(self._ops, name, index, field_name)
 
     def flush(self, name: str) -> FlushTask:
         return FlushTask(self._ops, name)
@@ -110,6 +110,7 @@ class Requests:
         consistency_level: str,
         search_params: Mapping[str, Any] | None,
         partition_names: Sequence[str] | None,
+        anns_field: str | None = None,
     ) -> PartitionedSearchTask:
         task = PartitionedSearchTask(
             self._ops,
@@ -121,6 +122,7 @@ class Requests:
             consistency_level=consistency_level,
             search_params=search_params,
             partition_names=partition_names,
+            anns_field=anns_field,
         )
         return self._tracked(task)
 

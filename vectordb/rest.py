@@ -29,11 +29,12 @@ docvec extensions to Milvus's request/response bodies (a Milvus client never nee
   per query, as Milvus does for several query vectors) and `primaryField` (the key holding the id).
 
 Limits of this subset: partitions/load loads the whole collection and partitions/release does nothing
-(load state is per collection); one index per collection, on the
-vector field, whose name is not stored (describe reports it under the vector field's name); an index
-cannot be dropped, only replaced by indexes/create; autoID is refused; the collection-level
-consistencyLevel and shardsNum are validated but not stored; JSON bodies may carry NaN (Python's json),
-which the engine then rejects or stores as the embedded client would.
+(load state is per collection); one index per vector field, whose name is not stored (describe
+reports it under the field's name); the first vector field has the FAISS index, the others are
+searched exactly (by their index's metric); an index cannot be dropped, only replaced by
+indexes/create; the collection-level consistencyLevel and shardsNum are validated but not stored;
+JSON bodies may carry NaN (Python's json), which the engine then rejects or stores as the embedded
+client would.
 
 Handlers call the async engine facade (`vectordb.facade.AsyncEngine`), as the embedded client does, so
 the event loop never blocks. The HTTP app, auth and limits are `vectordb.server`'s.
@@ -45,7 +46,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.errors import InvalidRequest
+from common.errors import DocvecError, InvalidRequest
 from vectordb.catalog import CollectionMeta
 from vectordb.engine import Engine
 from vectordb.errors import RowError
@@ -141,6 +142,18 @@ _BOOL_STRINGS = {
 }
 
 
+class IndexMissing(DocvecError):
+    """A collection loaded while a vector field has no index (code 65535, as Milvus answers it)."""
+
+    code = "index_missing"
+
+
+def _unindexed(schema: CollectionSchema, entries: Any, extra: Mapping[str, IndexParams]) -> bool:
+    """Whether a vector field was left out of a create's `indexParams` (then Milvus does not load it)."""
+    named = {e.get("fieldName") for e in entries if isinstance(e, Mapping)} if isinstance(entries, list) else set()
+    return schema.vector.name not in named or any(f.name not in extra for f in schema.extra_vectors)
+
+
 def as_bool(key: str, value: Any, default: bool) -> bool:
     if value is None:
         return default
@@ -219,15 +232,20 @@ class RestApi:
             schema = self._quick_schema(body)
         params = body.mapping("params")
         _check_consistency(params.get("consistencyLevel"))
-        declared = self._index_for(body, schema)
-        index = declared or IndexParams(metric_type=body.get("metricType", "COSINE"))
+        declared = self._indexes_for(body, schema)
+        index = declared.pop(schema.vector.name, None) or IndexParams(metric_type=body.get("metricType", "COSINE"))
         # As Milvus: creating a collection that exists with the same schema succeeds (concurrent clients
         # may all create it); with another schema it is CollectionExists.
         existed = await self._store.has_collection(name)
         await self._store.create_collection(name, schema, index=index, if_not_exists=body.flag("ifNotExists", True))
-        if body.has("schema") and declared is None and not existed:
-            # A custom schema without indexParams: Milvus leaves it unloaded until an index is created
-            # and the collection loaded (docvec indexes it by default; it is released here).
+        if existed:
+            return Reply({})
+        for field_name, extra in declared.items():
+            await self._store.create_index(name, extra, field_name=field_name)
+        if body.has("schema") and _unindexed(schema, body.get("indexParams", []), declared):
+            # A custom schema with a vector field left out of indexParams: Milvus leaves the collection
+            # unloaded until every vector field has an index and it is loaded (docvec indexes the first
+            # vector field by default; the collection is released here).
             await self._store.release_collection(name)
         return Reply({})
 
@@ -264,27 +282,29 @@ class RestApi:
         )
 
     @staticmethod
-    def _index_for(body: Body, schema: CollectionSchema) -> IndexParams | None:
+    def _indexes_for(body: Body, schema: CollectionSchema) -> dict[str, IndexParams]:
+        """`indexParams`: the index of each vector field it names."""
         entries = body.get("indexParams", [])
         if not isinstance(entries, list):
             raise IncorrectParameterFormat("indexParams must be a list")
-        found: IndexParams | None = None
+        vectors = {schema.vector.name, *(f.name for f in schema.extra_vectors)}
+        found: dict[str, IndexParams] = {}
         for entry in entries:
-            field_name = entry.get("fieldName") if isinstance(entry, Mapping) else None
+            field_name = request_object(entry, "each indexParams entry").get("fieldName")
             if not isinstance(field_name, str):
                 raise MissingParameter("indexParams[].fieldName is required")
-            if field_name != schema.vector.name:
+            if field_name not in vectors:
                 raise InvalidRequest(
-                    f"cannot index field {field_name!r}: only the vector field {schema.vector.name!r} can be indexed"
+                    f"cannot index field {field_name!r}: only vector fields ({sorted(vectors)}) can be indexed"
                 )
-            if found is not None:
+            if field_name in found:
                 raise InvalidRequest(f"the vector field {field_name!r} can have only one index")
-            found = index_from_rest(entry)
+            found[field_name] = index_from_rest(entry)
         return found
 
     async def describe_collection(self, body: Body) -> Reply:
         meta = await self._meta(body.collection())
-        described = describe_to_rest(meta.name, meta.id, meta.schema, meta.index)
+        described = describe_to_rest(meta.name, meta.id, meta.schema, meta.index, meta.vector_indexes)
         described["load"] = await self._store.get_load_state(meta.name)
         return Reply(described)
 
@@ -300,7 +320,11 @@ class RestApi:
         return Reply({})
 
     async def load_collection(self, body: Body) -> Reply:
-        await self._store.load_collection(body.collection())
+        meta = await self._meta(body.collection())
+        missing = [f.name for f in meta.schema.extra_vectors if f.name not in dict(meta.vector_indexes)]
+        if missing:  # as Milvus: every vector field needs an index before the collection loads
+            raise IndexMissing(f"there is no vector index on field: {missing}, please create index firstly")
+        await self._store.load_collection(meta.name)
         return Reply({})
 
     async def release_collection(self, body: Body) -> Reply:
@@ -403,9 +427,7 @@ class RestApi:
         name = body.collection()
         partitions = body.partitions()
         schema = (await self._meta(name)).schema
-        anns = body.get("annsField", schema.vector.name)
-        if anns != schema.vector.name:
-            raise InvalidRequest(f"annsField {anns!r} is not the collection's vector field {schema.vector.name!r}")
+        anns = body.get("annsField")
         limit = body.get("limit", DEFAULT_SEARCH_LIMIT)
         offset = body.get("offset", 0)
         limit = self._paged_limit(limit, offset)
@@ -418,6 +440,7 @@ class RestApi:
             consistency_level=body.get("consistencyLevel", "Strong"),
             search_params=search_params_from_rest(body.raw.get("searchParams")),
             partition_names=partitions or None,
+            anns_field=anns,
         )
         pk = schema.primary.name
         rows: list[dict[str, Any]] = []
@@ -477,21 +500,24 @@ class RestApi:
     async def create_index(self, body: Body) -> Reply:
         name = body.collection()
         schema = (await self._meta(name)).schema
-        index = self._index_for(body, schema)
-        if index is None:
-            raise MissingParameter("indexParams must name the vector field's index")
-        await self._store.create_index(name, index)
+        indexes = self._indexes_for(body, schema)
+        if not indexes:
+            raise MissingParameter("indexParams must name a vector field's index")
+        for field_name, index in indexes.items():
+            await self._store.create_index(name, index, field_name=field_name)
         return Reply({})
 
     async def describe_index(self, body: Body) -> Reply:
         meta = await self._meta(body.collection())
-        entry = index_to_rest(meta.schema, meta.index)
-        entry.update({"indexState": "Finished", "failReason": ""})
-        return Reply([entry])
+        entries = [index_to_rest(meta.schema, meta.index)]
+        entries += [index_to_rest(meta.schema, index, field) for field, index in meta.vector_indexes]
+        for entry in entries:
+            entry.update({"indexState": "Finished", "failReason": ""})
+        return Reply(entries)
 
     async def list_indexes(self, body: Body) -> Reply:
         meta = await self._meta(body.collection())
-        return Reply([meta.schema.vector.name])
+        return Reply([meta.schema.vector.name, *(field for field, _ in meta.vector_indexes)])
 
     async def drop_index(self, body: Body) -> Reply:
         await self._meta(body.collection())

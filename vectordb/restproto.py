@@ -297,11 +297,13 @@ def schema_to_rest(schema: CollectionSchema) -> dict[str, Any]:
     return {"autoID": schema.primary.auto_id, "enableDynamicField": schema.enable_dynamic_field, "fields": fields}
 
 
-def index_to_rest(schema: CollectionSchema, index: IndexParams) -> dict[str, Any]:
-    """One entry of `indexParams` (create) and of indexes/describe (which adds state fields)."""
+def index_to_rest(schema: CollectionSchema, index: IndexParams, field: str | None = None) -> dict[str, Any]:
+    """One entry of `indexParams` (create) and of indexes/describe (which adds state fields), for vector
+    field `field` (None: the first)."""
+    name = field or schema.vector.name
     return {
-        "fieldName": schema.vector.name,
-        "indexName": schema.vector.name,
+        "fieldName": name,
+        "indexName": name,
         "metricType": index.metric_type,
         "indexType": index.index_type,
         "params": dict(index.params),
@@ -364,7 +366,8 @@ def _refuse_nullable_and_default(name: str, entry: Mapping[str, Any]) -> None:
 
 
 def describe_to_rest(
-    name: str, collection_id: int, schema: CollectionSchema, index: IndexParams
+    name: str, collection_id: int, schema: CollectionSchema, index: IndexParams,
+    extra_indexes: Sequence[tuple[str, IndexParams]] = (),
 ) -> dict[str, Any]:
     """collections/describe data, shaped like Milvus's."""
     fields = []
@@ -399,7 +402,9 @@ def describe_to_rest(
         "enableDynamicField": schema.enable_dynamic_field,
         "fields": fields,
         "indexes": [
-            {"fieldName": schema.vector.name, "indexName": schema.vector.name, "metricType": index.metric_type}
+            {"fieldName": schema.vector.name, "indexName": schema.vector.name, "metricType": index.metric_type},
+            *({"fieldName": field, "indexName": field, "metricType": extra.metric_type}
+              for field, extra in extra_indexes),
         ],
         "load": LOAD_STATE_LOADED,
         "partitionsNum": 1,

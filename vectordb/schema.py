@@ -32,6 +32,7 @@ class DataType(enum.StrEnum):
     ARRAY = "ARRAY"
 
 
+MAX_VECTOR_FIELDS = 4  # Milvus's default limit of vector fields per collection
 ARRAY_ELEMENT_TYPES = (DataType.INT64, DataType.VARCHAR, DataType.BOOL, DataType.FLOAT, DataType.DOUBLE)
 MAX_ARRAY_CAPACITY = 4096  # Milvus's limit on an ARRAY field's max_capacity
 
@@ -155,8 +156,8 @@ class CollectionSchema:
         if len(primaries) != 1:
             raise SchemaError(f"a schema needs exactly one primary key field, found {len(primaries)}")
         vectors = [f for f in self.fields if f.dtype is DataType.FLOAT_VECTOR]
-        if len(vectors) != 1:
-            raise SchemaError(f"a schema needs exactly one FLOAT_VECTOR field, found {len(vectors)}")
+        if not 1 <= len(vectors) <= MAX_VECTOR_FIELDS:
+            raise SchemaError(f"a schema needs one to {MAX_VECTOR_FIELDS} FLOAT_VECTOR fields, found {len(vectors)}")
 
     @property
     def primary(self) -> FieldSchema:
@@ -164,7 +165,13 @@ class CollectionSchema:
 
     @property
     def vector(self) -> FieldSchema:
+        """The first vector field: the one the collection's FAISS index covers (see `extra_vectors`)."""
         return next(f for f in self.fields if f.dtype is DataType.FLOAT_VECTOR)
+
+    @property
+    def extra_vectors(self) -> tuple[FieldSchema, ...]:
+        """Vector fields after the first: stored as columns and searched exactly (`anns_field`)."""
+        return tuple(f for f in self.fields if f.dtype is DataType.FLOAT_VECTOR)[1:]
 
     @property
     def dim(self) -> int:
@@ -173,8 +180,14 @@ class CollectionSchema:
 
     @property
     def scalar_fields(self) -> tuple[FieldSchema, ...]:
-        """Every field except the primary key and the vector."""
+        """Every field except the primary key and the vectors."""
         return tuple(f for f in self.fields if not f.is_primary and f.dtype is not DataType.FLOAT_VECTOR)
+
+    @property
+    def column_fields(self) -> tuple[FieldSchema, ...]:
+        """What a segment keeps as columns: every field except the primary key and the first vector."""
+        first = self.vector.name
+        return tuple(f for f in self.fields if not f.is_primary and f.name != first)
 
     def field(self, name: str) -> FieldSchema | None:
         return next((f for f in self.fields if f.name == name), None)
@@ -252,7 +265,8 @@ class IndexParams:
 
 @dataclass(frozen=True, slots=True)
 class RowBatch:
-    """Validated rows in columnar form. `columns` holds scalar fields (not pk, not vector)."""
+    """Validated rows in columnar form. `columns` holds every field but the primary key and the first
+    vector (`CollectionSchema.column_fields`)."""
 
     pks: list[Any]
     vectors: np.ndarray  # float32, shape (n, dim)
@@ -311,6 +325,8 @@ def _check_value(f: FieldSchema, value: Any, where: str) -> Any:
         return _check_json(f.name, value, where)
     if dt is DataType.ARRAY:
         return _check_array(f, value, where)
+    if dt is DataType.FLOAT_VECTOR:  # a vector field after the first, kept as a column of float lists
+        return _check_vector(f, value, where).tolist()
     raise RowError(f"{where}: field {f.name!r} has unsupported type {dt}")
 
 
@@ -360,7 +376,7 @@ def validate_rows(schema: CollectionSchema, rows: Sequence[Mapping[str, Any]],
     pk_field, vec_field = schema.primary, schema.vector
     assigned = pk_field.auto_id and new_ids is not None
     required = [f.name for f in schema.fields if not (assigned and f.is_primary)]
-    scalars = schema.scalar_fields
+    scalars = schema.column_fields
     pks: list[Any] = []
     vectors = np.empty((len(rows), schema.dim), dtype=np.float32)
     columns: dict[str, list[Any]] = {f.name: [] for f in scalars}
@@ -425,7 +441,7 @@ def validate_columns(
     finite = np.isfinite(matrix).all(axis=1)
     if not finite.all():
         raise RowError(f"row {int(np.argmin(finite))}: field {vec_field.name!r} contains NaN or infinity")
-    scalars = schema.scalar_fields
+    scalars = schema.column_fields
     missing = [f.name for f in scalars if f.name not in columns]
     if missing:
         raise RowError(f"missing column(s) {missing}")

@@ -94,8 +94,10 @@ def search_segments(
     metric: MetricType,
     params: Mapping[str, Any],
     visibility: VisibilityCache,
+    column: str | None = None,
 ) -> list[Candidates]:
-    """Candidates of every segment with a visible (and, with `expr`, matching) row."""
+    """Candidates of every segment with a visible (and, with `expr`, matching) row. `column`: a vector
+    field kept as a column (after the first), searched exactly."""
     out: list[Candidates] = []
     for view in views:
         if not view.n:
@@ -105,6 +107,10 @@ def search_segments(
             allowed = view.visible(ts) if allowed is None else allowed.copy()
             if allowed.any():
                 allowed &= evaluate(expr, view)
+        if column is not None:
+            rows = np.arange(view.n) if allowed is None else np.flatnonzero(allowed)
+            out.append(view.search_column(column, queries, limit, rows, metric))
+            continue
         if allowed is None:
             found = _search_all_rows(view, queries, limit, params)
             if found is not None:

@@ -57,7 +57,7 @@ class Segment:
         self.schema = schema
         self.n = 0
         self.pks: list[Any] = []
-        self.columns: dict[str, list[Any]] = {f.name: [] for f in schema.scalar_fields}
+        self.columns: dict[str, list[Any]] = {f.name: [] for f in schema.column_fields}
         self.columns[PARTITION_FIELD] = []
         self.dynamic: list[dict[str, Any]] | None = [] if schema.enable_dynamic_field else None
         self.vectors = np.empty((0, schema.dim), dtype=np.float32)
@@ -391,6 +391,18 @@ class SegmentView:
                 scores.append(dist[qi][good])
                 offsets.append(labels[qi][good])
         return Candidates(self, scores, offsets)
+
+    def search_column(self, field: str, queries: np.ndarray, k: int, rows: np.ndarray,
+                      metric: MetricType) -> Candidates:
+        """Top-k of `rows` by the vectors of column `field` (a vector field after the first), exactly."""
+        if len(rows) == 0:
+            empty = [np.empty(0, np.float32)] * len(queries)
+            return Candidates(self, empty, [np.empty(0, np.int64)] * len(queries))
+        values = self.segment.columns[field]
+        vecs = np.asarray([values[i] for i in rows.tolist()], dtype=np.float32)
+        scores = idx.exact_scores(vecs, np.linalg.norm(vecs, axis=1), queries, metric)
+        pos, best = idx.top_k_rows(scores, k, metric)
+        return Candidates(self, list(best), [rows[p] for p in pos])
 
     def _exact(self, queries: np.ndarray, k: int, rows: np.ndarray, metric: MetricType) -> Candidates:
         if len(rows) == 0:

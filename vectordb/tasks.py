@@ -76,15 +76,15 @@ class DropCollectionTask(DdlTask):
 
 
 class CreateIndexTask(DdlTask):
-    def __init__(self, ops: EngineOps, name: str, index: IndexParams) -> None:
+    def __init__(self, ops: EngineOps, name: str, index: IndexParams, field_name: str | None = None) -> None:
         super().__init__(ops, name)
-        self.index = index
+        self.index, self.field_name = index, field_name
 
     def pre_execute(self) -> None:
         check_index(self.index)
 
     def execute(self) -> None:
-        self.ops.get(self.name).set_index(self.index)
+        self.ops.get(self.name).set_index(self.index, self.field_name)
 
 
 # ------------------------------------------------------------------------------------------------ DML
@@ -239,10 +239,12 @@ class SearchTask(DqlTask):
         output_fields: Sequence[str] | None,
         consistency_level: str,
         search_params: Mapping[str, Any] | None,
+        anns_field: str | None = None,
     ) -> None:
         super().__init__(ops, name)
         self.vectors, self.limit, self.filter = vectors, limit, filter
         self.output_fields, self.consistency_level, self.search_params = output_fields, consistency_level, search_params
+        self.anns_field = anns_field
         self.queries: np.ndarray | None = None
         self.expr: Expr | None = None
         self.fields: list[str] = []
@@ -252,13 +254,14 @@ class SearchTask(DqlTask):
         assert self.meta is not None
         request = check_search(
             self.meta.schema,
-            self.meta.index,
+            self.meta.index_of(self.anns_field),
             self.vectors,
             limit=self.limit,
             filter=self.filter,
             output_fields=self.output_fields,
             consistency_level=self.consistency_level,
             search_params=self.search_params,
+            anns_field=self.anns_field,
         )
         self.queries, self.expr, self.fields = request.queries, request.expr, request.fields
 
@@ -266,7 +269,8 @@ class SearchTask(DqlTask):
         assert self.queries is not None
         coll = self.collection()
         read_ts = self.read_ts(coll, self.consistency_level)
-        return coll.search(self.queries, self.limit, self.expr, self.fields, self.search_params, read_ts=read_ts)  # type: ignore[no-any-return]
+        return coll.search(self.queries, self.limit, self.expr, self.fields, self.search_params,  # type: ignore[no-any-return]
+                           read_ts=read_ts, anns_field=self.anns_field)
 
 
 class QueryTask(DqlTask):

@@ -20,6 +20,8 @@ from vectordb.filters import compile_any
 from vectordb.index import check_metric
 from vectordb.schema import (
     CollectionSchema,
+    DataType,
+    FieldSchema,
     IndexParams,
     RowBatch,
     check_name,
@@ -117,15 +119,27 @@ def check_ids(schema: CollectionSchema, ids: Any) -> list[Any]:
     return [normalize_pk(schema, pk, where="ids") for pk in ids]
 
 
-def check_query_vectors(schema: CollectionSchema, vectors: Any) -> np.ndarray:
-    """Query vectors as float32 of shape (1..MAX_QUERY_VECTORS, dim); a single 1-D vector is one query."""
+def check_anns_field(schema: CollectionSchema, anns_field: Any) -> FieldSchema:
+    """The vector field a search ranks by: `anns_field`, or the first vector field when it is None."""
+    if anns_field is None:
+        return schema.vector
+    field = schema.field(anns_field) if isinstance(anns_field, str) else None
+    if field is None or field.dtype is not DataType.FLOAT_VECTOR:
+        vectors = [schema.vector.name, *(f.name for f in schema.extra_vectors)]
+        raise InvalidRequest(f"anns_field {anns_field!r} is not a vector field of the collection; use one of {vectors}")
+    return field
+
+
+def check_query_vectors(schema: CollectionSchema, vectors: Any, dim: int | None = None) -> np.ndarray:
+    """Query vectors as float32 of shape (1..MAX_QUERY_VECTORS, dim) (`dim`: the first vector field's
+    unless given); a single 1-D vector is one query."""
     try:
         q = np.asarray(vectors, dtype=np.float32)
     except (TypeError, ValueError):
         raise InvalidRequest("vectors must be a list of float lists or a 2-D array") from None
     if q.ndim == 1:
         q = q[None, :]
-    dim = schema.dim
+    dim = schema.dim if dim is None else dim
     if q.ndim != 2 or q.shape[1] != dim or not 1 <= q.shape[0] <= MAX_QUERY_VECTORS:
         raise InvalidRequest(f"query vectors must have shape (1..{MAX_QUERY_VECTORS}, {dim}), got {q.shape}")
     if not np.isfinite(q).all():
@@ -150,11 +164,14 @@ def check_search(
     output_fields: Any,
     consistency_level: Any,
     search_params: Any,
+    anns_field: Any = None,
 ) -> SearchSpec:
-    """Everything a search is checked for before it runs, in the order the engine checks it."""
+    """Everything a search is checked for before it runs, in the order the engine checks it. `index`:
+    the index of the vector field searched (`anns_field`; the first when None)."""
     check_limit("limit", limit)
     check_consistency(consistency_level)
-    queries = check_query_vectors(schema, vectors)
+    field = check_anns_field(schema, anns_field)
+    queries = check_query_vectors(schema, vectors, field.dim)
     if search_params is not None and not isinstance(search_params, Mapping):
         raise InvalidRequest("search_params must be a dict")
     expr = compile_any(filter, schema)

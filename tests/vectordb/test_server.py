@@ -263,7 +263,7 @@ async def test_release_and_load(http: httpx.AsyncClient) -> None:
         ("entities/search", {"collectionName": "quick_setup", "data": [[1] * 5], "filter": "(" * 200 + "id > 1"},
          1100, "levels deep (the limit)"),
         ("entities/search", {"collectionName": "quick_setup", "data": [[1, 2]]}, 1100, "shape"),
-        ("entities/search", {"collectionName": "quick_setup", "data": [[1] * 5], "annsField": "x"}, 1100, "annsField"),
+        ("entities/search", {"collectionName": "quick_setup", "data": [[1] * 5], "annsField": "x"}, 1100, "anns_field"),
         ("indexes/drop", {"collectionName": "quick_setup", "indexName": "vector"}, 1100, "not supported"),
     ],
 )
