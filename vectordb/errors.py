@@ -17,6 +17,13 @@ class InvalidName(SchemaError):
     code = "invalid_name"
 
 
+class FieldOptionError(SchemaError):
+    """A field option Milvus refuses with code 1100: a nullable vector or primary key, a default value on
+    the primary key or on a JSON, ARRAY or vector field, a default that does not fit its type."""
+
+    code = "invalid_field_option"
+
+
 class RowError(InvalidRequest):
     """A row does not match the collection schema (the message names the field)."""
 

@@ -10,6 +10,7 @@ Grammar (keywords are case-insensitive):
               | operand cmp operand [cmp operand]         # chained range: 1 < a < 5
               | operand ["not"] "in" list
               | operand "like" string                      # % any run, _ one char
+              | field "is" ["not"] "null"
               | operand                                    # a BOOL field or a JSON value
     operand  := term (("+" | "-") term)*                   # arithmetic: 10 + 20 <= a * 2
     term     := unary (("*" | "/" | "%") unary)*
@@ -138,11 +139,18 @@ class FieldRef:
     path: tuple[str | int, ...]
     dtype: DataType  # of the column
     pos: int
+    nullable: bool = False
+
+    @property
+    def scalar(self) -> bool:
+        """A scalar column (not a JSON value or an ARRAY): literals compared with it must be of its kind."""
+        return not self.path and self.dtype not in (DataType.JSON, DataType.ARRAY)
 
     @property
     def typed(self) -> bool:
-        """A plain scalar column (not a JSON value or an ARRAY)."""
-        return not self.path and self.dtype not in (DataType.JSON, DataType.ARRAY)
+        """A scalar column without nulls: numpy evaluates it over the whole column (a nullable one is
+        compared row by row, and a null matches no comparison)."""
+        return self.scalar and not self.nullable
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +216,14 @@ class Truthy:
 
 
 @dataclass(frozen=True, slots=True)
+class IsNull:
+    """`field is null` / `field is not null` (a JSON path that is missing counts as null)."""
+
+    operand: FieldRef
+    negate: bool
+
+
+@dataclass(frozen=True, slots=True)
 class And:
     parts: tuple[Expr, ...]
 
@@ -231,7 +247,7 @@ class Contains:
     mode: str
 
 
-Expr = Compare | InList | Like | Truthy | Contains | And | Or | Not
+Expr = Compare | InList | Like | Truthy | IsNull | Contains | And | Or | Not
 
 _CONTAINS = {
     **dict.fromkeys(("array_contains", "json_contains"), "one"),
@@ -320,6 +336,8 @@ class _Parser:
             return self.parse_contains()
         left = self.parse_operand()
         t = self.tok
+        if t.kind == "IDENT" and t.value.lower() == "is":
+            return self.finish_is_null(left)
         if t.kind == "NOT" and self.peek().kind == "IN":
             self.i += 2
             return self.finish_in(left, negate=True)
@@ -341,19 +359,32 @@ class _Parser:
                 return And((first, self.make_compare(t2, right, third)))
             return first
         if isinstance(left, FieldRef):
-            if left.typed and left.dtype is not DataType.BOOL:
+            if left.scalar and left.dtype is not DataType.BOOL:
                 self.fail(f"field {_ref_name(left)!r} is {left.dtype.value}, not a boolean condition", pos=left.pos)
             return Truthy(left)
         if isinstance(left, Literal) and isinstance(left.value, bool):
             return Truthy(left)
         return self.fail(f"expected a comparison, found {_describe(t)}", t)
 
+    def finish_is_null(self, left: Operand) -> Expr:
+        t = self.take("IDENT")  # "is"
+        negate = self.tok.kind == "NOT"
+        if negate:
+            self.i += 1
+        word = self.tok
+        if word.kind != "IDENT" or word.value.lower() != "null":
+            self.fail(f"expected 'null' after 'is{' not' if negate else ''}', found {_describe(word)}", word)
+        self.i += 1
+        if not isinstance(left, FieldRef):
+            self.fail("'is null' takes a field on its left", t)
+        return IsNull(left, negate)
+
     def parse_contains(self) -> Expr:
         name = self.take("IDENT")
         mode = _CONTAINS[name.value.lower()]
         self.take("(")
         ref = self.parse_operand()
-        if not isinstance(ref, FieldRef) or (ref.typed and ref.dtype is not DataType.ARRAY):
+        if not isinstance(ref, FieldRef) or (ref.scalar and ref.dtype is not DataType.ARRAY):
             self.fail(f"{name.value}() takes an ARRAY or JSON field first", name)
         self.take(",")
         if mode == "one":
@@ -433,7 +464,7 @@ class _Parser:
         if t.kind == "IDENT" and t.value.lower() == "array_length" and self.peek().kind == "(":
             self.i += 2
             ref = self.parse_atom()
-            if not isinstance(ref, FieldRef) or (ref.typed and ref.dtype is not DataType.ARRAY):
+            if not isinstance(ref, FieldRef) or (ref.scalar and ref.dtype is not DataType.ARRAY):
                 self.fail("array_length() takes an ARRAY or JSON field", t)
             self.take(")")
             return Length(ref, t.pos)
@@ -465,11 +496,11 @@ class _Parser:
         for a, b in ((left, right), (right, left)):
             if isinstance(a, FieldRef) and isinstance(b, Literal):
                 self._check_literal_type(a, b.value, t)
-                if a.typed and a.dtype is DataType.BOOL and t.value not in ("==", "!="):
+                if a.scalar and a.dtype is DataType.BOOL and t.value not in ("==", "!="):
                     self.fail(f"operator {t.value} does not apply to BOOL field {a.column!r}", t)
             if isinstance(a, Arith | Length) and isinstance(b, Literal) and _kind_of_value(b.value) != "number":
                 self.fail(f"cannot compare a number with {b.value!r}", t)
-        if isinstance(left, FieldRef) and isinstance(right, FieldRef) and left.typed and right.typed:
+        if isinstance(left, FieldRef) and isinstance(right, FieldRef) and left.scalar and right.scalar:
             if _kind_of_dtype(left.dtype) != _kind_of_dtype(right.dtype):
                 self.fail(f"cannot compare {left.dtype.value} field with {right.dtype.value} field", t)
         return Compare(t.value, left, right)
@@ -480,7 +511,7 @@ class _Parser:
             self.fail(problem, t)
 
     def _need_string_operand(self, ref: Operand, what: str, t: Token) -> None:
-        if not isinstance(ref, FieldRef) or (ref.typed and ref.dtype is not DataType.VARCHAR):
+        if not isinstance(ref, FieldRef) or (ref.scalar and ref.dtype is not DataType.VARCHAR):
             self.fail(f"'{what}' needs a VARCHAR or JSON field on its left", t)
 
 
@@ -501,12 +532,12 @@ def resolve_field(schema: CollectionSchema, name: str, path: tuple[str | int, ..
         return FieldRef(f.name, path, DataType.JSON, pos)  # an element: compared value by value
     if path and f.dtype is not DataType.JSON:
         return f"field {f.name!r} is {f.dtype.value}; only JSON fields take [key] paths"
-    return FieldRef(f.name, path, f.dtype, pos)
+    return FieldRef(f.name, path, f.dtype, pos, f.nullable)
 
 
 def literal_problem(ref: FieldRef, value: Any) -> str | None:
     """Why `value` cannot be compared with the field `ref` (None: it can)."""
-    if ref.typed and _kind_of_value(value) != _kind_of_dtype(ref.dtype):
+    if ref.scalar and _kind_of_value(value) != _kind_of_dtype(ref.dtype):
         return f"field {ref.column!r} is {ref.dtype.value}; cannot compare it with {value!r}"
     return None
 
@@ -639,6 +670,9 @@ def evaluate(expr: Expr, src: ColumnSource) -> np.ndarray:
         return np.fromiter((isinstance(v, str) and rx.fullmatch(v) is not None for v in vals), bool, src.n)
     if isinstance(expr, Contains):
         return _contains(expr, src)
+    if isinstance(expr, IsNull):
+        null = np.fromiter((v is None or v is _MISSING for v in _operand_values(expr.operand, src)), bool, src.n)
+        return ~null if expr.negate else null
     if isinstance(expr, Truthy):
         vals = _operand_values(expr.operand, src)
         if isinstance(vals, np.ndarray) and vals.dtype == bool:

@@ -470,6 +470,9 @@ def _milvus_schema(schema: CollectionSchema) -> Any:
         description=schema.description,
     )
     for f in schema.fields:
+        if f.optional:
+            raise InvalidRequest(f"field {f.name!r}: the milvus:// backend does not support nullable fields or "
+                                 "default values yet")
         kwargs: dict[str, Any] = {"is_primary": f.is_primary}
         if f.auto_id:
             kwargs["auto_id"] = True

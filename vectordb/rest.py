@@ -148,10 +148,14 @@ class IndexMissing(DocvecError):
     code = "index_missing"
 
 
+def _names(entries: Any) -> set[Any]:
+    """The fields an `indexParams` list names."""
+    return {e.get("fieldName") for e in entries if isinstance(e, Mapping)} if isinstance(entries, list) else set()
+
+
 def _unindexed(schema: CollectionSchema, entries: Any, extra: Mapping[str, IndexParams]) -> bool:
     """Whether a vector field was left out of a create's `indexParams` (then Milvus does not load it)."""
-    named = {e.get("fieldName") for e in entries if isinstance(e, Mapping)} if isinstance(entries, list) else set()
-    return schema.vector.name not in named or any(f.name not in extra for f in schema.extra_vectors)
+    return schema.vector.name not in _names(entries) or any(f.name not in extra for f in schema.extra_vectors)
 
 
 def as_bool(key: str, value: Any, default: bool) -> bool:
@@ -242,11 +246,18 @@ class RestApi:
             return Reply({})
         for field_name, extra in declared.items():
             await self._store.create_index(name, extra, field_name=field_name)
-        if body.has("schema") and _unindexed(schema, body.get("indexParams", []), declared):
+        entries = body.get("indexParams", [])
+        if body.has("schema") and _unindexed(schema, entries, declared):
             # A custom schema with a vector field left out of indexParams: Milvus leaves the collection
             # unloaded until every vector field has an index and it is loaded (docvec indexes the first
-            # vector field by default; the collection is released here).
+            # vector field by default; the collection is released here). With some indexes given, Milvus
+            # tries to load it and answers that failure (the collection stays, unloaded).
             await self._store.release_collection(name)
+            if entries:
+                named = _names(entries)
+                missing = [f.name for f in (schema.vector, *schema.extra_vectors) if f.name not in named]
+                raise IndexMissing(f"collection {name!r} was created but not loaded: there is no vector index "
+                                   f"on field: {missing}, please create index firstly")
         return Reply({})
 
     def _quick_schema(self, body: Body) -> CollectionSchema:

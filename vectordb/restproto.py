@@ -53,6 +53,7 @@ from vectordb.errors import (
     CollectionNotLoaded,
     DuplicatePrimaryKey,
     EngineClosed,
+    FieldOptionError,
     FilterError,
     InvalidName,
     PartitionNotFound,
@@ -164,6 +165,7 @@ _CLASS_TO_CODE: dict[type[BaseException], int] = {
     RowError: CODE_INVALID_INSERT_DATA,
     FilterError: CODE_PARAMETER_INVALID,
     InvalidName: CODE_PARAMETER_INVALID,
+    FieldOptionError: CODE_PARAMETER_INVALID,
     SearchRangeError: CODE_UNEXPECTED,
     IncorrectParameterFormat: CODE_INCORRECT_FORMAT,
     MissingParameter: CODE_MISSING_PARAMETER,
@@ -293,6 +295,10 @@ def schema_to_rest(schema: CollectionSchema) -> dict[str, Any]:
             params["max_capacity"] = f.max_capacity
         if params:
             entry["elementTypeParams"] = params
+        if f.nullable:
+            entry["nullable"] = True
+        if f.default_value is not None:
+            entry["defaultValue"] = f.default_value
         fields.append(entry)
     return {"autoID": schema.primary.auto_id, "enableDynamicField": schema.enable_dynamic_field, "fields": fields}
 
@@ -328,7 +334,7 @@ def field_from_custom(entry: Any, *, auto_id: bool = False) -> FieldSchema:
     name = entry.get("fieldName")
     if not isinstance(name, str):
         raise MissingParameter("schema.fields[].fieldName is required")
-    _refuse_nullable_and_default(name, entry)
+    nullable, default = _field_options(name, entry)
     etp = entry.get("elementTypeParams") or {}
     if not isinstance(etp, Mapping):
         raise IncorrectParameterFormat(f"field {name!r}: elementTypeParams must be an object")
@@ -345,24 +351,35 @@ def field_from_custom(entry: Any, *, auto_id: bool = False) -> FieldSchema:
         auto_id=auto_id and is_primary,
         element_type=element,
         max_capacity=int_param(f"field {name!r} max_capacity", etp.get("max_capacity")) if element else None,
+        nullable=nullable,
+        default_value=default,
     )
 
 
-def _refuse_nullable_and_default(name: str, entry: Mapping[str, Any]) -> None:
-    """docvec stores a value for every field of every row: `nullable` and `defaultValue` are refused
-    (Milvus's own reason first where Milvus refuses that field too)."""
-    dtype, nullable, default = entry.get("dataType"), entry.get("nullable"), entry.get("defaultValue")
-    unsupported = "docvec's vector store keeps no nulls and no default values: every row carries every field"
-    if nullable not in (None, False):
-        reason = ("vector type not support null" if isinstance(dtype, str) and dtype.endswith("Vector")
-                  else "partition key field not support nullable" if entry.get("isPartitionKey")
-                  else "nullable is not supported")
-        raise InvalidRequest(f"field {name!r}: {reason}; {unsupported}")
-    if default is not None:
-        reason = ("primary field not support default_value" if entry.get("isPrimary")
-                  else "convert defaultValue fail" if dtype in ("JSON", "Array")
-                  else "defaultValue is not supported")
-        raise InvalidRequest(f"field {name!r}: {reason}; {unsupported}")
+_DEFAULT_DATA = {DataType.INT64: "LongData", DataType.VARCHAR: "StringData", DataType.BOOL: "BoolData",
+                 DataType.FLOAT: "FloatData", DataType.DOUBLE: "DoubleData"}
+
+
+def default_to_rest(field: FieldSchema) -> dict[str, Any]:
+    """A default value as Milvus describes it: `{"Data": {"LongData": 10}}`."""
+    return {"Data": {_DEFAULT_DATA[field.dtype]: field.default_value}}
+
+
+def default_from_rest(value: Any) -> Any:
+    """A field's `defaultValue`: plain, or as Milvus describes it (`{"Data": {"StringData": "x"}}`)."""
+    if isinstance(value, Mapping) and isinstance(value.get("Data"), Mapping) and len(value["Data"]) == 1:
+        return next(iter(value["Data"].values()))
+    return value
+
+
+def _field_options(name: str, entry: Mapping[str, Any]) -> tuple[bool, Any]:
+    """(nullable, default value) of a `schema.fields` entry; a nullable partition key is refused, as Milvus does."""
+    nullable = entry.get("nullable")
+    if nullable is not None and not isinstance(nullable, bool):
+        raise IncorrectParameterFormat(f"field {name!r}: nullable must be true or false")
+    if nullable and entry.get("isPartitionKey"):
+        raise InvalidRequest(f"field {name!r}: partition key field not support nullable")
+    return bool(nullable), default_from_rest(entry.get("defaultValue"))
 
 
 def describe_to_rest(
@@ -392,6 +409,9 @@ def describe_to_rest(
             entry["elementType"] = rest_type(f.element_type)
         if params:
             entry["params"] = params
+        entry["nullable"] = f.nullable
+        if f.default_value is not None:
+            entry["defaultValue"] = default_to_rest(f)
         fields.append(entry)
     return {
         "collectionName": name,
@@ -431,6 +451,8 @@ def schema_from_describe(data: Mapping[str, Any]) -> CollectionSchema:
                 bool(f.get("autoId", False)),
                 parse_type(f["name"], f["elementType"]) if f.get("elementType") else None,
                 int_param("max_capacity", params.get("max_capacity")),
+                bool(f.get("nullable", False)),
+                default_from_rest(f.get("defaultValue")),
             )
         )
     return CollectionSchema(

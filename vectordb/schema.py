@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from vectordb.errors import InvalidName, RowError, SchemaError
+from vectordb.errors import FieldOptionError, InvalidName, RowError, SchemaError
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 DYNAMIC_FIELD = "$meta"
@@ -62,7 +62,9 @@ def check_name(kind: str, name: str) -> None:
 class FieldSchema:
     """One field. `dim` is required for FLOAT_VECTOR, `max_length` (characters) for VARCHAR. `auto_id`: an
     INT64 primary key the store assigns at insert (rows leave it out). ARRAY: a list of at most
-    `max_capacity` values of `element_type` (VARCHAR elements each within `max_length`)."""
+    `max_capacity` values of `element_type` (VARCHAR elements each within `max_length`). `nullable`: a
+    row may leave the field out or give null; `default_value`: what such a row gets instead (scalar
+    fields other than the primary key, JSON and ARRAY, as in Milvus)."""
 
     name: str
     dtype: DataType
@@ -72,6 +74,8 @@ class FieldSchema:
     auto_id: bool = False
     element_type: DataType | None = None
     max_capacity: int | None = None
+    nullable: bool = False
+    default_value: Any = None
 
     def __post_init__(self) -> None:
         check_name("field", self.name)
@@ -98,6 +102,21 @@ class FieldSchema:
             raise SchemaError(f"field {self.name!r}: the primary key must be INT64 or VARCHAR")
         if self.auto_id and not (self.is_primary and self.dtype is DataType.INT64):
             raise SchemaError(f"field {self.name!r}: autoID applies only to an INT64 primary key")
+        if self.nullable and (self.is_primary or self.dtype is DataType.FLOAT_VECTOR):
+            what = "vector type not support null" if self.dtype is DataType.FLOAT_VECTOR else \
+                "primary field not support null"
+            raise FieldOptionError(f"field {self.name!r}: {what}")
+        if self.default_value is not None:
+            if self.is_primary:
+                raise FieldOptionError(f"field {self.name!r}: primary field not support default_value")
+            if self.dtype in (DataType.JSON, DataType.ARRAY, DataType.FLOAT_VECTOR):
+                raise FieldOptionError(f"field {self.name!r}: convert defaultValue fail: {self.dtype.value} "
+                                       "fields take no default value")
+            plain = FieldSchema(self.name, self.dtype, max_length=self.max_length)
+            try:
+                object.__setattr__(self, "default_value", _check_value(plain, self.default_value, "defaultValue"))
+            except RowError as exc:
+                raise FieldOptionError(f"field {self.name!r}: convert defaultValue fail: {exc.message}") from None
 
     def _check_array(self) -> None:
         try:
@@ -127,13 +146,23 @@ class FieldSchema:
         if self.dtype is DataType.ARRAY:
             assert self.element_type is not None
             out.update(element_type=self.element_type.value, max_capacity=self.max_capacity)
+        if self.nullable:
+            out["nullable"] = True
+        if self.default_value is not None:
+            out["default_value"] = self.default_value
         return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FieldSchema:
         element = d.get("element_type")
         return cls(d["name"], DataType(d["dtype"]), d.get("is_primary", False), d.get("dim"), d.get("max_length"),
-                   d.get("auto_id", False), DataType(element) if element else None, d.get("max_capacity"))
+                   d.get("auto_id", False), DataType(element) if element else None, d.get("max_capacity"),
+                   d.get("nullable", False), d.get("default_value"))
+
+    @property
+    def optional(self) -> bool:
+        """Whether a row may leave the field out (or give null): nullable or with a default value."""
+        return self.nullable or self.default_value is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +322,11 @@ def normalize_pk(schema: CollectionSchema, value: Any, *, where: str = "primary 
 def _check_value(f: FieldSchema, value: Any, where: str) -> Any:
     dt = f.dtype
     if value is None:
-        raise RowError(f"{where}: field {f.name!r} is null; nullable fields are not supported")
+        if f.default_value is not None:
+            return f.default_value
+        if f.nullable:
+            return None
+        raise RowError(f"{where}: field {f.name!r} is null; it is not nullable and has no default value")
     if dt is DataType.INT64:
         if isinstance(value, np.integer):
             value = int(value)
@@ -351,6 +384,8 @@ def _check_json(name: str, value: Any, where: str) -> Any:
 
 
 def _check_vector(f: FieldSchema, value: Any, where: str) -> np.ndarray:
+    if value is None:
+        raise RowError(f"{where}: field {f.name!r} is null; it is not nullable and has no default value")
     try:
         arr = np.asarray(value, dtype=np.float32)
     except (TypeError, ValueError):
@@ -375,7 +410,7 @@ def validate_rows(schema: CollectionSchema, rows: Sequence[Mapping[str, Any]],
     known = {f.name for f in schema.fields}
     pk_field, vec_field = schema.primary, schema.vector
     assigned = pk_field.auto_id and new_ids is not None
-    required = [f.name for f in schema.fields if not (assigned and f.is_primary)]
+    required = [f.name for f in schema.fields if not (assigned and f.is_primary) and not f.optional]
     scalars = schema.column_fields
     pks: list[Any] = []
     vectors = np.empty((len(rows), schema.dim), dtype=np.float32)
@@ -398,7 +433,7 @@ def validate_rows(schema: CollectionSchema, rows: Sequence[Mapping[str, Any]],
             pks.append(_check_value(pk_field, row[pk_field.name], where))
         vectors[i] = _check_vector(vec_field, row[vec_field.name], where)
         for f in scalars:
-            columns[f.name].append(_check_value(f, row[f.name], where))
+            columns[f.name].append(_check_value(f, row.get(f.name), where))
         if dynamic is not None:
             if any(not isinstance(k, str) for k in extra):
                 raise RowError(f"{where}: dynamic field names must be strings")

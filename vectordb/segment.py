@@ -89,7 +89,7 @@ class Segment:
         else:
             f = self.schema.field(name)
             assert f is not None
-            arr = _to_array(self.columns[name][:], f.dtype)
+            arr = _to_array(self.columns[name][:], None if f.nullable else f.dtype)  # nulls: objects
         self._cache[name] = arr
         return arr[:n]
 

@@ -121,6 +121,11 @@ async def test_array_fields_as_the_suite_declares_them(http: httpx.AsyncClient) 
      1100, "primary field not support default_value"),
     ("collections/create", {"collectionName": "t", "schema": {"fields": [
         {"fieldName": "id", "dataType": "Int64", "isPrimary": True},
+        {"fieldName": "j", "dataType": "JSON", "defaultValue": {"a": 1}},
+        {"fieldName": "v", "dataType": "FloatVector", "elementTypeParams": {"dim": 2}}]}},
+     1100, "convert defaultValue fail"),
+    ("collections/create", {"collectionName": "t", "schema": {"fields": [
+        {"fieldName": "id", "dataType": "Int64", "isPrimary": True},
         {"fieldName": "v", "dataType": "Float16Vector", "elementTypeParams": {"dim": 2}}]}}, 1100, "not supported"),
     ("collections/describe", {"collectionName": "missing"}, 100, "can't find collection"),
     ("entities/query", {"collectionName": "base", "filter": "[1, 2]"}, 1100, "failed to create query plan"),
