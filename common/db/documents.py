@@ -125,9 +125,13 @@ class Documents(Store):
         """Cancel the document's queued and running tasks (every part of their parse; versions bumped so
         their workers are fenced out); their chunk sets become garbage. Returns their ids."""
         task = self.m.task
-        active = list(task.select().where(
+        # A locking read: under MySQL's REPEATABLE READ a plain SELECT reads the transaction's snapshot,
+        # taken before the document row's lock was granted, and would miss the task a concurrent
+        # submission of the same key inserted meanwhile (two live uploads; seen under full-suite load).
+        query = task.select().where(
             (task.document == document_id) & task.status.in_([s.value for s in ACTIVE_STATUSES])
-        ))
+        )
+        active = list(query.for_update() if self.session.db.for_update else query)
         if not active:
             return []
         task.update(

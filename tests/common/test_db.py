@@ -919,6 +919,44 @@ def test_concurrent_submissions_of_one_new_key_make_one_document(repo: Repositor
     assert max(tasks, key=lambda t: t.parse_version).status == "queued"
 
 
+@pytest.mark.parametrize("server", ["postgresql", "mysql"])
+def test_a_submission_whose_snapshot_predates_another_still_supersedes_it(
+        server: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """B's transaction reads (its snapshot under MySQL's REPEATABLE READ) before C submits the same key
+    and commits; B then takes the document row's lock and must cancel C's task, which its snapshot does
+    not hold: one live upload, the last one. (SQLite serialises the two whole transactions instead.)"""
+    repository = Repository(open_database(request.getfixturevalue(f"{server}_url")))
+    try:
+        kb = _kb(repository)
+        _submit(repository, kb, "same.md", "a" * 64)
+        kb_model = repository.documents.m.kb
+        original = kb_model.get_or_none
+        has_snapshot, c_committed = threading.Event(), threading.Event()
+
+        def paused(*args: object, **kwargs: object) -> object:
+            found = original(*args, **kwargs)
+            if threading.current_thread().name == "B":
+                has_snapshot.set()
+                assert c_committed.wait(10)
+            return found
+
+        monkeypatch.setattr(kb_model, "get_or_none", paused)
+        b_result: list[object] = []
+        b = threading.Thread(target=lambda: b_result.append(_submit(repository, kb, "same.md", "b" * 64)), name="B")
+        b.start()
+        assert has_snapshot.wait(10)
+        _submit(repository, kb, "same.md", "c" * 64)  # C: supersedes the first upload and commits
+        c_committed.set()
+        b.join(10)
+        assert b_result, "B's submission finished"
+        (document,) = repository.documents.of_kb(kb.id)
+        tasks = repository.tasks.of_document(document.id)
+        assert sum(t.status == "queued" for t in tasks) == 1, "one live upload: the last one"
+        assert max(tasks, key=lambda t: t.parse_version).status == "queued"
+    finally:
+        repository.close()
+
+
 def test_sources_lists_keyed_documents_for_sync(repo: Repository) -> None:
     kb = _kb(repo)
     a = _submit(repo, kb, "a.md", "a" * 64)
