@@ -40,6 +40,7 @@ from redis.backoff import ExponentialBackoff
 
 from common.errors import DocvecError, TransientError
 from common.settings import Settings
+from common.urls import redact_url
 
 MIN_REDIS_VERSION = (6, 2, 0)
 UNIX_SOCKET_PATH_MAX_BYTES = 107
@@ -367,12 +368,13 @@ async def connect(
         info = await client.info("server")  # on a cluster: one node's (a cluster runs one version)
     except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.RedisClusterException, OSError) as exc:
         await client.aclose()
-        raise TransientError(f"cannot reach Redis{' Cluster' if cluster else ''} at {url}: {exc}") from exc
+        where = f"Redis{' Cluster' if cluster else ''} at {redact_url(url)}"
+        raise TransientError(f"cannot reach {where}: {exc}") from exc
     version = str(info.get("redis_version", "0"))
     if _parse_version(version) < MIN_REDIS_VERSION:
         await client.aclose()
         raise RedisVersionError(
-            f"Redis at {url} is version {version}; docvec needs >= 6.2 (XAUTOCLAIM). "
+            f"Redis at {redact_url(url)} is version {version}; docvec needs >= 6.2 (XAUTOCLAIM). "
             "Upgrade it, or leave redis.url empty to use the embedded server."
         )
     return client

@@ -19,7 +19,8 @@ from rich.markup import escape
 
 from common.errors import DocvecError, NotFound
 from common.settings import Settings, load_settings
-from docvec_cli.auth import API_KEY_ENV, admin_key_path, ensure_admin_key, resolve_api_key
+from common.urls import redact_url
+from docvec_cli.auth import API_KEY_ENV, admin_key_path, ensure_admin_key, read_key_file, resolve_api_key
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="docvec: documents in, searchable vector chunks out.")
@@ -125,9 +126,13 @@ async def _up(settings: Settings, host: str, port: int) -> None:
             base = f"http://{host}:{port}"
             console.print(f"docvec is up: API {base}/api/v1  (OpenAPI: {base}/docs)", soft_wrap=True)
             console.print(f"dashboard: {base}/dashboard", soft_wrap=True)
-            console.print(f"data dir: {settings.data_path}   redis: {core.redis_url}", soft_wrap=True)
-            origin = "new admin key" if created else "admin key"
-            console.print(f"{origin} (stored in {key_path}): {admin_key}", soft_wrap=True)
+            console.print(f"data dir: {settings.data_path}   redis: {redact_url(core.redis_url)}", soft_wrap=True,
+                          markup=False)
+            if created:  # shown once, when created; `docvec keys show-admin` prints it again
+                console.print(f"new admin key (stored in {key_path}): {admin_key}", soft_wrap=True, markup=False)
+            else:
+                console.print(f"admin key: stored in {key_path} (`docvec keys show-admin` prints it)",
+                              soft_wrap=True, markup=False)
             async with asyncio.TaskGroup() as group:
                 group.create_task(worker.run())
                 await server.serve()
@@ -307,8 +312,10 @@ def search(query: str, kb: Annotated[str, typer.Option("--kb")], k: Annotated[in
         console.print("no results")
     for rank, hit in enumerate(hits, 1):
         where = hit["filename"] + (f" p.{hit['page']}" if hit.get("page") is not None else "")
-        console.print(f"[bold]{rank}. {hit['score']:.3f}[/bold]  {where}  [dim]{hit['title']}[/dim]")
-        console.print("   " + hit["text"][:400].replace("\n", " ") + ("…" if len(hit["text"]) > 400 else ""))
+        # Document text is printed literally: `array[/i]` in a chunk is text, not rich markup.
+        console.print(f"[bold]{rank}. {hit['score']:.3f}[/bold]  {escape(where)}  [dim]{escape(hit['title'])}[/dim]")
+        console.print("   " + hit["text"][:400].replace("\n", " ") + ("…" if len(hit["text"]) > 400 else ""),
+                      markup=False, highlight=False)
 
 
 async def _search_api(api_url: str, api_key: str | None, query: str, kb: str, k: int) -> list[dict[str, Any]]:
@@ -475,6 +482,24 @@ def keys_create(tenant: Annotated[str, typer.Option("--tenant", help="the tenant
     typer.echo(f"created {kind} {record.id} for tenant {record.tenant!r}; store it now, it is not shown again:",
                err=True)
     typer.echo(issued.secret)
+
+
+@keys_app.command("show-admin")
+def keys_show_admin() -> None:
+    """Print the admin key `docvec up` created (from `<data_dir>/admin.key`), if it is still valid."""
+    settings = _settings()
+    path = admin_key_path(settings)
+    key = read_key_file(path)
+    if key is None:
+        Console(stderr=True).print(f"no admin key in {path}; `docvec up` creates one", markup=False)
+        raise typer.Exit(1)
+    with _key_store(settings) as store:
+        record = store.authenticate(key)
+    if record is None or not record.is_admin:
+        Console(stderr=True).print(f"the key in {path} was revoked; the next `docvec up` creates a new one",
+                                   markup=False)
+        raise typer.Exit(1)
+    typer.echo(key)
 
 
 @keys_app.command("list")

@@ -14,7 +14,7 @@ prepared writes), `store` (shared row helpers), then one store per aggregate: `k
 `ledger`, `garbage`; `repository` puts them together.
 """
 
-from common.db.connection import open_database, redact
+from common.db.connection import open_database
 from common.db.documents import Outcome, SourceState, Submission
 from common.db.records import (
     ACTIVE_STATUSES,
@@ -41,5 +41,5 @@ __all__ = [
     "ACTIVE_STATUSES", "KB_NAME_RE", "PRIORITIES", "TERMINAL_STATUSES", "ClaimedTask", "CompleteWrite", "Completion",
     "DocumentRecord", "GarbageKind", "GarbageRecord", "KbRecord", "Outcome", "ProgressWrite", "Repository",
     "SourceState", "Submission", "TaskRecord", "TaskStatus", "TaskWrite", "WriteResult", "check_priority",
-    "open_database", "redact",
+    "open_database",
 ]

@@ -18,6 +18,7 @@ from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase, Pooled
 
 from common.dependencies import Dependency
 from common.errors import DependencyUnavailable
+from common.urls import redact_url
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 POOL_MAX_CONNECTIONS = 32
@@ -41,7 +42,7 @@ def open_database(url: str) -> peewee.Database:
     params: dict[str, Any] = dict(parse_qsl(parts.query))
     dbname = unquote(parts.path.lstrip("/"))
     if not dbname:
-        raise ValueError(f"database URL {redact(url)} names no database")
+        raise ValueError(f"database URL {redact_url(url)} names no database")
     if parts.username:
         params["user"] = unquote(parts.username)
     if parts.password:
@@ -92,13 +93,6 @@ def _open_sqlite(url: str) -> peewee.Database:
         stale_timeout=POOL_STALE_TIMEOUT_S,
         timeout=POOL_WAIT_TIMEOUT_S,
     )
-
-
-def redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@")
-    return url
 
 
 

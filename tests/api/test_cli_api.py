@@ -72,3 +72,20 @@ def test_tasks_list_through_the_api(live_api: LiveApi, tmp_path: Path) -> None:
     assert runner.invoke(app, ["tasks", "cancel", tasks[0]["id"], "--api", live_api.url]).exit_code == 0
     none_queued = runner.invoke(app, ["tasks", "list", "--status", "queued", "--api", live_api.url])
     assert none_queued.exit_code == 0 and "no tasks" in none_queued.output
+
+
+def test_search_prints_document_text_literally(live_api: LiveApi, tmp_path: Path) -> None:
+    """Text that looks like rich markup (`array[/i]`, `[bold]`) is document text: printed as it is,
+    never parsed (it used to crash `docvec search` with a MarkupError)."""
+    key = live_api.issue_key("markup").secret
+    doc = tmp_path / "markup[1].md"
+    doc.write_text("# Index [/i] notes\n\nIndexing uses array[/i] and [bold]weights[/bold] with [red] ink.\n")
+    live_api.start_worker()
+    runner = _runner(tmp_path / "empty", key)
+    ingested = runner.invoke(app, ["ingest", str(doc), "--kb", "m", "--wait", "--api", live_api.url])
+    assert ingested.exit_code == 0, ingested.output
+    found = runner.invoke(app, ["search", "array indexing", "--kb", "m", "--api", live_api.url],
+                          env={"COLUMNS": "200"})
+    assert found.exit_code == 0, found.output
+    assert "array[/i] and [bold]weights[/bold] with [red] ink." in found.output
+    assert "markup[1].md" in found.output and "Index [/i] notes" in found.output

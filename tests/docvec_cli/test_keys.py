@@ -83,3 +83,18 @@ def test_api_key_resolution(tmp_path: Path) -> None:
     admin_key_path(settings).write_text("dvk_from_file\n")
     assert resolve_api_key(None, settings) == "dvk_from_file"
     assert resolve_api_key("dvk_explicit", settings) == "dvk_explicit"
+
+
+def test_show_admin_prints_the_stored_admin_key_while_it_is_valid(runner: CliRunner, store: ApiKeyStore,
+                                                                  data_dir: Path) -> None:
+    missing = runner.invoke(app, ["keys", "show-admin"])
+    assert missing.exit_code == 1 and "docvec up" in missing.output
+    key, created = ensure_admin_key(store, admin_key_path(Settings(data_dir=str(data_dir))))
+    assert created
+    shown = runner.invoke(app, ["keys", "show-admin"])
+    assert shown.exit_code == 0 and shown.output.strip() == key
+    record = store.authenticate(key)
+    assert record is not None
+    store.revoke(record.id)
+    revoked = runner.invoke(app, ["keys", "show-admin"])
+    assert revoked.exit_code == 1 and "revoked" in revoked.output and key not in revoked.output
