@@ -241,6 +241,21 @@ class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     default_top_k: int = Field(default=5, ge=1, le=1000)
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """Addresses or networks (CIDR) of the TLS-terminating proxies in front of the API: their
+    `X-Forwarded-Proto: https` makes the dashboard's key cookie `Secure`. Empty: trust no proxy."""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"api.trusted_proxies: {entry!r} is not an address or network") from None
+        return value
 
 
 class Settings(BaseSettings):

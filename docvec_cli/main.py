@@ -114,8 +114,10 @@ async def _up(settings: Settings, host: str, port: int) -> None:
         vectors = vectordb.connect(settings.vectordb_uri, token=settings.vectordb.token)
         try:
             worker = Worker(core, vectors)
+            # proxy_headers off: which proxy's X-Forwarded-Proto to believe is `api.trusted_proxies`'s
+            # decision (the app's), not uvicorn's default trust of 127.0.0.1.
             server = _Server(uvicorn.Config(create_app(settings, core=core, vectors=vectors),
-                                            host=host, port=port, log_level="info"))
+                                            host=host, port=port, log_level="info", proxy_headers=False))
 
             def stop() -> None:
                 server.should_exit = True
@@ -162,7 +164,8 @@ def api(host: str | None = None, port: int | None = None) -> None:
     settings = _settings()
     _setup_logging()
     server = _Server(uvicorn.Config(create_app(settings, freeze_heap=True), host=host or settings.api.host,
-                                    port=port or settings.api.port, log_level="info"))
+                                    port=port or settings.api.port, log_level="info",
+                                    proxy_headers=False))  # `api.trusted_proxies` decides, in the app
 
     async def serve() -> None:
         def stop() -> None:

@@ -1,16 +1,19 @@
 """`GET /dashboard` (admin): the operator page, plus its sign-in form and static assets.
 
 The page itself is static HTML + CSS + vanilla JS (`api/static/`, no CDN, no build step) that polls
-`/api/v1/fleet` and `/api/v1/tasks`. It authenticates with the API key kept in the `docvec_key` cookie
-(HttpOnly, SameSite=Strict: page scripts cannot read it and other sites cannot send it), which the
-sign-in form sets. Without a valid admin key the route answers with HTML (a sign-in form or a 403
-page) rather than JSON, since a person is reading it.
+`/api/v1/fleet` and `/api/v1/tasks`. It authenticates with `Authorization: Bearer <key>` like every
+route, or with the API key kept in the `docvec_key` cookie (HttpOnly, SameSite=Strict: page scripts
+cannot read it and other sites cannot send it; Secure over TLS, also behind a proxy listed in
+`api.trusted_proxies`), which the sign-in form sets. Every response carries a Content-Security-Policy
+(own files only, no frames), X-Frame-Options and Referrer-Policy. Without a valid admin key the
+route answers with HTML (a sign-in form or a 403 page) rather than JSON, since a person is reading it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import html
+import ipaddress
 from pathlib import Path
 from typing import Annotated
 
@@ -30,7 +33,16 @@ ASSETS = {
     "dashboard.css": "text/css; charset=utf-8",
     "dashboard.js": "text/javascript; charset=utf-8",
 }
-NO_STORE = {"Cache-Control": "no-store"}
+# Every dashboard response: its own files only (no inline script or style, no other origin), never in a
+# frame, no referrer sent elsewhere.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+NO_STORE = {"Cache-Control": "no-store", **SECURITY_HEADERS}
 MAX_KEY_CHARS = 256
 
 
@@ -42,7 +54,9 @@ def install_operator_routes(app: FastAPI, *, api_prefix: str) -> None:
 
 @router.get("/dashboard", response_class=HTMLResponse)
 async def dashboard(request: Request, svc: Services) -> Response:
-    raw = (request.cookies.get(KEY_COOKIE) or "").strip()
+    # The key from `Authorization: Bearer`, as on every other route, else the sign-in cookie.
+    scheme, _, bearer = (request.headers.get("authorization") or "").partition(" ")
+    raw = bearer.strip() if scheme.lower() == "bearer" else (request.cookies.get(KEY_COOKIE) or "").strip()
     if not raw:
         return _sign_in_page(status_code=401)
     record = await _authenticate(svc, raw)
@@ -62,15 +76,15 @@ async def sign_in(request: Request, svc: Services, key: Annotated[str, Form()] =
         return _sign_in_page("Enter an API key (it starts with dvk_).", 401)
     if await _authenticate(svc, raw) is None:
         return _sign_in_page("That API key is invalid or was revoked. Check it and try again.", 401)
-    redirect = RedirectResponse("/dashboard", status_code=303)
+    redirect = RedirectResponse("/dashboard", status_code=303, headers=SECURITY_HEADERS)
     redirect.set_cookie(KEY_COOKIE, raw, path="/", httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https")
+                        secure=_served_over_https(request, svc.core.settings.api.trusted_proxies))
     return redirect
 
 
 @router.post("/dashboard/logout")
 async def sign_out() -> Response:
-    redirect = RedirectResponse("/dashboard", status_code=303)
+    redirect = RedirectResponse("/dashboard", status_code=303, headers=SECURITY_HEADERS)
     redirect.delete_cookie(KEY_COOKIE, path="/")
     return redirect
 
@@ -80,7 +94,25 @@ async def asset(name: str) -> FileResponse:
     media_type = ASSETS.get(name)
     if media_type is None:
         raise NotFound(f"no dashboard asset named {name!r}")
-    return FileResponse(STATIC_DIR / name, media_type=media_type, headers={"Cache-Control": "no-cache"})
+    return FileResponse(STATIC_DIR / name, media_type=media_type,
+                        headers={"Cache-Control": "no-cache", **SECURITY_HEADERS})
+
+
+def _served_over_https(request: Request, trusted_proxies: list[str]) -> bool:
+    """Whether the browser reached us over TLS: directly, or through a trusted proxy that says so."""
+    if request.url.scheme == "https":
+        return True
+    peer = request.client.host if request.client is not None else ""
+    forwarded = (request.headers.get("x-forwarded-proto") or "").split(",")[0].strip().lower()
+    return forwarded == "https" and _is_trusted(peer, trusted_proxies)
+
+
+def _is_trusted(peer: str, trusted_proxies: list[str]) -> bool:
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(net, strict=False) for net in trusted_proxies)
 
 
 async def _authenticate(svc: Services, raw: str) -> ApiKeyRecord | None:

@@ -25,6 +25,7 @@
       if (key === "class") node.className = value;
       else if (key === "text") node.textContent = value;
       else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+      else if (key === "style") node.style.cssText = value;  // CSSOM: the CSP refuses style attributes
       else node.setAttribute(key, value === true ? "" : String(value));
     }
     for (const child of children) if (child !== null && child !== undefined) node.append(child);

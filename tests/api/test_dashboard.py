@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import uvicorn
@@ -98,7 +99,7 @@ async def site(tmp_path: Path, redis_url: str, vectors: Any) -> AsyncIterator[Si
         app = create_app(settings, core=core, vectors=vectors)
         sock = _free_socket()
         stack.callback(sock.close)
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", proxy_headers=False))
         serving = asyncio.create_task(server.serve(sockets=[sock]))
         try:
             async with asyncio.timeout(SERVER_START_TIMEOUT_S):
@@ -232,3 +233,57 @@ async def test_cancel_a_running_task_then_retry_it_from_the_table(site: Site, pa
         await row.get_by_test_id("retry-btn").click()
         await expect(row.get_by_test_id("task-status")).to_have_text("done", timeout=60_000)
     assert (await wait_db_status(site, task.id, "done")).attempts >= 1
+
+
+async def test_every_dashboard_response_is_locked_down_and_bearer_keys_work(site: Site) -> None:
+    """CSP (own files only, no inline code, no frames), X-Frame-Options and Referrer-Policy on the page,
+    the sign-in and 403 pages, the sign-in redirect and the assets; `Authorization: Bearer` is accepted
+    as on every other route."""
+    admin, tenant_key = await site.key(), await site.key("tenant-a", admin=False)
+    async with httpx.AsyncClient(base_url=site.url, timeout=10) as http:
+        responses = {
+            "page": await http.get("/dashboard", headers={"Authorization": f"Bearer {admin}"}),
+            "forbidden": await http.get("/dashboard", headers={"Authorization": f"Bearer {tenant_key}"}),
+            "sign-in": await http.get("/dashboard"),
+            "login": await http.post("/dashboard/login", data={"key": admin}),
+            "script": await http.get("/dashboard/static/dashboard.js"),
+        }
+        wrong = await http.get("/dashboard", headers={"Authorization": "Bearer dvk_wrong"})
+    assert [responses[k].status_code for k in ("page", "forbidden", "sign-in", "login")] == [200, 403, 401, 303]
+    assert wrong.status_code == 401
+    assert "dashboard.js" in responses["page"].text
+    for name, response in responses.items():
+        csp = response.headers.get("content-security-policy", "")
+        assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp, name
+        assert response.headers.get("x-frame-options") == "DENY", name
+        assert response.headers.get("referrer-policy") == "no-referrer", name
+
+
+async def test_the_key_cookie_is_secure_behind_a_trusted_tls_proxy_only(site: Site) -> None:
+    admin = await site.key()
+
+    async def cookie(forwarded: str | None) -> str:
+        headers = {"X-Forwarded-Proto": forwarded} if forwarded else {}
+        async with httpx.AsyncClient(base_url=site.url, timeout=10) as http:
+            response = await http.post("/dashboard/login", data={"key": admin}, headers=headers)
+        assert response.status_code == 303
+        return response.headers["set-cookie"].lower()
+
+    assert "secure" not in await cookie("https"), "an untrusted peer's X-Forwarded-Proto is not believed"
+    site.core.settings.api.trusted_proxies = ["127.0.0.0/8"]
+    assert "; secure" in await cookie("https")
+    assert "secure" not in await cookie("http")
+    assert "secure" not in await cookie(None)
+
+
+async def test_the_page_runs_under_its_content_security_policy(site: Site, page: Any) -> None:
+    """No CSP violation in the browser while the page renders tasks and their progress bars."""
+    violations: list[str] = []
+    page.on("console", lambda message: violations.append(message.text)
+            if "Content Security Policy" in message.text else None)
+    task = await site.submit(long_text(300))
+    await sign_in(page, site, await site.key())
+    await expect(task_row(page, task.id)).to_be_visible()
+    bar = task_row(page, task.id).locator(".bar i")
+    assert (await bar.evaluate("node => node.style.width")).endswith("%")
+    assert violations == []
