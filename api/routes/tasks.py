@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 from redis import exceptions as redis_errors
 from redis.asyncio.client import PubSub
 
-from api.deps import Services, Tenant
+from api.deps import CallerDep, Services, Tenant
 from api.errors import error_responses
 from api.schemas import TaskOut
 from common import redisconn
@@ -26,7 +26,8 @@ router = APIRouter(tags=["tasks"], responses=error_responses(401, 422, 503))
 
 SSE_HEARTBEAT_S = 5.0
 """A comment line this often keeps proxies from closing an idle stream and detects gone clients; the
-task's state is re-read from the database at the same time (a cancel of a queued task publishes nothing)."""
+task's state is re-read from the database at the same time (a cancel of a queued task publishes nothing),
+and the caller's key is checked again: a revoked key's stream ends within this long."""
 SSE_MAX_LIFETIME_S = 3600.0
 """A stream ends after this long even if its task has not finished; clients reconnect."""
 TERMINAL_EVENTS = frozenset({"done", "failed", "cancelled"})
@@ -94,7 +95,8 @@ ends. Comment lines (`: keepalive`) are sent every few seconds; a stream lasts a
         **error_responses(404),
     },
 )
-async def task_events(task_id: str, svc: Services, tenant: Tenant) -> StreamingResponse:
+async def task_events(task_id: str, svc: Services, who: CallerDep) -> StreamingResponse:
+    tenant = who.tenant
     await _owned_task(svc, tenant, task_id)
     channel = svc.core.keys.task_events(task_id)
     pubsub = redisconn.pubsub(svc.core.redis, channel)
@@ -106,7 +108,7 @@ async def task_events(task_id: str, svc: Services, tenant: Tenant) -> StreamingR
         await pubsub.aclose()
         raise
     return StreamingResponse(
-        _event_stream(svc, pubsub, task), media_type="text/event-stream",
+        _event_stream(svc, pubsub, task, who.key_id), media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
@@ -120,9 +122,10 @@ def _state(task: TaskRecord) -> str:
     return _sse("state", task_out(task).model_dump_json())
 
 
-async def _event_stream(svc: Services, pubsub: PubSub, task: TaskRecord) -> AsyncIterator[str]:
-    """Yield the task's events until it is terminal, the stream's lifetime ends or Redis goes away.
-    Closes `pubsub` in every case (shielded: a client disconnect cancels this generator)."""
+async def _event_stream(svc: Services, pubsub: PubSub, task: TaskRecord, key_id: str) -> AsyncIterator[str]:
+    """Yield the task's events until it is terminal, the stream's lifetime ends, Redis goes away or the
+    caller's key (`key_id`) is revoked. Closes `pubsub` in every case (shielded: a client disconnect
+    cancels this generator)."""
     repo = svc.core.repo
     loop = asyncio.get_running_loop()
     try:
@@ -146,6 +149,9 @@ async def _event_stream(svc: Services, pubsub: PubSub, task: TaskRecord) -> Asyn
             elif loop.time() < next_beat:
                 continue
             else:
+                if not (await asyncio.to_thread(svc.apikeys.get, key_id)).active:
+                    yield _sse("error", json.dumps({"message": "the API key of this stream was revoked"}))
+                    return
                 yield ": keepalive\n\n"
                 next_beat = loop.time() + SSE_HEARTBEAT_S
             current = await asyncio.to_thread(repo.tasks.get, task.id)

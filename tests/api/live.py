@@ -113,6 +113,10 @@ class LiveApi:
         assert self._apikeys is not None
         return self._apikeys.create(tenant, admin=admin)
 
+    def revoke_key(self, key_id: str) -> None:
+        assert self._apikeys is not None
+        self._apikeys.revoke(key_id)
+
     def stop(self) -> None:
         self._threadsafe(self._stop)
         self._threadsafe(self._worker_wanted)

@@ -125,3 +125,18 @@ async def test_another_tenant_gets_404_not_a_stream(live_api: LiveApi) -> None:
         task_id = await _queued_task(owner)
         response = await intruder.get(f"{API}/tasks/{task_id}/events")
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+
+
+async def test_a_revoked_key_ends_its_open_stream(live_api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key is checked again at every heartbeat: revoking it ends a stream already open (it used to
+    run on for up to an hour), and the task itself is untouched."""
+    monkeypatch.setattr(task_routes, "SSE_HEARTBEAT_S", 0.2)
+    issued = await asyncio.to_thread(live_api.issue_key, "acme")
+    headers = {"Authorization": f"Bearer {issued.secret}"}
+    async with httpx.AsyncClient(base_url=live_api.url, headers=headers, timeout=httpx.Timeout(30.0)) as http:
+        task_id = await _queued_task(http)
+        seen = await _collect(http, task_id, on_first=lambda: live_api.revoke_key(issued.record.id))
+        assert (await http.get(f"{API}/tasks/{task_id}")).status_code == 401
+    names = [name for name, _ in seen]
+    assert names[0] == "state" and seen[0][1]["status"] == "queued"
+    assert names[-1] == "error" and "revoked" in seen[-1][1]["message"]
