@@ -11,6 +11,7 @@ from fastapi import FastAPI
 import vectordb
 from api.deps import AppServices
 from api.errors import install_error_handlers
+from api.limits import BodyGate
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.routes import documents, health, kbs, keys, metrics, search, tasks
 from api.routes.dashboard import install_operator_routes
@@ -73,6 +74,8 @@ def create_app(settings: Settings, *, core: Core | None = None, vectors: VectorS
                   description="Documents in, searchable vector chunks out.")
     install_error_handlers(app)
     app.state.metrics = ApiMetrics()
+    # Auth and size caps before any body is read (inside the metrics, which count its 401/413s).
+    app.add_middleware(BodyGate, settings=settings.api, prefix=API_PREFIX)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     for module in (kbs, documents, tasks, search, keys):
         app.include_router(module.router, prefix=API_PREFIX)

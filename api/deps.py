@@ -24,6 +24,7 @@ from vectordb.chunkstore import ChunkStore
 
 DEFAULT_TENANT = "default"
 KEY_COOKIE = "docvec_key"
+KEY_RECORD_STATE = "api_key_record"  # (raw key, record) `limits.BodyGate` authenticated, for `caller`
 
 _bearer = HTTPBearer(auto_error=False, scheme_name="bearer", description="an API key: `Authorization: Bearer <key>`")
 _cookie = APIKeyCookie(name=KEY_COOKIE, auto_error=False, scheme_name="cookie",
@@ -72,7 +73,9 @@ async def caller(
         raise Unauthorized(
             "missing API key: send 'Authorization: Bearer <key>' (create one with `docvec keys create`)"
         )
-    record = await asyncio.to_thread(svc.apikeys.authenticate, raw)
+    checked = getattr(request.state, KEY_RECORD_STATE, None)  # the body gate's, before the body was read
+    record = checked[1] if checked is not None and checked[0] == raw else await asyncio.to_thread(
+        svc.apikeys.authenticate, raw)
     if record is None:
         raise Unauthorized("invalid or revoked API key")
     found = Caller(tenant=record.tenant, is_admin=record.is_admin, key_id=record.id)

@@ -241,6 +241,10 @@ class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     default_top_k: int = Field(default=5, ge=1, le=1000)
+    max_json_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    """Largest JSON (or other non-multipart) request body; larger is refused with 413 before it is read."""
+    max_request_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    """Largest multipart upload request (all its files); refused with 413 as soon as it is known to be over."""
     trusted_proxies: list[str] = Field(default_factory=list)
     """Addresses or networks (CIDR) of the TLS-terminating proxies in front of the API: their
     `X-Forwarded-Proto: https` makes the dashboard's key cookie `Secure`. Empty: trust no proxy."""

@@ -1,0 +1,107 @@
+"""Requests are refused before their body is read (`api.limits.BodyGate`): no key means 401 while the
+body is still unsent, a declared size over the cap means 413 at once, a body that streams past its cap
+is cut off with 413 — and nothing of a refused upload is left in the server's temp directory. Spoken
+over a raw socket to a real uvicorn, so the client controls how much of the body it ever sends."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from common.settings import Settings
+from tests.api.live import LiveApi
+
+ANSWER_TIMEOUT_S = 10.0
+CAP = 256 * 1024
+
+
+@pytest.fixture
+def gated_api(settings: Settings, tmp_path: Path) -> Iterator[LiveApi]:
+    settings.api.max_json_bytes = CAP
+    settings.api.max_request_bytes = 4 * CAP
+    server = LiveApi(settings, tmp_path / "live-vectors").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def _send(api: LiveApi, head: str, body: bytes, *, then: bytes = b"") -> str:
+    """Send `head` and `body`, then as much of `then` as the server takes (it may close first), and
+    read the status line; with `then` empty, the status is read while the rest of a declared body is
+    still unsent."""
+    url = urlsplit(api.url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    try:
+        writer.write(head.encode() + body)
+        await writer.drain()
+        # Read while writing: a server that refuses mid-body answers, then closes (the rest is reset).
+        answer = asyncio.create_task(asyncio.wait_for(reader.readline(), ANSWER_TIMEOUT_S))
+        try:
+            for start in range(0, len(then), 16 * 1024):
+                if answer.done():
+                    break
+                writer.write(then[start:start + 16 * 1024])
+                await writer.drain()
+                await asyncio.sleep(0.005)
+        except (ConnectionError, OSError):
+            pass  # refused mid-body: the answer was sent before the close
+        return (await answer).decode().strip()
+    finally:
+        writer.close()
+
+
+def _head(path: str, length: int, *, key: str | None = None, content_type: str = "application/json",
+          chunked: bool = False) -> str:
+    auth = f"Authorization: Bearer {key}\r\n" if key else ""
+    size = "Transfer-Encoding: chunked\r\n" if chunked else f"Content-Length: {length}\r\n"
+    return f"POST {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Type: {content_type}\r\n{size}\r\n"
+
+
+def _temp_entries() -> set[str]:
+    return set(os.listdir(tempfile.gettempdir()))
+
+
+async def test_an_unauthenticated_upload_is_refused_before_its_body_is_read(gated_api: LiveApi) -> None:
+    declared = 80 * 1024 * 1024
+    head = _head("/api/v1/kbs/docs/documents", declared, content_type="multipart/form-data; boundary=x")
+    status = await _send(gated_api, head, b"--x\r\n")  # 80 MiB declared, 5 bytes sent: answered anyway
+    assert status.startswith("HTTP/1.1 401")
+    wrong = _head("/api/v1/kbs/docs/search", declared, key="dvk_not-a-key")
+    assert (await _send(gated_api, wrong, b"{")).startswith("HTTP/1.1 401")
+
+
+async def test_a_declared_size_over_the_cap_is_refused_at_once(gated_api: LiveApi) -> None:
+    key = gated_api.issue_key("acme").secret
+    json_head = _head("/api/v1/kbs/docs/search", 150 * 1024 * 1024, key=key)
+    assert (await _send(gated_api, json_head, b'{"query": "')).startswith("HTTP/1.1 413")
+    upload = _head("/api/v1/kbs/docs/documents", 120 * 1024 * 1024, key=key,
+                   content_type="multipart/form-data; boundary=x")
+    assert (await _send(gated_api, upload, b"--x\r\n")).startswith("HTTP/1.1 413")
+
+
+async def test_a_body_streaming_past_its_cap_is_cut_off_and_leaves_no_temp_file(gated_api: LiveApi) -> None:
+    key = gated_api.issue_key("acme").secret
+    before = _temp_entries()
+    part = (b"--x\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.txt\"\r\n"
+            b"Content-Type: text/plain\r\n\r\n")
+    payload = part + b"a" * (8 * CAP)  # twice the request cap, sent as one chunk of a chunked body
+    chunk = f"{len(payload):x}\r\n".encode() + payload + b"\r\n0\r\n\r\n"
+    head = _head("/api/v1/kbs/docs/documents", 0, key=key, content_type="multipart/form-data; boundary=x",
+                 chunked=True)
+    status = await _send(gated_api, head, b"", then=chunk)
+    assert status.startswith("HTTP/1.1 413"), status
+    await asyncio.sleep(0.5)
+    assert _temp_entries() - before == set(), "a refused upload left a spooled file behind"
+
+    json_head = _head("/api/v1/kbs/docs/search", 0, key=key, chunked=True)
+    big = b'{"query": "' + b"q" * (2 * CAP) + b'"}'
+    body = f"{len(big):x}\r\n".encode() + big + b"\r\n0\r\n\r\n"
+    status = await _send(gated_api, json_head, b"", then=body)
+    assert status.startswith("HTTP/1.1 413"), status
