@@ -105,10 +105,13 @@ async def test_a_failing_part_fails_the_document_and_leaves_no_chunks(
             doc = await asyncio.to_thread(core.repo.documents.get, document.id)
             assert doc.status == "failed" and doc.parse_version == 0
             chunks = ChunkStore(vectors)
-            async with asyncio.timeout(20):  # cancelled parts clean up when their entries are settled
-                while await chunks.count_document(kb.collection, document.id):
+            # Cancelled parts clean up when their entries are settled; an entry is acked in a later round
+            # than the write it follows, so the stream may empty a moment after the chunks are gone (seen
+            # under full-suite load).
+            async with asyncio.timeout(20):
+                while (await chunks.count_document(kb.collection, document.id)
+                       or await core.redis.xlen(core.keys.stream_normal)):
                     await asyncio.sleep(0.05)
-            assert await core.redis.xlen(core.keys.stream_normal) == 0
 
             # Retrying the failed part re-runs the whole document under a new parse version: it
             # splits again, and the same pages fail again.
