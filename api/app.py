@@ -75,7 +75,7 @@ def create_app(settings: Settings, *, core: Core | None = None, vectors: VectorS
     install_error_handlers(app)
     app.state.metrics = ApiMetrics()
     # Auth and size caps before any body is read (inside the metrics, which count its 401/413s).
-    app.add_middleware(BodyGate, settings=settings.api, prefix=API_PREFIX)
+    app.add_middleware(BodyGate, settings=settings, prefix=API_PREFIX)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     for module in (kbs, documents, tasks, search, keys):
         app.include_router(module.router, prefix=API_PREFIX)

@@ -6,7 +6,8 @@ to the API with a body and no valid key gets 401 before a byte of it is read; on
 `Content-Length` is over its cap gets 413 at once; and one that streams past its cap (chunked, or a
 lying header) is cut off there with 413 — what was read so far is dropped, nothing was spooled beyond
 the cap. Caps: `api.max_json_bytes` for JSON and other bodies, `api.max_request_bytes` for multipart
-uploads (the per-file cap, `limits.max_upload_bytes`, is the upload route's).
+uploads; and within an upload, while it streams, each part (a file) within `limits.max_upload_bytes`
+and at most `api.max_upload_parts` parts (files and form fields).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import KEY_COOKIE, KEY_RECORD_STATE
-from common.settings import ApiSettings
+from common.settings import Settings
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
@@ -27,9 +28,10 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 class BodyGate:
     """ASGI middleware for the routes under `prefix` (see the module doc)."""
 
-    def __init__(self, app: ASGIApp, *, settings: ApiSettings, prefix: str) -> None:
+    def __init__(self, app: ASGIApp, *, settings: Settings, prefix: str) -> None:
         self.app = app
-        self._settings = settings
+        self._settings = settings.api
+        self._max_part_bytes = settings.limits.max_upload_bytes + PART_HEADER_BYTES
         self._prefix = prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -49,7 +51,9 @@ class BodyGate:
             await _answer(send, 413, "limit_exceeded", f"the {what} is {int(declared):,} bytes, above the limit of "
                                                        f"{cap:,} bytes; send less per request")
             return
-        await self._within(scope, receive, send, cap, what)
+        parts = _multipart_boundary(headers.get("content-type", "")) if multipart else None
+        sizes = None if parts is None else PartSizes(parts, self._max_part_bytes, self._settings.max_upload_parts)
+        await self._within(scope, receive, send, cap, what, sizes)
 
     async def _authenticate(self, scope: Scope, headers: Headers) -> str | None:
         """Why the request's key is refused, or None (then the key's record is left in the scope)."""
@@ -64,30 +68,32 @@ class BodyGate:
         scope.setdefault("state", {})[KEY_RECORD_STATE] = (raw, record)
         return None
 
-    async def _within(self, scope: Scope, receive: Receive, send: Send, cap: int, what: str) -> None:
-        """Run the app, cutting the body off past `cap` bytes: the app's own answer to the broken body is
-        replaced by a 413."""
+    async def _within(self, scope: Scope, receive: Receive, send: Send, cap: int, what: str,
+                      sizes: PartSizes | None) -> None:
+        """Run the app, cutting the body off past `cap` bytes (or a part past its own caps): the app's
+        own answer to the broken body is replaced by a 413."""
         received = 0
-        over = False
+        over: str | None = None
         started = False
 
         async def counted() -> Message:
             nonlocal received, over
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > cap:
-                    over = True
+                chunk = message.get("body", b"")
+                received += len(chunk)
+                over = (f"the {what} is over the limit of {cap:,} bytes; send less per request"
+                        if received > cap else sizes.feed(chunk) if sizes is not None else None)
+                if over is not None:
                     return {"type": "http.disconnect"}  # the app stops reading here
             return message
 
         async def guarded(message: Message) -> None:
             nonlocal started
-            if over:
+            if over is not None:
                 if not started:
                     started = True
-                    await _answer(send, 413, "limit_exceeded",
-                                  f"the {what} is over the limit of {cap:,} bytes; send less per request")
+                    await _answer(send, 413, "limit_exceeded", over)
                 return
             started = started or message["type"] == "http.response.start"
             await send(message)
@@ -95,10 +101,55 @@ class BodyGate:
         try:
             await self.app(scope, counted, guarded)
         except Exception:
-            if not over:
+            if over is None:
                 raise
             if not started:  # the app gave up on the cut-off body with an error: the answer is still 413
                 await guarded({"type": "http.response.start"})
+
+
+PART_HEADER_BYTES = 16 * 1024  # a part's own headers, counted with its content
+
+
+class PartSizes:
+    """The size of each part of a multipart body and how many there are, counted as it streams in (a
+    boundary split across two chunks is still found). `feed` says why to refuse the body, or None."""
+
+    def __init__(self, boundary: bytes, max_part_bytes: int, max_parts: int) -> None:
+        self._delimiter = b"\r\n--" + boundary
+        self._tail = b"\r\n"  # the body opens with "--boundary": as if a line ended before it
+        self._max_part_bytes, self._max_parts = max_part_bytes, max_parts
+        self._delimiters = 0
+        self._current = 0
+
+    def feed(self, data: bytes) -> str | None:
+        buffer = self._tail + data
+        start = 0
+        while (found := buffer.find(self._delimiter, start)) != -1:
+            self._current += found - start
+            if self._current > self._max_part_bytes:
+                break
+            self._delimiters += 1
+            self._current = 0
+            start = found + len(self._delimiter)
+        else:
+            keep = len(self._delimiter) - 1  # a delimiter may begin in the last bytes: look again next time
+            rest = buffer[start:]
+            self._tail = rest[-keep:] if len(rest) > keep else rest
+            self._current += len(rest) - len(self._tail)
+        if self._current > self._max_part_bytes:
+            limit = self._max_part_bytes - PART_HEADER_BYTES
+            return f"a file of the upload is over the limit of {limit:,} bytes (limits.max_upload_bytes)"
+        if self._delimiters > self._max_parts + 1:  # the last delimiter closes the body, it opens no part
+            return f"the upload has more than {self._max_parts} parts (files and fields; api.max_upload_parts)"
+        return None
+
+
+def _multipart_boundary(content_type: str) -> bytes | None:
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.strip().partition("=")
+        if name.lower() == "boundary" and value.strip('"'):
+            return value.strip('"').encode("latin-1")
+    return None
 
 
 def _cookie(headers: Headers) -> str:

@@ -245,6 +245,8 @@ class ApiSettings(_Section):
     """Largest JSON (or other non-multipart) request body; larger is refused with 413 before it is read."""
     max_request_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     """Largest multipart upload request (all its files); refused with 413 as soon as it is known to be over."""
+    max_upload_parts: int = Field(default=1000, ge=1)
+    """Most parts (files and form fields) one upload request may hold; more is 413 while it streams in."""
     trusted_proxies: list[str] = Field(default_factory=list)
     """Addresses or networks (CIDR) of the TLS-terminating proxies in front of the API: their
     `X-Forwarded-Proto: https` makes the dashboard's key cookie `Secure`. Empty: trust no proxy."""

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from api.limits import PART_HEADER_BYTES, PartSizes
 from common.settings import Settings
 from tests.api.live import LiveApi
 
@@ -105,3 +106,59 @@ async def test_a_body_streaming_past_its_cap_is_cut_off_and_leaves_no_temp_file(
     body = f"{len(big):x}\r\n".encode() + big + b"\r\n0\r\n\r\n"
     status = await _send(gated_api, json_head, b"", then=body)
     assert status.startswith("HTTP/1.1 413"), status
+
+
+def _multipart(files: list[tuple[str, bytes]], boundary: bytes = b"b0undary") -> bytes:
+    out = b""
+    for name, data in files:
+        out += (b"--" + boundary + b"\r\nContent-Disposition: form-data; name=\"files\"; filename=\"" +
+                name.encode() + b"\"\r\nContent-Type: text/plain\r\n\r\n" + data + b"\r\n")
+    return out + b"--" + boundary + b"--\r\n"
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 4096, 1 << 20])
+def test_part_sizes_are_counted_across_chunk_edges(chunk: int) -> None:
+    body = _multipart([("a.txt", b"x" * 1000), ("b.txt", b"y" * 3000), ("c.txt", b"z" * 10)])
+
+    def verdict(max_part: int, max_parts: int) -> str | None:
+        sizes = PartSizes(b"b0undary", max_part, max_parts)
+        for start in range(0, len(body), chunk):
+            why = sizes.feed(body[start:start + chunk])
+            if why is not None:
+                return why
+        return None
+
+    assert verdict(3200, 3) is None
+    assert "over the limit" in (verdict(2500, 3) or "")  # b.txt's 3,000 bytes (plus its headers)
+    assert "more than 2 parts" in (verdict(3200, 2) or "")
+
+
+async def test_an_upload_is_cut_off_at_its_first_oversized_file_or_one_part_too_many(
+        settings: Settings, tmp_path: Path) -> None:
+    settings.limits.max_upload_bytes = 32 * 1024
+    settings.api.max_upload_parts = 3
+    api = LiveApi(settings, tmp_path / "live-vectors").start()
+    try:
+        key = api.issue_key("acme").secret
+        before = _temp_entries()
+        for files, words in [([("ok.txt", b"a" * 1000), ("big.txt", b"b" * (PART_HEADER_BYTES + 40 * 1024))],
+                              "max_upload_bytes"),
+                             ([(f"f{i}.txt", b"c" * 10) for i in range(5)], "api.max_upload_parts")]:
+            body = _multipart(files)
+            head = _head("/api/v1/kbs/docs/documents", len(body), key=key,
+                         content_type="multipart/form-data; boundary=b0undary")
+            url = urlsplit(api.url)
+            reader, writer = await asyncio.open_connection(url.hostname, url.port)
+            try:
+                writer.write(head.encode() + body)
+                await writer.drain()
+                answer = b""
+                async with asyncio.timeout(ANSWER_TIMEOUT_S):
+                    while b"}}" not in answer and (more := await reader.read(4096)):
+                        answer += more
+            finally:
+                writer.close()
+            assert answer.startswith(b"HTTP/1.1 413") and words.encode() in answer, answer[:300]
+        assert _temp_entries() - before == set()
+    finally:
+        api.stop()
