@@ -395,23 +395,23 @@ class SegmentView:
     def search_column(self, field: str, queries: np.ndarray, k: int, rows: np.ndarray,
                       metric: MetricType) -> Candidates:
         """Top-k of `rows` by the vectors of column `field` (a vector field after the first), exactly."""
-        if len(rows) == 0:
-            empty = [np.empty(0, np.float32)] * len(queries)
-            return Candidates(self, empty, [np.empty(0, np.int64)] * len(queries))
         values = self.segment.columns[field]
-        vecs = np.asarray([values[i] for i in rows.tolist()], dtype=np.float32)
-        scores = idx.exact_scores(vecs, np.linalg.norm(vecs, axis=1), queries, metric)
-        pos, best = idx.top_k_rows(scores, k, metric)
-        return Candidates(self, list(best), [rows[p] for p in pos])
+        vecs = np.asarray([values[i] for i in rows.tolist()], dtype=np.float32) if len(rows) else np.empty((0, 0))
+        return self._ranked(queries, k, rows, metric, vecs, np.linalg.norm(vecs, axis=1))
 
     def _exact(self, queries: np.ndarray, k: int, rows: np.ndarray, metric: MetricType) -> Candidates:
-        if len(rows) == 0:
-            empty = [np.empty(0, np.float32)] * len(queries)
-            return Candidates(self, empty, [np.empty(0, np.int64)] * len(queries))
         if len(rows) == self.n:
             vecs, norms = self.vectors[: self.n], self.norms[: self.n]
         else:
             vecs, norms = self.vectors[rows], self.norms[rows]
+        return self._ranked(queries, k, rows, metric, vecs, norms)
+
+    def _ranked(self, queries: np.ndarray, k: int, rows: np.ndarray, metric: MetricType, vecs: np.ndarray,
+                norms: np.ndarray) -> Candidates:
+        """The best `k` of `rows` (whose vectors and norms are `vecs` and `norms`) for each query."""
+        if len(rows) == 0:
+            empty = [np.empty(0, np.float32)] * len(queries)
+            return Candidates(self, empty, [np.empty(0, np.int64)] * len(queries))
         scores = idx.exact_scores(vecs, norms, queries, metric)
         pos, best = idx.top_k_rows(scores, k, metric)
         return Candidates(self, list(best), [rows[p] for p in pos])

@@ -65,17 +65,7 @@ class TimestampOracle:
 
     def next(self) -> int:
         """Return a timestamp larger than every one returned before, in this and earlier runs."""
-        with self._lock:
-            now = self._clock_ms()
-            if now > self._physical:
-                self._physical, self._logical = now, 0
-            else:
-                self._logical += 1
-                if self._logical > LOGICAL_MASK:
-                    self._physical, self._logical = self._physical + 1, 0
-            if self._physical >= self._reserved:
-                self._reserve(self._physical)
-            return compose_ts(self._physical, self._logical)
+        return self.next_block(1)
 
     def next_block(self, n: int) -> int:
         """The first of `n` consecutive timestamps, all larger than every one returned before and none
@@ -86,6 +76,7 @@ class TimestampOracle:
             now = self._clock_ms()
             if now > self._physical:
                 self._physical, self._logical = now, -1
+            # A logical part past LOGICAL_MASK carries into the physical one: the next millisecond.
             first = compose_ts(self._physical, self._logical + 1)
             last = first + n - 1
             self._physical, self._logical = physical_ms_of(last), logical_of(last)
