@@ -148,16 +148,6 @@ class IndexMissing(DocvecError):
     code = "index_missing"
 
 
-def _names(entries: Any) -> set[Any]:
-    """The fields an `indexParams` list names."""
-    return {e.get("fieldName") for e in entries if isinstance(e, Mapping)} if isinstance(entries, list) else set()
-
-
-def _unindexed(schema: CollectionSchema, entries: Any, extra: Mapping[str, IndexParams]) -> bool:
-    """Whether a vector field was left out of a create's `indexParams` (then Milvus does not load it)."""
-    return schema.vector.name not in _names(entries) or any(f.name not in extra for f in schema.extra_vectors)
-
-
 def as_bool(key: str, value: Any, default: bool) -> bool:
     if value is None:
         return default
@@ -237,6 +227,7 @@ class RestApi:
         params = body.mapping("params")
         _check_consistency(params.get("consistencyLevel"))
         declared = self._indexes_for(body, schema)
+        unindexed = [f.name for f in schema.vectors if f.name not in declared]
         index = declared.pop(schema.vector.name, None) or IndexParams(metric_type=body.get("metricType", "COSINE"))
         # As Milvus: creating a collection that exists with the same schema succeeds (concurrent clients
         # may all create it); with another schema it is CollectionExists.
@@ -246,18 +237,15 @@ class RestApi:
             return Reply({})
         for field_name, extra in declared.items():
             await self._store.create_index(name, extra, field_name=field_name)
-        entries = body.get("indexParams", [])
-        if body.has("schema") and _unindexed(schema, entries, declared):
+        if body.has("schema") and unindexed:
             # A custom schema with a vector field left out of indexParams: Milvus leaves the collection
             # unloaded until every vector field has an index and it is loaded (docvec indexes the first
             # vector field by default; the collection is released here). With some indexes given, Milvus
             # tries to load it and answers that failure (the collection stays, unloaded).
             await self._store.release_collection(name)
-            if entries:
-                named = _names(entries)
-                missing = [f.name for f in (schema.vector, *schema.extra_vectors) if f.name not in named]
+            if len(unindexed) < len(schema.vectors):  # some vector field was indexed
                 raise IndexMissing(f"collection {name!r} was created but not loaded: there is no vector index "
-                                   f"on field: {missing}, please create index firstly")
+                                   f"on field: {unindexed}, please create index firstly")
         return Reply({})
 
     def _quick_schema(self, body: Body) -> CollectionSchema:
@@ -298,7 +286,7 @@ class RestApi:
         entries = body.get("indexParams", [])
         if not isinstance(entries, list):
             raise IncorrectParameterFormat("indexParams must be a list")
-        vectors = {schema.vector.name, *(f.name for f in schema.extra_vectors)}
+        vectors = {f.name for f in schema.vectors}
         found: dict[str, IndexParams] = {}
         for entry in entries:
             field_name = request_object(entry, "each indexParams entry").get("fieldName")

@@ -193,14 +193,19 @@ class CollectionSchema:
         return next(f for f in self.fields if f.is_primary)
 
     @property
+    def vectors(self) -> tuple[FieldSchema, ...]:
+        """Every vector field, in schema order."""
+        return tuple(f for f in self.fields if f.dtype is DataType.FLOAT_VECTOR)
+
+    @property
     def vector(self) -> FieldSchema:
         """The first vector field: the one the collection's FAISS index covers (see `extra_vectors`)."""
-        return next(f for f in self.fields if f.dtype is DataType.FLOAT_VECTOR)
+        return self.vectors[0]
 
     @property
     def extra_vectors(self) -> tuple[FieldSchema, ...]:
         """Vector fields after the first: stored as columns and searched exactly (`anns_field`)."""
-        return tuple(f for f in self.fields if f.dtype is DataType.FLOAT_VECTOR)[1:]
+        return self.vectors[1:]
 
     @property
     def dim(self) -> int:

@@ -125,7 +125,7 @@ def check_anns_field(schema: CollectionSchema, anns_field: Any) -> FieldSchema:
         return schema.vector
     field = schema.field(anns_field) if isinstance(anns_field, str) else None
     if field is None or field.dtype is not DataType.FLOAT_VECTOR:
-        vectors = [schema.vector.name, *(f.name for f in schema.extra_vectors)]
+        vectors = [f.name for f in schema.vectors]
         raise InvalidRequest(f"anns_field {anns_field!r} is not a vector field of the collection; use one of {vectors}")
     return field
 
