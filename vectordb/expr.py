@@ -410,7 +410,7 @@ class _Parser:
             if isinstance(lit, Literal):
                 values.append(lit.value)
             else:
-                self.fail("a list may hold only literals", pos=_pos(lit))
+                self.fail("a list may hold only literals", pos=lit.pos)
             if self.tok.kind == ",":
                 self.i += 1
             elif self.tok.kind != "]":
@@ -452,7 +452,7 @@ class _Parser:
         for side in (left, right):
             kind = _kind_of(side)
             if kind not in ("number", "json"):
-                self.fail(f"operator {t.value} needs numbers, got {_operand_text(side)}", pos=_pos(side))
+                self.fail(f"operator {t.value} needs numbers, got {_operand_text(side)}", pos=side.pos)
         if isinstance(left, Literal) and isinstance(right, Literal):
             if t.value in ("/", "%") and right.value == 0:
                 self.fail(f"division by zero in {t.value}", t)
@@ -528,7 +528,6 @@ def resolve_field(schema: CollectionSchema, name: str, path: tuple[str | int, ..
     if f.dtype is DataType.ARRAY and path:
         if len(path) != 1 or not isinstance(path[0], int) or isinstance(path[0], bool):
             return f"field {f.name!r} is an ARRAY; index it with one integer, e.g. {f.name}[0]"
-        assert f.element_type is not None
         return FieldRef(f.name, path, DataType.JSON, pos)  # an element: compared value by value
     if path and f.dtype is not DataType.JSON:
         return f"field {f.name!r} is {f.dtype.value}; only JSON fields take [key] paths"
@@ -553,10 +552,6 @@ def _kind_of(operand: Operand) -> str:
     if isinstance(operand, Arith | Length):
         return "number"
     return _kind_of_dtype(operand.dtype) if operand.typed else "json"
-
-
-def _pos(operand: Operand) -> int:
-    return operand.ref.pos if isinstance(operand, Length) else operand.pos
 
 
 def _operand_text(operand: Operand) -> str:

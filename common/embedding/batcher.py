@@ -109,11 +109,11 @@ class EmbedBatcher:
         self._drainer: asyncio.Task[None] | None = None
         self._arrived = asyncio.Event()  # a request was queued (wakes a drainer waiting for a permit or work)
 
-
     @property
     def window(self) -> int:
         """Items the drainer takes at a time: what a caller should hand over in one request."""
         return self._window
+
     async def embed(self, titles: list[str], contents: list[str],
                     token_counts: Sequence[int] | None = None) -> np.ndarray:
         """The title-weighted vectors of `contents`; `token_counts`: each content's `count_tokens` where
