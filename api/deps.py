@@ -25,6 +25,8 @@ from vectordb.chunkstore import ChunkStore
 DEFAULT_TENANT = "default"
 KEY_COOKIE = "docvec_key"
 KEY_RECORD_STATE = "api_key_record"  # (raw key, record) `limits.BodyGate` authenticated, for `caller`
+MISSING_KEY = "missing API key: send 'Authorization: Bearer <key>' (create one with `docvec keys create`)"
+INVALID_KEY = "invalid or revoked API key"
 
 _bearer = HTTPBearer(auto_error=False, scheme_name="bearer", description="an API key: `Authorization: Bearer <key>`")
 _cookie = APIKeyCookie(name=KEY_COOKIE, auto_error=False, scheme_name="cookie",
@@ -70,20 +72,26 @@ async def caller(
     """Authenticate the request's API key (header first, then cookie); 401 when missing or invalid."""
     raw = bearer.credentials.strip() if bearer is not None else (cookie or "").strip()
     if not raw:
-        raise Unauthorized(
-            "missing API key: send 'Authorization: Bearer <key>' (create one with `docvec keys create`)"
-        )
+        raise Unauthorized(MISSING_KEY)
     checked = getattr(request.state, KEY_RECORD_STATE, None)  # the body gate's, before the body was read
     record = checked[1] if checked is not None and checked[0] == raw else await asyncio.to_thread(
         svc.apikeys.authenticate, raw)
     if record is None:
-        raise Unauthorized("invalid or revoked API key")
+        raise Unauthorized(INVALID_KEY)
     found = Caller(tenant=record.tenant, is_admin=record.is_admin, key_id=record.id)
     request.state.caller = found
     return found
 
 
 CallerDep = Annotated[Caller, Depends(caller)]
+
+
+def presented_key(request: Request) -> str:
+    """The API key a request presents, as `caller` reads it: `Authorization: Bearer <key>`, else the
+    `docvec_key` cookie (for code that runs outside the route's dependencies: the dashboard page, the
+    body gate)."""
+    scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+    return bearer.strip() if scheme.lower() == "bearer" else (request.cookies.get(KEY_COOKIE) or "").strip()
 
 
 async def tenant(who: CallerDep) -> str:

@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 from starlette.datastructures import Headers
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.deps import KEY_COOKIE, KEY_RECORD_STATE
+from api.deps import INVALID_KEY, KEY_RECORD_STATE, MISSING_KEY, presented_key
 from common.settings import Settings
+
+log = logging.getLogger(__name__)
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
@@ -39,7 +43,7 @@ class BodyGate:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        refusal = await self._authenticate(scope, headers)
+        refusal = await self._authenticate(scope)
         if refusal is not None:
             await _answer(send, 401, "unauthorized", refusal)
             return
@@ -55,16 +59,15 @@ class BodyGate:
         sizes = None if parts is None else PartSizes(parts, self._max_part_bytes, self._settings.max_upload_parts)
         await self._within(scope, receive, send, cap, what, sizes)
 
-    async def _authenticate(self, scope: Scope, headers: Headers) -> str | None:
+    async def _authenticate(self, scope: Scope) -> str | None:
         """Why the request's key is refused, or None (then the key's record is left in the scope)."""
-        scheme, _, bearer = headers.get("authorization", "").partition(" ")
-        raw = bearer.strip() if scheme.lower() == "bearer" else _cookie(headers)
+        raw = presented_key(Request(scope))
         if not raw:
-            return "missing API key: send 'Authorization: Bearer <key>' (create one with `docvec keys create`)"
+            return MISSING_KEY
         services = scope["app"].state.services
         record = await asyncio.to_thread(services.apikeys.authenticate, raw)
         if record is None:
-            return "invalid or revoked API key"
+            return INVALID_KEY
         scope.setdefault("state", {})[KEY_RECORD_STATE] = (raw, record)
         return None
 
@@ -100,10 +103,12 @@ class BodyGate:
 
         try:
             await self.app(scope, counted, guarded)
-        except Exception:
+        except Exception as exc:
             if over is None:
                 raise
-            if not started:  # the app gave up on the cut-off body with an error: the answer is still 413
+            # The app gave up on the cut-off body with an error: the answer is the 413 all the same.
+            log.debug("request body cut off (%s); the app stopped with %r", over, exc)
+            if not started:
                 await guarded({"type": "http.response.start"})
 
 
@@ -150,14 +155,6 @@ def _multipart_boundary(content_type: str) -> bytes | None:
         if name.lower() == "boundary" and value.strip('"'):
             return value.strip('"').encode("latin-1")
     return None
-
-
-def _cookie(headers: Headers) -> str:
-    for part in headers.get("cookie", "").split(";"):
-        name, _, value = part.strip().partition("=")
-        if name == KEY_COOKIE:
-            return value.strip()
-    return ""
 
 
 async def _answer(send: Send, status: int, code: str, message: str) -> None:

@@ -20,7 +20,7 @@ from typing import Annotated
 from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
-from api.deps import KEY_COOKIE, Services
+from api.deps import KEY_COOKIE, Services, presented_key
 from api.routes import fleet
 from common.apikeys import ApiKeyRecord
 from common.errors import NotFound
@@ -54,9 +54,7 @@ def install_operator_routes(app: FastAPI, *, api_prefix: str) -> None:
 
 @router.get("/dashboard", response_class=HTMLResponse)
 async def dashboard(request: Request, svc: Services) -> Response:
-    # The key from `Authorization: Bearer`, as on every other route, else the sign-in cookie.
-    scheme, _, bearer = (request.headers.get("authorization") or "").partition(" ")
-    raw = bearer.strip() if scheme.lower() == "bearer" else (request.cookies.get(KEY_COOKIE) or "").strip()
+    raw = presented_key(request)  # `Authorization: Bearer`, as on every other route, else the sign-in cookie
     if not raw:
         return _sign_in_page(status_code=401)
     record = await _authenticate(svc, raw)
