@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import peewee
 
 from common.db.garbage import GarbageStore
+from common.db.listing import Page, contains_ignoring_case
 from common.db.records import (
     ACTIVE_STATUSES,
     DocumentRecord,
@@ -214,9 +215,13 @@ class Documents(Store):
                 )))
             return kb_record(kb.get_by_id(kb_id)), tasks, superseded
 
-    def get(self, document_id: str) -> DocumentRecord:
+    def get(self, document_id: str, *, tenant: str | None = None) -> DocumentRecord:
+        """A document; with `tenant`, `NotFound` too when it is another tenant's."""
         with self.session.read():
-            return document_record(self.doc_row(document_id))
+            record = document_record(self.doc_row(document_id))
+        if tenant is not None and record.tenant != tenant:
+            raise NotFound(f"document {document_id} not found")
+        return record
 
     def of_kb(self, kb_id: str, *, limit: int = 100, offset: int = 0) -> list[DocumentRecord]:
         """A knowledge base's documents, newest first."""
@@ -225,6 +230,23 @@ class Documents(Store):
             rows = list(doc.select().where(doc.kb == kb_id).order_by(doc.created_at.desc(), doc.id.desc())
                         .limit(limit).offset(offset))
         return [document_record(r) for r in rows]
+
+    def listing(self, kb_id: str, *, status: TaskStatus | str | None = None, filename_contains: str | None = None,
+                limit: int = 50, offset: int = 0) -> Page[DocumentRecord]:
+        """A page of a knowledge base's documents, newest first, and how many match in all;
+        `filename_contains` is a case-insensitive substring of the file name."""
+        doc = self.m.document
+        conditions = [doc.kb == kb_id]
+        if status is not None:
+            conditions.append(doc.status == TaskStatus(status).value)
+        if filename_contains:
+            conditions.append(contains_ignoring_case(doc.filename, filename_contains))
+        rows = (doc.select().where(*conditions).order_by(doc.created_at.desc(), doc.id.desc())
+                .limit(limit).offset(offset))
+        with self.session.read():
+            total = int(doc.select(peewee.fn.COUNT(doc.id)).where(*conditions).scalar() or 0)
+            items = [document_record(r) for r in rows]
+        return Page(items, total)
 
     def delete(self, document_id: str) -> list[str]:
         """Delete a document and its tasks; its chunks (every version) and its blob become garbage in the

@@ -7,6 +7,7 @@ import time
 import peewee
 
 from common.db.garbage import GarbageStore
+from common.db.listing import KbSummary
 from common.db.records import ACTIVE_STATUSES, KB_NAME_RE, GarbageKind, KbRecord
 from common.db.store import IN_LIST_MAX, Store, kb_record, new_id
 from common.errors import Conflict, InvalidRequest, NotFound
@@ -61,6 +62,29 @@ class KnowledgeBases(Store):
         with self.session.read():
             rows = list(kb.select().where(kb.tenant == tenant).order_by(kb.name))
         return [kb_record(r) for r in rows]
+
+    def summaries(self, tenant: str | None = None, *, name: str | None = None) -> list[KbSummary]:
+        """Knowledge bases (of `tenant`, None: of every tenant; named `name`, if given) by tenant and name,
+        with the number of their documents and the sums of those documents' chunks, tokens and bytes."""
+        kb, doc = self.m.kb, self.m.document
+        query = kb.select().order_by(kb.tenant, kb.name)
+        if tenant is not None:
+            query = query.where(kb.tenant == tenant)
+        if name is not None:
+            query = query.where(kb.name == name)
+        zero = (0, 0, 0, 0)
+        with self.session.read():
+            records = [kb_record(r) for r in query]
+            totals: dict[str, tuple[int, int, int, int]] = {}
+            ids = [r.id for r in records]
+            for begin in range(0, len(ids), IN_LIST_MAX):
+                grouped = doc.select(
+                    doc.kb, peewee.fn.COUNT(doc.id), peewee.fn.SUM(doc.chunk_count), peewee.fn.SUM(doc.token_count),
+                    peewee.fn.SUM(doc.size_bytes),
+                ).where(doc.kb.in_(ids[begin : begin + IN_LIST_MAX])).group_by(doc.kb)
+                for kb_id, *sums in grouped.tuples():
+                    totals[kb_id] = tuple(int(v or 0) for v in sums)  # type: ignore[assignment]
+        return [KbSummary(r, *totals.get(r.id, zero)) for r in records]
 
     def delete(self, kb_id: str) -> list[str]:
         """Delete a knowledge base with its documents and tasks; its collection and every blob become

@@ -10,6 +10,7 @@ from typing import Any
 import peewee
 
 from common.db.garbage import GarbageStore
+from common.db.listing import Page, TaskListing, contains_ignoring_case
 from common.db.records import ACTIVE_STATUSES, TaskRecord, TaskStatus
 from common.db.store import IN_LIST_MAX, Store, log_line, task_record
 from common.errors import Conflict, NotFound
@@ -59,6 +60,47 @@ class Tasks(Store):
         with self.session.read():
             rows = list(query)
         return [task_record(r) for r in rows]
+
+    def listing(
+        self,
+        *,
+        tenant: str | None = None,
+        status: TaskStatus | str | None = None,
+        kb_id: str | None = None,
+        kb_name: str | None = None,
+        document_id: str | None = None,
+        filename_contains: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Page[TaskListing]:
+        """A page of tasks, newest first, each with its file name and knowledge base name, and how many
+        match in all. `tenant` None: every tenant's; `kb_name` matches that name in any tenant;
+        `filename_contains` is a case-insensitive substring of the document's file name."""
+        task, doc, kb = self.m.task, self.m.document, self.m.kb
+        conditions: list[Any] = []
+        if tenant is not None:
+            conditions.append(task.tenant == tenant)
+        if status is not None:
+            conditions.append(task.status == TaskStatus(status).value)
+        if kb_id is not None:
+            conditions.append(task.kb_id == kb_id)
+        if kb_name is not None:
+            conditions.append(kb.name == kb_name)
+        if document_id is not None:
+            conditions.append(task.document == document_id)
+        if filename_contains:
+            conditions.append(contains_ignoring_case(doc.filename, filename_contains))
+
+        def joined(query: Any) -> Any:
+            query = query.join(doc, on=(task.document == doc.id)).switch(task).join(kb, on=(task.kb_id == kb.id))
+            return query.where(*conditions) if conditions else query
+
+        rows = joined(task.select(task, doc.filename.alias("doc_filename"), kb.name.alias("kb_name"))).order_by(
+            task.created_at.desc(), task.id.desc()).limit(limit).offset(offset).objects()
+        with self.session.read():
+            total = int(joined(task.select(peewee.fn.COUNT(task.id))).scalar() or 0)
+            items = [TaskListing(task_record(r), r.doc_filename, r.kb_name) for r in rows]
+        return Page(items, total)
 
     def of_document(self, document_id: str) -> list[TaskRecord]:
         """A document's tasks, newest first."""

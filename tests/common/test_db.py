@@ -241,7 +241,60 @@ def test_reparse(repo: Repository) -> None:
         repo.documents.reparse("missing")
 
 
+def test_document_listing_pages_filters_and_counts(repo: Repository) -> None:
+    kb, other = _kb(repo), _kb(repo, "other", tenant="acme")
+    docs = [_doc(repo, kb, name)[0] for name in ("Report_2024.pdf", "report-draft.md", "notes.txt", "100%.txt")]
+    _doc(repo, other, "report.md")
+    page = repo.documents.listing(kb.id, limit=2)
+    assert (len(page.items), page.total) == (2, 4)
+    assert repo.documents.listing(kb.id, limit=2, offset=2).total == 4
+    assert {d.id for d in repo.documents.listing(kb.id, limit=2, offset=2).items} | {d.id for d in page.items} == {
+        d.id for d in docs}
+    found = repo.documents.listing(kb.id, filename_contains="REPORT")
+    assert (sorted(d.filename for d in found.items), found.total) == (["Report_2024.pdf", "report-draft.md"], 2)
+    assert [d.filename for d in repo.documents.listing(kb.id, filename_contains="t_2").items] == ["Report_2024.pdf"]
+    assert [d.filename for d in repo.documents.listing(kb.id, filename_contains="%").items] == ["100%.txt"]
+    assert repo.documents.listing(kb.id, filename_contains="t%2").total == 0  # wildcards match only themselves
+    assert repo.documents.listing(kb.id, status="done").total == 0
+    summaries = {s.kb.name: s for s in repo.kbs.summaries()}
+    assert (summaries["docs"].document_count, summaries["docs"].size_bytes) == (4, 40)
+    assert (summaries["other"].document_count, summaries["other"].kb.tenant) == (1, "acme")
+    assert [s.kb.name for s in repo.kbs.summaries("acme")] == ["other"]
+    assert [s.kb.name for s in repo.kbs.summaries("default", name="docs")] == ["docs"]
+    empty = _kb(repo, "empty")
+    assert [(s.document_count, s.chunk_count) for s in repo.kbs.summaries(name=empty.name)] == [(0, 0)]
+    with pytest.raises(NotFound):
+        repo.documents.get(docs[0].id, tenant="acme")
+    assert repo.documents.get(docs[0].id, tenant="default") == docs[0]
+
+
 # ---------------------------------------------------------------------------------------------- tasks
+
+
+def test_task_listing_pages_with_names_totals_and_filters(repo: Repository) -> None:
+    kb, other = _kb(repo), _kb(repo, "other", tenant="acme")
+    tasks = []
+    for i in range(5):
+        tasks.append(_doc(repo, kb, f"Chapter_{i}.md")[1])
+        time.sleep(0.002)
+    acme = _doc(repo, other, "chapter_x.md")[1]
+    _doc(repo, _kb(repo, "docs", tenant="acme"), "elsewhere.md")
+    page = repo.tasks.listing(tenant="default", limit=2, offset=1)
+    assert page.total == 5
+    assert [(i.task.id, i.filename, i.kb_name) for i in page.items] == [
+        (tasks[3].id, "Chapter_3.md", "docs"), (tasks[2].id, "Chapter_2.md", "docs")]
+    everyone = repo.tasks.listing(filename_contains="CHAPTER_")
+    assert everyone.total == 6 and everyone.items[0].task.id == acme.id
+    assert repo.tasks.listing(filename_contains="r_1").total == 1
+    assert repo.tasks.listing(filename_contains="r%1").total == 0
+    assert repo.tasks.listing(kb_name="docs").total == 6  # "docs" of both tenants
+    assert repo.tasks.listing(kb_id=kb.id, status="queued", limit=1).total == 5
+    assert repo.tasks.listing(tenant="acme", kb_name="other").items[0].task.id == acme.id
+    assert [i.task.id for i in repo.tasks.listing(document_id=tasks[1].document_id).items] == [tasks[1].id]
+    assert repo.tasks.listing(tenant="nobody").total == 0
+    with pytest.raises(ValueError):
+        repo.tasks.listing(status="bogus")
+
 
 
 def test_list_tasks_filters_newest_first(repo: Repository) -> None:
