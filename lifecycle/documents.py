@@ -83,6 +83,17 @@ async def delete_kb(core: Core, kb: KbRecord) -> None:
 # ------------------------------------------------------------------------------------------ documents
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class StagedUpload:
+    """An upload's file, stored under `blob_key` and not yet a document (`submit_staged` makes it one;
+    its blob is garbage unless that happens within `UPLOAD_COMMIT_WINDOW_S`)."""
+
+    filename: str
+    blob_key: str
+    size_bytes: int
+    sha256: str
+
+
 async def submit(core: Core, kb: KbRecord, filename: str, data: bytes, *, source_id: str | None = None,
                  priority: str = "normal") -> Submission:
     """Submit one upload under its source key (default: its file name) and enqueue its task.
@@ -95,16 +106,53 @@ async def submit(core: Core, kb: KbRecord, filename: str, data: bytes, *, source
     check_priority(priority)  # before anything is stored
     name = safe_filename(filename)
     key = check_source_id(name if source_id is None else source_id)
-    digest = await asyncio.to_thread(_sha256, data) if len(data) > HASH_IN_THREAD_BYTES else _sha256(data)
+    digest = await _digest(data)
     unchanged = await asyncio.to_thread(core.repo.documents.unchanged, kb.id, key, digest)
     if unchanged is not None:
         return Submission(unchanged, Outcome.UNCHANGED)
+    return await _write_rows(core, kb, await _store(core, kb, name, data, digest), key, priority)
+
+
+async def stage_upload(core: Core, kb: KbRecord, filename: str, data: bytes) -> StagedUpload:
+    """Store one file of an upload that is still streaming in, so that only this file is held in memory;
+    `submit_staged` (or `discard_staged`) follows once the whole request is read and checked."""
+    check_upload_size(filename, len(data), core.settings.limits.max_upload_bytes)
+    return await _store(core, kb, safe_filename(filename), data, await _digest(data))
+
+
+async def submit_staged(core: Core, kb: KbRecord, staged: StagedUpload, *, source_id: str | None = None,
+                        priority: str = "normal") -> Submission:
+    """`submit` for a file `stage_upload` stored: unchanged content releases the stored copy."""
+    check_priority(priority)
+    key = check_source_id(staged.filename if source_id is None else source_id)
+    unchanged = await asyncio.to_thread(core.repo.documents.unchanged, kb.id, key, staged.sha256)
+    if unchanged is not None:
+        await asyncio.to_thread(core.repo.garbage.release_blob, staged.blob_key, "upload unchanged")
+        return Submission(unchanged, Outcome.UNCHANGED)
+    return await _write_rows(core, kb, staged, key, priority)
+
+
+async def discard_staged(core: Core, staged: list[StagedUpload], reason: str) -> None:
+    """Staged files of a refused request: their blobs are garbage now."""
+    for upload in staged:
+        await asyncio.to_thread(core.repo.garbage.release_blob, upload.blob_key, reason)
+
+
+async def _digest(data: bytes) -> str:
+    return await asyncio.to_thread(_sha256, data) if len(data) > HASH_IN_THREAD_BYTES else _sha256(data)
+
+
+async def _store(core: Core, kb: KbRecord, name: str, data: bytes, digest: str) -> StagedUpload:
     blob_key = f"kb/{kb.id}/{uuid.uuid4().hex}"
     await asyncio.to_thread(core.repo.garbage.intend_blob, kb.id, blob_key, commit_within_s=UPLOAD_COMMIT_WINDOW_S)
     await core.store.put(blob_key, data)
+    return StagedUpload(name, blob_key, len(data), digest)
+
+
+async def _write_rows(core: Core, kb: KbRecord, staged: StagedUpload, key: str, priority: str) -> Submission:
     submission = await asyncio.to_thread(
-        core.repo.documents.submit, kb, source_id=key, filename=name, size_bytes=len(data), sha256=digest,
-        blob_key=blob_key, priority=priority,
+        core.repo.documents.submit, kb, source_id=key, filename=staged.filename, size_bytes=staged.size_bytes,
+        sha256=staged.sha256, blob_key=staged.blob_key, priority=priority,
     )
     await flag_cancelled(core, submission.superseded)
     if submission.task is None:

@@ -6,59 +6,71 @@ import asyncio
 from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, UploadFile, status
+from fastapi import APIRouter, Query, Request, status
 
 from api.deps import Services, Tenant
 from api.errors import error_responses
+from api.multipart import UploadReader
 from api.schemas import DocumentOut, SubmitResponse, Submitted, TaskOut
-from common.db import PRIORITIES, DocumentRecord
+from common.db import PRIORITIES, DocumentRecord, KbRecord
 from common.errors import InvalidRequest, NotFound
-from common.uploads import check_upload_size
+from common.uploads import check_source_id
 from lifecycle import documents as lifecycle
 
 router = APIRouter(tags=["documents"], responses=error_responses(401, 422, 503))
 
 MAX_OFFSET = 1_000_000_000
 
-READ_CHUNK_BYTES = 1024 * 1024
-
-
-async def _read_limited(upload: UploadFile, limit: int) -> bytes:
-    parts: list[bytes] = []
-    size = 0
-    while chunk := await upload.read(READ_CHUNK_BYTES):
-        size += len(chunk)
-        check_upload_size(upload.filename, size, limit)
-        parts.append(chunk)
-    return b"".join(parts)
+UPLOAD_BODY = {
+    "required": True,
+    "content": {"multipart/form-data": {"schema": {
+        "type": "object",
+        "required": ["files"],
+        "properties": {
+            "files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                      "description": "one or more documents"},
+            "source_id": {"type": "array", "items": {"type": "string"},
+                          "description": "each file's key in the knowledge base, in the order of the files "
+                                         "(default: its file name); a key submitted again updates its "
+                                         "document, or leaves it unchanged if the content is the same"},
+        },
+    }}},
+}
 
 
 @router.post("/kbs/{kb}/documents", status_code=status.HTTP_202_ACCEPTED, response_model=SubmitResponse,
-             responses=error_responses(400, 404, 413))
+             responses=error_responses(400, 404, 413), openapi_extra={"requestBody": UPLOAD_BODY})
 async def upload_documents(
     kb: str,
+    request: Request,
     svc: Services,
     tenant: Tenant,
-    files: Annotated[list[UploadFile], File(description="one or more documents")],
-    source_id: Annotated[list[str] | None, Form(
-        description="each file's key in the knowledge base, in the order of the files (default: its file name); "
-                    "a key submitted again updates its document, or leaves it unchanged if the content is the same"
-    )] = None,
     priority: Annotated[str, Query(pattern=f"^({'|'.join(PRIORITIES)})$")] = "normal",
 ) -> SubmitResponse:
+    """Upload files (multipart fields `files`, optional `source_id` per file). Each file is stored as it
+    arrives, one at a time in memory; the documents are created once the whole request is read and checked."""
     core = svc.core
     record = await asyncio.to_thread(core.repo.kbs.get, kb, tenant=tenant)
-    if not files:
-        raise InvalidRequest("no files in the upload: send them as multipart field 'files'")
-    if source_id is not None and len(source_id) != len(files):
-        raise InvalidRequest(f"{len(source_id)} source_id fields for {len(files)} files: give one per file, "
-                             "in the order of the files, or none")
-    keys: list[str | None] = list(source_id) if source_id is not None else [None] * len(files)
-    limit = core.settings.limits.max_upload_bytes
-    payloads = [(f.filename or "document", await _read_limited(f, limit)) for f in files]
+    staged, keys = await _receive(request, svc, record)
+    try:
+        if not staged:
+            raise InvalidRequest("no files in the upload: send them as multipart field 'files'")
+        if keys and len(keys) != len(staged):
+            raise InvalidRequest(f"{len(keys)} source_id fields for {len(staged)} files: give one per file, "
+                                 "in the order of the files, or none")
+        for key in keys:
+            check_source_id(key)  # every key checked before any document is written
+    except InvalidRequest:
+        await lifecycle.discard_staged(core, staged, "upload refused")
+        raise
     submitted: list[Submitted] = []
-    for (filename, data), key in zip(payloads, keys, strict=True):
-        submission = await lifecycle.submit(core, record, filename, data, source_id=key, priority=priority)
+    for index, upload in enumerate(staged):
+        try:
+            submission = await lifecycle.submit_staged(core, record, upload, priority=priority,
+                                                       source_id=keys[index] if keys else None)
+        except Exception:
+            await lifecycle.discard_staged(core, staged[index:], "upload refused")
+            raise
         document = submission.document
         submitted.append(Submitted(
             document_id=document.id, task_id=submission.task.id if submission.task else None,
@@ -66,6 +78,29 @@ async def upload_documents(
             outcome=submission.outcome,
         ))
     return SubmitResponse(documents=submitted)
+
+
+async def _receive(request: Request, svc: Services, kb: KbRecord) -> tuple[list[lifecycle.StagedUpload], list[str]]:
+    """Read the upload as it streams in: each file is staged (stored) before the next is read; the
+    `source_id` fields are collected. A refused or broken body releases what was staged."""
+    core = svc.core
+    reader = UploadReader(request.headers.get("content-type", ""), max_file_bytes=core.settings.limits.max_upload_bytes,
+                          max_parts=core.settings.api.max_upload_parts)
+    staged: list[lifecycle.StagedUpload] = []
+    keys: list[str] = []
+    try:
+        async for chunk in request.stream():
+            for part in reader.feed(chunk):
+                if part.name == "files":
+                    staged.append(await lifecycle.stage_upload(core, kb, part.filename or "document", part.content()))
+                elif part.name == "source_id":
+                    keys.append(part.text())
+                # other fields are ignored, as a form's extra inputs are
+        reader.finish()
+    except Exception:
+        await lifecycle.discard_staged(core, staged, "upload refused")
+        raise
+    return staged, keys
 
 
 async def _owned_document(svc: Services, tenant: str, document_id: str) -> DocumentRecord:

@@ -54,6 +54,15 @@ class GarbageStore(Store):
             self.add(GarbageKind.BLOB, "upload never committed", kb_id=kb_id, now=now, blob_key=blob_key,
                      not_before=now + commit_within_s)
 
+    def release_blob(self, blob_key: str, reason: str) -> None:
+        """A stored upload that no document will claim (its content was unchanged, or its request was
+        refused after it was stored): its intent row is due now instead of at the end of its window."""
+        g = self.m.garbage
+        with self.session.transaction():
+            g.update(next_at=time.time(), reason=reason[:128]).where(
+                (g.kind == GarbageKind.BLOB.value) & (g.blob_key == blob_key)
+            ).execute()
+
     def claim_blob(self, blob_key: str) -> None:
         """The upload's rows are written: its blob is not garbage (inside the caller's transaction)."""
         g = self.m.garbage

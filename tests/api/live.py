@@ -48,6 +48,7 @@ class LiveApi:
         self._stop = asyncio.Event()
         self._worker_wanted = asyncio.Event()
         self._apikeys: ApiKeyStore | None = None
+        self.repo: Any = None  # the server's Repository once started (its database, for a test to read)
         self.url = ""
 
     def start(self) -> LiveApi:
@@ -75,6 +76,7 @@ class LiveApi:
                 server = _Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
                                                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S))
                 self._apikeys = ApiKeyStore(core.repo.database)
+                self.repo = core.repo
                 async with asyncio.TaskGroup() as group:
                     serving = group.create_task(server.serve())
                     async with asyncio.timeout(START_TIMEOUT_S):

@@ -115,8 +115,12 @@ async def test_upload_over_the_limit_is_rejected(client: httpx.AsyncClient, core
 
 async def test_upload_without_files_is_rejected(client: httpx.AsyncClient) -> None:
     await client.post(f"{API}/kbs", json={"name": "docs"})
-    response = await client.post(f"{API}/kbs/docs/documents", data={"x": "1"})
-    assert response.status_code == 422
+    response = await client.post(f"{API}/kbs/docs/documents", data={"x": "1"})  # a urlencoded form
+    assert response.status_code == 400
+    assert "multipart/form-data" in response.json()["error"]["message"]
+    response = await client.post(f"{API}/kbs/docs/documents", data={"x": "1"}, files=[("other", ("a.txt", b"a"))])
+    assert response.status_code == 400
+    assert "multipart field 'files'" in response.json()["error"]["message"]
 
 
 async def test_an_upload_under_a_known_source_id_updates_or_leaves_its_document(client: httpx.AsyncClient) -> None:

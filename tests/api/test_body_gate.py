@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from api.limits import PART_HEADER_BYTES, PartSizes
@@ -65,6 +67,11 @@ def _head(path: str, length: int, *, key: str | None = None, content_type: str =
     return f"POST {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Type: {content_type}\r\n{size}\r\n"
 
 
+async def _create_kb(api: LiveApi, key: str, name: str = "docs") -> None:
+    async with httpx.AsyncClient(base_url=api.url, headers={"Authorization": f"Bearer {key}"}) as client:
+        (await client.post("/api/v1/kbs", json={"name": name})).raise_for_status()
+
+
 def _temp_entries() -> set[str]:
     return set(os.listdir(tempfile.gettempdir()))
 
@@ -96,6 +103,7 @@ async def test_a_body_streaming_past_its_cap_is_cut_off_and_leaves_no_temp_file(
     chunk = f"{len(payload):x}\r\n".encode() + payload + b"\r\n0\r\n\r\n"
     head = _head("/api/v1/kbs/docs/documents", 0, key=key, content_type="multipart/form-data; boundary=x",
                  chunked=True)
+    await _create_kb(gated_api, key)
     status = await _send(gated_api, head, b"", then=chunk)
     assert status.startswith("HTTP/1.1 413"), status
     await asyncio.sleep(0.5)
@@ -140,6 +148,7 @@ async def test_an_upload_is_cut_off_at_its_first_oversized_file_or_one_part_too_
     api = LiveApi(settings, tmp_path / "live-vectors").start()
     try:
         key = api.issue_key("acme").secret
+        await _create_kb(api, key)
         before = _temp_entries()
         for files, words in [([("ok.txt", b"a" * 1000), ("big.txt", b"b" * (PART_HEADER_BYTES + 40 * 1024))],
                               "max_upload_bytes"),
@@ -160,5 +169,85 @@ async def test_an_upload_is_cut_off_at_its_first_oversized_file_or_one_part_too_
                 writer.close()
             assert answer.startswith(b"HTTP/1.1 413") and words.encode() in answer, answer[:300]
         assert _temp_entries() - before == set()
+    finally:
+        api.stop()
+
+
+FILE_BYTES = 8 * 1024 * 1024
+
+
+async def _post_raw(api: LiveApi, head: str, body: bytes) -> bytes:
+    """Send a whole request in 64 KiB writes while reading the answer (a refusal arrives mid-body, before
+    the server closes); the answer: status line, headers and JSON body."""
+    url = urlsplit(api.url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+
+    async def read_answer() -> bytes:
+        answer = b""
+        while b"}" not in answer.partition(b"\r\n\r\n")[2] and (more := await reader.read(4096)):
+            answer += more
+        return answer
+
+    try:
+        answer = asyncio.create_task(asyncio.wait_for(read_answer(), ANSWER_TIMEOUT_S * 3))
+        view = memoryview(body)  # no copy of the body: the test traces what the server allocates
+        writer.write(head.encode())
+        try:
+            for start in range(0, len(view), 64 * 1024):
+                if answer.done():
+                    break
+                writer.write(view[start:start + 64 * 1024])
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass  # refused mid-body: the answer was sent before the close
+        return await answer
+    finally:
+        writer.close()
+
+
+def _traced_peak_bytes(since: int) -> int:
+    return tracemalloc.get_traced_memory()[1] - since
+
+
+async def test_an_upload_is_held_one_file_at_a_time_and_a_refused_one_leaves_nothing(
+        settings: Settings, tmp_path: Path) -> None:
+    """Four 8 MiB files in one request: the server never holds much more than one of them (the peak of
+    the memory Python allocates while it receives them, traced across the process, stays under 2.5 files;
+    holding all four took 4). A request whose last file is over the per-file cap is refused with 413,
+    leaving no temp file, and the files it had already stored are released as garbage at once."""
+    settings.limits.max_upload_bytes = FILE_BYTES + 1024
+    api = LiveApi(settings, tmp_path / "live-vectors").start()
+    try:
+        key = api.issue_key("acme").secret
+        await _create_kb(api, key)
+        files = [(f"f{i}.txt", bytes([97 + i]) * FILE_BYTES) for i in range(4)]
+        body = _multipart(files)
+        head = _head("/api/v1/kbs/docs/documents", len(body), key=key,
+                     content_type="multipart/form-data; boundary=b0undary")
+        tracemalloc.start()
+        try:
+            baseline = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            answer = await _post_raw(api, head, body)
+            accepted_peak = _traced_peak_bytes(baseline)
+
+            before = _temp_entries()
+            refused = _multipart(files[:3] + [("big.txt", b"z" * (FILE_BYTES + 4096))])
+            head = _head("/api/v1/kbs/docs/documents", len(refused), key=key,
+                         content_type="multipart/form-data; boundary=b0undary")
+            baseline = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            refusal = await _post_raw(api, head, refused)
+            refused_peak = _traced_peak_bytes(baseline)
+        finally:
+            tracemalloc.stop()
+        assert answer.startswith(b"HTTP/1.1 202"), answer[:300]
+        assert answer.count(b'"outcome":"added"') == 4
+        assert accepted_peak < 2.5 * FILE_BYTES, f"{accepted_peak:,} bytes allocated at the peak of the upload"
+        assert refusal.startswith(b"HTTP/1.1 413") and b"max_upload_bytes" in refusal, refusal[:300]
+        assert refused_peak < 2.5 * FILE_BYTES, f"{refused_peak:,} bytes allocated at the peak of the refusal"
+        assert _temp_entries() - before == set()
+        released = [g for g in api.repo.garbage.due(100) if g.reason == "upload refused"]
+        assert len(released) == 3  # the three files stored before the oversized one: due for removal now
     finally:
         api.stop()

@@ -1,0 +1,69 @@
+"""`api.multipart.UploadReader`: parts come back as soon as they are complete, whatever the chunking of
+the body, with their names, file names and bytes; limits and broken bodies are typed errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.multipart import MAX_FIELD_BYTES, UploadReader
+from common.errors import InvalidRequest, LimitExceeded
+
+BOUNDARY = "xYz123"
+CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
+
+
+def _field(name: str, value: bytes, filename: str | None = None) -> bytes:
+    disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename is not None else "")
+    return f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + value + b"\r\n"
+
+
+def _body(*parts: bytes) -> bytes:
+    return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
+
+
+def _read(body: bytes, chunk: int, *, max_file_bytes: int = 1 << 20, max_parts: int = 10) -> list[tuple[int, object]]:
+    """(index of the chunk that completed it, (name, filename, content)) for every part."""
+    reader = UploadReader(CONTENT_TYPE, max_file_bytes=max_file_bytes, max_parts=max_parts)
+    seen: list[tuple[int, object]] = []
+    for index, start in enumerate(range(0, len(body), chunk)):
+        seen += [(index, (p.name, p.filename, p.content())) for p in reader.feed(body[start:start + chunk])]
+    reader.finish()
+    return seen
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 64, 1 << 16])
+def test_parts_come_back_whole_whatever_the_chunking(chunk: int) -> None:
+    body = _body(_field("source_id", b"notes/a.md"), _field("files", b"# A\r\n\r\ntext --xYz12 almost", "a.md"),
+                 _field("files", b"\x00\xffbinary", "b.bin"))
+    parts = [part for _, part in _read(body, chunk)]
+    assert parts == [("source_id", None, b"notes/a.md"), ("files", "a.md", b"# A\r\n\r\ntext --xYz12 almost"),
+                     ("files", "b.bin", b"\x00\xffbinary")]
+
+
+def test_a_file_is_returned_before_the_rest_of_the_body_arrives() -> None:
+    first = _field("files", b"a" * 1000, "a.txt")
+    body = _body(first, _field("files", b"b" * 5000, "b.txt"))
+    completed = _read(body, 512)
+    # a.txt is complete in the chunk that holds the next boundary, long before b.txt's bytes end
+    assert completed[0][0] <= len(first) // 512 + 1 < completed[1][0]
+
+
+def test_limits_are_enforced_while_the_bytes_arrive() -> None:
+    with pytest.raises(LimitExceeded, match="max_upload_bytes"):
+        _read(_body(_field("files", b"x" * 2000, "big.txt")), 100, max_file_bytes=1000)
+    with pytest.raises(LimitExceeded, match="api.max_upload_parts"):
+        _read(_body(*[_field("files", b"x", f"{i}.txt") for i in range(4)]), 100, max_parts=3)
+    with pytest.raises(LimitExceeded, match="form field 'source_id'"):
+        _read(_body(_field("source_id", b"s" * (MAX_FIELD_BYTES + 1))), 4096)
+
+
+def test_broken_bodies_are_invalid_requests() -> None:
+    with pytest.raises(InvalidRequest, match="multipart/form-data"):
+        UploadReader("application/x-www-form-urlencoded", max_file_bytes=10, max_parts=10)
+    with pytest.raises(InvalidRequest, match="closing multipart boundary"):
+        _read(_field("files", b"cut off", "a.txt"), 64)
+    with pytest.raises(InvalidRequest, match="Content-Disposition"):
+        _read(_body(f"--{BOUNDARY}\r\nContent-Type: text/plain\r\n\r\nx\r\n".encode()), 64)
+    reader = UploadReader(CONTENT_TYPE, max_file_bytes=10, max_parts=10)
+    with pytest.raises(InvalidRequest, match="not UTF-8"):
+        [part.text() for part in reader.feed(_body(_field("source_id", b"\xff\xfe")))]
