@@ -13,7 +13,7 @@ from api.deps import AppServices
 from api.errors import install_error_handlers
 from api.limits import BodyGate
 from api.metrics import ApiMetrics, MetricsMiddleware
-from api.routes import documents, health, kbs, keys, metrics, search, tasks
+from api.routes import chunks, documents, health, kbs, keys, metrics, search, tasks
 from api.routes.dashboard import install_operator_routes
 from common.apikeys import ApiKeyStore
 from common.dependencies import DependencyBoard
@@ -77,7 +77,7 @@ def create_app(settings: Settings, *, core: Core | None = None, vectors: VectorS
     # Auth and size caps before any body is read (inside the metrics, which count its 401/413s).
     app.add_middleware(BodyGate, settings=settings, prefix=API_PREFIX)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    for module in (kbs, documents, tasks, search, keys):
+    for module in (kbs, documents, chunks, tasks, search, keys):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.router)
     app.include_router(metrics.router)

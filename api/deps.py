@@ -2,7 +2,8 @@
 
 Auth: an API key in `Authorization: Bearer <key>`, or in the `docvec_key` cookie (the dashboard). A key
 belongs to one tenant; every tenant route is scoped by it. Admin keys act as their own tenant on tenant
-routes and may also use the fleet-level (admin) routes.
+routes unless they name another with `tenant=T` (the lists `GET /tasks` and `GET /kbs` also take `tenant=*`:
+every tenant's), and may also use the fleet-level (admin) routes. Another key passing `tenant=` gets 403.
 """
 
 from __future__ import annotations
@@ -12,17 +13,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
-from common.apikeys import ApiKeyStore
+from common.apikeys import TENANT_RE, ApiKeyStore
 from common.dependencies import Dependency, DependencyBoard, Probe
 from common.embedding.batcher import EmbedBatcher
-from common.errors import Forbidden, Unauthorized
+from common.errors import Forbidden, InvalidParameter, Unauthorized
 from common.runtime import Core
 from vectordb.chunkstore import ChunkStore
 
 DEFAULT_TENANT = "default"
+ALL_TENANTS = "*"
 KEY_COOKIE = "docvec_key"
 KEY_RECORD_STATE = "api_key_record"  # (raw key, record) `limits.BodyGate` authenticated, for `caller`
 MISSING_KEY = "missing API key: send 'Authorization: Bearer <key>' (create one with `docvec keys create`)"
@@ -94,9 +96,49 @@ def presented_key(request: Request) -> str:
     return bearer.strip() if scheme.lower() == "bearer" else (request.cookies.get(KEY_COOKIE) or "").strip()
 
 
-async def tenant(who: CallerDep) -> str:
-    """The caller's tenant. Every tenant route is scoped by it."""
-    return who.tenant
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Whose objects a request reaches: `tenant`'s, or every tenant's when `tenant` is None (an admin key
+    that asked for `tenant=*`). Without `tenant=`, every key reaches its own tenant's objects only."""
+
+    tenant: str | None
+    caller: Caller
+
+    def allows(self, owner: str) -> bool:
+        """Whether an object of tenant `owner` is within reach (others' objects are 404, as if absent)."""
+        return self.tenant is None or self.tenant == owner
+
+    def one_tenant(self) -> str:
+        """The single tenant of a request on one tenant's objects (every route but the lists)."""
+        if self.tenant is None:
+            raise InvalidParameter("tenant=* spans every tenant, for lists only; this route acts within one tenant: "
+                                   "pass tenant=NAME")
+        return self.tenant
+
+
+TENANT_PARAM = Query(
+    pattern=f"^(\\*|{TENANT_RE.pattern})$",
+    description="admin keys only (403 otherwise): act on this tenant's objects; `*`: every tenant's (lists only). "
+                "Default: the key's own tenant",
+)
+
+
+async def scope(who: CallerDep, tenant: Annotated[str | None, TENANT_PARAM] = None) -> Scope:
+    """The request's scope: the caller's tenant, or for an admin key the tenant (or `*`) it names."""
+    if tenant is None:
+        return Scope(who.tenant, who)
+    if not who.is_admin:
+        raise Forbidden("the tenant parameter needs an admin API key; other keys reach their own tenant only")
+    return Scope(None if tenant == ALL_TENANTS else tenant, who)
+
+
+TenantScope = Annotated[Scope, Depends(scope)]
+
+
+async def tenant(scope: TenantScope) -> str:
+    """The tenant every tenant route is scoped by: the caller's, or for an admin key the one it names
+    with `tenant=` (an admin acts on another tenant's objects only when it says so)."""
+    return scope.one_tenant()
 
 
 async def require_admin(who: CallerDep) -> Caller:
@@ -108,3 +150,4 @@ async def require_admin(who: CallerDep) -> Caller:
 
 Tenant = Annotated[str, Depends(tenant)]
 Admin = Annotated[Caller, Depends(require_admin)]
+

@@ -72,6 +72,44 @@ else:
     })
 
 
+class TaskListed(TaskOut):
+    """A task in a list: with its tenant, its document's file name and its knowledge base's name."""
+
+    tenant: str
+    filename: str = Field(description="the file name of the task's document")
+    kb_name: str = Field(description="the name of the task's knowledge base")
+
+
+class KbSummaryOut(KbOut):
+    """A knowledge base with the totals of its documents."""
+
+    document_count: int
+    chunk_count: int = Field(description="chunks of the documents' live versions")
+    token_count: int
+    size_bytes: int = Field(description="the documents' uploaded bytes")
+
+
+class ChunkOut(BaseModel):
+    """One chunk of a document's live parse version."""
+
+    chunk_id: str
+    ordinal: int = Field(description="position in the document (page-range parts start far apart)")
+    title: str = Field(description="the chunk's heading path")
+    text: str
+    page: int | None = Field(description="the PDF page the chunk starts on")
+    start_char: int = Field(description="offset of the chunk's first character in the parsed text")
+    end_char: int = Field(description="offset just past its last character")
+    token_count: int
+
+
+class ChunkPageOut(BaseModel):
+    document_id: str
+    parse_version: int = Field(description="the live parse version the chunks belong to (0: none is live yet)")
+    total: int = Field(description="chunks in that version")
+    offset: int
+    chunks: list[ChunkOut]
+
+
 class Submitted(BaseModel):
     document_id: str
     task_id: str | None = Field(description="the task that parses this upload; null when it is unchanged")

@@ -83,6 +83,13 @@ class InvalidRequest(DocvecError):
     http_status = 400
 
 
+class InvalidParameter(InvalidRequest):
+    """A request parameter that is well-formed but not valid where it is given (422, as the API's
+    validation errors)."""
+
+    http_status = 422
+
+
 class NotFound(DocvecError):
     code = "not_found"
     http_status = 404

@@ -98,6 +98,23 @@ class ChunkHit:
     parse_version: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class StoredChunk:
+    """One stored chunk of a document's parse version, as the store holds it (no vector)."""
+
+    chunk_id: str
+    ordinal: int
+    title: str
+    text: str
+    page: int | None
+    start_char: int
+    end_char: int
+    token_count: int
+
+
+CHUNK_FIELDS = ["ordinal", "title", "text", "page", "start_char", "end_char", "token_count"]
+
+
 class ChunkStore:
     """Chunk-level operations on a vector-store client (`vectordb.connect(...)`)."""
 
@@ -204,6 +221,32 @@ class ChunkStore:
             versions = out.setdefault(str(row["document_id"]), {})
             versions[int(row["parse_version"])] = versions.get(int(row["parse_version"]), 0) + 1
         return out
+
+    async def ordinals(self, collection: str, document_id: str, parse_version: int) -> list[int]:
+        """The ordinals of one parse version's chunks, ascending (none when the collection is gone)."""
+        if not await self.has_collection(collection):
+            return []
+        rows = await self._reach(self._client.query(
+            collection, filter=Where.eq("document_id", document_id) & Where.eq("parse_version", int(parse_version)),
+            output_fields=["ordinal"],
+        ))
+        return sorted(int(row["ordinal"]) for row in rows)
+
+    async def chunks_at(self, collection: str, document_id: str, parse_version: int,
+                        ordinals: Sequence[int]) -> list[StoredChunk]:
+        """The chunks of one parse version at `ordinals`, in ordinal order."""
+        if not ordinals or not await self.has_collection(collection):
+            return []
+        where = (Where.eq("document_id", document_id) & Where.eq("parse_version", int(parse_version))
+                 & Where.one_of("ordinal", [int(o) for o in ordinals]))
+        rows = await self._reach(self._client.query(collection, filter=where, output_fields=["id", *CHUNK_FIELDS]))
+        chunks = [StoredChunk(
+            chunk_id=str(row["id"]), ordinal=int(row["ordinal"]), title=str(row.get("title", "")),
+            text=str(row.get("text", "")), page=None if int(row.get("page", NO_PAGE)) == NO_PAGE else int(row["page"]),
+            start_char=int(row.get("start_char", 0)), end_char=int(row.get("end_char", 0)),
+            token_count=int(row.get("token_count", 0)),
+        ) for row in rows]
+        return sorted(chunks, key=lambda c: c.ordinal)
 
     async def search(self, collection: str, vector: np.ndarray, top_k: int,
                      filter: str | None = None) -> list[ChunkHit]:

@@ -7,13 +7,20 @@ from dataclasses import asdict
 
 from fastapi import APIRouter, status
 
-from api.deps import Services, Tenant
+from api.deps import Services, Tenant, TenantScope
 from api.errors import error_responses
-from api.schemas import KbCreate, KbOut, ReindexRequest, ReindexResponse, SyncRequest, SyncResponse
+from api.schemas import KbCreate, KbOut, KbSummaryOut, ReindexRequest, ReindexResponse, SyncRequest, SyncResponse
+from common.db.listing import KbSummary
+from common.errors import NotFound
 from lifecycle import documents as lifecycle
 from lifecycle import sync
 
-router = APIRouter(tags=["knowledge bases"], responses=error_responses(401, 422, 503))
+router = APIRouter(tags=["knowledge bases"], responses=error_responses(401, 403, 422, 503))
+
+
+def kb_summary_out(summary: KbSummary) -> KbSummaryOut:
+    return KbSummaryOut(**asdict(summary.kb), document_count=summary.document_count, chunk_count=summary.chunk_count,
+                        token_count=summary.token_count, size_bytes=summary.size_bytes)
 
 
 @router.post("/kbs", status_code=status.HTTP_201_CREATED, response_model=KbOut,
@@ -24,16 +31,20 @@ async def create_kb(body: KbCreate, svc: Services, tenant: Tenant) -> KbOut:
     return KbOut(**asdict(kb))
 
 
-@router.get("/kbs", response_model=list[KbOut])
-async def list_kbs(svc: Services, tenant: Tenant) -> list[KbOut]:
-    kbs = await asyncio.to_thread(svc.core.repo.kbs.of_tenant, tenant=tenant)
-    return [KbOut(**asdict(kb)) for kb in kbs]
+@router.get("/kbs", response_model=list[KbSummaryOut])
+async def list_kbs(svc: Services, scope: TenantScope) -> list[KbSummaryOut]:
+    """The knowledge bases of the caller's tenant (an admin's `tenant=T`: of T; `tenant=*`: of every
+    tenant), by tenant and name, with their documents' totals."""
+    summaries = await asyncio.to_thread(svc.core.repo.kbs.summaries, scope.tenant)
+    return [kb_summary_out(s) for s in summaries]
 
 
-@router.get("/kbs/{kb}", response_model=KbOut, responses=error_responses(404))
-async def get_kb(kb: str, svc: Services, tenant: Tenant) -> KbOut:
-    record = await asyncio.to_thread(svc.core.repo.kbs.get, kb, tenant=tenant)
-    return KbOut(**asdict(record))
+@router.get("/kbs/{kb}", response_model=KbSummaryOut, responses=error_responses(404))
+async def get_kb(kb: str, svc: Services, tenant: Tenant) -> KbSummaryOut:
+    summaries = await asyncio.to_thread(svc.core.repo.kbs.summaries, tenant, name=kb)
+    if not summaries:
+        raise NotFound(f"knowledge base {kb!r} not found")
+    return kb_summary_out(summaries[0])
 
 
 @router.delete("/kbs/{kb}", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(404))

@@ -13,7 +13,7 @@ from api.errors import error_responses
 from api.schemas import SearchHit, SearchRequest, SearchResponse
 from lifecycle import documents as lifecycle
 
-router = APIRouter(tags=["search"], responses=error_responses(401, 422, 503))
+router = APIRouter(tags=["search"], responses=error_responses(401, 403, 422, 503))
 
 
 @router.post("/kbs/{kb}/search", response_model=SearchResponse, responses=error_responses(400, 404))

@@ -9,20 +9,22 @@ from dataclasses import asdict
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 from redis import exceptions as redis_errors
 from redis.asyncio.client import PubSub
 
-from api.deps import CallerDep, Services, Tenant
+from api.deps import CallerDep, Scope, Services, Tenant, TenantScope
 from api.errors import error_responses
-from api.schemas import TaskOut
+from api.paging import TOTAL_RESPONSE, set_total
+from api.schemas import TaskListed, TaskOut
 from common import redisconn
 from common.db import TaskRecord, TaskStatus
+from common.db.listing import Page, TaskListing
 from common.errors import NotFound
 from lifecycle import documents as lifecycle
 
-router = APIRouter(tags=["tasks"], responses=error_responses(401, 422, 503))
+router = APIRouter(tags=["tasks"], responses=error_responses(401, 403, 422, 503))
 
 SSE_HEARTBEAT_S = 5.0
 """A comment line this often keeps proxies from closing an idle stream and detects gone clients; the
@@ -39,6 +41,10 @@ def task_out(task: TaskRecord) -> TaskOut:
     return TaskOut(**asdict(task))
 
 
+def task_listed(item: TaskListing) -> TaskListed:
+    return TaskListed(**asdict(item.task), filename=item.filename, kb_name=item.kb_name)
+
+
 async def _owned_task(svc: Services, tenant: str, task_id: str) -> TaskRecord:
     task = await asyncio.to_thread(svc.core.repo.tasks.get, task_id)
     if task.tenant != tenant:
@@ -51,19 +57,37 @@ async def get_task(task_id: str, svc: Services, tenant: Tenant) -> TaskOut:
     return task_out(await _owned_task(svc, tenant, task_id))
 
 
-@router.get("/tasks", response_model=list[TaskOut], responses=error_responses(404))
-async def list_tasks(svc: Services, tenant: Tenant,
+@router.get("/tasks", response_model=list[TaskListed], responses={**error_responses(404), **TOTAL_RESPONSE})
+async def list_tasks(response: Response, svc: Services, scope: TenantScope,
                      status: Annotated[TaskStatus | None, Query(description="only tasks in this state")] = None,
-                     kb: Annotated[str | None, Query(description="only tasks of this knowledge base (by name)")] = None,
+                     kb: Annotated[str | None, Query(description="only tasks of this knowledge base (by name; with "
+                                                                 "tenant=*, of that name in any tenant)")] = None,
+                     q: Annotated[str | None, Query(max_length=255, description="only tasks whose document's file name "
+                                                                               "contains this (ignoring case)")] = None,
+                     document_id: Annotated[str | None, Query(max_length=64, description="only this document's "
+                                                                                        "tasks")] = None,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> list[TaskOut]:
-    """The caller's tasks, newest first."""
+                     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> list[TaskListed]:
+    """The tasks of the caller's tenant (an admin's `tenant=T`: of T; `tenant=*`: of every tenant), newest
+    first, with their file and knowledge base names; `X-Total-Count` says how many match in all."""
+    page = await _task_page(svc, scope, status=status, kb=kb, q=q, document_id=document_id, limit=limit,
+                            offset=offset)
+    set_total(response, page.total)
+    return [task_listed(item) for item in page.items]
+
+
+async def _task_page(svc: Services, scope: Scope, *, status: TaskStatus | None, kb: str | None, q: str | None,
+                     document_id: str | None, limit: int, offset: int) -> Page[TaskListing]:
     repo = svc.core.repo
-    kb_id = (await asyncio.to_thread(repo.kbs.get, kb, tenant=tenant)).id if kb is not None else None
-    tasks = await asyncio.to_thread(
-        repo.tasks.query, status=status, kb_id=kb_id, tenant=tenant, limit=limit, offset=offset
+    kb_id = kb_name = None
+    if kb is not None and scope.tenant is None:
+        kb_name = kb  # every tenant's knowledge bases of that name
+    elif kb is not None:
+        kb_id = (await asyncio.to_thread(repo.kbs.get, kb, tenant=scope.one_tenant())).id  # 404 if it has none
+    return await asyncio.to_thread(
+        repo.tasks.listing, tenant=scope.tenant, status=status, kb_id=kb_id, kb_name=kb_name, document_id=document_id,
+        filename_contains=q, limit=limit, offset=offset,
     )
-    return [task_out(t) for t in tasks]
 
 
 @router.post("/tasks/{task_id}/cancel", response_model=TaskOut, responses=error_responses(404, 409))
