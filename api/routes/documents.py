@@ -6,13 +6,14 @@ import asyncio
 from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Query, Request, Response, status
 
 from api.deps import Services, Tenant
 from api.errors import error_responses
 from api.multipart import UploadReader
+from api.paging import TOTAL_RESPONSE, set_total
 from api.schemas import DocumentOut, SubmitResponse, Submitted, TaskOut
-from common.db import PRIORITIES, DocumentRecord, KbRecord
+from common.db import PRIORITIES, DocumentRecord, KbRecord, TaskStatus
 from common.errors import InvalidRequest, NotFound
 from common.uploads import check_source_id
 from lifecycle import documents as lifecycle
@@ -110,12 +111,21 @@ async def _owned_document(svc: Services, tenant: str, document_id: str) -> Docum
     return document
 
 
-@router.get("/kbs/{kb}/documents", response_model=list[DocumentOut], responses=error_responses(404))
-async def list_documents(kb: str, svc: Services, tenant: Tenant, limit: int = Query(100, ge=1, le=1000),
-                         offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> list[DocumentOut]:
+@router.get("/kbs/{kb}/documents", response_model=list[DocumentOut],
+            responses={**error_responses(404), **TOTAL_RESPONSE})
+async def list_documents(
+    kb: str, response: Response, svc: Services, tenant: Tenant,
+    limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=MAX_OFFSET),
+    state: Annotated[TaskStatus | None, Query(alias="status", description="only documents in this state")] = None,
+    q: Annotated[str | None, Query(max_length=255, description="only documents whose file name contains this "
+                                                               "(ignoring case)")] = None,
+) -> list[DocumentOut]:
+    """A knowledge base's documents, newest first; `X-Total-Count` says how many match in all."""
     record = await asyncio.to_thread(svc.core.repo.kbs.get, kb, tenant=tenant)
-    documents = await asyncio.to_thread(svc.core.repo.documents.of_kb, record.id, limit=limit, offset=offset)
-    return [DocumentOut(**asdict(d)) for d in documents]
+    page = await asyncio.to_thread(svc.core.repo.documents.listing, record.id, status=state, filename_contains=q,
+                                   limit=limit, offset=offset)
+    set_total(response, page.total)
+    return [DocumentOut(**asdict(d)) for d in page.items]
 
 
 @router.get("/documents/{document_id}", response_model=DocumentOut, responses=error_responses(404))

@@ -64,6 +64,21 @@ async def test_task_list_pages_with_a_total_names_and_file_name_search(client: h
     assert none.json() == [] and none.headers["x-total-count"] == "0"
 
 
+async def test_a_knowledge_bases_documents_page_with_a_total_and_search(client: httpx.AsyncClient) -> None:
+    await _kb_with(client, "docs", ["Alpha_report.md", "beta-notes.md", "GAMMA_REPORT.txt"])
+    first = await client.get(f"{API}/kbs/docs/documents", params={"limit": 2})
+    assert (len(first.json()), first.headers["x-total-count"]) == (2, "3")
+    rest = await client.get(f"{API}/kbs/docs/documents", params={"limit": 2, "offset": 2})
+    assert (len(rest.json()), rest.headers["x-total-count"]) == (1, "3")
+    found = await client.get(f"{API}/kbs/docs/documents", params={"q": "REPORT"})
+    assert sorted(d["filename"] for d in found.json()) == ["Alpha_report.md", "GAMMA_REPORT.txt"]
+    assert found.headers["x-total-count"] == "2"
+    queued = await client.get(f"{API}/kbs/docs/documents", params={"status": "queued", "q": "notes"})
+    assert [d["filename"] for d in queued.json()] == ["beta-notes.md"]
+    assert (await client.get(f"{API}/kbs/docs/documents", params={"status": "done"})).headers["x-total-count"] == "0"
+    assert (await client.get(f"{API}/kbs/docs/documents", params={"status": "bogus"})).status_code == 422
+
+
 async def test_knowledge_bases_carry_their_documents_totals(client: httpx.AsyncClient, core: Core,
                                                             vectors: Any) -> None:
     await _ingested(client, core, vectors, "guide", "guide.md", GUIDE)
