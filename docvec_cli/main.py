@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -11,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import httpx
 import typer
 import uvicorn
 from rich.console import Console
@@ -20,6 +20,8 @@ from rich.markup import escape
 from common.errors import DocvecError, NotFound
 from common.settings import Settings, load_settings
 from common.urls import redact_url
+from docvec import ApiError, AsyncClient, AuthenticationError, ConnectionFailed
+from docvec.ingest import SourceError
 from docvec_cli.auth import API_KEY_ENV, admin_key_path, ensure_admin_key, read_key_file, resolve_api_key
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -51,15 +53,13 @@ def _setup_logging(level: int = logging.INFO) -> None:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
-def _api_client(api_key: str | None, timeout_s: float) -> httpx.AsyncClient:
-    """An HTTP client for a running API, sending the key given, else the embedded admin key."""
+def _api_client(api_url: str, api_key: str | None, timeout_s: float) -> AsyncClient:
+    """The client for a running API, sending the key given, else the embedded admin key."""
     try:
         settings: Settings | None = load_settings()
     except ValueError:  # a broken settings file only loses the admin.key fallback here
         settings = None
-    key = resolve_api_key(api_key, settings)
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return httpx.AsyncClient(timeout=timeout_s, headers=headers)
+    return AsyncClient(api_url, resolve_api_key(api_key, settings) or "", timeout_s=timeout_s)
 
 
 def _run(coro: Any) -> Any:
@@ -67,6 +67,15 @@ def _run(coro: Any) -> Any:
         return asyncio.run(coro)
     except DocvecError as exc:
         _exit_with(exc)
+    except ApiError as exc:
+        err = Console(stderr=True)
+        err.print(f"[red]error {exc.status_code}:[/red] {escape(exc.message)}")
+        if isinstance(exc, AuthenticationError):
+            err.print(f"pass an API key with --key or {API_KEY_ENV} (`docvec keys create --tenant T`)")
+        raise typer.Exit(2) from None
+    except (ConnectionFailed, SourceError) as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
 
 
 def _exit_with(exc: DocvecError) -> NoReturn:
@@ -201,23 +210,6 @@ def vectordb_server(host: str = "127.0.0.1", port: int = 19530,
         _exit_with(exc)
 
 
-def _api_error(response: httpx.Response) -> str:
-    try:
-        return str(response.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return response.text[:500]
-
-
-def _check(response: httpx.Response) -> Any:
-    if response.is_error:
-        err = Console(stderr=True)
-        err.print(f"[red]error {response.status_code}:[/red] {_api_error(response)}")
-        if response.status_code == 401:
-            err.print(f"pass an API key with --key or {API_KEY_ENV} (`docvec keys create --tenant T`)")
-        raise typer.Exit(2)
-    return response.json() if response.content else None
-
-
 @app.command()
 def ingest(paths: Annotated[list[Path], typer.Argument(help="files or directories (recursive)")],
            kb: Annotated[str, typer.Option("--kb", help="knowledge base name (created if missing)")],
@@ -259,9 +251,9 @@ async def _ingest_api(api_url: str, api_key: str | None, sources: list[Any], kb_
                       dry_run: bool, wait: bool, console: Console) -> Any:
     from docvec_cli import ingest as ingesting
 
-    async with _api_client(api_key, 120) as client:
-        return await ingesting.ingest_api(client, api_url.rstrip("/") + "/api/v1", sources, kb_name, sync=sync,
-                                          dry_run=dry_run, wait=wait, console=console, check=_check)
+    async with _api_client(api_url, api_key, 120) as client:
+        return await ingesting.ingest_api(client, sources, kb_name, sync=sync, dry_run=dry_run, wait=wait,
+                                          console=console)
 
 
 @kbs_app.command("reindex")
@@ -276,8 +268,8 @@ def kbs_reindex(kb: str,
 
     console = Console()
     if api_url:
-        body = _run(_reindex_api(api_url, api_key, kb, chunk_tokens, overlap_tokens))
-        console.print(f"reindexing {kb}: {len(body['task_ids'])} documents queued")
+        task_ids = _run(_reindex_api(api_url, api_key, kb, chunk_tokens, overlap_tokens))
+        console.print(f"reindexing {kb}: {len(task_ids)} documents queued")
         return
     _setup_logging(logging.WARNING)
     views = _run(ingesting.reindex_local(_settings(), kb, chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens,
@@ -289,10 +281,9 @@ def kbs_reindex(kb: str,
 
 
 async def _reindex_api(api_url: str, api_key: str | None, kb: str, chunk_tokens: int | None,
-                       overlap_tokens: int | None) -> Any:
-    async with _api_client(api_key, 120) as client:
-        return _check(await client.post(f"{api_url.rstrip('/')}/api/v1/kbs/{kb}/reindex",
-                                        json={"chunk_tokens": chunk_tokens, "overlap_tokens": overlap_tokens}))
+                       overlap_tokens: int | None) -> list[str]:
+    async with _api_client(api_url, api_key, 120) as client:
+        return await client.reindex(kb, chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens)
 
 
 @app.command()
@@ -322,10 +313,8 @@ def search(query: str, kb: Annotated[str, typer.Option("--kb")], k: Annotated[in
 
 
 async def _search_api(api_url: str, api_key: str | None, query: str, kb: str, k: int) -> list[dict[str, Any]]:
-    async with _api_client(api_key, 60) as client:
-        body = _check(await client.post(f"{api_url.rstrip('/')}/api/v1/kbs/{kb}/search",
-                                        json={"query": query, "top_k": k}))
-    return list(body["hits"])
+    async with _api_client(api_url, api_key, 60) as client:
+        return [dataclasses.asdict(hit) for hit in await client.search(kb, query, top_k=k)]
 
 
 async def _search_local(settings: Settings, query: str, kb_name: str, k: int) -> list[dict[str, Any]]:
@@ -356,8 +345,9 @@ async def _search_local(settings: Settings, query: str, kb_name: str, k: int) ->
 
 async def _task_action(api_url: str | None, api_key: str | None, action: str, task_id: str) -> dict[str, Any]:
     if api_url:
-        async with _api_client(api_key, 30) as client:
-            return dict(_check(await client.post(f"{api_url.rstrip('/')}/api/v1/tasks/{task_id}/{action}")))
+        async with _api_client(api_url, api_key, 30) as client:
+            act = client.cancel_task if action == "cancel" else client.retry_task
+            return dataclasses.asdict(await act(task_id))
     from dataclasses import asdict
 
     from common.runtime import open_core
@@ -406,10 +396,9 @@ def tasks_list(status: Annotated[str | None, typer.Option("--status", help="only
 
 async def _tasks_list(api_url: str | None, api_key: str | None, status: str | None, kb: str | None,
                       limit: int) -> list[dict[str, Any]]:
-    params: dict[str, Any] = {"limit": limit, **({"status": status} if status else {}), **({"kb": kb} if kb else {})}
     if api_url:
-        async with _api_client(api_key, 30) as client:
-            return list(_check(await client.get(f"{api_url.rstrip('/')}/api/v1/tasks", params=params)))
+        async with _api_client(api_url, api_key, 30) as client:
+            return [dataclasses.asdict(t) for t in await client.list_tasks(status=status, kb=kb, limit=limit)]
     from dataclasses import asdict
 
     from common.db import Repository, open_database
@@ -445,8 +434,8 @@ def status(api_url: ApiOption = None, api_key: KeyOption = None,
 
 
 async def _status_api(api_url: str, api_key: str | None) -> dict[str, Any]:
-    async with _api_client(api_key, 30) as client:
-        return dict(_check(await client.get(f"{api_url.rstrip('/')}/api/v1/fleet")))
+    async with _api_client(api_url, api_key, 30) as client:
+        return await client.fleet()
 
 
 async def _status_local(settings: Settings) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from rich.console import Console
 from api.app import create_app
 from common.db import KbRecord
 from common.runtime import Core
+from docvec import AsyncClient
 from docvec_cli import ingest as ingesting
 from docvec_cli.watch import TaskView, watch_tasks
 from lifecycle import documents as lifecycle
@@ -93,14 +94,8 @@ async def harness(request: pytest.FixtureRequest, core: Core, vectors: Any) -> A
         async with app.router.lifespan_context(app):
             key = await asyncio.to_thread(app.state.services.apikeys.create, "default", admin=True)
             transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-            async with httpx.AsyncClient(transport=transport, base_url="http://docvec.test",
-                                         headers={"Authorization": f"Bearer {key.secret}"}) as client:
-                def check(response: httpx.Response) -> Any:
-                    assert response.is_success, response.text
-                    return response.json()
-
-                yield Harness(core, kb, chunks, ingesting.ApiBackend(client, "http://docvec.test/api/v1", kb.name,
-                                                                     check))
+            async with AsyncClient("http://docvec.test", key.secret, transport=transport) as client:
+                yield Harness(core, kb, chunks, ingesting.ApiBackend(client, kb.name))
 
 
 async def test_a_folder_ingested_again_costs_only_what_changed(harness: Harness, tmp_path: Path) -> None:
