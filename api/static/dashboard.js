@@ -6,13 +6,11 @@
   const API = "/api/v1";
   const POLL_MS = 1500;
   const KB_REFRESH_EVERY = 10; // polls between knowledge-base list refreshes
-  const TASK_LIMIT = 200;
   const STATES = ["queued", "running", "done", "failed", "cancelled"];
   const CANCELLABLE = new Set(["queued", "running"]);
   const RETRYABLE = new Set(["failed", "cancelled"]);
 
   const $ = (id) => document.getElementById(id);
-  let kbNames = new Map(); // kb id -> name
   let polls = 0;
   let timer = null;
 
@@ -207,18 +205,123 @@
       `${sum(t.done)} done, ${sum(t.failed)} failed this hour · ${t.done_per_min.toFixed(2)}/min`;
   }
 
+  // ---------------------------------------------------------------- small shared pieces
+
+  const TASK_PAGE = 50;
+  const DOC_PAGE = 50;
+  const CHUNK_PAGE = 50;
+  const SEARCH_DEBOUNCE_MS = 300;
+  const CONFIRM_MS = 4000;
+
+  const fmtInt = (n) => (n === null || n === undefined ? "–" : Number(n).toLocaleString("en-US"));
+
+  function fmtBytes(n) {
+    if (n === null || n === undefined) return "–";
+    if (n < 1024) return `${n} B`;
+    const units = ["KiB", "MiB", "GiB", "TiB"];
+    let value = n / 1024, unit = 0;
+    while (value >= 1024 && unit < units.length - 1) { value /= 1024; unit += 1; }
+    return `${value < 10 ? value.toFixed(1) : Math.round(value)} ${units[unit]}`;
+  }
+
+  function fmtWhen(iso) {
+    const t = Date.parse(iso || "");
+    return Number.isNaN(t) ? "–" : `${fmtAge(Math.max(0, (Date.now() - t) / 1000))} ago`;
+  }
+
+  // The tenant selected in the top bar: "*" (every tenant) or one tenant's name.
+  const scopeTenant = () => $("filter-tenant").value || "*";
+
+  function withTenant(path, tenant, params = {}) {
+    const query = new URLSearchParams(params);
+    if (tenant) query.set("tenant", tenant);
+    const text = query.toString();
+    return text ? `${path}?${text}` : path;
+  }
+
+  const docHash = (tenant, id) => `#/doc/${encodeURIComponent(tenant)}/${encodeURIComponent(id)}`;
+  const kbHash = (tenant, name) => `#/kb/${encodeURIComponent(tenant)}/${encodeURIComponent(name)}`;
+
+  function link(href, text, attrs = {}) {
+    return el("a", { href, title: text, ...attrs }, text);
+  }
+
+  // Keep a table body's rows in the order of `items`, one row per key, built once and updated in place
+  // (a click on a row's button is not lost to a refresh).
+  function syncRows(body, items, keyOf, create, update) {
+    const existing = new Map([...body.children].map((r) => [r.dataset.key, r]));
+    const rows = items.map((item) => {
+      const key = keyOf(item);
+      let row = existing.get(key);
+      if (row) existing.delete(key);
+      else { row = create(item); row.dataset.key = key; }
+      update(row, item);
+      return row;
+    });
+    for (const stale of existing.values()) stale.remove();
+    rows.forEach((row, i) => { if (body.children[i] !== row) body.insertBefore(row, body.children[i] || null); });
+  }
+
+  function setCell(row, field, text, title) {
+    const cell = row.querySelector(`[data-field=${field}]`);
+    if (cell.textContent !== text) cell.textContent = text;
+    cell.title = title ?? text;
+  }
+
+  // A pager: "showing X–Y of N" with previous / next buttons.
+  function renderPager(prefix, offset, shown, total) {
+    const first = total === 0 ? 0 : offset + 1;
+    $(`${prefix}-range`).textContent = `showing ${fmtInt(first)}–${fmtInt(offset + shown)} of ${fmtInt(total)}`;
+    $(`${prefix}-prev`).disabled = offset <= 0;
+    $(`${prefix}-next`).disabled = offset + shown >= total;
+  }
+
+  function showMessage(text, kind, box = $("action-message")) {
+    box.textContent = text;
+    box.dataset.kind = kind;
+    box.hidden = false;
+  }
+
+  // A destructive button asks once more: the first click arms it, a second within a few seconds acts.
+  function confirmingButton(label, testid, action) {
+    const button = el("button", { type: "button", class: "btn btn-danger", "data-testid": testid }, label);
+    let armed = null;
+    button.addEventListener("click", () => {
+      if (!armed) {
+        button.textContent = "Confirm?";
+        button.dataset.armed = "1";
+        armed = setTimeout(() => { armed = null; button.textContent = label; delete button.dataset.armed; }, CONFIRM_MS);
+        return;
+      }
+      clearTimeout(armed);
+      armed = null;
+      button.textContent = label;
+      delete button.dataset.armed;
+      action(button);
+    });
+    return button;
+  }
+
+  function handleError(err, box) {
+    if (err instanceof AuthError) { window.location.assign("/dashboard"); return; }
+    showMessage(err.message, "error", box);
+  }
+
   // ---------------------------------------------------------------- tasks table
+
+  const taskView = { offset: 0, total: 0 };
 
   function taskRow(task) {
     const row = el("tr", { "data-testid": "task-row", "data-task-id": task.id });
     const cancel = el("button", { type: "button", class: "btn btn-danger", "data-testid": "cancel-btn",
-                                  onclick: () => act(task.id, "cancel", cancel) }, "Cancel");
+                                  onclick: () => act(row.dataset.taskId, row.dataset.tenant, "cancel", cancel) },
+                      "Cancel");
     const retry = el("button", { type: "button", class: "btn", "data-testid": "retry-btn",
-                                 onclick: () => act(task.id, "retry", retry) }, "Retry");
+                                 onclick: () => act(row.dataset.taskId, row.dataset.tenant, "retry", retry) }, "Retry");
     row.append(
-      el("td", { class: "id", title: `task ${task.id}\ndocument ${task.document_id}` },
-         el("code", { text: short(task.id) }), el("span", { class: "muted", text: ` doc ${short(task.document_id)}` })),
-      el("td", { "data-field": "kb" }),
+      el("td", { "data-field": "file", "data-testid": "task-file" }),
+      el("td", { "data-field": "kb", "data-testid": "task-kb" }),
+      el("td", { "data-field": "tenant", "data-testid": "task-tenant" }),
       el("td", { "data-field": "change", "data-testid": "task-change" }),
       el("td", {}, el("span", { class: "badge", "data-testid": "task-status" })),
       el("td", {}, progressBar(task.progress, task.status)),
@@ -233,63 +336,58 @@
     return row;
   }
 
+  function setLinkCell(row, field, href, text, title) {
+    const cell = row.querySelector(`[data-field=${field}]`);
+    const anchor = cell.firstChild;
+    if (!anchor || anchor.getAttribute("href") !== href || anchor.textContent !== text) {
+      cell.replaceChildren(link(href, text));
+    }
+    cell.title = title;
+  }
+
   function updateTaskRow(row, task, nowMs) {
     row.dataset.status = task.status;
+    row.dataset.tenant = task.tenant;
     const badge = row.querySelector("[data-testid=task-status]");
     badge.dataset.status = task.status;
     badge.textContent = task.status;
     setProgress(row.querySelector("[data-testid=task-progress]"), task.progress, task.status);
-    const set = (field, text, title) => {
-      const cell = row.querySelector(`[data-field=${field}]`);
-      if (cell.textContent !== text) cell.textContent = text;
-      cell.title = title ?? text;
-    };
-    set("kb", kbNames.get(task.kb_id) || short(task.kb_id), task.kb_id);
+    setLinkCell(row, "file", docHash(task.tenant, task.document_id), task.filename,
+                `${task.filename}\ntask ${task.id}\ndocument ${task.document_id}`);
+    setLinkCell(row, "kb", kbHash(task.tenant, task.kb_name), task.kb_name, task.kb_id);
+    setCell(row, "tenant", task.tenant);
     // A document's first parse version is an added document; a later one, an update or a reindex.
-    set("change", task.parse_version > 1 ? "updated" : "added", `parse version ${task.parse_version}`);
-    set("stage", task.stage || "–");
-    set("chunks", task.status === "done" ? `${task.chunks_embedded} new · ${task.chunks_reused} reused` : "–",
-        task.status === "done" ? `${task.chunk_count} chunks: ${task.chunks_embedded} embedded, `
-                                 + `${task.chunks_reused} reused unchanged` : "set when the task is done");
-    set("attempts", String(task.attempts));
-    set("worker", task.worker || "–");
-    set("error", task.error || "", task.error || "");
+    setCell(row, "change", task.parse_version > 1 ? "updated" : "added", `parse version ${task.parse_version}`);
+    setCell(row, "stage", task.stage || "–");
+    setCell(row, "chunks", task.status === "done" ? `${task.chunks_embedded} new · ${task.chunks_reused} reused` : "–",
+            task.status === "done" ? `${task.chunk_count} chunks: ${task.chunks_embedded} embedded, `
+                                     + `${task.chunks_reused} reused unchanged` : "set when the task is done");
+    setCell(row, "attempts", String(task.attempts));
+    setCell(row, "worker", task.worker || "–");
+    setCell(row, "error", task.error || "", task.error || "");
     const changed = Date.parse(task.finished_at || task.started_at || task.created_at);
-    set("updated", Number.isNaN(changed) ? "–" : `${fmtAge(Math.max(0, (nowMs - changed) / 1000))} ago`);
+    setCell(row, "updated", Number.isNaN(changed) ? "–" : `${fmtAge(Math.max(0, (nowMs - changed) / 1000))} ago`);
     const cancel = row.querySelector("[data-testid=cancel-btn]");
     const retry = row.querySelector("[data-testid=retry-btn]");
     if (!cancel.dataset.busy) cancel.disabled = !CANCELLABLE.has(task.status);
     if (!retry.dataset.busy) retry.disabled = !RETRYABLE.has(task.status);
   }
 
-  function renderTasks(tasks) {
-    const body = $("tasks-body");
-    const existing = new Map([...body.children].map((r) => [r.dataset.taskId, r]));
+  function renderTasks(tasks, total) {
     const nowMs = Date.now();
-    const rows = tasks.map((task) => {
-      const row = existing.get(task.id) || taskRow(task);
-      existing.delete(task.id);
-      updateTaskRow(row, task, nowMs);
-      return row;
-    });
-    for (const stale of existing.values()) stale.remove();
-    rows.forEach((row, i) => { if (body.children[i] !== row) body.insertBefore(row, body.children[i] || null); });
+    taskView.total = total;
+    syncRows($("tasks-body"), tasks, (t) => t.id, taskRow, (row, t) => updateTaskRow(row, t, nowMs));
     $("tasks-empty").hidden = tasks.length > 0;
-    $("tasks-summary").textContent = tasks.length >= TASK_LIMIT ? `newest ${TASK_LIMIT}` : `${tasks.length} shown`;
+    $("tasks-summary").textContent = `${fmtInt(total)} match`;
+    renderPager("tasks", taskView.offset, tasks.length, total);
   }
 
-  function showMessage(text, kind) {
-    const box = $("action-message");
-    box.textContent = text;
-    box.dataset.kind = kind;
-    box.hidden = false;
-  }
-
-  async function act(taskId, action, button) {
+  async function act(taskId, tenant, action, button) {
     button.dataset.busy = "1";
     button.disabled = true;
     try {
-      const task = await api(`${API}/tasks/${encodeURIComponent(taskId)}/${action}`, { method: "POST" });
+      const task = await api(withTenant(`${API}/tasks/${encodeURIComponent(taskId)}/${action}`, tenant),
+                             { method: "POST" });
       showMessage(`Task ${short(taskId)}: ${action === "cancel" ? "cancelled" : "queued again"} (now ${task.status}).`,
                   "info");
     } catch (err) {
@@ -301,41 +399,456 @@
     }
   }
 
+  function taskQuery() {
+    const params = { limit: String(TASK_PAGE), offset: String(taskView.offset) };
+    if ($("filter-status").value) params.status = $("filter-status").value;
+    if ($("filter-kb").value) params.kb = $("filter-kb").value;
+    if ($("filter-q").value.trim()) params.q = $("filter-q").value.trim();
+    return withTenant(`${API}/tasks`, scopeTenant(), params);
+  }
+
+  async function apiPage(path) {
+    const response = await fetch(path, { credentials: "same-origin", headers: { Accept: "application/json" } });
+    if (response.status === 401 || response.status === 403) throw new AuthError(String(response.status));
+    let body = null;
+    try { body = await response.json(); } catch (err) { body = null; }
+    if (!response.ok) throw new Error(body && body.error ? body.error.message : `${response.status}`);
+    return { items: body, total: Number(response.headers.get("X-Total-Count") || body.length) };
+  }
+
+  async function pollTasks() {
+    let page = await apiPage(taskQuery());
+    if (page.items.length === 0 && taskView.offset > 0 && page.total > 0) {  // the page emptied under us
+      taskView.offset = Math.max(0, Math.floor((page.total - 1) / TASK_PAGE) * TASK_PAGE);
+      page = await apiPage(taskQuery());
+    }
+    renderTasks(page.items, page.total);
+  }
+
+  // ---------------------------------------------------------------- knowledge bases (shared list)
+
+  let kbList = []; // every knowledge base in the selected scope, with its documents' totals
+
   async function loadKbs() {
-    const kbs = await api(`${API}/kbs`);
-    kbNames = new Map(kbs.map((kb) => [kb.id, kb.name]));
+    kbList = await api(withTenant(`${API}/kbs`, "*"));
+    // The tenant filter: every tenant that has a knowledge base.
+    const tenants = [...new Set(kbList.map((kb) => kb.tenant))].sort();
+    const tenantSelect = $("filter-tenant");
+    const have = [...tenantSelect.options].slice(1).map((o) => o.value);
+    if (tenants.join("\n") !== have.join("\n")) {
+      const current = tenantSelect.value;
+      tenantSelect.replaceChildren(el("option", { value: "*" }, "all tenants"),
+                                   ...tenants.map((t) => el("option", { value: t }, t)));
+      tenantSelect.value = tenants.includes(current) ? current : "*";
+    }
+    const scoped = kbsInScope();
+    const names = [...new Set(scoped.map((kb) => kb.name))].sort();
     const select = $("filter-kb");
     const current = select.value;
-    const names = kbs.map((kb) => kb.name).sort();
-    const have = [...select.options].slice(1).map((o) => o.value);
-    if (names.join("\n") !== have.join("\n")) {
+    const options = [...select.options].slice(1).map((o) => o.value);
+    if (names.join("\n") !== options.join("\n")) {
       select.replaceChildren(el("option", { value: "" }, "all"), ...names.map((n) => el("option", { value: n }, n)));
       select.value = names.includes(current) ? current : "";
     }
+    renderSearchKbs(scoped);
+  }
+
+  function kbsInScope() {
+    const tenant = scopeTenant();
+    return kbList.filter((kb) => tenant === "*" || kb.tenant === tenant);
+  }
+
+  function renderKbList() {
+    const kbs = kbsInScope();
+    syncRows($("kbs-body"), kbs, (kb) => kb.id, () => el("tr", { "data-testid": "kb-row" },
+      el("td", { "data-field": "name" }), el("td", { "data-field": "tenant" }),
+      el("td", { class: "num", "data-field": "documents" }), el("td", { class: "num", "data-field": "chunks" }),
+      el("td", { class: "num", "data-field": "tokens" }), el("td", { class: "num", "data-field": "size" }),
+      el("td", { "data-field": "chunking" }), el("td", { "data-field": "model" }),
+      el("td", { class: "num", "data-field": "created" })), (row, kb) => {
+      row.dataset.kb = kb.name;
+      row.dataset.tenant = kb.tenant;
+      setLinkCell(row, "name", kbHash(kb.tenant, kb.name), kb.name, kb.id);
+      setCell(row, "tenant", kb.tenant);
+      setCell(row, "documents", fmtInt(kb.document_count));
+      setCell(row, "chunks", fmtInt(kb.chunk_count));
+      setCell(row, "tokens", fmtInt(kb.token_count));
+      setCell(row, "size", fmtBytes(kb.size_bytes));
+      setCell(row, "chunking", `${kb.chunk_tokens} tokens, ${kb.overlap_tokens} overlap`);
+      setCell(row, "model", `${kb.embedding_model} (${kb.dim}d)`);
+      setCell(row, "created", fmtWhen(kb.created_at));
+    });
+    $("kbs-empty").hidden = kbs.length > 0;
+  }
+
+  // ---------------------------------------------------------------- one knowledge base
+
+  const kbView = { tenant: "", name: "", offset: 0 };
+
+  function docRow(doc) {
+    const row = el("tr", { "data-testid": "doc-row", "data-document-id": doc.id });
+    const reparse = el("button", { type: "button", class: "btn", "data-testid": "reparse-btn",
+                                   onclick: () => documentAction(doc.id, kbView.tenant, "reparse", reparse) }, "Reparse");
+    const remove = confirmingButton("Delete", "delete-btn", (button) => documentAction(doc.id, kbView.tenant, "delete",
+                                                                                        button));
+    row.append(
+      el("td", { "data-field": "file", "data-testid": "doc-file" }),
+      el("td", {}, el("span", { class: "badge", "data-testid": "doc-status" })),
+      el("td", { class: "num", "data-field": "size", "data-testid": "doc-size" }),
+      el("td", { class: "num", "data-field": "chunks", "data-testid": "doc-chunks" }),
+      el("td", { class: "num", "data-field": "tokens", "data-testid": "doc-tokens" }),
+      el("td", { class: "num", "data-field": "version" }),
+      el("td", { "data-field": "format" }),
+      el("td", { class: "num", "data-field": "updated" }),
+      el("td", { class: "actions" }, reparse, remove));
+    return row;
+  }
+
+  function updateDocRow(row, doc) {
+    row.dataset.status = doc.status;
+    const badge = row.querySelector("[data-testid=doc-status]");
+    badge.dataset.status = doc.status;
+    badge.textContent = doc.status;
+    setLinkCell(row, "file", docHash(kbView.tenant, doc.id), doc.filename, `${doc.source_id || doc.filename}\n${doc.id}`);
+    setCell(row, "size", fmtBytes(doc.size_bytes), `${doc.size_bytes} bytes`);
+    setCell(row, "chunks", fmtInt(doc.chunk_count));
+    setCell(row, "tokens", fmtInt(doc.token_count));
+    setCell(row, "version", doc.parse_version ? `v${doc.parse_version}` : "–",
+            `live parse version ${doc.parse_version}; latest ${doc.next_parse_version ?? "?"}`);
+    setCell(row, "format", doc.format || "–");
+    setCell(row, "updated", fmtWhen(doc.updated_at));
+    const reparse = row.querySelector("[data-testid=reparse-btn]");
+    if (!reparse.dataset.busy) reparse.disabled = CANCELLABLE.has(doc.status);
+  }
+
+  async function documentAction(documentId, tenant, action, button) {
+    const box = currentRoute().view === "doc" ? $("doc-message") : $("kb-message");
+    button.dataset.busy = "1";
+    button.disabled = true;
+    try {
+      const path = withTenant(action === "delete" ? `${API}/documents/${encodeURIComponent(documentId)}`
+                                                  : `${API}/documents/${encodeURIComponent(documentId)}/reparse`, tenant);
+      const response = await fetch(path, { method: action === "delete" ? "DELETE" : "POST",
+                                           credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (response.status === 401) throw new AuthError("401");
+      if (!response.ok) {
+        let body = null;
+        try { body = await response.json(); } catch (err) { body = null; }
+        throw new Error(body && body.error ? body.error.message : `${response.status}`);
+      }
+      showMessage(`Document ${short(documentId)}: ${action === "delete" ? "deleted" : "queued for a new parse"}.`,
+                  "info", box);
+      if (action === "delete" && currentRoute().view === "doc") {
+        window.location.hash = kbHash(docView.tenant, docView.kbName || "");
+      }
+    } catch (err) {
+      handleError(err, box);
+    } finally {
+      delete button.dataset.busy;
+      button.disabled = false;
+      refresh();
+    }
+  }
+
+  async function pollKb() {
+    const { tenant, name } = kbView;
+    const [kb, page] = await Promise.all([
+      api(withTenant(`${API}/kbs/${encodeURIComponent(name)}`, tenant)),
+      apiPage(withTenant(`${API}/kbs/${encodeURIComponent(name)}/documents`, tenant,
+                         { limit: String(DOC_PAGE), offset: String(kbView.offset) })),
+    ]);
+    const docs = page.items;
+    $("kb-title").textContent = kb.name;
+    $("kb-meta").textContent = `tenant ${kb.tenant} · ${kb.embedding_model} (${kb.dim}d) · `
+      + `${kb.chunk_tokens}-token chunks, ${kb.overlap_tokens} overlap`;
+    $("kb-documents").textContent = fmtInt(kb.document_count);
+    $("kb-chunks").textContent = fmtInt(kb.chunk_count);
+    $("kb-tokens").textContent = fmtInt(kb.token_count);
+    $("kb-size").textContent = fmtBytes(kb.size_bytes);
+    $("kb-search-link").setAttribute("href", `#/search/${encodeURIComponent(kb.tenant)}/${encodeURIComponent(kb.name)}`);
+    syncRows($("docs-body"), docs, (d) => d.id, docRow, updateDocRow);
+    $("docs-empty").hidden = docs.length > 0;
+    renderPager("docs", kbView.offset, docs.length, page.total);
+  }
+
+  // ---------------------------------------------------------------- one document
+
+  const docView = { tenant: "", id: "", kbName: "", offset: 0, chunksKey: "" };
+
+  const STAGE_ORDER = ["fetch", "split", "parse", "chunk", "embed", "index", "finish"];
+  const stageRank = (stage) => (STAGE_ORDER.includes(stage) ? STAGE_ORDER.indexOf(stage) : STAGE_ORDER.length);
+
+  function timings(stageTimings) {
+    const entries = Object.entries(stageTimings || {}).sort(([a], [b]) => stageRank(a) - stageRank(b));
+    if (!entries.length) return "–";
+    return entries.map(([stage, s]) => `${stage} ${Number(s) < 1 ? `${Math.round(Number(s) * 1000)} ms`
+                                                                   : `${Number(s).toFixed(2)} s`}`).join(" · ");
+  }
+
+  function parseRow(task) {
+    const row = el("tr", { "data-testid": "parse-row", "data-task-id": task.id });
+    row.append(
+      el("td", { class: "num", "data-field": "version" }),
+      el("td", {}, el("span", { class: "badge", "data-testid": "parse-status" })),
+      el("td", {}, progressBar(task.progress, task.status)),
+      el("td", { class: "num", "data-field": "chunks" }),
+      el("td", { class: "num", "data-field": "attempts" }),
+      el("td", { "data-field": "timings", "data-testid": "parse-timings" }),
+      el("td", { class: "num", "data-field": "created" }),
+      el("td", { class: "error", "data-field": "error" }));
+    const logRow = el("tr", { class: "log-row", "data-testid": "parse-log-row" },
+                      el("td", { colspan: 8 }, el("details", {}, el("summary", { "data-testid": "parse-log-summary" }),
+                                                  el("pre", { class: "log", "data-testid": "parse-log" }))));
+    row.logRow = logRow;
+    return row;
+  }
+
+  function updateParseRow(row, task) {
+    const badge = row.querySelector("[data-testid=parse-status]");
+    badge.dataset.status = task.status;
+    badge.textContent = task.status;
+    setProgress(row.querySelector("[role=progressbar]"), task.progress, task.status);
+    const part = task.parts > 1 ? ` part ${task.part + 1}/${task.parts}` : "";
+    setCell(row, "version", `v${task.parse_version}${part}`, `task ${task.id}`);
+    setCell(row, "chunks", task.status === "done" ? `${fmtInt(task.chunk_count)} · ${fmtInt(task.token_count)} tok`
+                                                  : "–");
+    setCell(row, "attempts", String(task.attempts));
+    setCell(row, "timings", timings(task.stage_timings));
+    setCell(row, "created", fmtWhen(task.created_at), task.created_at);
+    setCell(row, "error", task.error || "", task.error || "");
+    const lines = (task.progress_msg || "").split("\n").filter(Boolean);
+    const summary = row.logRow.querySelector("summary");
+    const text = `progress log (${lines.length} ${lines.length === 1 ? "line" : "lines"})`;
+    if (summary.textContent !== text) summary.textContent = text;
+    const pre = row.logRow.querySelector("pre");
+    const body = lines.join("\n");
+    if (pre.textContent !== body) pre.textContent = body;
+  }
+
+  function renderParses(tasks) {
+    const body = $("parses-body");
+    const keep = new Map();
+    for (const row of body.querySelectorAll("[data-testid=parse-row]")) keep.set(row.dataset.key, row);
+    const ordered = [];
+    for (const task of tasks) {
+      let row = keep.get(task.id);
+      if (!row) { row = parseRow(task); row.dataset.key = task.id; }
+      keep.delete(task.id);
+      updateParseRow(row, task);
+      ordered.push(row, row.logRow);
+    }
+    for (const stale of keep.values()) { stale.logRow.remove(); stale.remove(); }
+    ordered.forEach((row, i) => { if (body.children[i] !== row) body.insertBefore(row, body.children[i] || null); });
+    $("parses-empty").hidden = tasks.length > 0;
+  }
+
+  function chunkRow() {
+    return el("tr", { "data-testid": "chunk-row" },
+      el("td", { class: "num", "data-field": "ordinal" }), el("td", { "data-field": "title", "data-testid": "chunk-title" }),
+      el("td", { class: "num", "data-field": "page", "data-testid": "chunk-page" }),
+      el("td", { class: "num", "data-field": "offsets", "data-testid": "chunk-offsets" }),
+      el("td", { class: "num", "data-field": "tokens" }),
+      el("td", { class: "chunk-text", "data-field": "text", "data-testid": "chunk-text" }));
+  }
+
+  function updateChunkRow(row, chunk) {
+    row.dataset.ordinal = String(chunk.ordinal);
+    setCell(row, "ordinal", String(chunk.ordinal), chunk.chunk_id);
+    setCell(row, "title", chunk.title || "–");
+    setCell(row, "page", chunk.page === null ? "–" : String(chunk.page));
+    setCell(row, "offsets", `${fmtInt(chunk.start_char)}–${fmtInt(chunk.end_char)}`);
+    setCell(row, "tokens", fmtInt(chunk.token_count));
+    setCell(row, "text", chunk.text);
+  }
+
+  async function loadChunks() {
+    const page = await api(withTenant(`${API}/documents/${encodeURIComponent(docView.id)}/chunks`, docView.tenant,
+                                      { limit: String(CHUNK_PAGE), offset: String(docView.offset) }));
+    syncRows($("chunks-body"), page.chunks, (c) => c.chunk_id, chunkRow, updateChunkRow);
+    $("chunks-empty").hidden = page.chunks.length > 0;
+    $("chunks-version").textContent = page.parse_version ? `live version v${page.parse_version}` : "no live version yet";
+    renderPager("chunks", docView.offset, page.chunks.length, page.total);
+    return page;
+  }
+
+  async function pollDoc() {
+    const { tenant, id } = docView;
+    const [doc, tasks] = await Promise.all([
+      api(withTenant(`${API}/documents/${encodeURIComponent(id)}`, tenant)),
+      api(withTenant(`${API}/tasks`, tenant, { document_id: id, limit: "100" })),
+    ]);
+    docView.kbName = tasks.length ? tasks[0].kb_name : (kbList.find((kb) => kb.id === doc.kb_id) || {}).name || "";
+    $("doc-title").textContent = doc.filename;
+    $("doc-kb-link").replaceChildren(docView.kbName ? link(kbHash(tenant, docView.kbName), docView.kbName) : "–");
+    const badge = $("doc-status");
+    badge.dataset.status = doc.status;
+    badge.textContent = doc.status;
+    const facts = {
+      "doc-tenant": tenant, "doc-size": fmtBytes(doc.size_bytes), "doc-chunks": fmtInt(doc.chunk_count),
+      "doc-tokens": fmtInt(doc.token_count), "doc-version": doc.parse_version ? `v${doc.parse_version}` : "none yet",
+      "doc-format": doc.format || "–", "doc-source": doc.source_id || "–", "doc-sha": short(doc.sha256),
+      "doc-reuse": `${fmtInt(doc.chunks_embedded)} embedded · ${fmtInt(doc.chunks_reused)} reused`,
+      "doc-updated": fmtWhen(doc.updated_at),
+    };
+    for (const [fieldId, text] of Object.entries(facts)) if ($(fieldId).textContent !== text) $(fieldId).textContent = text;
+    $("doc-reparse").disabled = CANCELLABLE.has(doc.status) || Boolean($("doc-reparse").dataset.busy);
+    renderParses(tasks);
+    // Chunks are read again only when the live version changes (or on paging), not on every poll.
+    const chunksKey = `${doc.parse_version}:${doc.chunk_count}:${docView.offset}`;
+    if (chunksKey !== docView.chunksKey) {
+      await loadChunks();
+      docView.chunksKey = chunksKey;
+    }
+  }
+
+  // ---------------------------------------------------------------- search playground
+
+  function renderSearchKbs(kbs) {
+    const select = $("search-kb");
+    const values = kbs.map((kb) => `${kb.tenant}/${kb.name}`);
+    const have = [...select.options].map((o) => o.value);
+    if (values.join("\n") !== have.join("\n")) {
+      const current = select.value;
+      select.replaceChildren(...kbs.map((kb) => el("option", { value: `${kb.tenant}/${kb.name}` },
+                                                   scopeTenant() === "*" ? `${kb.tenant} / ${kb.name}` : kb.name)));
+      if (values.includes(current)) select.value = current;
+    }
+  }
+
+  function queryWords(query) {
+    const words = (query.toLowerCase().match(/[\p{L}\p{N}]+/gu) || []).filter((w) => w.length >= 2);
+    return [...new Set(words)].sort((a, b) => b.length - a.length);
+  }
+
+  // The text with the query's words in <mark>, built as text nodes: document text is never parsed as HTML.
+  function highlighted(text, words) {
+    const node = el("p", { class: "hit-text", "data-testid": "hit-text" });
+    if (!words.length) { node.textContent = text; return node; }
+    const escaped = words.map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+    const pattern = new RegExp(`(${escaped.join("|")})`, "giu");
+    let last = 0;
+    for (const match of text.matchAll(pattern)) {
+      if (match.index > last) node.append(document.createTextNode(text.slice(last, match.index)));
+      node.append(el("mark", { text: match[0] }));
+      last = match.index + match[0].length;
+    }
+    if (last < text.length) node.append(document.createTextNode(text.slice(last)));
+    return node;
+  }
+
+  async function runSearch(event) {
+    event.preventDefault();
+    const box = $("search-message");
+    box.hidden = true;
+    const choice = $("search-kb").value;
+    const query = $("search-query").value.trim();
+    if (!choice || !query) { showMessage("Pick a knowledge base and type a query.", "error", box); return; }
+    const slash = choice.indexOf("/");
+    const tenant = choice.slice(0, slash), kb = choice.slice(slash + 1);
+    const body = { query, top_k: Math.max(1, Math.min(100, Number($("search-topk").value) || 5)) };
+    if ($("search-filter").value.trim()) body.filter = $("search-filter").value.trim();
+    const button = $("search-submit");
+    button.disabled = true;
+    try {
+      const result = await api(withTenant(`${API}/kbs/${encodeURIComponent(kb)}/search`, tenant), {
+        method: "POST", body: JSON.stringify(body),
+        headers: { Accept: "application/json", "Content-Type": "application/json" },
+      });
+      renderHits(result.hits, tenant, queryWords(query));
+    } catch (err) {
+      $("search-hits").replaceChildren();
+      handleError(err, box);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  function renderHits(hits, tenant, words) {
+    $("search-summary").textContent = `${hits.length} ${hits.length === 1 ? "hit" : "hits"}`;
+    $("search-hits").replaceChildren(...hits.map((hit, i) => el("li", { class: "hit", "data-testid": "hit",
+                                                                         "data-chunk-id": hit.chunk_id },
+      el("div", { class: "hit-head" },
+         el("span", { class: "hit-rank", text: `#${i + 1}` }),
+         el("span", { class: "hit-score", "data-testid": "hit-score", title: "similarity score",
+                      text: Number(hit.score).toFixed(3) }),
+         el("a", { href: docHash(tenant, hit.document_id), class: "hit-source", "data-testid": "hit-source",
+                   text: hit.filename }),
+         el("span", { class: "muted", "data-testid": "hit-page", text: hit.page === null || hit.page === undefined
+                                                                       ? "" : `page ${hit.page}` }),
+         el("span", { class: "hit-title", text: hit.title || "" })),
+      highlighted(hit.text, words))));
+    $("search-empty").hidden = hits.length > 0;
+  }
+
+  // ---------------------------------------------------------------- routing
+
+  function currentRoute() {
+    const parts = window.location.hash.replace(/^#\/?/, "").split("/").map((p) => {
+      try { return decodeURIComponent(p); } catch (err) { return p; }
+    });
+    const [view, a, b] = parts;
+    if (view === "kbs") return { view: "kbs" };
+    if (view === "kb" && a && b) return { view: "kb", tenant: a, name: b };
+    if (view === "doc" && a && b) return { view: "doc", tenant: a, id: b };
+    if (view === "search") return { view: "search", tenant: a || "", name: b || "" };
+    return { view: "tasks" };
+  }
+
+  const VIEWS = ["tasks", "kbs", "kb", "doc", "search"];
+  const TABS = { tasks: "tasks", kbs: "kbs", kb: "kbs", doc: "kbs", search: "search" };
+
+  function route() {
+    const r = currentRoute();
+    for (const view of VIEWS) $(`view-${view}`).hidden = view !== r.view;
+    for (const tab of document.querySelectorAll("[data-tab]")) {
+      tab.setAttribute("aria-current", tab.dataset.tab === TABS[r.view] ? "page" : "false");
+    }
+    if (r.view === "kb" && (kbView.tenant !== r.tenant || kbView.name !== r.name)) {
+      Object.assign(kbView, { tenant: r.tenant, name: r.name, offset: 0 });
+      $("docs-body").replaceChildren();
+      $("kb-message").hidden = true;
+    }
+    if (r.view === "doc" && (docView.tenant !== r.tenant || docView.id !== r.id)) {
+      Object.assign(docView, { tenant: r.tenant, id: r.id, offset: 0, chunksKey: "" });
+      $("parses-body").replaceChildren();
+      $("chunks-body").replaceChildren();
+      $("doc-message").hidden = true;
+    }
+    if (r.view === "search" && r.tenant && r.name) {
+      renderSearchKbs(kbsInScope());
+      const value = `${r.tenant}/${r.name}`;
+      if (![...$("search-kb").options].some((o) => o.value === value)) {
+        $("search-kb").append(el("option", { value }, `${r.tenant} / ${r.name}`));
+      }
+      $("search-kb").value = value;
+    }
+    refresh();
   }
 
   // ---------------------------------------------------------------- polling
 
-  function taskQuery() {
-    const params = new URLSearchParams({ limit: String(TASK_LIMIT) });
-    if ($("filter-status").value) params.set("status", $("filter-status").value);
-    if ($("filter-kb").value) params.set("kb", $("filter-kb").value);
-    return `${API}/tasks?${params}`;
-  }
-
   async function poll() {
     const conn = $("conn-status");
+    const view = currentRoute().view;
     try {
-      if (polls % KB_REFRESH_EVERY === 0) await loadKbs();
+      if (polls % KB_REFRESH_EVERY === 0 || view === "kbs") await loadKbs();
       polls += 1;
-      const [fleet, tasks] = await Promise.all([api(`${API}/fleet`), api(taskQuery())]);
+      const fleet = await api(`${API}/fleet`);
       renderCounts(fleet.tasks);
       renderWarnings(fleet.warnings);
-      renderWorkers(fleet.workers, fleet.worker_states);
-      renderStreams(fleet.streams, fleet.dead_letter);
-      renderGarbage(fleet.garbage);
-      renderThroughput(fleet.throughput);
-      renderTasks(tasks);
+      if (view === "tasks") {
+        renderWorkers(fleet.workers, fleet.worker_states);
+        renderStreams(fleet.streams, fleet.dead_letter);
+        renderGarbage(fleet.garbage);
+        renderThroughput(fleet.throughput);
+        await pollTasks();
+      } else if (view === "kbs") {
+        renderKbList();
+      } else if (view === "kb") {
+        await pollKb();
+      } else if (view === "doc") {
+        await pollDoc();
+      }
       conn.dataset.state = "ok";
       conn.textContent = `live · updated ${new Date().toLocaleTimeString()}`;
     } catch (err) {
@@ -363,9 +876,29 @@
     if (keepGoing) timer = setTimeout(refresh, POLL_MS);
   }
 
+  function pagerButtons(prefix, state, pageSize, onChange) {
+    $(`${prefix}-prev`).addEventListener("click", () => { state.offset = Math.max(0, state.offset - pageSize); onChange(); });
+    $(`${prefix}-next`).addEventListener("click", () => { state.offset += pageSize; onChange(); });
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
-    $("filter-status").addEventListener("change", refresh);
-    $("filter-kb").addEventListener("change", refresh);
-    refresh();
+    const restartTasks = () => { taskView.offset = 0; refresh(); };
+    $("filter-status").addEventListener("change", restartTasks);
+    $("filter-kb").addEventListener("change", restartTasks);
+    let typing = null;
+    $("filter-q").addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(restartTasks, SEARCH_DEBOUNCE_MS); });
+    $("filter-tenant").addEventListener("change", () => {
+      taskView.offset = 0;
+      loadKbs().then(refresh, refresh);
+    });
+    pagerButtons("tasks", taskView, TASK_PAGE, refresh);
+    pagerButtons("docs", kbView, DOC_PAGE, refresh);
+    pagerButtons("chunks", docView, CHUNK_PAGE, refresh);
+    $("doc-reparse").addEventListener("click", (e) => documentAction(docView.id, docView.tenant, "reparse", e.currentTarget));
+    $("doc-delete-slot").replaceWith(confirmingButton("Delete", "doc-delete",
+                                                      (button) => documentAction(docView.id, docView.tenant, "delete", button)));
+    $("search-form").addEventListener("submit", runSearch);
+    window.addEventListener("hashchange", route);
+    route();
   });
 })();

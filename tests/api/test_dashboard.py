@@ -12,6 +12,7 @@ import os
 import re
 import socket
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -287,3 +288,217 @@ async def test_the_page_runs_under_its_content_security_policy(site: Site, page:
     bar = task_row(page, task.id).locator(".bar i")
     assert (await bar.evaluate("node => node.style.width")).endswith("%")
     assert violations == []
+
+
+# ------------------------------------------------------------------------ the pages: tasks, kbs, docs, search
+
+SCREENSHOT_VIEWPORT = {"width": 1280, "height": 800}
+SCREENSHOTS_ENV = "DOCVEC_SCREENSHOTS"
+GUIDE = "# Guide\n\n" + "".join(
+    f"## Part {i}\n\nThe lighthouse keeper wrote entry {i} about storms, tides and the long winter nights on the "
+    f"rock, and about the ships that passed it in the fog of morning number {i}.\n\n" for i in range(8)
+)
+MARKUP = "# Markup\n\nThe <b>lighthouse</b> lamp <img src=x onerror=alert(1)> burns & storms pass.\n"
+
+
+async def snapshot(page: Any, name: str) -> None:
+    """Save the viewport as `$DOCVEC_SCREENSHOTS/<name>.png` when that variable is set (never by default)."""
+    folder = os.environ.get(SCREENSHOTS_ENV)
+    if not folder:
+        return
+    await page.wait_for_function(SETTLED_JS, timeout=5_000)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(Path(folder) / f"{name}.png"))
+
+
+def insert_tasks(core: Core, kb: KbRecord, names: list[str], *, status: str = "queued", start: float) -> None:
+    """Document and task rows for `names` written straight into the database, in bulk (no worker, no
+    queue): the i-th name's task is created i seconds after `start`."""
+    m = core.repo.tasks.m
+    docs, tasks = [], []
+    for i, name in enumerate(names):
+        at = start + i
+        doc_id, task_id = uuid.uuid4().hex, uuid.uuid4().hex
+        docs.append({"id": doc_id, "kb": kb.id, "tenant": kb.tenant, "filename": name, "size_bytes": 100 + i,
+                     "sha256": "0" * 64, "blob_key": f"kb/{kb.id}/{doc_id}", "status": status, "source_id": name,
+                     "created_at": at, "updated_at": at})
+        tasks.append({"id": task_id, "document": doc_id, "kb_id": kb.id, "tenant": kb.tenant, "status": status,
+                      "parse_version": 1, "progress_msg": "", "created_at": at, "updated_at": at})
+    with core.repo.transaction():
+        for begin in range(0, len(names), 200):
+            m.document.insert_many(docs[begin : begin + 200]).execute()
+            m.task.insert_many(tasks[begin : begin + 200]).execute()
+
+
+async def test_page_through_a_thousand_tasks_filter_by_name_and_tenant(site: Site, page: Any) -> None:
+    core = site.core
+    files = await ingest.create_kb(core, "files", tenant="alpha")
+    reports = await ingest.create_kb(core, "reports", tenant="acme")
+    start = time.time() - 3600
+    await asyncio.to_thread(insert_tasks, core, files, [f"file-{i:04d}.md" for i in range(700)], start=start)
+    await asyncio.to_thread(insert_tasks, core, reports, [f"Report-{i:04d}.pdf" for i in range(300)],
+                            start=start + 1000)
+    await page.set_viewport_size(SCREENSHOT_VIEWPORT)
+    await sign_in(page, site, await site.key("ops"))  # an admin of a tenant with no tasks: all it sees is others'
+
+    rng, first_file = page.get_by_test_id("tasks-range"), page.get_by_test_id("task-file").first
+    await expect(rng).to_have_text("showing 1–50 of 1,000")
+    await expect(page.get_by_test_id("task-row")).to_have_count(50)
+    await expect(first_file).to_have_text("Report-0299.pdf")  # newest first
+    await expect(page.get_by_test_id("task-tenant").first).to_have_text("acme")
+    await expect(page.get_by_test_id("task-kb").first).to_have_text("reports")
+    await expect(page.get_by_test_id("tasks-prev")).to_be_disabled()
+    await snapshot(page, "tasks")
+    await page.get_by_test_id("tasks-next").click()
+    await expect(rng).to_have_text("showing 51–100 of 1,000")
+    await expect(first_file).to_have_text("Report-0249.pdf")
+    for _ in range(5):
+        await page.get_by_test_id("tasks-next").click()
+    await expect(rng).to_have_text("showing 301–350 of 1,000")
+    await expect(first_file).to_have_text("file-0699.md")  # past acme's 300, into alpha's
+    await page.get_by_test_id("tasks-prev").click()
+    await expect(rng).to_have_text("showing 251–300 of 1,000")
+    await expect(page.get_by_test_id("task-file").last).to_have_text("Report-0000.pdf")
+
+    await page.get_by_test_id("filter-q").fill("report-00")  # ignoring case: Report-0000 .. Report-0099
+    await expect(rng).to_have_text("showing 1–50 of 100")
+    await expect(first_file).to_have_text("Report-0099.pdf")
+    await page.get_by_test_id("tasks-next").click()
+    await expect(rng).to_have_text("showing 51–100 of 100")
+    await expect(page.get_by_test_id("tasks-next")).to_be_disabled()
+    await page.get_by_test_id("filter-q").fill("FILE-069")
+    await expect(rng).to_have_text("showing 1–10 of 10")
+    await page.get_by_test_id("filter-q").fill("")
+    await expect(rng).to_have_text("showing 1–50 of 1,000")
+
+    await page.get_by_test_id("filter-tenant").select_option("alpha")
+    await expect(rng).to_have_text("showing 1–50 of 700")
+    await expect(page.get_by_test_id("task-tenant").filter(has_text="acme")).to_have_count(0)
+    await page.get_by_test_id("filter-tenant").select_option("acme")
+    await expect(rng).to_have_text("showing 1–50 of 300")
+    await page.get_by_test_id("filter-status").select_option("cancelled")
+    await expect(rng).to_have_text("showing 0–0 of 0")
+    await page.get_by_test_id("filter-status").select_option("")
+
+    # Cancel acts on the row's own tenant's task (the admin's key is of tenant "ops").
+    row = page.get_by_test_id("task-row").first
+    task_id = await row.get_attribute("data-task-id")
+    await row.get_by_test_id("cancel-btn").click()
+    await expect(page.get_by_test_id("action-message")).to_contain_text("cancelled")
+    await expect(task_row(page, str(task_id)).get_by_test_id("task-status")).to_have_text("cancelled")
+    assert (await asyncio.to_thread(core.repo.tasks.get, str(task_id))).status == "cancelled"
+    await page.get_by_test_id("filter-status").select_option("cancelled")
+    await expect(rng).to_have_text("showing 1–1 of 1")
+
+
+async def test_browse_a_knowledge_base_its_documents_and_their_chunks(site: Site, page: Any) -> None:
+    guide = await site.submit(GUIDE, name="guide.md")
+    long_doc = await site.submit(long_text(4000), name="long.md")
+    other = await site.submit(MARKUP, name="markup.md")
+    async with running_worker(site.core, site.vectors, consumer="pages-worker"):
+        for task in (guide, long_doc, other):
+            await wait_db_status(site, task.id, "done", timeout_s=60)
+    long_record = await asyncio.to_thread(site.core.repo.documents.get, long_doc.document_id)
+    assert long_record.chunk_count > 50
+    await page.set_viewport_size(SCREENSHOT_VIEWPORT)
+    await sign_in(page, site, await site.key())
+
+    await page.get_by_test_id("tab-kbs").click()
+    kb_row = page.locator("[data-testid=kb-row][data-kb=docs]")
+    await expect(kb_row.locator("[data-field=documents]")).to_have_text("3")
+    total_chunks = sum([(await asyncio.to_thread(site.core.repo.documents.get, t.document_id)).chunk_count
+                        for t in (guide, long_doc, other)])
+    await expect(kb_row.locator("[data-field=chunks]")).to_have_text(f"{total_chunks:,}")
+    await kb_row.get_by_role("link", name="docs").click()
+
+    await expect(page.get_by_test_id("kb-title")).to_have_text("docs")
+    await expect(page.get_by_test_id("kb-documents")).to_have_text("3")
+    await expect(page.get_by_test_id("docs-range")).to_have_text("showing 1–3 of 3")
+    long_row = page.locator(f"[data-testid=doc-row][data-document-id='{long_doc.document_id}']")
+    await expect(long_row.get_by_test_id("doc-chunks")).to_have_text(f"{long_record.chunk_count:,}")
+    await expect(long_row.get_by_test_id("doc-tokens")).to_have_text(f"{long_record.token_count:,}")
+    await expect(long_row.get_by_test_id("doc-status")).to_have_text("done")
+    await snapshot(page, "knowledge-base")
+
+    await long_row.get_by_role("link", name="long.md").click()
+    await expect(page.get_by_test_id("doc-title")).to_have_text("long.md")
+    await expect(page.get_by_test_id("chunks-version")).to_have_text("live version v1")
+    await expect(page.get_by_test_id("chunks-range")).to_have_text(f"showing 1–50 of {long_record.chunk_count}")
+    chunk_rows = page.get_by_test_id("chunk-row")
+    await expect(chunk_rows).to_have_count(50)
+    await expect(chunk_rows.first.get_by_test_id("chunk-title")).to_have_text("Long")
+    await expect(chunk_rows.first.get_by_test_id("chunk-offsets")).to_have_text(re.compile(r"^\d[\d,]*–\d[\d,]*$"))
+    await expect(chunk_rows.first.get_by_test_id("chunk-text")).to_contain_text("word")
+    parse = page.get_by_test_id("parse-row")
+    await expect(parse).to_have_count(1)
+    await expect(parse.get_by_test_id("parse-status")).to_have_text("done")
+    await expect(parse.get_by_test_id("parse-timings")).to_have_text(re.compile(r"\w+ \d+(\.\d+)? (ms|s)"))
+    await page.get_by_test_id("parse-log-summary").click()
+    await expect(page.get_by_test_id("parse-log")).to_contain_text("queued")
+    await snapshot(page, "document")
+    first_ordinal = await chunk_rows.first.get_attribute("data-ordinal")
+    await page.get_by_test_id("chunks-next").click()
+    await expect(page.get_by_test_id("chunks-range")).to_have_text(
+        f"showing 51–{min(100, long_record.chunk_count)} of {long_record.chunk_count}")
+    await expect(chunk_rows.first).not_to_have_attribute("data-ordinal", str(first_ordinal))
+    await page.get_by_test_id("chunks-prev").click()
+    await expect(chunk_rows.first).to_have_attribute("data-ordinal", str(first_ordinal))
+
+    # Reparse and delete from the knowledge base's page (delete asks for a second click).
+    await page.get_by_test_id("doc-kb-link").get_by_role("link", name="docs").click()
+    guide_row = page.locator(f"[data-testid=doc-row][data-document-id='{guide.document_id}']")
+    await guide_row.get_by_test_id("reparse-btn").click()
+    await expect(page.get_by_test_id("kb-message")).to_contain_text("queued for a new parse")
+    await expect(guide_row.get_by_test_id("doc-status")).to_have_text("queued")
+    markup_row = page.locator(f"[data-testid=doc-row][data-document-id='{other.document_id}']")
+    await markup_row.get_by_test_id("delete-btn").click()
+    await expect(markup_row.get_by_test_id("delete-btn")).to_have_text("Confirm?")
+    await markup_row.get_by_test_id("delete-btn").click()
+    await expect(markup_row).to_have_count(0)
+    await expect(page.get_by_test_id("docs-range")).to_have_text("showing 1–2 of 2")
+    assert [d.id for d in await asyncio.to_thread(site.core.repo.documents.of_kb, guide.kb_id)].count(
+        other.document_id) == 0
+
+
+async def test_the_search_playground_highlights_the_query_in_escaped_text(site: Site, page: Any) -> None:
+    tasks = [await site.submit(GUIDE, name="guide.md"), await site.submit(MARKUP, name="markup.md")]
+    async with running_worker(site.core, site.vectors, consumer="search-worker"):
+        for task in tasks:
+            await wait_db_status(site, task.id, "done", timeout_s=60)
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: dialogs.append(dialog.message))
+    await page.set_viewport_size(SCREENSHOT_VIEWPORT)
+    await sign_in(page, site, await site.key())
+    await page.get_by_test_id("tab-search").click()
+    await expect(page.get_by_test_id("search-kb")).to_have_value("default/docs")
+    await page.get_by_test_id("search-query").fill("Lighthouse storms")
+    await page.get_by_test_id("search-topk").fill("4")
+    await page.get_by_test_id("search-submit").click()
+
+    hits = page.get_by_test_id("hit")
+    await expect(hits).to_have_count(4)
+    await expect(page.get_by_test_id("search-summary")).to_have_text("4 hits")
+    await expect(hits.first.get_by_test_id("hit-score")).to_have_text(re.compile(r"^-?\d\.\d{3}$"))
+    marks = page.locator("[data-testid=hit-text] mark")
+    assert await marks.count() >= 4
+    assert {(await m.text_content() or "").lower() for m in await marks.all()} <= {"lighthouse", "storms"}
+    sources = {await s.text_content() for s in await page.get_by_test_id("hit-source").all()}
+    assert sources <= {"guide.md", "markup.md"} and "guide.md" in sources
+    # Document text is text: the markup in it is shown, never made into elements.
+    markup_hit = hits.filter(has=page.locator("[data-testid=hit-source]", has_text="markup.md"))
+    await expect(markup_hit.get_by_test_id("hit-text")).to_contain_text("<img src=x onerror=alert(1)>")
+    assert await page.locator("[data-testid=hit-text] img, [data-testid=hit-text] b").count() == 0
+    assert dialogs == []
+    await snapshot(page, "search")
+
+    await page.get_by_test_id("search-filter").fill('filename == "markup.md"')
+    await page.get_by_test_id("search-submit").click()
+    await expect(hits).to_have_count(1)
+    await expect(hits.first.get_by_test_id("hit-source")).to_have_text("markup.md")
+    await hits.first.get_by_test_id("hit-source").click()
+    await expect(page.get_by_test_id("doc-title")).to_have_text("markup.md")
+    await page.get_by_test_id("tab-search").click()
+    await page.get_by_test_id("search-filter").fill("no_such_field == 1")
+    await page.get_by_test_id("search-submit").click()
+    await expect(page.get_by_test_id("search-message")).to_be_visible()
+    await expect(hits).to_have_count(0)
