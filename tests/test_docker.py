@@ -8,6 +8,7 @@ is on PATH); `docker compose config` runs when the compose plugin is installed.
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.util
 import os
 import re
@@ -271,9 +272,13 @@ def test_dockerfile_copies_existing_paths_and_packages_the_cli(dockerfile: list[
             for source in sources:
                 assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
     find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
-    assert any(p.startswith("docvec_cli") for p in find["include"]), (
+    packages = sorted(d.name for d in ROOT.iterdir() if (d / "__init__.py").is_file()
+                      and any(fnmatch.fnmatch(d.name, pattern) for pattern in find["include"]))
+    assert "docvec_cli" in packages, (
         "a non-editable install (the image) must contain the docvec_cli package behind the `docvec` script"
     )
+    copied = {source.rstrip("/") for keyword, args in dockerfile if keyword == "COPY" for source in args.split()[:-1]}
+    assert [p for p in packages if p not in copied] == [], "every package the install includes is copied into the image"
 
 
 def test_dockerignore_keeps_what_the_image_copies(dockerfile: list[tuple[str, str]]) -> None:
