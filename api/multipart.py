@@ -10,6 +10,7 @@ memory and nothing is spooled. Sizes are checked while the bytes arrive (a file 
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 
 from python_multipart.exceptions import MultipartParseError
@@ -24,16 +25,18 @@ MAX_HEADER_BYTES = 16 * 1024  # one part's headers together
 
 @dataclass(slots=True)
 class Part:
-    """One part of the body: a form field's name, the file name if it is a file, and its bytes."""
+    """One part of the body: a form field's name, the file name if it is a file, and its bytes (in one
+    growing buffer that `content` hands over without a copy: about one file's size at the peak, where a
+    list of the body's chunks joined took two)."""
 
     name: str
     filename: str | None
     content_type: str
-    chunks: list[bytes] = field(default_factory=list)
+    buffer: io.BytesIO = field(default_factory=io.BytesIO)
     size_bytes: int = 0
 
     def content(self) -> bytes:
-        return b"".join(self.chunks)
+        return self.buffer.getvalue()
 
     def text(self) -> str:
         try:
@@ -74,9 +77,21 @@ class UploadReader:
         try:
             self._parser.write(chunk)
         except MultipartParseError as exc:
+            self.close()
             raise InvalidRequest(f"the upload is not a well-formed multipart body: {exc}") from exc
+        except BaseException:
+            self.close()
+            raise
         done, self._done = self._done, []
         return done
+
+    def close(self) -> None:
+        """Let go of the bytes of the parts not yet returned (a refused or broken body), now, whoever still
+        holds the parts or this reader (a traceback's frames, until a collection)."""
+        for part in [*self._done, *([self._current] if self._current is not None else [])]:
+            part.buffer.close()
+        self._current = None
+        self._done = []
 
     def finish(self) -> None:
         """The body has ended: it must have ended as a multipart body does."""
@@ -128,7 +143,7 @@ class UploadReader:
             check_upload_size(part.filename, part.size_bytes, self._max_file_bytes)
         elif part.size_bytes > MAX_FIELD_BYTES:
             raise LimitExceeded(f"form field {part.name!r} is over {MAX_FIELD_BYTES:,} bytes")
-        part.chunks.append(data[start:end])
+        part.buffer.write(memoryview(data)[start:end])
 
     def _on_part_end(self) -> None:
         if self._current is not None:

@@ -10,11 +10,12 @@ from fastapi import APIRouter, Query, Request, Response, status
 
 from api.deps import Services, Tenant
 from api.errors import error_responses
-from api.multipart import UploadReader
+from api.multipart import Part, UploadReader
 from api.paging import TOTAL_RESPONSE, set_total
 from api.schemas import DocumentOut, SubmitResponse, Submitted, TaskOut
 from common.db import PRIORITIES, DocumentRecord, KbRecord, TaskStatus
 from common.errors import InvalidRequest, NotFound
+from common.runtime import Core
 from common.uploads import check_source_id
 from lifecycle import documents as lifecycle
 
@@ -91,17 +92,26 @@ async def _receive(request: Request, svc: Services, kb: KbRecord) -> tuple[list[
     keys: list[str] = []
     try:
         async for chunk in request.stream():
-            for part in reader.feed(chunk):
-                if part.name == "files":
-                    staged.append(await lifecycle.stage_upload(core, kb, part.filename or "document", part.content()))
-                elif part.name == "source_id":
-                    keys.append(part.text())
-                # other fields are ignored, as a form's extra inputs are
+            await _take(core, kb, reader.feed(chunk), staged, keys)
         reader.finish()
     except Exception:
+        reader.close()
         await lifecycle.discard_staged(core, staged, "upload refused")
         raise
     return staged, keys
+
+
+async def _take(core: Core, kb: KbRecord, parts: list[Part], staged: list[lifecycle.StagedUpload],
+                keys: list[str]) -> None:
+    """Stage the files among `parts`, collect their source ids (other fields are ignored, as a form's extra
+    inputs are). A function of its own so that a file's bytes are let go as soon as it is stored, not held
+    by a loop variable while the next file streams in."""
+    while parts:
+        part = parts.pop(0)
+        if part.name == "files":
+            staged.append(await lifecycle.stage_upload(core, kb, part.filename or "document", part.content()))
+        elif part.name == "source_id":
+            keys.append(part.text())
 
 
 async def _owned_document(svc: Services, tenant: str, document_id: str) -> DocumentRecord:
