@@ -15,11 +15,11 @@ from docvec.errors import (
     ServiceUnavailable,
     TaskTimeout,
 )
-from docvec.models import Document, Hit, KnowledgeBase, Progress, Submitted, SyncPlan, Task, TaskEvent
+from docvec.models import Chunk, Document, Hit, KnowledgeBase, Progress, Submitted, SyncPlan, Task, TaskEvent
 
 __all__ = [
-    "ApiError", "AsyncClient", "AuthenticationError", "Client", "ConflictError", "ConnectionFailed", "Document",
-    "DocvecClientError", "Hit", "IngestResult", "InvalidRequestError", "KnowledgeBase", "NotFoundError",
+    "ApiError", "AsyncClient", "AuthenticationError", "Chunk", "Client", "ConflictError", "ConnectionFailed",
+    "Document", "DocvecClientError", "Hit", "IngestResult", "InvalidRequestError", "KnowledgeBase", "NotFoundError",
     "PermissionDenied", "Progress", "RequestTooLarge", "ServiceUnavailable", "Submitted", "SyncPlan", "Task",
     "TaskEvent", "TaskTimeout",
 ]

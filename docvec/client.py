@@ -27,7 +27,7 @@ import httpx
 
 from docvec.errors import BY_STATUS, ApiError, ConnectionFailed, NotFoundError, TaskTimeout
 from docvec.ingest import Source, collect_sources_async, run_ingest
-from docvec.models import Document, Hit, KnowledgeBase, Progress, Submitted, SyncPlan, Task, TaskEvent, parse
+from docvec.models import Chunk, Document, Hit, KnowledgeBase, Progress, Submitted, SyncPlan, Task, TaskEvent, parse
 
 T = TypeVar("T")
 
@@ -151,6 +151,11 @@ class AsyncClient:
     async def get_document(self, document_id: str) -> Document:
         return parse(Document, await self._request("GET", f"/documents/{document_id}"))
 
+    async def chunks(self, document_id: str, *, limit: int = 50, offset: int = 0) -> list[Chunk]:
+        """Chunks `offset .. offset + limit` of the document's live version (what search serves), in order."""
+        body = await self._request("GET", f"/documents/{document_id}/chunks", params={"limit": limit, "offset": offset})
+        return [parse(Chunk, c) for c in body["chunks"]]
+
     async def delete_document(self, document_id: str) -> None:
         """Gone from search at once; its chunks and file are removed in the background."""
         await self._request("DELETE", f"/documents/{document_id}")
@@ -164,10 +169,13 @@ class AsyncClient:
     async def get_task(self, task_id: str) -> Task:
         return parse(Task, await self._request("GET", f"/tasks/{task_id}"))
 
-    async def list_tasks(self, *, status: str | None = None, kb: str | None = None, limit: int = 100,
-                         offset: int = 0) -> list[Task]:
+    async def list_tasks(self, *, status: str | None = None, kb: str | None = None, name: str | None = None,
+                         document_id: str | None = None, limit: int = 100, offset: int = 0) -> list[Task]:
+        """Tasks newest first, optionally only those in `status`, of knowledge base `kb`, whose file name
+        contains `name` (ignoring case), or of one document."""
         params: dict[str, Any] = {"limit": limit, "offset": offset}
-        params.update({k: v for k, v in (("status", status), ("kb", kb)) if v is not None})
+        params.update({k: v for k, v in (("status", status), ("kb", kb), ("q", name), ("document_id", document_id))
+                       if v is not None})
         return [parse(Task, t) for t in await self._request("GET", "/tasks", params=params)]
 
     async def cancel_task(self, task_id: str) -> Task:
@@ -350,6 +358,9 @@ class Client:
     def get_document(self, document_id: str) -> Document:
         return self._run(self.aio.get_document(document_id))
 
+    def chunks(self, document_id: str, *, limit: int = 50, offset: int = 0) -> list[Chunk]:
+        return self._run(self.aio.chunks(document_id, limit=limit, offset=offset))
+
     def delete_document(self, document_id: str) -> None:
         self._run(self.aio.delete_document(document_id))
 
@@ -359,9 +370,10 @@ class Client:
     def get_task(self, task_id: str) -> Task:
         return self._run(self.aio.get_task(task_id))
 
-    def list_tasks(self, *, status: str | None = None, kb: str | None = None, limit: int = 100,
-                   offset: int = 0) -> list[Task]:
-        return self._run(self.aio.list_tasks(status=status, kb=kb, limit=limit, offset=offset))
+    def list_tasks(self, *, status: str | None = None, kb: str | None = None, name: str | None = None,
+                   document_id: str | None = None, limit: int = 100, offset: int = 0) -> list[Task]:
+        return self._run(self.aio.list_tasks(status=status, kb=kb, name=name, document_id=document_id, limit=limit,
+                                             offset=offset))
 
     def cancel_task(self, task_id: str) -> Task:
         return self._run(self.aio.cancel_task(task_id))

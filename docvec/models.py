@@ -83,6 +83,8 @@ class Task:
     token_count: int = 0
     chunks_embedded: int = 0
     chunks_reused: int = 0
+    filename: str | None = None  # in lists: the document's file name
+    kb_name: str | None = None  # in lists: the knowledge base's name
 
     @property
     def finished(self) -> bool:
@@ -111,6 +113,20 @@ class Hit:
     title: str
     text: str
     score: float
+    page: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One chunk of a document's live version: its heading path, page, character offsets and text."""
+
+    chunk_id: str
+    ordinal: int
+    title: str
+    text: str
+    start_char: int
+    end_char: int
+    token_count: int
     page: int | None = None
 
 

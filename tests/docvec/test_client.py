@@ -13,6 +13,7 @@ from common.settings import Settings
 from docvec import (
     AsyncClient,
     AuthenticationError,
+    Chunk,
     Client,
     ConflictError,
     ConnectionFailed,
@@ -60,6 +61,10 @@ def test_a_folder_is_ingested_as_a_sync_then_searched(live_api: LiveApi, api_key
         assert (synced.plan.updated, synced.plan.deleted) == (["tides.md"], ["guide/bees.txt"])
         assert {d.source_id for d in docvec.list_documents("notes")} == {"tides.md", "guide/bread.md"}
         assert docvec.get_document(documents["tides.md"].id).parse_version == 2
+        (chunk,) = docvec.chunks(documents["tides.md"].id)
+        assert isinstance(chunk, Chunk) and "Two high tides" in chunk.text and chunk.title == "Tides"
+        (listed,) = docvec.list_tasks(name="TIDES", status="done", limit=1)
+        assert (listed.filename, listed.kb_name) == ("tides.md", "notes")
 
 
 async def test_the_async_client_streams_a_tasks_events_and_acts_on_tasks(live_api: LiveApi, api_key: str) -> None:
