@@ -198,14 +198,21 @@ def run_server(
     seal_rows: int = DEFAULT_SEAL_ROWS,
     log_level: str = "info",
     insecure_no_token: bool = False,
+    grpc_port: int | None = None,
 ) -> None:
     """Serve the store at `data_dir` until SIGTERM/SIGINT, then drain requests and close the engine.
 
     The engine is opened before the port is bound, so a second server on the same directory fails at
     once with DataDirLocked (the directory's exclusive lock). A non-loopback `host` needs a `token`
-    unless `insecure_no_token` (InsecureServer, before anything is opened or bound).
+    unless `insecure_no_token` (InsecureServer, before anything is opened or bound); the token guards
+    REST and gRPC alike. With `grpc_port`, the Milvus gRPC protocol (what pymilvus speaks) is served
+    on that port too, on the same event loop (`vectordb.grpc_server`; GrpcUnavailable without pymilvus).
     """
     check_exposure(host, token, insecure_no_token=insecure_no_token)
+    if grpc_port is not None:
+        from vectordb.grpc_server import check_grpc_available
+
+        check_grpc_available()
     engine = Engine.open(data_dir, fsync=fsync, seal_rows=seal_rows)
     try:
         if not token and not is_loopback(host):
@@ -221,9 +228,28 @@ def run_server(
             log_level=log_level,
             timeout_graceful_shutdown=int(request_timeout_s) + 5,
         )
-        _Server(config).run()  # installs SIGINT/SIGTERM handlers: stop accepting, drain, return
+        if grpc_port is None:
+            _Server(config).run()  # installs SIGINT/SIGTERM handlers: stop accepting, drain, return
+        else:
+            asyncio.run(_serve_both(engine, _Server(config), host=host, grpc_port=grpc_port, token=token,
+                                    request_timeout_s=request_timeout_s, max_body_bytes=max_body_bytes))
     finally:
         engine.close()
+
+
+async def _serve_both(engine: Engine, rest: uvicorn.Server, *, host: str, grpc_port: int, token: str,
+                      request_timeout_s: float, max_body_bytes: int) -> None:
+    """REST (uvicorn, which handles the stop signals) and gRPC on one loop; gRPC stops after REST drained."""
+    from vectordb.grpc_server import create_grpc_server
+
+    grpc_server = create_grpc_server(engine, host=host, port=grpc_port, token=token,
+                                     request_timeout_s=request_timeout_s, max_message_bytes=max_body_bytes)
+    await grpc_server.start()
+    log.info("serving the Milvus gRPC protocol on %s:%d", host, grpc_port)
+    try:
+        await rest.serve()
+    finally:
+        await grpc_server.stop(request_timeout_s)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,7 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="data directory (owned exclusively by this server)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument("--token", default="", help="require `Authorization: Bearer TOKEN`")
+    parser.add_argument("--token", default="", help="require `Authorization: Bearer TOKEN` (gRPC: pymilvus token=)")
+    parser.add_argument("--grpc-port", type=int, default=None,
+                        help="also serve the Milvus gRPC protocol (pymilvus) on this port")
     parser.add_argument("--insecure-no-token", action="store_true",
                         help="allow a non-loopback --host without a token (trusted networks only)")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
@@ -252,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             fsync=not args.no_fsync,
             seal_rows=args.seal_rows,
             insecure_no_token=args.insecure_no_token,
+            grpc_port=args.grpc_port,
         )
     except DocvecError as e:
         print(f"vectordb server: {e.message}", file=sys.stderr)
