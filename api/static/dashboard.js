@@ -552,10 +552,11 @@
 
   async function pollKb() {
     const { tenant, name } = kbView;
+    const params = { limit: String(DOC_PAGE), offset: String(kbView.offset) };
+    if ($("docs-q").value.trim()) params.q = $("docs-q").value.trim();
     const [kb, page] = await Promise.all([
       api(withTenant(`${API}/kbs/${encodeURIComponent(name)}`, tenant)),
-      apiPage(withTenant(`${API}/kbs/${encodeURIComponent(name)}/documents`, tenant,
-                         { limit: String(DOC_PAGE), offset: String(kbView.offset) })),
+      apiPage(withTenant(`${API}/kbs/${encodeURIComponent(name)}/documents`, tenant, params)),
     ]);
     const docs = page.items;
     $("kb-title").textContent = kb.name;
@@ -805,6 +806,7 @@
     }
     if (r.view === "kb" && (kbView.tenant !== r.tenant || kbView.name !== r.name)) {
       Object.assign(kbView, { tenant: r.tenant, name: r.name, offset: 0 });
+      $("docs-q").value = "";
       $("docs-body").replaceChildren();
       $("kb-message").hidden = true;
     }
@@ -887,6 +889,10 @@
     $("filter-kb").addEventListener("change", restartTasks);
     let typing = null;
     $("filter-q").addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(restartTasks, SEARCH_DEBOUNCE_MS); });
+    $("docs-q").addEventListener("input", () => {
+      clearTimeout(typing);
+      typing = setTimeout(() => { kbView.offset = 0; refresh(); }, SEARCH_DEBOUNCE_MS);
+    });
     $("filter-tenant").addEventListener("change", () => {
       taskView.offset = 0;
       loadKbs().then(refresh, refresh);

@@ -419,6 +419,11 @@ async def test_browse_a_knowledge_base_its_documents_and_their_chunks(site: Site
     await expect(long_row.get_by_test_id("doc-tokens")).to_have_text(f"{long_record.token_count:,}")
     await expect(long_row.get_by_test_id("doc-status")).to_have_text("done")
     await snapshot(page, "knowledge-base")
+    await page.get_by_test_id("docs-q").fill("LONG")  # the file-name filter, ignoring case, on the server
+    await expect(page.get_by_test_id("docs-range")).to_have_text("showing 1–1 of 1")
+    await expect(page.get_by_test_id("doc-row")).to_have_count(1)
+    await page.get_by_test_id("docs-q").fill("")
+    await expect(page.get_by_test_id("docs-range")).to_have_text("showing 1–3 of 3")
 
     await long_row.get_by_role("link", name="long.md").click()
     await expect(page.get_by_test_id("doc-title")).to_have_text("long.md")
