@@ -28,8 +28,8 @@ from typing import Any
 from common.errors import DocvecError, InvalidRequest, StageTimeout
 from vectordb.engine import Engine
 from vectordb.rest import Body, Reply, RestApi
-from vectordb.tso import compose_ts
 from vectordb.restproto import CODE_NEED_AUTHENTICATE, CODE_PARAMETER_INVALID, DEFAULT_DB
+from vectordb.tso import compose_ts
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ class MilvusGrpcService:
 
     async def describe_collection(self, request: Any) -> Any:
         if not request.collection_name:
-            raise InvalidRequest("DescribeCollection needs a collection name (lookup by collection ID is not supported)")
+            raise InvalidRequest("DescribeCollection needs a collection name (lookup by ID is not supported)")
         data = await self._described(request)
         return self._milvus.DescribeCollectionResponse(
             status=self._ok(),
@@ -523,9 +523,10 @@ class MilvusGrpcService:
 
 
 def create_grpc_server(engine: Engine, *, host: str, port: int, token: str = "",
-                       request_timeout_s: float = 60.0, max_message_bytes: int = 64 * 1024 * 1024) -> Any:
-    """A `grpc.aio` server (not started) serving MilvusService on host:port, on the running loop.
-    Raises GrpcUnavailable without pymilvus/grpcio, OSError when the port cannot be bound."""
+                       request_timeout_s: float = 60.0, max_message_bytes: int = 64 * 1024 * 1024) -> tuple[Any, int]:
+    """A `grpc.aio` server (not started) serving MilvusService on host:port, on the running loop, and the
+    port it bound (`port` 0: a free one). Raises GrpcUnavailable without pymilvus/grpcio, OSError when
+    the port cannot be bound."""
     grpc = _grpc_modules()[0]
     service = MilvusGrpcService(engine, token=token, request_timeout_s=request_timeout_s)
     server = grpc.aio.server(options=[
@@ -535,7 +536,8 @@ def create_grpc_server(engine: Engine, *, host: str, port: int, token: str = "",
     ])
     server.add_generic_rpc_handlers((service.generic_handler(),))
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    if server.add_insecure_port(address) == 0:
+    bound = server.add_insecure_port(address)
+    if bound == 0:
         raise OSError(f"cannot bind the gRPC port {address}")
-    return server
+    return server, bound
 

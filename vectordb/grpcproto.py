@@ -296,8 +296,8 @@ def columns_from_rows(
     columns: list[schema_pb2.FieldData] = []
     wanted = set(names)
     if COUNT_FIELD in wanted:
-        columns.append(schema_pb2.FieldData(type=schema_pb2.Int64, field_name=COUNT_FIELD, scalars=schema_pb2.ScalarField(
-            long_data=schema_pb2.LongArray(data=[int(r[COUNT_FIELD]) for r in rows]))))
+        counts = schema_pb2.ScalarField(long_data=schema_pb2.LongArray(data=[int(r[COUNT_FIELD]) for r in rows]))
+        columns.append(schema_pb2.FieldData(type=schema_pb2.Int64, field_name=COUNT_FIELD, scalars=counts))
     for f in fields:
         if f.name in wanted and f.name in by_name:
             columns.append(_column(f, [r.get(f.name) for r in rows]))

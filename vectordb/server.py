@@ -242,7 +242,7 @@ async def _serve_both(engine: Engine, rest: uvicorn.Server, *, host: str, grpc_p
     """REST (uvicorn, which handles the stop signals) and gRPC on one loop; gRPC stops after REST drained."""
     from vectordb.grpc_server import create_grpc_server
 
-    grpc_server = create_grpc_server(engine, host=host, port=grpc_port, token=token,
+    grpc_server, _ = create_grpc_server(engine, host=host, port=grpc_port, token=token,
                                      request_timeout_s=request_timeout_s, max_message_bytes=max_body_bytes)
     await grpc_server.start()
     log.info("serving the Milvus gRPC protocol on %s:%d", host, grpc_port)
