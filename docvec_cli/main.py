@@ -193,9 +193,12 @@ def vectordb_server(host: str = "127.0.0.1", port: int = 19530,
                                                               help="required Bearer token")] = None,
                     insecure_no_token: Annotated[bool, typer.Option(
                         "--insecure-no-token", help="allow a non-loopback --host without a token "
-                                                    "(trusted networks only)")] = False) -> None:
+                                                    "(trusted networks only)")] = False,
+                    grpc_port: Annotated[int | None, typer.Option(
+                        help="also serve the Milvus gRPC protocol (pymilvus) on this port")] = None) -> None:
     """Serve the vector store over HTTP (Milvus RESTful v2 subset) for a fleet of workers.
 
+    With --grpc-port, pymilvus (MilvusClient, the ORM) reaches it unchanged over Milvus's gRPC protocol.
     A --host other than loopback needs a --token (or DOCVEC_VECTORDB__TOKEN) unless --insecure-no-token.
     """
     from vectordb.server import run_server
@@ -205,7 +208,7 @@ def vectordb_server(host: str = "127.0.0.1", port: int = 19530,
     try:
         run_server(data or str(settings.data_path / "vectors"), host=host, port=port,
                    token=token if token is not None else settings.vectordb.token,
-                   insecure_no_token=insecure_no_token)
+                   insecure_no_token=insecure_no_token, grpc_port=grpc_port)
     except DocvecError as exc:
         _exit_with(exc)
 
