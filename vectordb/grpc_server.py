@@ -123,6 +123,8 @@ class MilvusGrpcService:
             "Delete": self.delete,
             "Flush": self.flush,
             "GetFlushState": self.get_flush_state,
+            "ManualCompaction": self.manual_compaction,
+            "GetCompactionState": self.get_compaction_state,
             "Search": self.search,
             "Query": self.query,
         }
@@ -357,6 +359,7 @@ class MilvusGrpcService:
                 self._common.KeyValuePair(key="index_type", value=str(entry["indexType"])),
                 self._common.KeyValuePair(key="metric_type", value=str(entry["metricType"])),
                 self._common.KeyValuePair(key="params", value=self._json(entry.get("params") or {})),
+                *(self._common.KeyValuePair(key=k, value=str(v)) for k, v in (entry.get("params") or {}).items()),
             ]
             descriptions.append(self._milvus.IndexDescription(
                 index_name=entry["indexName"], field_name=entry["fieldName"], params=params,
@@ -439,6 +442,17 @@ class MilvusGrpcService:
     async def get_flush_state(self, request: Any) -> Any:
         """Flush is synchronous here: by the time a client asks, it is done."""
         return self._milvus.GetFlushStateResponse(status=self._ok(), flushed=True)
+
+    async def manual_compaction(self, request: Any) -> Any:
+        """Compaction runs to completion here (REST collections/compact); its state is then Completed."""
+        if not request.collection_name:
+            raise InvalidRequest("ManualCompaction needs a collection name (lookup by ID is not supported)")
+        await self._rest("collections", "compact", self._target(request))
+        return self._milvus.ManualCompactionResponse(status=self._ok(), compactionID=1, compactionPlanCount=1)
+
+    async def get_compaction_state(self, request: Any) -> Any:
+        return self._milvus.GetCompactionStateResponse(status=self._ok(), state=self._common.Completed,
+                                                       completedPlanNo=1)
 
     async def search(self, request: Any) -> Any:
         self._no_templates(request)
@@ -533,6 +547,10 @@ def create_grpc_server(engine: Engine, *, host: str, port: int, token: str = "",
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.so_reuseport", 0),
+        # pymilvus pings every 10 s, idle or not: accept that rather than answer GOAWAY too_many_pings.
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
+        ("grpc.http2.max_ping_strikes", 0),
     ])
     server.add_generic_rpc_handlers((service.generic_handler(),))
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

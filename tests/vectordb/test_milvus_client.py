@@ -5,6 +5,7 @@ Behaviour shared with the other backends is tested once, in test_backends.py.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,10 +16,12 @@ import pytest
 
 import vectordb
 from common.errors import InvalidRequest, TransientError
+from vectordb.engine import Engine
 from vectordb.errors import CollectionNotFound
 from vectordb.schema import DataType
 
 from .conftest import make_rows, make_schema
+from .live_grpc_server import LiveGrpcServer
 
 _MISSING = [name for name in ("pymilvus", "milvus_lite") if importlib.util.find_spec(name) is None]
 pytestmark = pytest.mark.skipif(bool(_MISSING), reason=f"{' and '.join(_MISSING)} not installed")
@@ -64,21 +67,35 @@ def test_errors_are_mapped_by_class_and_code() -> None:
     assert type(_translate(MilvusException(code=1100, message="collection not found"))) is InvalidRequest
 
 
-@pytest.fixture
-async def milvus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
+@pytest.fixture(params=["lite", "docvec-grpc"])
+async def milvus(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
+    """The client over Milvus Lite, and over `docvec vectordb`'s gRPC front end."""
     import vectordb.milvus_client as module
 
     monkeypatch.setattr(module, "QUERY_PAGE_ROWS", 7)  # many pages from a few rows
-    client = vectordb.connect(f"milvus://{tmp_path / 'x.db'}")
+    engine = server = None
+    if request.param == "lite":
+        client = vectordb.connect(f"milvus://{tmp_path / 'x.db'}")
+    else:
+        engine = await asyncio.to_thread(Engine.open, tmp_path / "vec", fsync=False)
+        server = await asyncio.to_thread(LiveGrpcServer(engine).start)
+        client = await asyncio.to_thread(vectordb.connect, f"milvus://127.0.0.1:{server.port}")
     try:
         yield client
     finally:
         await client.close()
+        if server is not None:
+            await asyncio.to_thread(server.stop)
+        if engine is not None:
+            await asyncio.to_thread(engine.close)
 
 
 @pytest.mark.parametrize("pk", [DataType.INT64, DataType.VARCHAR])
-async def test_query_pages_past_milvus_cap(milvus: Any, pk: DataType) -> None:
+async def test_query_pages_past_milvus_cap(request: pytest.FixtureRequest, milvus: Any, pk: DataType) -> None:
     client = milvus
+    if "docvec-grpc" in request.node.name:
+        pytest.xfail("pymilvus's query iterator needs results ordered by primary key (Milvus's `iterator` query "
+                     "parameter), which docvec's query does not offer yet")
     await client.create_collection("docs", make_schema(4, pk=pk))
     rows = make_rows(np.ones((40, 4), dtype=np.float32))
     if pk is DataType.VARCHAR:
