@@ -521,6 +521,8 @@ class MilvusGrpcService:
             offset=int(params.get("offset") or 0),
             partitionNames=list(request.partition_names) or None,
             consistencyLevel=self._proto.consistency_name(request.consistency_level, request.use_default_consistency),
+            # pymilvus's query iterator pages by a primary-key cursor (`pk > last`): its pages must be in key order
+            orderByPrimaryKey=str(params.get("iterator", "")).lower() == "true",
         )
         reply = await self._rest("entities", "query", body)
         rows: list[dict[str, Any]] = list(reply.data)

@@ -25,6 +25,9 @@ docvec extensions to Milvus's request/response bodies (a Milvus client never nee
   `output_fields=None` (primary key, every scalar field, dynamic keys); without it and without
   `outputFields` the hits carry only the primary key and `distance`, as in Milvus (query and get
   without `outputFields` return every non-vector field, as Milvus does);
+- entities/query `orderByPrimaryKey: true` sorts every match by primary key before `offset` and `limit`
+  apply (the order a query iterator's primary-key cursor needs; the gRPC front end asks for it when
+  pymilvus's query iterator sets `iterator`); it reads every match for each page;
 - entities/search replies carry `topks` (hits per query vector, so a flat `data` list splits back
   per query, as Milvus does for several query vectors) and `primaryField` (the key holding the id).
 
@@ -42,6 +45,7 @@ the event loop never blocks. The HTTP app, auth and limits are `vectordb.server`
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -403,15 +407,21 @@ class RestApi:
     async def query(self, body: Body) -> Reply:
         name = body.collection()
         partitions = body.partitions()
+        ordered = body.flag("orderByPrimaryKey", False)
+        limit, offset = body.raw.get("limit"), body.get("offset", 0)
         rows = await self._store.query(
             name,
             filter=body.get("filter", ""),
             output_fields=self._output_fields(body, default_all=True),
-            limit=body.raw.get("limit"),
-            offset=body.get("offset", 0),
+            limit=None if ordered else limit,
+            offset=0 if ordered else offset,
             consistency_level=body.get("consistencyLevel", "Strong"),
             partition_names=partitions or None,
         )
+        if ordered:  # every match, in key order, then the page: what a query iterator's cursor needs
+            pk = (await self._meta(name)).schema.primary.name
+            rows = (await asyncio.to_thread(sorted, rows, key=lambda row: row[pk]))[
+                int(offset): None if limit is None else int(offset) + int(limit)]
         return Reply(rows)
 
     async def get(self, body: Body) -> Reply:

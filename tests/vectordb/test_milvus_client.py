@@ -91,11 +91,8 @@ async def milvus(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: py
 
 
 @pytest.mark.parametrize("pk", [DataType.INT64, DataType.VARCHAR])
-async def test_query_pages_past_milvus_cap(request: pytest.FixtureRequest, milvus: Any, pk: DataType) -> None:
+async def test_query_pages_past_milvus_cap(milvus: Any, pk: DataType) -> None:
     client = milvus
-    if "docvec-grpc" in request.node.name:
-        pytest.xfail("pymilvus's query iterator needs results ordered by primary key (Milvus's `iterator` query "
-                     "parameter), which docvec's query does not offer yet")
     await client.create_collection("docs", make_schema(4, pk=pk))
     rows = make_rows(np.ones((40, 4), dtype=np.float32))
     if pk is DataType.VARCHAR:

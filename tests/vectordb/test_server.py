@@ -161,6 +161,11 @@ async def test_insert_search_query_get_from_the_docs(http: httpx.AsyncClient) ->
     deleted = await ok(http, "entities/delete", {"collectionName": "quick_setup", "filter": "id in [3, 4, 5]"})
     assert deleted == {"deleteCount": 3}
     assert await ok(http, "collections/get_stats", {"collectionName": "quick_setup"}) == {"rowCount": 7}
+    # docvec's extension: every match in key order, then the page (ids 0 and 1 were just rewritten)
+    ordered = await ok(http, "entities/query", {"collectionName": "quick_setup", "filter": "id >= 0",
+                                                "outputFields": ["color"], "orderByPrimaryKey": True,
+                                                "limit": 4, "offset": 1})
+    assert [r["id"] for r in ordered] == [1, 2, 6, 7]
 
 
 async def test_custom_schema_with_index_params(http: httpx.AsyncClient) -> None:
