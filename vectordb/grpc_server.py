@@ -27,6 +27,7 @@ from typing import Any
 
 from common.errors import DocvecError, InvalidRequest, StageTimeout
 from vectordb.engine import Engine
+from vectordb.milvus_client import DOCVEC_DEPLOY_MODE
 from vectordb.rest import Body, Reply, RestApi
 from vectordb.restproto import CODE_NEED_AUTHENTICATE, CODE_PARAMETER_INVALID, DEFAULT_DB
 from vectordb.tso import compose_ts
@@ -210,7 +211,7 @@ class MilvusGrpcService:
     # ----------------------------------------------------------------------------------- connection
 
     async def connect(self, request: Any) -> Any:
-        info = self._common.ServerInfo(build_tags=SERVER_VERSION, deploy_mode="docvec")
+        info = self._common.ServerInfo(build_tags=SERVER_VERSION, deploy_mode=DOCVEC_DEPLOY_MODE)
         return self._milvus.ConnectResponse(status=self._ok(), server_info=info, identifier=int(time.time_ns() % 2**63))
 
     async def get_version(self, request: Any) -> Any:

@@ -40,6 +40,7 @@ from vectordb.validation import (
 )
 
 QUERY_PAGE_ROWS = 16_384  # Milvus caps offset + limit of one query at 16,384
+DOCVEC_DEPLOY_MODE = "docvec"  # what docvec vectordb's gRPC front end answers as its deploy mode
 INDEX_PROPERTY = "docvec.index"  # collection property holding the IndexParams docvec created it with
 _RATE_LIMIT_CODE = 8  # pymilvus ErrorCode.RATE_LIMIT
 _COLLECTION_NOT_FOUND_CODE = 100  # pymilvus ErrorCode.COLLECTION_NOT_FOUND
@@ -79,6 +80,7 @@ class MilvusBackendClient:
             raise _translate(exc) from exc
         self._schemas: dict[str, CollectionSchema] = {}
         self._indexes: dict[str, IndexParams] = {}
+        self._replaces_indexes: bool | None = None  # the server is docvec vectordb (known after one ask)
 
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         from pymilvus.exceptions import MilvusException
@@ -176,6 +178,13 @@ class MilvusBackendClient:
         params = {k: int(v) for k, v in info.items() if k in ("M", "efConstruction", "nlist")}
         return IndexParams(index_type=info["index_type"], metric_type=info["metric_type"], params=params)
 
+    async def _server_replaces_indexes(self) -> bool:
+        """Whether the server is docvec vectordb (its Connect answers deploy mode "docvec")."""
+        if self._replaces_indexes is None:
+            info = await self._call(self._client.get_server_version, detail=True)
+            self._replaces_indexes = isinstance(info, dict) and info.get("deploy_mode") == DOCVEC_DEPLOY_MODE
+        return self._replaces_indexes
+
     async def _first_vector_only(self, name: str, field_name: str | None) -> None:
         if field_name is not None and field_name != (await self._schema(name)).vector.name:
             raise InvalidRequest("the milvus:// backend indexes and searches the first vector field only; "
@@ -187,6 +196,13 @@ class MilvusBackendClient:
         await self._first_vector_only(name, field_name)
         schema = await self._schema(name)
         vector = schema.vector.name
+        if await self._server_replaces_indexes():
+            # docvec vectordb replaces an index in place on create (it cannot drop one, and keeps no
+            # collection properties): no release, no window without search, and its DescribeIndex
+            # reports the definition itself.
+            await self._call(self._client.create_index, name, self._index_params(schema, index))
+            self._indexes[name] = index
+            return
         await self._call(self._client.release_collection, name)
         for existing in await self._call(self._client.list_indexes, name, field_name=vector):
             await self._call(self._client.drop_index, name, existing)

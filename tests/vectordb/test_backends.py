@@ -307,9 +307,6 @@ async def test_load_release_compact_and_index(backend: Backend) -> None:
     await client.compact("docs")
     assert await client.count("docs") == 130
     index = IndexParams("HNSW", "COSINE", {"M": 8, "efConstruction": 64})
-    if backend.kind == "grpc":
-        pytest.xfail("MilvusBackendClient replaces an index by DropIndex + CreateIndex, and docvec's store cannot "
-                     "drop an index (it replaces one on create)")
     await client.create_index("docs", index)
     assert await client.describe_index("docs") == index
     hits = await client.search("docs", data[50:51], limit=1)
