@@ -52,8 +52,8 @@ def _grpc_modules() -> tuple[Any, Any, Any, Any, Any]:
         from vectordb import grpcproto
     except ImportError as e:
         raise GrpcUnavailable(
-            f"serving the Milvus gRPC protocol needs pymilvus and grpcio ({e}); install them "
-            "(`pip install 'docvec[grpc]'`) or start without --grpc-port"
+            f"serving the Milvus gRPC protocol needs pymilvus and grpcio, dependencies of docvec ({e}); "
+            "reinstall docvec (`pip install -e .`)"
         ) from None
     return grpc, common_pb2, milvus_pb2, schema_pb2, grpcproto
 
@@ -540,10 +540,11 @@ class MilvusGrpcService:
 
 
 def create_grpc_server(engine: Engine, *, host: str, port: int, token: str = "",
-                       request_timeout_s: float = 60.0, max_message_bytes: int = 64 * 1024 * 1024) -> tuple[Any, int]:
-    """A `grpc.aio` server (not started) serving MilvusService on host:port, on the running loop, and the
-    port it bound (`port` 0: a free one). Raises GrpcUnavailable without pymilvus/grpcio, OSError when
-    the port cannot be bound."""
+                       request_timeout_s: float = 60.0, max_message_bytes: int = 64 * 1024 * 1024,
+                       unix_socket: str | None = None) -> tuple[Any, int]:
+    """A `grpc.aio` server (not started) serving MilvusService on host:port (or on `unix_socket`, a path,
+    for `vectordb.portmux` to relay to), on the running loop, and the port it bound (`port` 0: a free
+    one). Raises GrpcUnavailable without pymilvus/grpcio, OSError when the address cannot be bound."""
     grpc = _grpc_modules()[0]
     service = MilvusGrpcService(engine, token=token, request_timeout_s=request_timeout_s)
     server = grpc.aio.server(options=[
@@ -556,7 +557,10 @@ def create_grpc_server(engine: Engine, *, host: str, port: int, token: str = "",
         ("grpc.http2.max_ping_strikes", 0),
     ])
     server.add_generic_rpc_handlers((service.generic_handler(),))
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if unix_socket is not None:
+        address = f"unix:{unix_socket}"
+    else:
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     bound = server.add_insecure_port(address)
     if bound == 0:
         raise OSError(f"cannot bind the gRPC port {address}")

@@ -14,11 +14,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import enum
 import hmac
 import ipaddress
 import json
 import logging
+import os
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -209,10 +212,7 @@ def run_server(
     on that port too, on the same event loop (`vectordb.grpc_server`; GrpcUnavailable without pymilvus).
     """
     check_exposure(host, token, insecure_no_token=insecure_no_token)
-    if grpc_port is not None:
-        from vectordb.grpc_server import check_grpc_available
-
-        check_grpc_available()
+    grpc = _grpc_mode(grpc_port, port)
     engine = Engine.open(data_dir, fsync=fsync, seal_rows=seal_rows)
     try:
         if not token and not is_loopback(host):
@@ -228,28 +228,64 @@ def run_server(
             log_level=log_level,
             timeout_graceful_shutdown=int(request_timeout_s) + 5,
         )
-        if grpc_port is None:
+        if grpc is GrpcMode.OFF:
             _Server(config).run()  # installs SIGINT/SIGTERM handlers: stop accepting, drain, return
         else:
-            asyncio.run(_serve_both(engine, _Server(config), host=host, grpc_port=grpc_port, token=token,
-                                    request_timeout_s=request_timeout_s, max_body_bytes=max_body_bytes))
+            asyncio.run(_serve_both(engine, config, host=host, grpc_port=None if grpc is GrpcMode.SAME_PORT
+                                    else grpc_port, token=token, request_timeout_s=request_timeout_s,
+                                    max_body_bytes=max_body_bytes))
     finally:
         engine.close()
 
 
-async def _serve_both(engine: Engine, rest: uvicorn.Server, *, host: str, grpc_port: int, token: str,
-                      request_timeout_s: float, max_body_bytes: int) -> None:
-    """REST (uvicorn, which handles the stop signals) and gRPC on one loop; gRPC stops after REST drained."""
-    from vectordb.grpc_server import create_grpc_server
+class GrpcMode(enum.Enum):
+    OFF = "off"  # pymilvus is not installed: REST only
+    SAME_PORT = "same port"  # REST and gRPC on `port` (vectordb.portmux), as Milvus serves both on 19530
+    OWN_PORT = "own port"  # gRPC on `grpc_port`
 
-    grpc_server, _ = create_grpc_server(engine, host=host, port=grpc_port, token=token,
-                                     request_timeout_s=request_timeout_s, max_message_bytes=max_body_bytes)
-    await grpc_server.start()
-    log.info("serving the Milvus gRPC protocol on %s:%d", host, grpc_port)
+
+def _grpc_mode(grpc_port: int | None, port: int) -> GrpcMode:
+    """gRPC on its own port when one is named (GrpcUnavailable without pymilvus), else on the REST port
+    when pymilvus is installed, else off (said in the log)."""
+    from vectordb.grpc_server import GrpcUnavailable, check_grpc_available
+
+    if grpc_port is not None and grpc_port != port:
+        check_grpc_available()
+        return GrpcMode.OWN_PORT
     try:
-        await rest.serve()
-    finally:
-        await grpc_server.stop(request_timeout_s)
+        check_grpc_available()
+    except GrpcUnavailable as exc:
+        if grpc_port is not None:
+            raise
+        log.info("REST only: %s", exc.message)
+        return GrpcMode.OFF
+    return GrpcMode.SAME_PORT
+
+
+async def _serve_both(engine: Engine, config: uvicorn.Config, *, host: str, grpc_port: int | None, token: str,
+                      request_timeout_s: float, max_body_bytes: int) -> None:
+    """REST (uvicorn, which handles the stop signals) and gRPC on one loop, gRPC on its own port or (with
+    `grpc_port` None) relayed from REST's port through a private unix socket; gRPC stops after REST drained."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    from vectordb.grpc_server import create_grpc_server
+    from vectordb.portmux import sniffing_protocol
+
+    with tempfile.TemporaryDirectory(prefix="docvec-grpc-") as private:
+        unix_socket = None if grpc_port is not None else os.path.join(private, "grpc.sock")
+        grpc_server, _ = create_grpc_server(engine, host=host, port=grpc_port or 0, token=token,
+                                            request_timeout_s=request_timeout_s, max_message_bytes=max_body_bytes,
+                                            unix_socket=unix_socket)
+        await grpc_server.start()
+        if unix_socket is not None:
+            config.http = sniffing_protocol(AutoHTTPProtocol, unix_socket)
+            log.info("serving the Milvus gRPC protocol on the REST port %s:%d", host, config.port)
+        else:
+            log.info("serving the Milvus gRPC protocol on %s:%d", host, grpc_port)
+        try:
+            await _Server(config).serve()
+        finally:
+            await grpc_server.stop(request_timeout_s)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ statuses with the REST server's codes; the token is checked; RPCs docvec lacks a
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import random
 import socket
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from vectordb.engine import Engine
@@ -198,12 +200,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def token_server(tmp_path: Path) -> Iterator[int]:
-    """`python -m vectordb.server` (what `docvec vectordb` runs) with REST and gRPC ports and a token."""
-    grpc_port = _free_port()
-    cmd = [sys.executable, "-m", "vectordb.server", "--data", str(tmp_path / "vec"), "--port", str(_free_port()),
-           "--grpc-port", str(grpc_port), "--token", "s3cret", "--no-fsync"]
+@contextlib.contextmanager
+def _server_process(tmp_path: Path, *, same_port: bool) -> Iterator[int]:
+    """`python -m vectordb.server` (what `docvec vectordb` runs) with a token, serving gRPC on its own
+    `--grpc-port` or (by default) on the REST port; yields the port pymilvus connects to."""
+    rest_port = _free_port()
+    grpc_port = rest_port if same_port else _free_port()
+    cmd = [sys.executable, "-m", "vectordb.server", "--data", str(tmp_path / "vec"), "--port", str(rest_port),
+           "--token", "s3cret", "--no-fsync"]
+    if grpc_port != rest_port:
+        cmd += ["--grpc-port", str(grpc_port)]
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
@@ -228,6 +234,12 @@ def token_server(tmp_path: Path) -> Iterator[int]:
             proc.stderr.close()
 
 
+@pytest.fixture(params=["own-port", "same-port"])
+def token_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[int]:
+    with _server_process(tmp_path, same_port=request.param == "same-port") as port:
+        yield port
+
+
 def test_token_is_required_over_grpc(token_server: int) -> None:
     from pymilvus import MilvusClient
     from pymilvus.exceptions import MilvusException
@@ -248,6 +260,25 @@ def test_token_is_required_over_grpc(token_server: int) -> None:
                 bad.close()
         assert caught.value.code == 1800
         assert "authentication failed" in caught.value.message
+
+
+def test_rest_and_grpc_share_the_default_port(tmp_path: Path) -> None:
+    """Milvus serves both on 19530; so does docvec vectordb: pymilvus and REST clients on one port."""
+    from pymilvus import MilvusClient
+
+    with _server_process(tmp_path, same_port=True) as port:
+        url = f"http://127.0.0.1:{port}"
+        milvus = MilvusClient(uri=url, token="s3cret", timeout=30)
+        try:
+            milvus.create_collection("shared", dimension=3)
+            milvus.insert("shared", [{"id": 1, "vector": [0.1, 0.2, 0.3]}])
+            rest = httpx.post(f"{url}/v2/vectordb/entities/get", headers={"Authorization": "Bearer s3cret"},
+                              json={"collectionName": "shared", "id": [1]}, timeout=30)
+            assert rest.status_code == 200 and rest.json()["data"] == [{"id": 1}]
+            assert milvus.get("shared", ids=[1], output_fields=["id"]) == [{"id": 1}]
+            assert httpx.post(f"{url}/v2/vectordb/collections/list", json={}, timeout=30).status_code == 401
+        finally:
+            milvus.close()
 
 
 def test_grpc_port_without_a_token_beyond_loopback_is_refused(tmp_path: Path) -> None:
