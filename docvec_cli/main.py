@@ -195,10 +195,11 @@ def vectordb_server(host: str = "127.0.0.1", port: int = 19530,
                         "--insecure-no-token", help="allow a non-loopback --host without a token "
                                                     "(trusted networks only)")] = False,
                     grpc_port: Annotated[int | None, typer.Option(
-                        help="also serve the Milvus gRPC protocol (pymilvus) on this port")] = None) -> None:
-    """Serve the vector store over HTTP (Milvus RESTful v2 subset) for a fleet of workers.
+                        help="serve the Milvus gRPC protocol on this port of its own (default: on --port, "
+                             "beside REST)")] = None) -> None:
+    """Serve the vector store for a fleet of workers: Milvus's RESTful v2 API (a subset) and, on the same
+    port, Milvus's gRPC protocol, so pymilvus (MilvusClient, the ORM) reaches it unchanged.
 
-    With --grpc-port, pymilvus (MilvusClient, the ORM) reaches it unchanged over Milvus's gRPC protocol.
     A --host other than loopback needs a --token (or DOCVEC_VECTORDB__TOKEN) unless --insecure-no-token.
     """
     from vectordb.server import run_server

@@ -6,7 +6,8 @@ reply envelope and the error codes are described in `vectordb.rest` (the handler
 constant time), the body size limit (HTTP 413), the per-request timeout (Milvus's `Request-Timeout`
 header may shorten it; past it the reply is code 1852 and a proxy task not yet started is cancelled,
 while a write already running completes), 401/404/405 for a wrong token, endpoint or method, and the
-refusal to listen beyond loopback without a token.
+refusal to listen beyond loopback without a token. The same port also serves Milvus's gRPC protocol
+(`vectordb.grpc_server`, told apart by `vectordb.portmux`), unless `--grpc-port` gives it its own.
 """
 
 from __future__ import annotations
@@ -208,8 +209,9 @@ def run_server(
     The engine is opened before the port is bound, so a second server on the same directory fails at
     once with DataDirLocked (the directory's exclusive lock). A non-loopback `host` needs a `token`
     unless `insecure_no_token` (InsecureServer, before anything is opened or bound); the token guards
-    REST and gRPC alike. With `grpc_port`, the Milvus gRPC protocol (what pymilvus speaks) is served
-    on that port too, on the same event loop (`vectordb.grpc_server`; GrpcUnavailable without pymilvus).
+    REST and gRPC alike. The Milvus gRPC protocol (what pymilvus speaks, `vectordb.grpc_server`) is
+    served on `port` beside REST (`vectordb.portmux`), or on `grpc_port` when one is given; on the
+    same event loop either way.
     """
     check_exposure(host, token, insecure_no_token=insecure_no_token)
     grpc = _grpc_mode(grpc_port, port)
@@ -296,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--token", default="", help="require `Authorization: Bearer TOKEN` (gRPC: pymilvus token=)")
     parser.add_argument("--grpc-port", type=int, default=None,
-                        help="also serve the Milvus gRPC protocol (pymilvus) on this port")
+                        help="serve the Milvus gRPC protocol (pymilvus) on this port of its own (default: on --port)")
     parser.add_argument("--insecure-no-token", action="store_true",
                         help="allow a non-loopback --host without a token (trusted networks only)")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
