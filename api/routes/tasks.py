@@ -116,11 +116,10 @@ ends. Comment lines (`: keepalive`) are sent every few seconds; a stream lasts a
     description=EVENTS_DESCRIPTION,
     responses={
         200: {"description": "an event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-        **error_responses(404),
+        **error_responses(403, 404),
     },
 )
-async def task_events(task_id: str, svc: Services, who: CallerDep) -> StreamingResponse:
-    tenant = who.tenant
+async def task_events(task_id: str, svc: Services, who: CallerDep, tenant: Tenant) -> StreamingResponse:
     await _owned_task(svc, tenant, task_id)
     channel = svc.core.keys.task_events(task_id)
     pubsub = redisconn.pubsub(svc.core.redis, channel)

@@ -47,10 +47,11 @@ async def _queued_task(http: httpx.AsyncClient) -> str:
     return str(upload.json()["documents"][0]["task_id"])
 
 
-async def _collect(http: httpx.AsyncClient, task_id: str, on_first: Any = None) -> list[tuple[str, Any]]:
+async def _collect(http: httpx.AsyncClient, task_id: str, on_first: Any = None,
+                   params: dict[str, str] | None = None) -> list[tuple[str, Any]]:
     seen: list[tuple[str, Any]] = []
     async with asyncio.timeout(STREAM_TIMEOUT_S):
-        async with http.stream("GET", f"{API}/tasks/{task_id}/events") as response:
+        async with http.stream("GET", f"{API}/tasks/{task_id}/events", params=params) as response:
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/event-stream")
             async for item in _events(response):
@@ -125,6 +126,19 @@ async def test_another_tenant_gets_404_not_a_stream(live_api: LiveApi) -> None:
         task_id = await _queued_task(owner)
         response = await intruder.get(f"{API}/tasks/{task_id}/events")
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+
+
+async def test_an_admin_streams_another_tenants_task_only_when_it_names_the_tenant(live_api: LiveApi) -> None:
+    admin_key = (await asyncio.to_thread(live_api.issue_key, "ops", admin=True)).secret
+    async with await _client(live_api, "owner") as owner, httpx.AsyncClient(
+            base_url=live_api.url, headers={"Authorization": f"Bearer {admin_key}"}, timeout=30) as admin:
+        task_id = await _queued_task(owner)
+        assert (await owner.post(f"{API}/tasks/{task_id}/cancel")).status_code == 200
+        assert (await admin.get(f"{API}/tasks/{task_id}/events")).status_code == 404  # its own tenant by default
+        seen = await _collect(admin, task_id, params={"tenant": "owner"})
+        refused = await owner.get(f"{API}/tasks/{task_id}/events", params={"tenant": "owner"})
+    assert [name for name, _ in seen] == ["state"] and seen[0][1]["status"] == "cancelled"
+    assert refused.status_code == 403  # tenant= is for admin keys
 
 
 async def test_a_revoked_key_ends_its_open_stream(live_api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
