@@ -288,3 +288,24 @@ def test_grpc_port_without_a_token_beyond_loopback_is_refused(tmp_path: Path) ->
     with pytest.raises(InsecureServer):
         run_server(str(tmp_path / "vec"), host="0.0.0.0", port=_free_port(), grpc_port=_free_port())
     assert not (tmp_path / "vec").exists()  # refused before anything was opened
+
+
+def test_langchains_milvus_store_runs_unchanged(grpc_server: LiveGrpcServer) -> None:
+    """What the ecosystem builds on pymilvus reaches it too: LangChain's Milvus vector store, auto ids,
+    metadata filters, delete, and its retriever (a deterministic fake embedding: no model)."""
+    langchain_milvus = pytest.importorskip("langchain_milvus", reason="langchain-milvus is a dev extra")
+    from langchain_core.documents import Document
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+
+    store = langchain_milvus.Milvus(embedding_function=DeterministicFakeEmbedding(size=16), auto_id=True,
+                                    connection_args={"uri": grpc_server.uri}, collection_name="lc", drop_old=True)
+    texts = {"a": "the moon pulls the tides", "b": "bread rises overnight", "c": "bees dance for flowers"}
+    ids = store.add_documents([Document(page_content=t, metadata={"source": s}) for s, t in texts.items()])
+    assert len(set(ids)) == 3
+    best = store.similarity_search(texts["a"], k=2)
+    assert best[0].page_content == texts["a"] and best[0].metadata["source"] == "a"
+    (only_c, score), = store.similarity_search_with_score(texts["a"], k=1, expr='source == "c"')
+    assert only_c.metadata["source"] == "c" and score < 0.99
+    assert store.delete(ids=[ids[0]])
+    retriever = store.as_retriever(search_kwargs={"k": 3})
+    assert sorted(d.metadata["source"] for d in retriever.invoke(texts["a"])) == ["b", "c"]  # "a" was deleted
