@@ -36,6 +36,7 @@ API_KEY_ENV = "DOCVEC_API_KEY"
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT_S = 60.0
 WAIT_POLL_S = 0.5
+WAIT_BATCH = 100  # tasks looked up per request while waiting (the API's cap on `id=`)
 
 FileInput = Path | str | tuple[str, bytes]
 """An upload: a path to read, or (file name, content)."""
@@ -178,6 +179,10 @@ class AsyncClient:
                        if v is not None})
         return [parse(Task, t) for t in await self._request("GET", "/tasks", params=params)]
 
+    async def _tasks_by_id(self, task_ids: list[str]) -> list[Task]:
+        body = await self._request("GET", "/tasks", params={"id": task_ids, "limit": len(task_ids)})
+        return [parse(Task, t) for t in body]
+
     async def cancel_task(self, task_id: str) -> Task:
         return parse(Task, await self._request("POST", f"/tasks/{task_id}/cancel"))
 
@@ -210,19 +215,24 @@ class AsyncClient:
     async def wait(self, task_ids: Iterable[str], *, timeout_s: float | None = None, poll_s: float = WAIT_POLL_S,
                    on_progress: Callable[[Progress], None] | None = None) -> dict[str, Task]:
         """Poll the tasks until every one has finished (done, failed or cancelled); their final states.
-        `TaskTimeout` after `timeout_s`."""
+        A hundred tasks are looked up per request. `TaskTimeout` after `timeout_s`; `NotFoundError` for a
+        task this key cannot see."""
         pending = list(dict.fromkeys(task_ids))
         total = len(pending)
         finished: dict[str, Task] = {}
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while pending:
-            for task_id in list(pending):
-                task = await self.get_task(task_id)
-                if task.finished:
-                    finished[task_id] = task
-                    pending.remove(task_id)
-                    if on_progress is not None:
-                        on_progress(Progress("wait", len(finished), total, task_id))
+            for start in range(0, len(pending), WAIT_BATCH):  # one request per batch, not one per task
+                batch = pending[start:start + WAIT_BATCH]
+                found = {t.id: t for t in await self._tasks_by_id(batch)}
+                for task_id in batch:
+                    if task_id not in found:
+                        raise NotFoundError(404, "not_found", f"task {task_id} not found")
+                    if found[task_id].finished:
+                        finished[task_id] = found[task_id]
+                        if on_progress is not None:
+                            on_progress(Progress("wait", len(finished), total, task_id))
+            pending = [task_id for task_id in pending if task_id not in finished]
             if not pending:
                 break
             if deadline is not None and time.monotonic() + poll_s > deadline:

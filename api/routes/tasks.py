@@ -35,6 +35,7 @@ SSE_MAX_LIFETIME_S = 3600.0
 TERMINAL_EVENTS = frozenset({"done", "failed", "cancelled"})
 REDIS_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 MAX_OFFSET = 1_000_000_000
+MAX_TASK_IDS = 100  # ids in one look-up (`id=` repeated): a URL of a few KiB
 
 
 def task_out(task: TaskRecord) -> TaskOut:
@@ -66,18 +67,23 @@ async def list_tasks(response: Response, svc: Services, scope: TenantScope,
                                                                                "contains this (ignoring case)")] = None,
                      document_id: Annotated[str | None, Query(max_length=64, description="only this document's "
                                                                                         "tasks")] = None,
+                     task_id: Annotated[list[str] | None, Query(
+                         alias="id", max_length=MAX_TASK_IDS,
+                         description=f"only these tasks (repeat it: `id=a&id=b`, up to {MAX_TASK_IDS}); one request "
+                                     "instead of one per task for a client waiting on many")] = None,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                      offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> list[TaskListed]:
     """The tasks of the caller's tenant (an admin's `tenant=T`: of T; `tenant=*`: of every tenant), newest
     first, with their file and knowledge base names; `X-Total-Count` says how many match in all."""
-    page = await _task_page(svc, scope, status=status, kb=kb, q=q, document_id=document_id, limit=limit,
-                            offset=offset)
+    page = await _task_page(svc, scope, status=status, kb=kb, q=q, document_id=document_id, task_ids=task_id,
+                            limit=limit, offset=offset)
     set_total(response, page.total)
     return [task_listed(item) for item in page.items]
 
 
 async def _task_page(svc: Services, scope: Scope, *, status: TaskStatus | None, kb: str | None, q: str | None,
-                     document_id: str | None, limit: int, offset: int) -> Page[TaskListing]:
+                     document_id: str | None, task_ids: list[str] | None, limit: int,
+                     offset: int) -> Page[TaskListing]:
     repo = svc.core.repo
     kb_id = kb_name = None
     if kb is not None and scope.tenant is None:
@@ -86,7 +92,7 @@ async def _task_page(svc: Services, scope: Scope, *, status: TaskStatus | None, 
         kb_id = (await asyncio.to_thread(repo.kbs.get, kb, tenant=scope.one_tenant())).id  # 404 if it has none
     return await asyncio.to_thread(
         repo.tasks.listing, tenant=scope.tenant, status=status, kb_id=kb_id, kb_name=kb_name, document_id=document_id,
-        filename_contains=q, limit=limit, offset=offset,
+        filename_contains=q, task_ids=task_ids, limit=limit, offset=offset,
     )
 
 

@@ -70,12 +70,14 @@ class Tasks(Store):
         kb_name: str | None = None,
         document_id: str | None = None,
         filename_contains: str | None = None,
+        task_ids: Sequence[str] | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> Page[TaskListing]:
         """A page of tasks, newest first, each with its file name and knowledge base name, and how many
         match in all. `tenant` None: every tenant's; `kb_name` matches that name in any tenant;
-        `filename_contains` is a case-insensitive substring of the document's file name."""
+        `filename_contains` is a case-insensitive substring of the document's file name; `task_ids`:
+        only these (a watcher's batched look-up)."""
         task, doc, kb = self.m.task, self.m.document, self.m.kb
         conditions: list[Any] = []
         if tenant is not None:
@@ -90,6 +92,8 @@ class Tasks(Store):
             conditions.append(task.document == document_id)
         if filename_contains:
             conditions.append(contains_ignoring_case(doc.filename, filename_contains))
+        if task_ids is not None:
+            conditions.append(task.id.in_(list(task_ids)))
 
         def joined(query: Any) -> Any:
             query = query.join(doc, on=(task.document == doc.id)).switch(task).join(kb, on=(task.kb_id == kb.id))

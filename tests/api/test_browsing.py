@@ -64,6 +64,15 @@ async def test_task_list_pages_with_a_total_names_and_file_name_search(client: h
     assert none.json() == [] and none.headers["x-total-count"] == "0"
 
 
+async def test_tasks_are_looked_up_by_id_in_one_request(client: httpx.AsyncClient) -> None:
+    submitted = await _kb_with(client, "docs", [f"f{i}.md" for i in range(5)])
+    wanted = [submitted[i]["task_id"] for i in (0, 2, 4)]
+    response = await client.get(f"{API}/tasks", params={"id": [*wanted, "no-such-task"]})
+    assert response.status_code == 200 and response.headers["X-Total-Count"] == "3"
+    assert sorted(t["id"] for t in response.json()) == sorted(wanted)
+    assert {t["filename"] for t in response.json()} == {"f0.md", "f2.md", "f4.md"}
+
+
 async def test_a_knowledge_bases_documents_page_with_a_total_and_search(client: httpx.AsyncClient) -> None:
     await _kb_with(client, "docs", ["Alpha_report.md", "beta-notes.md", "GAMMA_REPORT.txt"])
     first = await client.get(f"{API}/kbs/docs/documents", params={"limit": 2})
@@ -133,6 +142,7 @@ async def test_other_tenants_objects_are_out_of_reach_of_non_admins(make_client:
     assert [t["filename"] for t in (await bob.get(f"{API}/tasks")).json()] == ["mine.md"]
     assert (await bob.get(f"{API}/tasks", params={"q": "secret"})).json() == []
     assert (await bob.get(f"{API}/tasks", params={"document_id": doc_id})).json() == []
+    assert (await bob.get(f"{API}/tasks", params={"id": [task_id]})).json() == []  # a batched look-up, too
     assert [kb["name"] for kb in (await bob.get(f"{API}/kbs")).json()] == ["bobs"]
     for path in (f"/documents/{doc_id}", f"/documents/{doc_id}/chunks", f"/tasks/{task_id}", "/kbs/private",
                  "/kbs/private/documents"):
@@ -196,6 +206,7 @@ async def test_an_admin_sees_every_tenant_and_acts_on_one_only_when_it_names_it(
     ("/tasks", {"tenant": "no spaces"}),
     ("/tasks", {"tenant": ""}),
     ("/tasks", {"document_id": "x" * 65}),
+    ("/tasks", {"id": [f"t{i}" for i in range(101)]}),  # over MAX_TASK_IDS
     ("/kbs", {"tenant": "*/../"}),
     ("/kbs/docs", {"tenant": "*"}),  # a knowledge base is named within one tenant
     ("/kbs/docs/documents", {"tenant": "*"}),

@@ -112,12 +112,21 @@ async def test_errors_are_typed_with_the_apis_code_and_message(live_api: LiveApi
             await nowhere.list_kbs()
 
 
-async def test_wait_gives_up_after_its_timeout_with_the_tasks_still_running() -> None:
-    """A unit test on a fake transport: the task never finishes."""
-    running = {"id": "t1", "document_id": "d1", "kb_id": "k1", "status": "running", "priority": "normal",
-               "parse_version": 1, "progress": 0.5, "progress_msg": "", "stage": "embed", "attempts": 1, "error": None,
-               "worker": "w", "created_at": "2026-01-01T00:00:00"}
-    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=running))
-    async with AsyncClient("http://docvec.invalid", "k", transport=transport) as docvec:
-        with pytest.raises(TaskTimeout, match="1 of 1 tasks still running"):
-            await docvec.wait(["t1"], timeout_s=0.05, poll_s=0.01)
+async def test_wait_looks_tasks_up_a_hundred_per_request_and_gives_up_after_its_timeout() -> None:
+    """A unit test on a fake transport: 250 tasks that never finish."""
+    def running(task_id: str) -> dict[str, object]:
+        return {"id": task_id, "document_id": "d", "kb_id": "k", "status": "running", "priority": "normal",
+                "parse_version": 1, "progress": 0.5, "progress_msg": "", "stage": "embed", "attempts": 1,
+                "error": None, "worker": "w", "created_at": "2026-01-01T00:00:00"}
+
+    asked: list[int] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        ids = request.url.params.get_list("id")
+        asked.append(len(ids))
+        return httpx.Response(200, json=[running(i) for i in ids])
+
+    async with AsyncClient("http://docvec.invalid", "k", transport=httpx.MockTransport(answer)) as docvec:
+        with pytest.raises(TaskTimeout, match="250 of 250 tasks still running"):
+            await docvec.wait([f"t{i}" for i in range(250)], timeout_s=0.05, poll_s=0.01)
+    assert asked[:3] == [100, 100, 50]
