@@ -36,7 +36,7 @@ API_KEY_ENV = "DOCVEC_API_KEY"
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT_S = 60.0
 WAIT_POLL_S = 0.5
-WAIT_BATCH = 100  # tasks looked up per request while waiting (the API's cap on `id=`)
+WAIT_BATCH = 100  # tasks looked up per request (the API's cap on `id=`)
 
 FileInput = Path | str | tuple[str, bytes]
 """An upload: a path to read, or (file name, content)."""
@@ -179,9 +179,15 @@ class AsyncClient:
                        if v is not None})
         return [parse(Task, t) for t in await self._request("GET", "/tasks", params=params)]
 
-    async def _tasks_by_id(self, task_ids: list[str]) -> list[Task]:
-        body = await self._request("GET", "/tasks", params={"id": task_ids, "limit": len(task_ids)})
-        return [parse(Task, t) for t in body]
+    async def get_tasks(self, task_ids: Iterable[str]) -> dict[str, Task]:
+        """The tasks of `task_ids` this key can see, by id (a hundred per request; unknown ids are absent)."""
+        wanted = list(dict.fromkeys(task_ids))
+        found: dict[str, Task] = {}
+        for start in range(0, len(wanted), WAIT_BATCH):
+            batch = wanted[start:start + WAIT_BATCH]
+            body = await self._request("GET", "/tasks", params={"id": batch, "limit": len(batch)})
+            found.update((t.id, t) for t in (parse(Task, item) for item in body))
+        return found
 
     async def cancel_task(self, task_id: str) -> Task:
         return parse(Task, await self._request("POST", f"/tasks/{task_id}/cancel"))
@@ -222,16 +228,14 @@ class AsyncClient:
         finished: dict[str, Task] = {}
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while pending:
-            for start in range(0, len(pending), WAIT_BATCH):  # one request per batch, not one per task
-                batch = pending[start:start + WAIT_BATCH]
-                found = {t.id: t for t in await self._tasks_by_id(batch)}
-                for task_id in batch:
-                    if task_id not in found:
-                        raise NotFoundError(404, "not_found", f"task {task_id} not found")
-                    if found[task_id].finished:
-                        finished[task_id] = found[task_id]
-                        if on_progress is not None:
-                            on_progress(Progress("wait", len(finished), total, task_id))
+            found = await self.get_tasks(pending)
+            for task_id in pending:
+                if task_id not in found:
+                    raise NotFoundError(404, "not_found", f"task {task_id} not found")
+                if found[task_id].finished:
+                    finished[task_id] = found[task_id]
+                    if on_progress is not None:
+                        on_progress(Progress("wait", len(finished), total, task_id))
             pending = [task_id for task_id in pending if task_id not in finished]
             if not pending:
                 break
@@ -384,6 +388,9 @@ class Client:
                    document_id: str | None = None, limit: int = 100, offset: int = 0) -> list[Task]:
         return self._run(self.aio.list_tasks(status=status, kb=kb, name=name, document_id=document_id, limit=limit,
                                              offset=offset))
+
+    def get_tasks(self, task_ids: Iterable[str]) -> dict[str, Task]:
+        return self._run(self.aio.get_tasks(task_ids))
 
     def cancel_task(self, task_id: str) -> Task:
         return self._run(self.aio.cancel_task(task_id))

@@ -55,7 +55,7 @@ class Backend(planned.Backend, Protocol):
     """Where the knowledge base lives (this process's database and stores, or a docvec API), and how a
     task's progress is read for the progress bars."""
 
-    async def fetch(self, task_id: str) -> TaskView: ...
+    async def fetch(self, task_ids: list[str]) -> dict[str, TaskView]: ...
 
 
 async def run_ingest(backend: Backend, sources: list[Source], *, sync: bool, dry_run: bool, console: Console,
@@ -99,9 +99,9 @@ class LocalBackend:
         submission = await lifecycle.submit(self._core, self._kb, source.path.name, data, source_id=source.key)
         return (submission.task.id if submission.task else None), submission.outcome.value
 
-    async def fetch(self, task_id: str) -> TaskView:
-        t = await asyncio.to_thread(self._core.repo.tasks.get, task_id)
-        return TaskView(t.id, t.status, t.progress, t.stage, t.error, t.chunks_embedded, t.chunks_reused)
+    async def fetch(self, task_ids: list[str]) -> dict[str, TaskView]:
+        page = await asyncio.to_thread(self._core.repo.tasks.listing, task_ids=task_ids, limit=max(1, len(task_ids)))
+        return {item.task.id: _view(item.task) for item in page.items}
 
 
 async def _with_local_worker(settings: Settings, kb_name: str, console: Console, show_bars: bool,
@@ -164,9 +164,13 @@ async def reindex_local(settings: Settings, kb_name: str, *, chunk_tokens: int |
 class ApiBackend(KbBackend):
     """The client's backend, with task progress for the bars."""
 
-    async def fetch(self, task_id: str) -> TaskView:
-        t = await self.client.get_task(task_id)
-        return TaskView(t.id, t.status, t.progress, t.stage, t.error, t.chunks_embedded, t.chunks_reused)
+    async def fetch(self, task_ids: list[str]) -> dict[str, TaskView]:
+        return {task_id: _view(t) for task_id, t in (await self.client.get_tasks(task_ids)).items()}
+
+
+def _view(t: Any) -> TaskView:
+    """A task record (the database's or the client's: the same fields) as the progress bars read it."""
+    return TaskView(t.id, str(t.status), t.progress, t.stage, t.error, t.chunks_embedded, t.chunks_reused)
 
 
 async def ingest_api(client: AsyncClient, sources: list[Source], kb_name: str, *, sync: bool, dry_run: bool,

@@ -24,9 +24,10 @@ class TaskView:
     chunks_reused: int = 0
 
 
-async def watch_tasks(labels: dict[str, str], fetch: Callable[[str], Awaitable[TaskView]], *,
+async def watch_tasks(labels: dict[str, str], fetch: Callable[[list[str]], Awaitable[dict[str, TaskView]]], *,
                       console: Console, show_bars: bool) -> dict[str, TaskView]:
-    """Poll every task until all are terminal; draw one bar per document when `show_bars`."""
+    """Poll every task until all are terminal (`fetch` reads the unfinished ones together: one query or a
+    few requests per round, not one per task); draw one bar per document when `show_bars`."""
     final: dict[str, TaskView] = {}
     with Progress(
         TextColumn("{task.description}", justify="left"), BarColumn(), TaskProgressColumn(),
@@ -35,8 +36,11 @@ async def watch_tasks(labels: dict[str, str], fetch: Callable[[str], Awaitable[T
     ) as bars:
         bar_ids = {tid: bars.add_task(label[:40], total=1.0, state="queued") for tid, label in labels.items()}
         while len(final) < len(labels):
-            for task_id in labels.keys() - final.keys():
-                view = await fetch(task_id)
+            pending = [task_id for task_id in labels if task_id not in final]
+            views = await fetch(pending)
+            for task_id in pending:
+                # gone: its document was deleted meanwhile (by another client), so it will never finish
+                view = views.get(task_id) or TaskView(task_id, "cancelled", 0.0, None, "its document was deleted")
                 state = view.status if view.status != "running" else (view.stage or "running")
                 bars.update(bar_ids[task_id], completed=view.progress, state=state)
                 if view.status in TERMINAL:

@@ -142,3 +142,23 @@ async def test_a_folder_ingested_again_costs_only_what_changed(harness: Harness,
     assert not any("Gobi" in t for t in texts)
     found = await harness.search(NEW_TEXT, k=1)
     assert found and NEW_TEXT in found[0][1]
+
+
+async def test_the_watch_reads_every_unfinished_task_at_once_and_survives_a_deleted_one() -> None:
+    rounds: list[list[str]] = []
+    states = {"a": ["running", "done"], "b": ["queued", "running", "failed"]}
+
+    async def fetch(task_ids: list[str]) -> dict[str, TaskView]:
+        rounds.append(sorted(task_ids))
+        views = {}
+        for task_id in task_ids:
+            if task_id in states:
+                status = states[task_id].pop(0) if len(states[task_id]) > 1 else states[task_id][0]
+                views[task_id] = TaskView(task_id, status, 1.0 if status == "done" else 0.5, None, None)
+        return views  # "c" is never found: its document was deleted
+
+    final = await watch_tasks({"a": "a.md", "b": "b.md", "c": "c.md"}, fetch, console=Console(quiet=True),
+                              show_bars=False)
+    assert rounds == [["a", "b", "c"], ["a", "b"], ["b"]]  # one call per round, with what is still unfinished
+    assert {k: v.status for k, v in final.items()} == {"a": "done", "b": "failed", "c": "cancelled"}
+    assert final["c"].error == "its document was deleted"
