@@ -127,15 +127,15 @@ async def submit_staged(core: Core, kb: KbRecord, staged: StagedUpload, *, sourc
     key = check_source_id(staged.filename if source_id is None else source_id)
     unchanged = await asyncio.to_thread(core.repo.documents.unchanged, kb.id, key, staged.sha256)
     if unchanged is not None:
-        await asyncio.to_thread(core.repo.garbage.release_blob, staged.blob_key, "upload unchanged")
+        await asyncio.to_thread(core.repo.garbage.release_blobs, [staged.blob_key], "upload unchanged")
         return Submission(unchanged, Outcome.UNCHANGED)
     return await _write_rows(core, kb, staged, key, priority)
 
 
 async def discard_staged(core: Core, staged: list[StagedUpload], reason: str) -> None:
     """Staged files of a refused request: their blobs are garbage now."""
-    for upload in staged:
-        await asyncio.to_thread(core.repo.garbage.release_blob, upload.blob_key, reason)
+    if staged:
+        await asyncio.to_thread(core.repo.garbage.release_blobs, [upload.blob_key for upload in staged], reason)
 
 
 async def _digest(data: bytes) -> str:

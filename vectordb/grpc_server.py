@@ -263,7 +263,8 @@ class MilvusGrpcService:
         reply = await self._rest("collections", "list", {"dbName": request.db_name or DEFAULT_DB})
         names = list(reply.data)
         if request.collection_names:
-            names = [n for n in names if n in set(request.collection_names)]
+            wanted = set(request.collection_names)
+            names = [n for n in names if n in wanted]
         return self._milvus.ShowCollectionsResponse(status=self._ok(), collection_names=names)
 
     async def drop_collection(self, request: Any) -> Any:
@@ -316,7 +317,8 @@ class MilvusGrpcService:
         reply = await self._rest("partitions", "list", self._target(request))
         names = list(reply.data)
         if request.partition_names:
-            names = [n for n in names if n in set(request.partition_names)]
+            wanted = set(request.partition_names)
+            names = [n for n in names if n in wanted]
         return self._milvus.ShowPartitionsResponse(status=self._ok(), partition_names=names,
                                                    inMemory_percentages=[100] * len(names))
 
@@ -359,7 +361,7 @@ class MilvusGrpcService:
             params = [
                 self._common.KeyValuePair(key="index_type", value=str(entry["indexType"])),
                 self._common.KeyValuePair(key="metric_type", value=str(entry["metricType"])),
-                self._common.KeyValuePair(key="params", value=self._json(entry.get("params") or {})),
+                self._common.KeyValuePair(key="params", value=json.dumps(entry.get("params") or {})),
                 *(self._common.KeyValuePair(key=k, value=str(v)) for k, v in (entry.get("params") or {}).items()),
             ]
             descriptions.append(self._milvus.IndexDescription(
@@ -369,10 +371,6 @@ class MilvusGrpcService:
         # field's index means the collection's only one, whatever it was called when created.
         named = [d for d in descriptions if d.index_name == request.index_name]
         return named if named else descriptions
-
-    @staticmethod
-    def _json(value: Any) -> str:
-        return json.dumps(value)
 
     async def describe_index(self, request: Any) -> Any:
         descriptions = await self._index_descriptions(request)

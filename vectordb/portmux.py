@@ -114,11 +114,8 @@ def sniffing_protocol(http_protocol: type[asyncio.Protocol], grpc_socket_path: s
                 self.transport.close()
                 return
             _, upstream = connecting.result()
-            upstream.link(self)
-            pending, self._pending = self._pending, []
-            self.peer = upstream
-            for data in pending:
-                upstream.send(data)
+            upstream.link(self)  # what the gRPC server sent already, to the client
+            self.link(upstream)  # what the client sent while connecting, to the gRPC server
             if not self.transport.is_closing():
                 self.transport.resume_reading()
 

@@ -14,7 +14,7 @@ from api.multipart import Part, UploadReader
 from api.paging import TOTAL_RESPONSE, set_total
 from api.schemas import DocumentOut, SubmitResponse, Submitted, TaskOut
 from common.db import PRIORITIES, DocumentRecord, KbRecord, TaskStatus
-from common.errors import InvalidRequest, NotFound
+from common.errors import InvalidRequest
 from common.runtime import Core
 from common.uploads import check_source_id
 from lifecycle import documents as lifecycle
@@ -53,7 +53,7 @@ async def upload_documents(
     arrives, one at a time in memory; the documents are created once the whole request is read and checked."""
     core = svc.core
     record = await asyncio.to_thread(core.repo.kbs.get, kb, tenant=tenant)
-    staged, keys = await _receive(request, svc, record)
+    staged, keys = await _receive(request, core, record)
     try:
         if not staged:
             raise InvalidRequest("no files in the upload: send them as multipart field 'files'")
@@ -82,10 +82,9 @@ async def upload_documents(
     return SubmitResponse(documents=submitted)
 
 
-async def _receive(request: Request, svc: Services, kb: KbRecord) -> tuple[list[lifecycle.StagedUpload], list[str]]:
+async def _receive(request: Request, core: Core, kb: KbRecord) -> tuple[list[lifecycle.StagedUpload], list[str]]:
     """Read the upload as it streams in: each file is staged (stored) before the next is read; the
     `source_id` fields are collected. A refused or broken body releases what was staged."""
-    core = svc.core
     reader = UploadReader(request.headers.get("content-type", ""), max_file_bytes=core.settings.limits.max_upload_bytes,
                           max_parts=core.settings.api.max_upload_parts)
     staged: list[lifecycle.StagedUpload] = []
@@ -115,10 +114,7 @@ async def _take(core: Core, kb: KbRecord, parts: list[Part], staged: list[lifecy
 
 
 async def _owned_document(svc: Services, tenant: str, document_id: str) -> DocumentRecord:
-    document = await asyncio.to_thread(svc.core.repo.documents.get, document_id)
-    if document.tenant != tenant:
-        raise NotFound(f"document {document_id} not found")
-    return document
+    return await asyncio.to_thread(svc.core.repo.documents.get, document_id, tenant=tenant)  # another's: 404
 
 
 @router.get("/kbs/{kb}/documents", response_model=list[DocumentOut],

@@ -224,12 +224,8 @@ class Documents(Store):
         return record
 
     def of_kb(self, kb_id: str, *, limit: int = 100, offset: int = 0) -> list[DocumentRecord]:
-        """A knowledge base's documents, newest first."""
-        doc = self.m.document
-        with self.session.read():
-            rows = list(doc.select().where(doc.kb == kb_id).order_by(doc.created_at.desc(), doc.id.desc())
-                        .limit(limit).offset(offset))
-        return [document_record(r) for r in rows]
+        """A knowledge base's documents, newest first (`listing`'s page, without its total)."""
+        return self.listing(kb_id, limit=limit, offset=offset).items
 
     def listing(self, kb_id: str, *, status: TaskStatus | str | None = None, filename_contains: str | None = None,
                 limit: int = 50, offset: int = 0) -> Page[DocumentRecord]:

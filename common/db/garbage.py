@@ -4,12 +4,13 @@ so, until `lifecycle.garbage` has removed it from the stores and confirmed it.""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import peewee
 
 from common.db.records import GarbageKind, GarbageRecord
-from common.db.store import Store, garbage_record, new_id
+from common.db.store import IN_LIST_MAX, Store, garbage_record, new_id
 
 
 class GarbageStore(Store):
@@ -54,14 +55,15 @@ class GarbageStore(Store):
             self.add(GarbageKind.BLOB, "upload never committed", kb_id=kb_id, now=now, blob_key=blob_key,
                      not_before=now + commit_within_s)
 
-    def release_blob(self, blob_key: str, reason: str) -> None:
-        """A stored upload that no document will claim (its content was unchanged, or its request was
-        refused after it was stored): its intent row is due now instead of at the end of its window."""
+    def release_blobs(self, blob_keys: Sequence[str], reason: str) -> None:
+        """Stored uploads that no document will claim (their content was unchanged, or their request was
+        refused after they were stored): their intent rows are due now instead of at the end of their window."""
         g = self.m.garbage
         with self.session.transaction():
-            g.update(next_at=time.time(), reason=reason[:128]).where(
-                (g.kind == GarbageKind.BLOB.value) & (g.blob_key == blob_key)
-            ).execute()
+            for begin in range(0, len(blob_keys), IN_LIST_MAX):
+                g.update(next_at=time.time(), reason=reason[:128]).where(
+                    (g.kind == GarbageKind.BLOB.value) & g.blob_key.in_(list(blob_keys[begin:begin + IN_LIST_MAX]))
+                ).execute()
 
     def claim_blob(self, blob_key: str) -> None:
         """The upload's rows are written: its blob is not garbage (inside the caller's transaction)."""
