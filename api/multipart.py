@@ -6,12 +6,18 @@ route feeds the request's body chunks to python-multipart's parser and gets each
 it is complete: the caller stores one file before the next is read, so one file at a time is in
 memory and nothing is spooled. Sizes are checked while the bytes arrive (a file within
 `max_file_bytes`, a text field within `MAX_FIELD_BYTES`, at most `max_parts` parts).
+
+A part's Content-Disposition is read here (`parse_disposition`), not by python-multipart's
+`parse_options_header`, which keeps the opening quote of a value cut short by a raw line break and
+drops `filename*`: names come back as browsers, curl and httpx send them (see that function).
 """
 
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -21,6 +27,85 @@ from common.uploads import check_upload_size
 
 MAX_FIELD_BYTES = 64 * 1024  # a text field (a source id is far shorter)
 MAX_HEADER_BYTES = 16 * 1024  # one part's headers together
+
+# What clients percent-encode in a form's field and file names: `"` and C0 controls (browsers and curl
+# >= 7.81: `"`, CR, LF as RFC 7578 section 4.2 and the HTML standard describe; httpx: every C0 but ESC).
+# Nothing else is decoded: a file really named `100%25.txt` is sent, and read, as it is.
+_FORM_ESCAPE = re.compile(r"%(22|[01][0-9A-Fa-f])")
+_PARAM_NAME = re.compile(r"[\s;]*([^\s;=]+)\s*(=\s*)?")
+_VALUE_END = re.compile(r"\s*(;|\Z)")
+_EXTENDED_CHARSETS = frozenset({"utf-8", "iso-8859-1", "us-ascii"})
+
+
+def parse_disposition(header: bytes) -> tuple[str, dict[str, str]]:
+    """A part's `Content-Disposition` header: its type (lower case) and its parameters (names lower case).
+
+    A quoted value ends at the quote that is followed by `;` or the end of the header; inside it `\\"` and
+    `\\\\` are a quote and a backslash (curl before 7.81, httpx), another backslash is itself (a browser
+    sends a name's backslashes as they are), and a quote followed by more of the value is kept. Then
+    `%22` and `%00`-`%1F` are decoded (`_FORM_ESCAPE`), and `filename*=charset'lang'percent-encoded`
+    (RFC 5987; UTF-8, ISO-8859-1 or US-ASCII), where given, takes the place of `filename`. A quoted value
+    with no closing quote is an InvalidRequest: a raw CR LF in a name cuts the header short, and what
+    follows it would be read as a header of its own, so the name cannot be known."""
+    kind, _, rest = header.decode("utf-8", "replace").partition(";")
+    params: dict[str, str] = {}
+    pos = 0
+    while pos < len(rest):
+        match = _PARAM_NAME.match(rest, pos)
+        if match is None:  # a stray `=` or the like: skip to the next parameter
+            following = rest.find(";", pos + 1)
+            pos = len(rest) if following < 0 else following
+            continue
+        name, pos = match.group(1).lower(), match.end()
+        if match.group(2) is None:
+            params.setdefault(name, "")
+            continue
+        if rest.startswith('"', pos):
+            value, pos = _quoted(rest, pos + 1)
+        else:
+            following = rest.find(";", pos)
+            end = len(rest) if following < 0 else following
+            value, pos = rest[pos:end].strip(), end
+        params[name] = value if name.endswith("*") else _FORM_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), value)
+    extended = _extended_value(params.pop("filename*", None))
+    if extended is not None:
+        params["filename"] = extended
+    return kind.strip().lower(), params
+
+
+def _quoted(text: str, start: int) -> tuple[str, int]:
+    """The quoted string that opened just before `start`, and the position after its closing quote."""
+    out: list[str] = []
+    pos = start
+    while pos < len(text):
+        char = text[pos]
+        if char == "\\" and text[pos + 1 : pos + 2] in ('"', "\\"):
+            out.append(text[pos + 1])
+            pos += 2
+        elif char == '"' and _VALUE_END.match(text, pos + 1):
+            return "".join(out), pos + 1
+        else:
+            out.append(char)
+            pos += 1
+    last = len(text.rstrip()) - 1
+    if last >= start and text[last] == '"':
+        # A browser's name that ends with a backslash (`"a\\"`): the last quote closes it, as sent.
+        return text[start:last], len(text)
+    raise InvalidRequest(
+        "a part's Content-Disposition has a quoted name with no closing quote (a raw line break in a file "
+        "name ends the header line): send quotes and line breaks in names percent-encoded (%22, %0D%0A) "
+        "as browsers, curl and httpx do")
+
+
+def _extended_value(value: str | None) -> str | None:
+    """An RFC 5987 value, `charset'language'percent-encoded`, decoded; None if absent or unreadable."""
+    if value is None or value.count("'") < 2:
+        return None
+    charset, _, rest = value.partition("'")
+    encoded = rest.partition("'")[2]
+    if charset.strip().lower() not in _EXTENDED_CHARSETS:
+        return None
+    return unquote(encoded, encoding=charset.strip().lower(), errors="replace")
 
 
 @dataclass(slots=True)
@@ -125,13 +210,12 @@ class UploadReader:
         self._header_value.clear()
 
     def _on_headers_finished(self) -> None:
-        disposition, options = parse_options_header(self._headers.get(b"content-disposition"))
-        if disposition != b"form-data" or b"name" not in options:
+        disposition, options = parse_disposition(self._headers.get(b"content-disposition", b""))
+        if disposition != "form-data" or "name" not in options:
             raise InvalidRequest("every part of the upload needs a 'Content-Disposition: form-data; name=...' header")
-        filename = options.get(b"filename")
         self._current = Part(
-            name=options[b"name"].decode("utf-8", "replace"),
-            filename=None if filename is None else filename.decode("utf-8", "replace"),
+            name=options["name"],
+            filename=options.get("filename"),
             content_type=self._headers.get(b"content-type", b"").decode("latin-1"),
         )
 

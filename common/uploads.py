@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from common.errors import InvalidRequest, LimitExceeded
@@ -9,15 +10,49 @@ from common.errors import InvalidRequest, LimitExceeded
 MAX_FILENAME_CHARS = 255
 # A document's key within its knowledge base; bounded so that (kb, key) fits a MySQL unique index.
 MAX_SOURCE_ID_CHARS = 512
-_UNSAFE_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f/\\]+")
+# The key of an upload with no usable name: this prefix and the start of its content's SHA-256.
+NAMELESS_KEY_PREFIX = "upload-"
+NAMELESS_KEY_HEX_CHARS = 16
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_RUNS = re.compile(r"[\x00-\x1f\x7f]+")
+_SEPARATORS = re.compile(r"[/\\]")
+_DRIVE = re.compile(r"[A-Za-z]:")
+_DROPPED_SEGMENTS = frozenset({"", ".", ".."})
+
+
+def upload_path(name: str | None) -> list[str]:
+    """An uploaded file's name read as a relative path, as segments: `/` and `\\` both separate, control
+    characters become `_`, and what could climb out or means nothing is dropped (empty, `.` and `..`
+    segments, whence leading slashes; a leading drive such as `C:`). Empty for a nameless upload."""
+    segments = [s for s in _SEPARATORS.split(_CONTROL_RUNS.sub("_", name or "")) if s.strip() not in _DROPPED_SEGMENTS]
+    if len(segments) > 1 and _DRIVE.fullmatch(segments[0]):
+        segments.pop(0)
+    return segments
 
 
 def safe_filename(name: str) -> str:
-    """The last path component of an uploaded name, without control characters or separators."""
-    base = re.split(r"[/\\]", name or "")[-1]
-    cleaned = _UNSAFE_NAME_CHARS.sub("_", base).strip().lstrip(".") or "document"
-    return cleaned[:MAX_FILENAME_CHARS]
+    """The stored file name of an upload: the last segment of its `upload_path`, without leading dots
+    or surrounding spaces, at most MAX_FILENAME_CHARS; `document` when nothing is left."""
+    segments = upload_path(name)
+    cleaned = segments[-1].strip().lstrip(".") if segments else ""
+    return (cleaned or "document")[:MAX_FILENAME_CHARS]
+
+
+def upload_key(name: str | None, sha256: str) -> str:
+    """The source key of an upload sent without one: its `upload_path` joined with `/` (so `a/b/c.md` and
+    `x/c.md` are two documents); a nameless upload (`""`, `.`, `..`, no file name at all) is keyed by its
+    content, `upload-<first 16 hex digits of its SHA-256>`, so that two of them never share a key (the same
+    bytes again are the same document). A path over MAX_SOURCE_ID_CHARS keeps its end (the file name) after
+    a hash of the whole path: still stable, still distinct."""
+    path = "/".join(upload_path(name))
+    if not path:
+        return f"{NAMELESS_KEY_PREFIX}{sha256[:NAMELESS_KEY_HEX_CHARS]}"
+    if len(path) <= MAX_SOURCE_ID_CHARS:
+        return path
+    tag = hashlib.sha256(path.encode("utf-8", "surrogatepass")).hexdigest()[:NAMELESS_KEY_HEX_CHARS]
+    tail = path[len(path) - (MAX_SOURCE_ID_CHARS - len(tag) - 1):]
+    cut = tail.find("/")
+    return f"{tag}~{tail[cut:] if 0 <= cut < len(tail) - 1 else tail}"
 
 
 def check_upload_size(filename: str | None, size_bytes: int, limit_bytes: int) -> None:

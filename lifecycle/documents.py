@@ -29,7 +29,7 @@ from common.db import KbRecord, Outcome, Repository, Submission, TaskRecord, Tas
 from common.errors import InvalidRequest
 from common.runtime import Core
 from common.settings import chunking_problem
-from common.uploads import check_source_id, check_upload_size, safe_filename
+from common.uploads import check_source_id, check_upload_size, safe_filename, upload_key
 from vectordb.chunkstore import ChunkHit, ChunkStore
 
 log = logging.getLogger(__name__)
@@ -86,17 +86,19 @@ async def delete_kb(core: Core, kb: KbRecord) -> None:
 @dataclasses.dataclass(frozen=True, slots=True)
 class StagedUpload:
     """An upload's file, stored under `blob_key` and not yet a document (`submit_staged` makes it one;
-    its blob is garbage unless that happens within `UPLOAD_COMMIT_WINDOW_S`)."""
+    its blob is garbage unless that happens within `UPLOAD_COMMIT_WINDOW_S`). `key`: its source key unless
+    the request names one (`common.uploads.upload_key` of the name it was sent under)."""
 
     filename: str
     blob_key: str
     size_bytes: int
     sha256: str
+    key: str
 
 
 async def submit(core: Core, kb: KbRecord, filename: str, data: bytes, *, source_id: str | None = None,
                  priority: str = "normal") -> Submission:
-    """Submit one upload under its source key (default: its file name) and enqueue its task.
+    """Submit one upload under its source key (default: `upload_key` of its name) and enqueue its task.
 
     A new key adds a document; the content the document already has (by SHA-256) leaves it unchanged,
     with no task and nothing stored; new content starts a new parse version of the same document, which
@@ -104,27 +106,26 @@ async def submit(core: Core, kb: KbRecord, filename: str, data: bytes, *, source
     older upload's unfinished tasks (the later upload wins)."""
     check_upload_size(filename, len(data), core.settings.limits.max_upload_bytes)
     check_priority(priority)  # before anything is stored
-    name = safe_filename(filename)
-    key = check_source_id(name if source_id is None else source_id)
     digest = await _digest(data)
+    key = check_source_id(upload_key(filename, digest) if source_id is None else source_id)
     unchanged = await asyncio.to_thread(core.repo.documents.unchanged, kb.id, key, digest)
     if unchanged is not None:
         return Submission(unchanged, Outcome.UNCHANGED)
-    return await _write_rows(core, kb, await _store(core, kb, name, data, digest), key, priority)
+    return await _write_rows(core, kb, await _store(core, kb, filename, data, digest), key, priority)
 
 
 async def stage_upload(core: Core, kb: KbRecord, filename: str, data: bytes) -> StagedUpload:
     """Store one file of an upload that is still streaming in, so that only this file is held in memory;
     `submit_staged` (or `discard_staged`) follows once the whole request is read and checked."""
     check_upload_size(filename, len(data), core.settings.limits.max_upload_bytes)
-    return await _store(core, kb, safe_filename(filename), data, await _digest(data))
+    return await _store(core, kb, filename, data, await _digest(data))
 
 
 async def submit_staged(core: Core, kb: KbRecord, staged: StagedUpload, *, source_id: str | None = None,
                         priority: str = "normal") -> Submission:
     """`submit` for a file `stage_upload` stored: unchanged content releases the stored copy."""
     check_priority(priority)
-    key = check_source_id(staged.filename if source_id is None else source_id)
+    key = check_source_id(staged.key if source_id is None else source_id)
     unchanged = await asyncio.to_thread(core.repo.documents.unchanged, kb.id, key, staged.sha256)
     if unchanged is not None:
         await asyncio.to_thread(core.repo.garbage.release_blobs, [staged.blob_key], "upload unchanged")
@@ -143,10 +144,11 @@ async def _digest(data: bytes) -> str:
 
 
 async def _store(core: Core, kb: KbRecord, name: str, data: bytes, digest: str) -> StagedUpload:
+    """Store an upload sent under `name` (as sent: its stored file name and its key are derived here)."""
     blob_key = f"kb/{kb.id}/{uuid.uuid4().hex}"
     await asyncio.to_thread(core.repo.garbage.intend_blob, kb.id, blob_key, commit_within_s=UPLOAD_COMMIT_WINDOW_S)
     await core.store.put(blob_key, data)
-    return StagedUpload(name, blob_key, len(data), digest)
+    return StagedUpload(safe_filename(name), blob_key, len(data), digest, upload_key(name, digest))
 
 
 async def _write_rows(core: Core, kb: KbRecord, staged: StagedUpload, key: str, priority: str) -> Submission:

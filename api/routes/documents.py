@@ -33,8 +33,10 @@ UPLOAD_BODY = {
                       "description": "one or more documents"},
             "source_id": {"type": "array", "items": {"type": "string"},
                           "description": "each file's key in the knowledge base, in the order of the files "
-                                         "(default: its file name); a key submitted again updates its "
-                                         "document, or leaves it unchanged if the content is the same"},
+                                         "(default: the file name as a relative path, `a/b/c.md`; for a file "
+                                         "sent with no name, `upload-` and the start of its SHA-256); a key "
+                                         "submitted again updates its document, or leaves it unchanged if the "
+                                         "content is the same"},
         },
     }}},
 }
@@ -108,7 +110,7 @@ async def _take(core: Core, kb: KbRecord, parts: list[Part], staged: list[lifecy
     while parts:
         part = parts.pop(0)
         if part.name == "files":
-            staged.append(await lifecycle.stage_upload(core, kb, part.filename or "document", part.content()))
+            staged.append(await lifecycle.stage_upload(core, kb, part.filename or "", part.content()))
         elif part.name == "source_id":
             keys.append(part.text())
 
