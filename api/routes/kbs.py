@@ -68,9 +68,11 @@ async def sync_kb(kb: str, body: SyncRequest, svc: Services, tenant: Tenant) -> 
 
 @router.post("/kbs/{kb}/reindex", status_code=status.HTTP_202_ACCEPTED, response_model=ReindexResponse,
              responses=error_responses(400, 404, 409))
-async def reindex_kb(kb: str, body: ReindexRequest, svc: Services, tenant: Tenant) -> ReindexResponse:
+async def reindex_kb(kb: str, svc: Services, tenant: Tenant, body: ReindexRequest | None = None) -> ReindexResponse:
     """Change the chunking (optional) and take up the configured embedding model: every document gets a
-    new parse version; search serves each document's old chunks until its new ones are done."""
+    new parse version; search serves each document's old chunks until its new ones are done. The body
+    is optional: none (or an empty one) keeps the chunking."""
+    body = body or ReindexRequest()
     record = await asyncio.to_thread(svc.core.repo.kbs.get, kb, tenant=tenant)
     updated, tasks = await sync.reindex(svc.core, record, chunk_tokens=body.chunk_tokens,
                                         overlap_tokens=body.overlap_tokens)

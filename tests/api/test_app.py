@@ -174,6 +174,21 @@ async def test_reindex_queues_a_new_version_of_every_document(client: httpx.Asyn
     assert bad.status_code == 400
 
 
+async def test_reindex_without_a_body_takes_every_default(client: httpx.AsyncClient) -> None:
+    """The README calls reindex's fields optional: no body, an empty body and `{}` are all a plain reindex."""
+    await client.post(f"{API}/kbs", json={"name": "docs"})
+    await client.post(f"{API}/kbs/docs/documents", files=[("files", ("a.md", b"# a\n\ntext"))])
+    kb = (await client.get(f"{API}/kbs/docs")).json()
+    for request in ({}, {"content": b"", "headers": {"Content-Type": "application/json"}}, {"json": {}}):
+        response = await client.post(f"{API}/kbs/docs/reindex", **request)
+        assert response.status_code == 202, (request, response.text)
+        body = response.json()
+        assert (body["kb"]["chunk_tokens"], body["kb"]["overlap_tokens"]) == (kb["chunk_tokens"], kb["overlap_tokens"])
+        assert len(body["task_ids"]) == 1
+    broken = await client.post(f"{API}/kbs/docs/reindex", content=b"{", headers={"Content-Type": "application/json"})
+    assert broken.status_code == 422
+
+
 async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json()["status"] == "ok"
     ready = await client.get("/readyz")
