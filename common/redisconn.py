@@ -2,7 +2,9 @@
 
 `EmbeddedRedis(data_dir)` runs a real redis-server with AOF on under `<data_dir>/redis`, on a unix socket
 (or a free 127.0.0.1 port when the socket path is too long), and reuses a live server that another
-process already started for the same data dir. `connect(url)` builds a `redis.asyncio.Redis` (or, with
+live process already started for the same data dir. The server dies with the process that started it
+(on Linux; elsewhere the next start stops it): a server left by a killed docvec is stopped on start and
+replaced by one owned by the starting process. `connect(url)` builds a `redis.asyncio.Redis` (or, with
 `cluster=True`, a `RedisCluster`) with retries and checks the server is new enough (XAUTOCLAIM needs 6.2).
 `redis_for(settings)` combines both.
 
@@ -19,17 +21,20 @@ import asyncio
 import contextlib
 import fcntl
 import importlib.util
+import logging
 import os
 import re
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 import redis
 import redis.asyncio as aioredis
@@ -41,6 +46,8 @@ from redis.backoff import ExponentialBackoff
 from common.errors import DocvecError, TransientError
 from common.settings import Settings
 from common.urls import redact_url
+
+log = logging.getLogger(__name__)
 
 MIN_REDIS_VERSION = (6, 2, 0)
 UNIX_SOCKET_PATH_MAX_BYTES = 107
@@ -89,14 +96,119 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _pid_alive(pid: int) -> bool:
+def _pid_running(pid: int) -> bool:
+    """Whether `pid` names a process that still runs (an exited one that nobody reaped yet does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    if not Path("/proc").is_dir():  # no procfs: signal 0 is all there is to ask
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:  # it exited just now
+        return False
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[:1] not in (["Z"], ["X"])
+
+
+def _wait_exit(pid: int, timeout_s: float) -> bool:
+    """Wait up to `timeout_s` for `pid` (not necessarily our child) to stop running; whether it did."""
+    deadline = time.monotonic() + timeout_s
+    while _pid_running(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
     return True
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    """The command line of `pid` as procfs shows it (None where there is no procfs or no such process)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [os.fsdecode(part) for part in raw.split(b"\0") if part]
+
+
+# Run as `python -c _DIE_WITH_PARENT <parent pid> <server> <args...>`: asks Linux to SIGTERM this process when
+# the thread that started it exits (prctl PR_SET_PDEATHSIG = 1; a SIGTERMed redis-server fsyncs its AOF and
+# exits), then becomes the server (the setting survives exec). A parent that died before the prctl call
+# would never send it: then there is nothing to serve. A prctl that fails (a sandbox) leaves the server to
+# the next start's orphan check.
+_DIE_WITH_PARENT = """\
+import ctypes, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(0)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+def _server_argv(binary: Path, conf: Path) -> list[str]:
+    """The command that runs redis-server on `conf`: on Linux through `_DIE_WITH_PARENT`, so that it dies
+    with docvec even when docvec is SIGKILLed. (A `preexec_fn` would do it in the forked child, but is not
+    safe in a process with threads, which docvec always has.)"""
+    if sys.platform.startswith("linux") and sys.executable:
+        return [sys.executable, "-I", "-S", "-c", _DIE_WITH_PARENT, str(os.getpid()), str(binary), str(conf)]
+    return [str(binary), str(conf)]
+
+
+class _KeptProcess:
+    """A child started from a thread of its own that lives until `release()`. Linux sends PR_SET_PDEATHSIG
+    when the *thread* that forked the child ends, and `EmbeddedRedis.start` often runs in a pool thread
+    (`asyncio.to_thread`) that may end long before the server should."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self._argv = argv
+        self._release = threading.Event()
+        self._started: list[subprocess.Popen[bytes] | BaseException] = []
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._keep, name="docvec-redis-keeper", daemon=True)
+
+    def start(self) -> subprocess.Popen[bytes]:
+        self._thread.start()
+        self._ready.wait()
+        started = self._started[0]
+        if isinstance(started, BaseException):
+            raise started
+        return started
+
+    def _keep(self) -> None:
+        try:
+            self._started.append(subprocess.Popen(
+                self._argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C in a terminal reaches docvec, which stops redis in order
+            ))
+        except BaseException as exc:  # handed to start(), which raises it in the caller's thread
+            self._started.append(exc)
+            return
+        finally:
+            self._ready.set()
+        self._release.wait()  # a daemon thread: at interpreter exit it ends with the process
+
+    def release(self) -> None:
+        """Let the thread end (the child has been reaped)."""
+        self._release.set()
+        self._thread.join()
+
+
+def _server_identity(url: str, timeout_s: float = 1.0) -> tuple[int, str] | None:
+    """`(process_id, config_file)` of the Redis server answering at `url`, or None if none answers."""
+    client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    try:
+        info = client.info("server")
+    except (redis.RedisError, OSError):
+        return None
+    finally:
+        client.close()
+    return int(info.get("process_id", 0)), str(info.get("config_file", ""))
 
 
 def _ping(url: str, timeout_s: float = 1.0) -> bool:
@@ -113,9 +225,15 @@ def _ping(url: str, timeout_s: float = 1.0) -> bool:
 class EmbeddedRedis:
     """A redis-server child process owned by docvec, with its files under `<data_dir>/redis`.
 
-    `start()` returns a URL. If a live server for the same data dir is already running (its pidfile names
-    a live process and its recorded URL answers PING), it is reused and `owned` is False; `stop()` then
-    leaves it running.
+    `start()` returns a URL. The process that starts the server owns it: it holds an exclusive lock on
+    `owner.lock` while the server runs (the kernel drops the lock when that process dies, however it dies),
+    and on Linux the server dies with it (PR_SET_PDEATHSIG). A process that finds the lock held reuses the
+    running server (`owned` is False, and its `stop()` leaves the server running). One that finds the lock
+    free owns the data dir: a server of this dir still running then is an orphan of a killed docvec (or of
+    a platform without PR_SET_PDEATHSIG); it is shut down (its AOF fsynced) and a fresh one started. Only a
+    server proven to be this dir's is stopped: the one answering at the recorded URL with this dir's config
+    file, or the recorded pid if its command line is a redis-server on this dir's address (a pid reused by
+    another process, another dir's server behind a copied URL file: left alone).
     """
 
     def __init__(self, data_dir: Path, *, start_timeout_s: float = START_TIMEOUT_S) -> None:
@@ -124,6 +242,8 @@ class EmbeddedRedis:
         self.owned = False
         self.url: str | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._keeper: _KeptProcess | None = None
+        self._owner_lock: IO[bytes] | None = None
 
     @property
     def socket_path(self) -> Path:
@@ -138,6 +258,10 @@ class EmbeddedRedis:
         return self.dir / "redis.log"
 
     @property
+    def conf(self) -> Path:
+        return self.dir / "redis.conf"
+
+    @property
     def _url_file(self) -> Path:
         return self.dir / "redis.url"
 
@@ -147,30 +271,59 @@ class EmbeddedRedis:
             return self.url
         self.dir.mkdir(parents=True, exist_ok=True)
         # Two processes starting on one data dir at once: the second waits, then reuses the first's server.
+        with self._start_lock():
+            return self._start_locked()
+
+    @contextlib.contextmanager
+    def _start_lock(self) -> Iterator[None]:
         with open(self.dir / "start.lock", "a+b") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                return self._start_locked()
+                yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _start_locked(self) -> str:
-        existing = self._live_existing_url()
-        if existing is not None:
-            self.url, self.owned = existing, False
-            return existing
+        self._owner_lock = self._take_ownership()
+        if self._owner_lock is None:  # a live process owns this data dir's server: share it
+            existing = self._recorded_url()
+            if existing is not None and self._is_ours(existing):
+                self.url, self.owned = existing, False
+                return existing
+            # Its server is down (crashed, being restarted): serve with one of this process's meanwhile.
+        else:
+            self._stop_orphan()
+        try:
+            return self._spawn()
+        except BaseException:
+            self._release_ownership()
+            raise
+
+    def _take_ownership(self) -> IO[bytes] | None:
+        """The owner lock, held from now on; None if a live process holds it."""
+        lock = open(self.dir / "owner.lock", "a+b")  # held until stop()
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            return None
+        except BaseException:
+            lock.close()
+            raise
+        return lock
+
+    def _release_ownership(self) -> None:
+        if self._owner_lock is not None:
+            self._owner_lock.close()  # closing the file drops the lock
+            self._owner_lock = None
+
+    def _spawn(self) -> str:
         url, listen = self._listen_config()
-        conf = self.dir / "redis.conf"
-        conf.write_text(self._config(listen))
+        self.conf.write_text(self._config(listen))
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()  # stale socket of a dead server
-        self._proc = subprocess.Popen(
-            [str(redis_server_binary()), str(conf)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # Ctrl-C in a terminal reaches docvec, which stops redis in order
-        )
+        keeper = _KeptProcess(_server_argv(redis_server_binary(), self.conf))
+        self._proc, self._keeper = keeper.start(), keeper
         self.owned = True
         try:
             self._wait_ready(url)
@@ -204,15 +357,71 @@ class EmbeddedRedis:
             "protected-mode yes\n"
         )
 
-    def _live_existing_url(self) -> str | None:
+    def _recorded_url(self) -> str | None:
         try:
-            pid = int(self.pidfile.read_text().strip())
-            url = self._url_file.read_text().strip()
+            return self._url_file.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def _recorded_pid(self) -> int | None:
+        try:
+            return int(self.pidfile.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        if url and _pid_alive(pid) and _ping(url):
-            return url
+
+    def _is_ours(self, url: str) -> bool:
+        """Whether the server answering at `url` runs on this data dir's config file."""
+        identity = _server_identity(url)
+        return identity is not None and identity[1] == str(self.conf)
+
+    def _orphan_pid(self) -> int | None:
+        """The pid of a server of this data dir still running, when it can be proven to be one."""
+        url = self._recorded_url()
+        if url is not None:
+            identity = _server_identity(url)
+            if identity is not None and identity[1] == str(self.conf):
+                return identity[0]
+        pid = self._recorded_pid()
+        if pid is not None and pid != os.getpid() and _pid_running(pid) and self._is_server_process(pid, url):
+            return pid
         return None
+
+    def _is_server_process(self, pid: int, url: str | None) -> bool:
+        """Whether `pid`'s command line is a redis-server of this data dir: before it names itself, its
+        arguments end with this dir's config file; after, its title ends with this dir's address."""
+        argv = _cmdline(pid)
+        if not argv or "redis-server" not in argv[0]:
+            return False
+        if argv[-1] == str(self.conf):
+            return True
+        addresses = [f"unixsocket:{self.socket_path}"]
+        if url is not None and url.startswith("redis://"):
+            addresses.append(url.removeprefix("redis://").split("/", 1)[0])
+        title = " ".join(argv)
+        return any(title.endswith(f" {address}") for address in addresses)
+
+    def _stop_orphan(self) -> None:
+        """Stop a server of this data dir that outlived the process that started it (called holding the
+        owner lock: no live process owns it). SHUTDOWN first (the AOF is fsynced), then signals."""
+        pid = self._orphan_pid()
+        if pid is None:
+            return
+        log.warning("stopping redis-server %d, left running on %s by a docvec process that was killed", pid,
+                    self.dir)
+        url = self._recorded_url()
+        if url is not None and self._is_ours(url):
+            self._shutdown_command(url)
+        if _wait_exit(pid, STOP_TIMEOUT_S):
+            return
+        for sig, wait_s in ((signal.SIGTERM, STOP_TIMEOUT_S), (signal.SIGKILL, KILL_TIMEOUT_S)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+            if _wait_exit(pid, wait_s):
+                return
+        raise TransientError(
+            f"redis-server {pid}, left running on {self.dir} by a docvec process that was killed, does not "
+            "stop; stop it, then start docvec again"
+        )
 
     def _wait_ready(self, url: str) -> None:
         deadline = time.monotonic() + self.start_timeout_s
@@ -238,11 +447,15 @@ class EmbeddedRedis:
     def stop(self) -> None:
         """Shut the server down (AOF is fsynced) if this object started it; otherwise leave it running."""
         if self.owned and self._proc is not None:
-            if self.url is not None:
-                self._shutdown_command(self.url)
-            self._terminate()
-            with contextlib.suppress(FileNotFoundError):
-                self._url_file.unlink()
+            # Under the start lock: a process starting meanwhile waits, then starts its own server rather
+            # than reuse this one as it goes away.
+            with self._start_lock() if self.dir.is_dir() else contextlib.nullcontext():
+                if self.url is not None and self._proc.poll() is None:  # only our own: never whoever took over
+                    self._shutdown_command(self.url)
+                self._terminate()
+                with contextlib.suppress(FileNotFoundError):
+                    self._url_file.unlink()
+                self._release_ownership()
         self.url = None
         self.owned = False
 
@@ -251,7 +464,9 @@ class EmbeddedRedis:
         try:
             client.shutdown()
         except (redis.ConnectionError, redis.TimeoutError, OSError):
-            pass  # the connection drops as the server exits (or it is already gone): _terminate() checks
+            pass  # the connection drops as the server exits (or it is already gone): the caller checks
+        except redis.ResponseError as exc:  # it could not persist: the caller's SIGTERM ends it (AOF fsynced)
+            log.warning("redis-server at %s refused SHUTDOWN: %s", redact_url(url), exc)
         finally:
             client.close()
 
@@ -269,6 +484,9 @@ class EmbeddedRedis:
                 proc.kill()
                 proc.wait(timeout=KILL_TIMEOUT_S)
         self._proc = None
+        if self._keeper is not None:
+            self._keeper.release()
+            self._keeper = None
 
     def __enter__(self) -> EmbeddedRedis:
         self.start()
