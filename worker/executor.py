@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from common.db import ClaimedTask, Completion
+from common.db.ledger import RETURNED_LINE
 from common.dependencies import Dependency, DependencyBoard, dependency_of
 from common.embedding.batcher import EmbedBatcher
 from common.embedding.factory import model_sizing
@@ -169,6 +170,9 @@ class TaskExecutor:
         self.running[task.id] = progress
         try:
             return await self._run(message, claimed, progress)
+        except asyncio.CancelledError:  # the worker is stopping: its grace is over, the entry stays unacked
+            await self._return_interrupted(progress)
+            raise
         finally:
             self.running.pop(task.id, None)
 
@@ -253,6 +257,32 @@ class TaskExecutor:
         await self._signals.ack(message, ctx.progress.event("done", status="done", message=f"{len(ctx.chunks)} chunks"))
         if completion.replaced_version:
             await self._collect(ctx.document.id)
+
+    async def _return_interrupted(self, progress: TaskProgress) -> None:
+        """Hand a task the stopping worker interrupts back to the queue without spending its attempt (the
+        entry, left unacked, is replayed by the next worker): rolling restarts must not dead-letter a healthy
+        long document. Only the worker cancels a running task (`Worker._drain`, or its task group as it goes
+        down); deadlines end a task with `TimeoutError`, not a cancellation. Its partial chunk set stays as
+        it is: the replay has the same parse version and chunk ids, and overwrites it.
+
+        The write runs to its end even if the stop cancels this task again: it is one short transaction,
+        and left behind it would be a future nobody awaits."""
+        returning = asyncio.ensure_future(
+            asyncio.to_thread(self._core.repo.ledger.return_interrupted, progress.task_id, progress.version)
+        )
+        while not returning.done():
+            with contextlib.suppress(asyncio.CancelledError):  # the caller re-raises the first cancellation
+                await asyncio.shield(returning)
+        try:
+            returned = returning.result()
+        except Exception as exc:
+            if dependency_of(exc) is None:
+                raise
+            log.warning("task %s: not returned to the queue (%r); this attempt stays counted", progress.task_id, exc)
+            return
+        if returned:
+            progress.publish("returned", status="queued", message=RETURNED_LINE)
+            log.info("task %s returned to the queue (worker stopping; the attempt is not counted)", progress.task_id)
 
     async def _settle_finished(self, message: QueueMessage) -> None:
         """A redelivered entry of a task already terminal (or gone): ack it; its garbage is recorded."""

@@ -30,6 +30,8 @@ from common.db.store import Store, document_record, kb_record, log_line, stamp, 
 from common.errors import Conflict, InvalidRequest
 
 SELECT_IDS = 64  # ids per execution of the worker's prepared IN (...) reads
+LOST_DELIVERY_LINE = "its queue entry was lost (Redis restarted without it): this attempt is not counted"
+RETURNED_LINE = "worker stopping: returned to the queue (this attempt is not counted)"
 
 
 @dataclass(slots=True)
@@ -430,19 +432,32 @@ class WorkerLedger(Store):
         """The delivery `version` of a running task was lost with Redis's data (its stream entry is gone):
         that attempt was not the document's doing, so it is not counted (the next claim counts anew).
         False if the task moved on meanwhile (fenced)."""
+        return self._refund_attempt(task_id, version, LOST_DELIVERY_LINE)
+
+    def return_interrupted(self, task_id: str, version: int) -> bool:
+        """The worker running delivery `version` is stopping gracefully (SIGTERM/SIGINT, its grace over) and
+        leaves the task's entry unacked for replay: the task is queued again and this attempt is not counted,
+        as the document did not end it (a crash runs no code, so a document that kills its worker every time
+        still spends its attempts). False if the task moved on meanwhile (fenced)."""
+        return self._refund_attempt(task_id, version, RETURNED_LINE, requeue=True)
+
+    def _refund_attempt(self, task_id: str, version: int, reason: str, *, requeue: bool = False) -> bool:
+        """Give back the attempt of delivery `version` of a running task (and with `requeue`, mark it and its
+        document queued), logging `reason`; fenced by the version, so a straggler cannot undo a newer claim."""
         task = self.m.task
         now = time.time()
+        values: dict[Any, Any] = {
+            task.attempts: task.attempts - 1,
+            task.updated_at: now,
+            task.progress_msg: task.progress_msg.concat(log_line(reason, now)),
+        }
+        if requeue:
+            values |= {task.status: TaskStatus.QUEUED.value, task.stage: None}
         with self.session.transaction():
-            changed = (
-                task.update(
-                    attempts=task.attempts - 1,
-                    updated_at=now,
-                    progress_msg=task.progress_msg.concat(
-                        log_line("its queue entry was lost (Redis restarted without it): this attempt is not "
-                                  "counted", now)),
-                )
-                .where(self.fenced(task_id, version) & (task.attempts > 0))
-                .execute()
-            )
+            row = self.locked_task(self.fenced(task_id, version))
+            if row is None:
+                return False
+            changed = task.update(values).where(self.fenced(task_id, version) & (task.attempts > 0)).execute()
+            if changed == 1 and requeue:
+                self.set_doc_status(row.document_id, TaskStatus.QUEUED, now)
         return changed == 1
-

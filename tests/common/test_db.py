@@ -887,6 +887,25 @@ def test_a_delivery_lost_with_redis_is_not_counted(repo: Repository) -> None:
     assert again is not None and again.attempts == 1
 
 
+def test_a_delivery_returned_by_a_stopping_worker_is_queued_and_not_counted(repo: Repository) -> None:
+    kb = _kb(repo)
+    doc, task = _doc(repo, kb)
+    first = claim_one(repo, task.id, "w1")
+    assert first is not None and first.attempts == 1
+    second = claim_one(repo, task.id, "w2")  # w1's entry was reclaimed meanwhile
+    assert second is not None and second.attempts == 2
+    assert not repo.ledger.return_interrupted(task.id, first.version), "a straggler cannot undo a newer claim"
+    assert repo.tasks.get(task.id).status == "running"
+    assert repo.ledger.return_interrupted(task.id, second.version)
+    returned = repo.tasks.get(task.id)
+    assert (returned.status, returned.attempts, returned.stage) == ("queued", 1, None)
+    assert "returned to the queue (this attempt is not counted)" in returned.progress_lines[-1]
+    assert repo.documents.get(doc.id).status == "queued"
+    assert not repo.ledger.return_interrupted(task.id, second.version), "once only"
+    again = claim_one(repo, task.id, "w3")
+    assert again is not None and again.attempts == 2
+
+
 def test_every_record_field_is_a_column_of_its_table_and_back(sqlite_url: str) -> None:
     """A field is declared twice — in its model and in its record — and nowhere else: the two agree."""
     from common.db.models import build_models
