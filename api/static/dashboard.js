@@ -61,6 +61,16 @@
 
   class AuthError extends Error {}
 
+  // An error answer of the API: its message and HTTP status (a 404 is something gone, not the API down).
+  class ApiError extends Error {
+    constructor(message, status) {
+      super(message);
+      this.status = status;
+    }
+  }
+
+  const isNotFound = (err) => err instanceof ApiError && err.status === 404;
+
   async function api(path, options = {}) {
     const response = await fetch(path, { credentials: "same-origin", headers: { Accept: "application/json" },
                                          ...options });
@@ -69,7 +79,7 @@
     try { body = await response.json(); } catch (err) { body = null; }
     if (!response.ok) {
       const message = body && body.error ? body.error.message : `${response.status} ${response.statusText}`;
-      throw new Error(message);
+      throw new ApiError(message, response.status);
     }
     return body;
   }
@@ -302,6 +312,28 @@
     return button;
   }
 
+  // A task's error as an operator reads it: the reason first. The row already names the file, so the
+  // errors' `file "name": ` (or `name: `) is left out of the cell; two lines of the reason show, the cell's
+  // tooltip and a click on it give the whole error (kept open while the page polls).
+  function errorReason(error, filename) {
+    if (!filename) return error;
+    return error.replaceAll(`file "${filename}": `, "").replaceAll(`file "${filename}"`, "the file")
+      .replaceAll(`${filename}: `, "");
+  }
+
+  function setErrorCell(row, error, filename) {
+    const cell = row.querySelector("[data-field=error]");
+    const text = error || "";
+    cell.title = text;
+    if (cell.dataset.error === text && cell.dataset.filename === (filename || "")) return;
+    cell.dataset.error = text;
+    cell.dataset.filename = filename || "";
+    const open = Boolean(cell.querySelector("details")?.open);
+    cell.replaceChildren(...(text ? [el("details", { class: "error-detail", open },
+      el("summary", { "data-testid": "task-error", text: errorReason(text, filename) }),
+      el("div", { class: "error-full", "data-testid": "task-error-full", text }))] : []));
+  }
+
   function handleError(err, box) {
     if (err instanceof AuthError) { window.location.assign("/dashboard"); return; }
     showMessage(err.message, "error", box);
@@ -364,7 +396,7 @@
                                      + `${task.chunks_reused} reused unchanged` : "set when the task is done");
     setCell(row, "attempts", String(task.attempts));
     setCell(row, "worker", task.worker || "–");
-    setCell(row, "error", task.error || "", task.error || "");
+    setErrorCell(row, task.error, task.filename);
     const changed = Date.parse(task.finished_at || task.started_at || task.created_at);
     setCell(row, "updated", Number.isNaN(changed) ? "–" : `${fmtAge(Math.max(0, (nowMs - changed) / 1000))} ago`);
     const cancel = row.querySelector("[data-testid=cancel-btn]");
@@ -412,7 +444,7 @@
     if (response.status === 401 || response.status === 403) throw new AuthError(String(response.status));
     let body = null;
     try { body = await response.json(); } catch (err) { body = null; }
-    if (!response.ok) throw new Error(body && body.error ? body.error.message : `${response.status}`);
+    if (!response.ok) throw new ApiError(body && body.error ? body.error.message : `${response.status}`, response.status);
     return { items: body, total: Number(response.headers.get("X-Total-Count") || body.length) };
   }
 
@@ -483,7 +515,31 @@
 
   // ---------------------------------------------------------------- one knowledge base
 
-  const kbView = { tenant: "", name: "", offset: 0 };
+  // `missing`: the knowledge base answered 404; the page shows so and stops asking until "Check again".
+  const kbView = { tenant: "", name: "", offset: 0, missing: false };
+  const KB_COUNTS = ["kb-documents", "kb-chunks", "kb-tokens", "kb-size"];
+
+  // Nothing of the previous knowledge base stays on the page while the next one loads (or is not found).
+  function resetKb(name) {
+    $("kb-title").textContent = name || "–";
+    $("kb-meta").textContent = "";
+    for (const id of KB_COUNTS) $(id).textContent = "–";
+    $("docs-body").replaceChildren();
+    $("docs-empty").hidden = true;
+    $("docs-range").textContent = "–";
+    $("kb-missing").hidden = true;
+    $("kb-docs").hidden = false;
+    $("kb-search-link").hidden = false;
+  }
+
+  function showKbMissing(tenant, name) {
+    resetKb(name);
+    kbView.missing = true;
+    $("kb-missing-text").textContent = `Knowledge base "${name}" not found (tenant ${tenant}).`;
+    $("kb-missing").hidden = false;
+    $("kb-docs").hidden = true;
+    $("kb-search-link").hidden = true;
+  }
 
   function docRow(doc) {
     const row = el("tr", { "data-testid": "doc-row", "data-document-id": doc.id });
@@ -554,10 +610,18 @@
     const { tenant, name } = kbView;
     const params = { limit: String(DOC_PAGE), offset: String(kbView.offset) };
     if ($("docs-q").value.trim()) params.q = $("docs-q").value.trim();
-    const [kb, page] = await Promise.all([
-      api(withTenant(`${API}/kbs/${encodeURIComponent(name)}`, tenant)),
-      apiPage(withTenant(`${API}/kbs/${encodeURIComponent(name)}/documents`, tenant, params)),
-    ]);
+    let kb, page;
+    try {
+      [kb, page] = await Promise.all([
+        api(withTenant(`${API}/kbs/${encodeURIComponent(name)}`, tenant)),
+        apiPage(withTenant(`${API}/kbs/${encodeURIComponent(name)}/documents`, tenant, params)),
+      ]);
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      if (kbView.tenant === tenant && kbView.name === name) showKbMissing(tenant, name);
+      return;
+    }
+    if (kbView.tenant !== tenant || kbView.name !== name) return;  // the page moved on meanwhile
     const docs = page.items;
     $("kb-title").textContent = kb.name;
     $("kb-meta").textContent = `tenant ${kb.tenant} · ${kb.embedding_model} (${kb.dim}d) · `
@@ -574,7 +638,32 @@
 
   // ---------------------------------------------------------------- one document
 
-  const docView = { tenant: "", id: "", kbName: "", offset: 0, chunksKey: "" };
+  // `missing`: the document answered 404; as for a knowledge base, the page says so and stops asking.
+  const docView = { tenant: "", id: "", kbName: "", filename: "", offset: 0, chunksKey: "", missing: false };
+  const DOC_FACTS = ["doc-tenant", "doc-size", "doc-chunks", "doc-tokens", "doc-version", "doc-format", "doc-source",
+                     "doc-sha", "doc-reuse", "doc-updated"];
+
+  function resetDoc() {
+    $("doc-title").textContent = "–";
+    $("doc-kb-link").replaceChildren("–");
+    for (const id of DOC_FACTS) $(id).textContent = "–";
+    $("parses-body").replaceChildren();
+    $("chunks-body").replaceChildren();
+    $("chunks-version").textContent = "";
+    $("chunks-range").textContent = "–";
+    $("doc-missing").hidden = true;
+    $("doc-body").hidden = false;
+    $("doc-actions").hidden = false;
+  }
+
+  function showDocMissing(tenant, id) {
+    resetDoc();
+    docView.missing = true;
+    $("doc-missing-text").textContent = `Document ${id} not found (tenant ${tenant}).`;
+    $("doc-missing").hidden = false;
+    $("doc-body").hidden = true;
+    $("doc-actions").hidden = true;
+  }
 
   const STAGE_ORDER = ["fetch", "split", "parse", "chunk", "embed", "index", "finish"];
   const stageRank = (stage) => (STAGE_ORDER.includes(stage) ? STAGE_ORDER.indexOf(stage) : STAGE_ORDER.length);
@@ -616,7 +705,7 @@
     setCell(row, "attempts", String(task.attempts));
     setCell(row, "timings", timings(task.stage_timings));
     setCell(row, "created", fmtWhen(task.created_at), task.created_at);
-    setCell(row, "error", task.error || "", task.error || "");
+    setErrorCell(row, task.error, docView.filename);
     const lines = (task.progress_msg || "").split("\n").filter(Boolean);
     const summary = row.logRow.querySelector("summary");
     const text = `progress log (${lines.length} ${lines.length === 1 ? "line" : "lines"})`;
@@ -674,10 +763,19 @@
 
   async function pollDoc() {
     const { tenant, id } = docView;
-    const [doc, tasks] = await Promise.all([
-      api(withTenant(`${API}/documents/${encodeURIComponent(id)}`, tenant)),
-      api(withTenant(`${API}/tasks`, tenant, { document_id: id, limit: "100" })),
-    ]);
+    let doc, tasks;
+    try {
+      [doc, tasks] = await Promise.all([
+        api(withTenant(`${API}/documents/${encodeURIComponent(id)}`, tenant)),
+        api(withTenant(`${API}/tasks`, tenant, { document_id: id, limit: "100" })),
+      ]);
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      if (docView.tenant === tenant && docView.id === id) showDocMissing(tenant, id);
+      return;
+    }
+    if (docView.tenant !== tenant || docView.id !== id) return;  // the page moved on meanwhile
+    docView.filename = doc.filename;
     docView.kbName = tasks.length ? tasks[0].kb_name : (kbList.find((kb) => kb.id === doc.kb_id) || {}).name || "";
     $("doc-title").textContent = doc.filename;
     $("doc-kb-link").replaceChildren(docView.kbName ? link(kbHash(tenant, docView.kbName), docView.kbName) : "–");
@@ -743,7 +841,11 @@
     box.hidden = true;
     const choice = $("search-kb").value;
     const query = $("search-query").value.trim();
-    if (!choice || !query) { showMessage("Pick a knowledge base and type a query.", "error", box); return; }
+    if (!choice || !query) {
+      clearHits();
+      showMessage("Pick a knowledge base and type a query.", "error", box);
+      return;
+    }
     const slash = choice.indexOf("/");
     const tenant = choice.slice(0, slash), kb = choice.slice(slash + 1);
     const body = { query, top_k: Math.max(1, Math.min(100, Number($("search-topk").value) || 5)) };
@@ -757,11 +859,17 @@
       });
       renderHits(result.hits, tenant, queryWords(query));
     } catch (err) {
-      $("search-hits").replaceChildren();
+      clearHits();  // an error is no result: no "N hits" left over from the last search
       handleError(err, box);
     } finally {
       button.disabled = false;
     }
+  }
+
+  function clearHits() {
+    $("search-summary").textContent = "";
+    $("search-hits").replaceChildren();
+    $("search-empty").hidden = true;
   }
 
   function renderHits(hits, tenant, words) {
@@ -805,15 +913,14 @@
       tab.setAttribute("aria-current", tab.dataset.tab === TABS[r.view] ? "page" : "false");
     }
     if (r.view === "kb" && (kbView.tenant !== r.tenant || kbView.name !== r.name)) {
-      Object.assign(kbView, { tenant: r.tenant, name: r.name, offset: 0 });
+      Object.assign(kbView, { tenant: r.tenant, name: r.name, offset: 0, missing: false });
       $("docs-q").value = "";
-      $("docs-body").replaceChildren();
+      resetKb(r.name);
       $("kb-message").hidden = true;
     }
     if (r.view === "doc" && (docView.tenant !== r.tenant || docView.id !== r.id)) {
-      Object.assign(docView, { tenant: r.tenant, id: r.id, offset: 0, chunksKey: "" });
-      $("parses-body").replaceChildren();
-      $("chunks-body").replaceChildren();
+      Object.assign(docView, { tenant: r.tenant, id: r.id, filename: "", offset: 0, chunksKey: "", missing: false });
+      resetDoc();
       $("doc-message").hidden = true;
     }
     if (r.view === "search" && r.tenant && r.name) {
@@ -847,9 +954,9 @@
       } else if (view === "kbs") {
         renderKbList();
       } else if (view === "kb") {
-        await pollKb();
+        if (!kbView.missing) await pollKb();
       } else if (view === "doc") {
-        await pollDoc();
+        if (!docView.missing) await pollDoc();
       }
       conn.dataset.state = "ok";
       conn.textContent = `live · updated ${new Date().toLocaleTimeString()}`;
@@ -904,6 +1011,8 @@
     $("doc-delete-slot").replaceWith(confirmingButton("Delete", "doc-delete",
                                                       (button) => documentAction(docView.id, docView.tenant, "delete", button)));
     $("search-form").addEventListener("submit", runSearch);
+    $("kb-missing-retry").addEventListener("click", () => { kbView.missing = false; resetKb(kbView.name); refresh(); });
+    $("doc-missing-retry").addEventListener("click", () => { docView.missing = false; resetDoc(); refresh(); });
     window.addEventListener("hashchange", route);
     route();
   });

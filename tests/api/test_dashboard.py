@@ -507,3 +507,121 @@ async def test_the_search_playground_highlights_the_query_in_escaped_text(site: 
     await page.get_by_test_id("search-submit").click()
     await expect(page.get_by_test_id("search-message")).to_be_visible()
     await expect(hits).to_have_count(0)
+
+
+# ------------------------------------------------------------------------ issue 28, item 10: what an operator is shown
+
+
+async def test_a_knowledge_base_that_does_not_exist_says_so_and_is_not_polled(site: Site, page: Any) -> None:
+    await site.submit(GUIDE, name="guide.md")  # queued: the knowledge base "docs" has one document
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url) if "/kbs/nope" in request.url
+            or "/documents/no-such-document" in request.url else None)
+    await sign_in(page, site, await site.key())
+    await page.evaluate("location.hash = '#/kb/default/docs'")
+    await expect(page.get_by_test_id("kb-title")).to_have_text("docs")
+    await expect(page.get_by_test_id("kb-documents")).to_have_text("1")
+    await expect(page.get_by_test_id("doc-row")).to_have_count(1)
+
+    await page.evaluate("location.hash = '#/kb/default/nope'")
+    missing = page.get_by_test_id("kb-missing")
+    await expect(missing).to_be_visible()
+    await expect(missing).to_contain_text('Knowledge base "nope" not found')
+    await expect(page.get_by_test_id("kb-title")).to_have_text("nope")  # not the previous one's
+    for count in ("kb-documents", "kb-chunks", "kb-tokens", "kb-size"):
+        await expect(page.get_by_test_id(count)).to_have_text("–")
+    await expect(page.get_by_test_id("kb-meta")).to_have_text("")
+    await expect(page.get_by_test_id("doc-row")).to_have_count(0)
+    await expect(page.get_by_test_id("docs")).to_be_hidden()
+    await expect(page.get_by_test_id("conn-status")).to_have_attribute("data-state", "ok")  # the API is up
+    # Polling goes on (the fleet, every poll) but the missing knowledge base is not asked for again.
+    seen = len(asked)
+    assert seen >= 1
+    for _ in range(3):
+        async with page.expect_response(lambda response: "/api/v1/fleet" in response.url):
+            pass
+    assert len(asked) == seen, asked
+    # "Check again" asks once more; another knowledge base shows normally again.
+    async with page.expect_request(lambda request: "/kbs/nope" in request.url):
+        await page.get_by_test_id("kb-missing-retry").click()
+    await expect(missing).to_be_visible()
+    await page.evaluate("location.hash = '#/kb/default/docs'")
+    await expect(missing).to_be_hidden()
+    await expect(page.get_by_test_id("kb-documents")).to_have_text("1")
+    await expect(page.get_by_test_id("docs")).to_be_visible()
+
+    # A document that does not exist: the same, on its page.
+    await page.get_by_test_id("doc-row").get_by_role("link", name="guide.md").click()
+    await expect(page.get_by_test_id("doc-title")).to_have_text("guide.md")
+    await page.evaluate("location.hash = '#/doc/default/no-such-document'")
+    doc_missing = page.get_by_test_id("doc-missing")
+    await expect(doc_missing).to_be_visible()
+    await expect(doc_missing).to_contain_text("not found")
+    await expect(page.get_by_test_id("doc-title")).not_to_have_text("guide.md")
+    await expect(page.locator("#doc-size")).to_have_text("–")
+    await expect(page.get_by_test_id("chunks")).to_be_hidden()
+    seen = len(asked)
+    for _ in range(2):
+        async with page.expect_response(lambda response: "/api/v1/fleet" in response.url):
+            pass
+    assert len(asked) == seen, asked
+
+
+async def test_a_bad_filter_shows_its_error_and_no_hit_count(site: Site, page: Any) -> None:
+    task = await site.submit(GUIDE, name="guide.md")
+    async with running_worker(site.core, site.vectors, consumer="filter-worker"):
+        await wait_db_status(site, task.id, "done", timeout_s=60)
+    await sign_in(page, site, await site.key())
+    await page.get_by_test_id("tab-search").click()
+    await page.get_by_test_id("search-query").fill("lighthouse")
+    await page.get_by_test_id("search-submit").click()
+    hits, summary, message = page.get_by_test_id("hit"), page.get_by_test_id("search-summary"), \
+        page.get_by_test_id("search-message")
+    await expect(summary).to_have_text("5 hits")
+    await expect(hits).to_have_count(5)
+
+    await page.get_by_test_id("search-filter").fill("no_such_field == 1")
+    await page.get_by_test_id("search-submit").click()
+    await expect(message).to_be_visible()
+    await expect(message).to_contain_text("no_such_field")
+    await expect(message).to_have_attribute("data-kind", "error")
+    await expect(hits).to_have_count(0)
+    await expect(summary).to_have_text("")  # not "5 hits" over an empty list
+    await expect(page.locator("#search-empty")).to_be_hidden()  # an error, not "No hits."
+
+    await page.get_by_test_id("search-filter").fill("")
+    await page.get_by_test_id("search-submit").click()
+    await expect(summary).to_have_text("5 hits")
+    await expect(message).to_be_hidden()
+
+
+async def test_the_last_error_shows_its_reason_and_the_whole_error_on_demand(site: Site, page: Any) -> None:
+    task = await site.submit("", name="zero.pdf")  # nothing in it: fails with "document is empty; ..."
+    async with running_worker(site.core, site.vectors, consumer="error-worker"):
+        failed = await wait_db_status(site, task.id, "failed", timeout_s=60)
+    assert failed.error is not None and failed.error.startswith('file "zero.pdf": document is empty')
+    await sign_in(page, site, await site.key())
+    row = task_row(page, task.id)
+    await expect(row.get_by_test_id("task-status")).to_have_text("failed")
+    reason = row.get_by_test_id("task-error")
+    # The file column already names the file: the cell starts with the reason, and the whole error is its tooltip.
+    await expect(reason).to_have_text(re.compile(r"^document is empty"))
+    await expect(row.locator("[data-field=error]")).to_have_attribute("title", failed.error)
+    assert await reason.evaluate("node => node.getBoundingClientRect().height > 0")
+    # Opened, the whole error is shown, nothing of it clipped; it stays open while the page polls.
+    await reason.click()
+    full = row.get_by_test_id("task-error-full")
+    await expect(full).to_be_visible()
+    await expect(full).to_have_text(failed.error)
+    assert await full.evaluate("node => node.scrollHeight <= node.clientHeight + 1 "
+                               "&& node.scrollWidth <= node.clientWidth + 1"), "the opened error is clipped"
+    for _ in range(2):
+        async with page.expect_response(lambda response: "/api/v1/tasks" in response.url):
+            pass
+    await expect(full).to_be_visible()
+    assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), \
+        "the tasks page scrolls horizontally at 1366x768"
+    # The document's page shows its parses' errors the same way.
+    await row.get_by_test_id("task-file").get_by_role("link").click()
+    parse_reason = page.get_by_test_id("parse-row").get_by_test_id("task-error")
+    await expect(parse_reason).to_have_text(re.compile(r"^document is empty"))
