@@ -1,8 +1,8 @@
 """HTML via lxml (libxml2's C parser): readable text blocks under h1-h6 heading paths.
 
 The document text is the rendered text (blocks separated by blank lines, headings on their own
-block), not the markup, so chunk offsets point into what a reader sees. Scripts, styles, navigation
-and the head are dropped; tables become one block with a line per row and " | " between cells.
+block), not the markup, so chunk offsets point into what a reader sees. Scripts, styles and the head
+are dropped; tables become one block with a line per row and " | " between cells.
 libxml2 builds the tree ~7x faster than BeautifulSoup's "html.parser" (the parser docvec used
 before; the rendering rules are the same, and on the 726 HTML files of python3-doc and other Debian
 docs both give the same text, sections and offsets except for 2 files of broken markup). Where the
@@ -15,12 +15,27 @@ walking lxml's tree made 2x slower than parsing (on the 530 HTML files of python
 Debian HTML files the events give exactly the text, sections and offsets the tree walk gave, in half
 the time). BeautifulSoup's tree is walked with an explicit stack, so deep markup cannot exhaust Python's
 recursion limit; any `RecursionError` from BeautifulSoup itself is reported as a corrupt document.
+
+Page furniture is not the page's text. Permalink marks (Sphinx's and MkDocs' `a.headerlink` "¶", and
+any same-page link whose whole text is a mark such as "¶", "#" or "§") are dropped. Navigation
+(`<nav>`, `role=navigation`, Sphinx's `div.sphinxsidebar`) and, outside an `<article>` or `<section>`
+(inside one they are the content's own notes and bylines), sidebars (`<aside>`, `role=complementary`)
+and page footers (`<footer>`, `role=contentinfo`, Sphinx's `div.footer` and `div.related`) are
+rendered apart and left out. Where the page marks its main content (`<main>`, `role=main`, Sphinx's
+`div.body`; else its `<article>`s), only that is kept, if it holds at least half of the text left: a
+page that marks only a banner as `<main>`, or its comments as `<article>`s, keeps the rest. A page
+made of nothing but furniture keeps it all. Heading paths are built from the headings kept; a
+heading with nothing under it is a section of its own (`outline`).
+
+XHTML goes through the same parser: the XML declaration and the DOCTYPE (whose internal subset
+libxml2's HTML parser would show as text) are cut off first, and elements under a prefix bound to the
+XHTML namespace (`<x:p>`) are read as the HTML elements they are.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from bs4 import BeautifulSoup, NavigableString, Tag
@@ -29,17 +44,18 @@ from lxml import etree
 
 from common.errors import CorruptDocument
 from common.parsing.base import ParsedDocument, Section
+from common.parsing.outline import Heading, with_lone_headings
 from common.parsing.sniff import HTML, decode_text
 
 _DROPPED = frozenset(
-    {"script", "style", "nav", "head", "noscript", "template", "svg", "iframe", "object", "canvas", "button"}
+    {"script", "style", "head", "noscript", "template", "svg", "iframe", "object", "canvas", "button"}
 )
 _HEADING_LEVELS = {f"h{level}": level for level in range(1, 7)}
 _BLOCKS = frozenset(
     {
         "address", "article", "aside", "blockquote", "body", "caption", "dd", "details", "dialog", "div",
         "dl", "dt", "fieldset", "figcaption", "figure", "footer", "form", "header", "hgroup", "hr", "html",
-        "legend", "li", "main", "menu", "ol", "p", "section", "summary", "ul",
+        "legend", "li", "main", "menu", "nav", "ol", "p", "section", "summary", "ul",
     }
 )  # fmt: skip
 _CELLS = frozenset({"td", "th"})
@@ -47,6 +63,28 @@ _SKIPPED_STRINGS = (Comment, Declaration, Doctype, ProcessingInstruction)
 _WHITESPACE = re.compile(r"\s+")
 _SPACES_AROUND_NEWLINE = re.compile(r" *\n *")
 _BLOCK_SEPARATOR = "\n\n"
+
+# What an element is to the page (bits): furniture, main content, an article, sectioning content (inside
+# which asides and footers belong to the content). _PAGE_FURNITURE: furniture only outside sectioning.
+_FURNITURE, _MAIN, _ARTICLE, _SECTIONING, _PAGE_FURNITURE = 1, 2, 4, 8, 16
+_TAG_KINDS = {"nav": _FURNITURE, "main": _MAIN, "article": _ARTICLE | _SECTIONING, "section": _SECTIONING,
+              "aside": _PAGE_FURNITURE, "footer": _PAGE_FURNITURE}
+_ROLE_KINDS = {"navigation": _FURNITURE, "main": _MAIN, "complementary": _PAGE_FURNITURE,
+               "contentinfo": _PAGE_FURNITURE}
+_DIV_CLASS_KINDS = {"sphinxsidebar": _FURNITURE, "body": _MAIN, "footer": _PAGE_FURNITURE,
+                    "related": _PAGE_FURNITURE}  # Sphinx's layout
+_MIN_REGION_SHARE = 0.5
+"""Share of the page's text (furniture aside) its marked main content must hold to stand for the page."""
+
+# Permalinks: same-page links that tools put beside headings and definitions.
+_PERMALINK_CLASSES = frozenset(
+    {"headerlink", "header-anchor", "heading-anchor", "anchor-link", "anchorjs-link", "hash-link"}
+)
+_PERMALINK_MARKS = frozenset({"¶", "#", "§", "🔗", "⚓", "⚓\ufe0f", "\u200b"})
+# The XML declaration, processing instructions, comments and a DOCTYPE (with its internal subset).
+_XML_PREAMBLE = re.compile(r"(?:\s|<\?[^>]*>|<!--.*?-->|<!doctype[^>\[]*(?:\[[^\]]*\][^>]*)?>)*", re.I | re.S)
+_XHTML_PREFIX = re.compile(r"""xmlns:([A-Za-z_][\w.-]*)\s*=\s*["']http://www\.w3\.org/1999/xhtml["']""")
+_PREFIX_SEARCH_CHARS = 64 * 1024
 
 
 class HtmlParser:
@@ -61,7 +99,9 @@ class HtmlParser:
         renderer = _Renderer()
         if not text.strip():
             return renderer.document(self.format, "")
-        target = _Events(renderer)
+        prefix = _xhtml_prefix(text)
+        text = text[_XML_PREAMBLE.match(text).end():]  # type: ignore[union-attr]  # (it matches the empty string)
+        target = _Events(renderer, prefix)
         # As UTF-8 bytes: lxml refuses a str that declares an encoding (`<?xml ... encoding=...?>`).
         parser = etree.HTMLParser(target=target, encoding="utf-8", remove_comments=True, remove_pis=True,
                                   huge_tree=True)
@@ -70,18 +110,21 @@ class HtmlParser:
         except (etree.ParserError, etree.XMLSyntaxError, ValueError) as exc:
             raise CorruptDocument(f'file "{filename}": not parseable as HTML ({exc})') from exc
         if any(error.level_name == "FATAL" for error in parser.error_log):  # nested beyond libxml2's limit
-            return self._parse_nested(text, filename)
+            return self._parse_nested(text, filename, prefix)
         return renderer.document(self.format, _collapse(" ".join(target.title or ())))
 
-    def _parse_nested(self, text: str, filename: str) -> ParsedDocument:
+    def _parse_nested(self, text: str, filename: str, prefix: str) -> ParsedDocument:
         """BeautifulSoup's "html.parser", which has no depth limit (and is ~7x slower)."""
         try:
             soup = BeautifulSoup(text, "html.parser")
+            for anchor in soup.find_all(f"{prefix}a"):
+                if isinstance(anchor, Tag) and _is_permalink(anchor.attrs, anchor.get_text()):
+                    anchor.decompose()
             renderer = _Renderer()
-            renderer.walk_soup(soup)
+            renderer.walk_soup(soup, prefix)
         except RecursionError as exc:
             raise CorruptDocument(f'file "{filename}": HTML is nested too deeply to parse') from exc
-        title_tag = soup.find("title")
+        title_tag = soup.find(f"{prefix}title")
         title = _collapse(title_tag.get_text(" ")) if isinstance(title_tag, Tag) else ""
         return renderer.document(self.format, title)
 
@@ -91,12 +134,15 @@ class _Events:
     made per element (walking lxml's tree cost twice what parsing did). Text arrives in pieces: the
     pieces of one text node (between two tags) are joined before the renderer sees them, as the tree's
     text and tails were. Inside a dropped element nothing counts; inside a heading all text is its
-    text, joined by spaces per text node (as `itertext` gave it); the first <title>'s text is kept."""
+    text, joined by spaces per text node (as `itertext` gave it); the first <title>'s text is kept.
+    Permalinks are dropped wherever they are (headings included): by their class, or, inside a
+    same-page link, a text node that is only a permalink mark. `prefix` ("x:"): the XHTML elements'
+    namespace prefix, taken off their names."""
 
     __slots__ = ("_renderer", "_text", "_dropped", "_heading", "_heading_depth", "_heading_level",
-                 "title", "_in_title")
+                 "title", "_in_title", "_prefix", "_self_link")
 
-    def __init__(self, renderer: _Renderer) -> None:
+    def __init__(self, renderer: _Renderer, prefix: str = "") -> None:
         self._renderer = renderer
         self._text: list[str] = []
         self._dropped = 0  # depth inside a dropped element
@@ -105,26 +151,40 @@ class _Events:
         self._heading_level = 0
         self.title: list[str] | None = None
         self._in_title = False
+        self._prefix = prefix
+        self._self_link = 0  # depth inside a same-page link (`href="#..."`)
 
-    def start(self, tag: str, attrib: object) -> None:
+    def start(self, tag: str, attrib: Mapping[str, str]) -> None:
         if self._text:
             self._node()
+        if self._prefix and tag.startswith(self._prefix):
+            tag = tag[len(self._prefix):]
         if tag == "title" and self.title is None:
             self.title, self._in_title = [], True
+        if self._self_link:
+            self._self_link += 1
+        elif tag == "a" and attrib.get("href", "").startswith("#"):
+            self._self_link = 1
         if self._dropped:
             self._dropped += 1
+        elif tag == "a" and _is_permalink(attrib):
+            self._dropped = 1
         elif self._heading_depth:
             self._heading_depth += 1
         elif tag in _HEADING_LEVELS:
             self._heading_depth, self._heading_level = 1, _HEADING_LEVELS[tag]
-        elif not self._renderer._enter(tag, _no_text):
+        elif not self._renderer._enter(tag, attrib, _no_text):
             self._dropped = 1
 
     def end(self, tag: str) -> None:
         if self._text:
             self._node()
+        if self._prefix and tag.startswith(self._prefix):
+            tag = tag[len(self._prefix):]
         if tag == "title":
             self._in_title = False
+        if self._self_link:
+            self._self_link -= 1
         if self._dropped:
             self._dropped -= 1
         elif self._heading_depth:
@@ -148,7 +208,7 @@ class _Events:
         self._text.clear()
         if self._in_title and self.title is not None:
             self.title.append(text)
-        if self._dropped:
+        if self._dropped or (self._self_link and text.strip() in _PERMALINK_MARKS):
             return
         if self._heading_depth:
             self._heading.append(text)
@@ -186,9 +246,12 @@ class _Table:
 
 @dataclass(slots=True)
 class _Block:
+    """A rendered block: body text (`level` 0) or a heading (1-6), with what it is part of (`kind` bits:
+    furniture, main content, an article)."""
+
     text: str
-    heading_path: tuple[str, ...]
-    is_heading: bool
+    level: int
+    kind: int
 
 
 @dataclass(slots=True)
@@ -197,12 +260,15 @@ class _Renderer:
 
     blocks: list[_Block] = field(default_factory=list)
     inline: list[str] = field(default_factory=list)
-    headings: list[tuple[int, str]] = field(default_factory=list)
     tables: list[_Table] = field(default_factory=list)
     pre_depth: int = 0
-    first_h1: str = ""
+    kinds: list[int] = field(default_factory=list)  # per open element: the `_landmark` bits it set
+    furniture: int = 0  # open elements of each kind
+    main: int = 0
+    article: int = 0
+    sectioning: int = 0
 
-    def walk_soup(self, root: Tag) -> None:
+    def walk_soup(self, root: Tag, prefix: str = "") -> None:
         """Render a BeautifulSoup tree (libxml2's parse events go through `_Events` instead)."""
         stack: list[tuple[Tag | NavigableString, bool]] = [(root, False)]
         while stack:
@@ -210,9 +276,11 @@ class _Renderer:
             if isinstance(node, NavigableString):
                 if not isinstance(node, _SKIPPED_STRINGS) or isinstance(node, CData):
                     self._text(str(node))
-            elif leaving:
-                self._leave(node.name)
-            elif self._enter(node.name, _soup_text(node)):
+                continue
+            name = node.name[len(prefix):] if prefix and node.name.startswith(prefix) else node.name
+            if leaving:
+                self._leave(name)
+            elif self._enter(name, node.attrs, _soup_text(node)):
                 stack.append((node, True))
                 children = reversed(node.contents)  # every element is a Tag or a NavigableString (Comment...)
                 stack.extend((child, False) for child in children if isinstance(child, Tag | NavigableString))
@@ -221,29 +289,58 @@ class _Renderer:
     def document(self, format_name: str, title: str) -> ParsedDocument:
         parts: list[str] = []
         sections: list[Section] = []
+        headings: list[Heading] = []
+        open_headings: list[tuple[int, str]] = []
+        first_h1 = ""
         offset = 0
-        for block in self.blocks:
+        for block in self._kept_blocks():
             if parts:
                 offset += len(_BLOCK_SEPARATOR)
             parts.append(block.text)
-            if not block.is_heading:
-                sections.append(Section(text=block.text, heading_path=block.heading_path, start_char=offset))
+            if block.level:
+                while open_headings and open_headings[-1][0] >= block.level:
+                    open_headings.pop()
+                open_headings.append((block.level, block.text))
+                headings.append(Heading(block.text, block.level, _path(open_headings), offset))
+                first_h1 = first_h1 or (block.text if block.level == 1 else "")
+            else:
+                sections.append(Section(text=block.text, heading_path=_path(open_headings), start_char=offset))
             offset += len(block.text)
         return ParsedDocument(
             format=format_name,
             text=_BLOCK_SEPARATOR.join(parts),
-            sections=sections,
-            title=title or self.first_h1,
+            sections=with_lone_headings(sections, headings),
+            title=title or first_h1,
         )
 
-    def _enter(self, name: str, heading_text: Callable[[], str]) -> bool:
+    def _kept_blocks(self) -> list[_Block]:
+        """The blocks that are the page's text: furniture left out (unless there is nothing else), and
+        only the marked main content (or else the articles) where that is most of what is left."""
+        content = [block for block in self.blocks if not block.kind & _FURNITURE] or self.blocks
+        total = sum(len(block.text) for block in content)
+        for region in (_MAIN, _ARTICLE):
+            inside = [block for block in content if block.kind & region]
+            if inside and sum(len(block.text) for block in inside) >= _MIN_REGION_SHARE * total:
+                return inside
+        return content
+
+    def _enter(self, name: str, attrs: Mapping[str, object], heading_text: Callable[[], str]) -> bool:
         """Handle an opening tag (`heading_text`: all the text inside it); return whether to descend
-        into its children."""
+        into its children (every element it returns True for is left through `_leave`)."""
         if name in _DROPPED:
             return False
         if name in _HEADING_LEVELS:
             self._heading(_HEADING_LEVELS[name], _collapse(heading_text()))
             return False
+        if name == "a" and attrs and _is_permalink(attrs):
+            return False
+        kind = self._landmark(name, attrs) if attrs or name in _TAG_KINDS else 0
+        if kind:
+            if kind & _FURNITURE and self.tables:  # a table is one block: furniture inside it is dropped
+                return False
+            self._flush_unless_in_table()
+            self._count(kind, 1)
+        self.kinds.append(kind)
         if name == "br":
             self._append("\n")
         elif name == "table":
@@ -274,6 +371,35 @@ class _Renderer:
             self.pre_depth -= 1
         elif name in _BLOCKS or name == "li":
             self._flush_unless_in_table()
+        kind = self.kinds.pop() if self.kinds else 0
+        if kind:
+            self._flush_unless_in_table()
+            self._count(kind, -1)
+
+    def _landmark(self, name: str, attrs: Mapping[str, object]) -> int:
+        """The `_FURNITURE`/`_MAIN`/`_ARTICLE`/`_SECTIONING` bits of an element, from its tag, its ARIA
+        role and (on a div) Sphinx's class names; page furniture counts only outside sectioning content."""
+        kind = _TAG_KINDS.get(name, 0)
+        role = attrs.get("role") if attrs else None
+        if role:
+            kind |= _ROLE_KINDS.get(_attr_text(role).strip().lower(), 0)
+        classes = attrs.get("class") if name == "div" and attrs else None
+        if classes:
+            for class_name in _attr_text(classes).split():
+                kind |= _DIV_CLASS_KINDS.get(class_name, 0)
+        if kind & _PAGE_FURNITURE:
+            kind = (kind & ~_PAGE_FURNITURE) | (0 if self.sectioning else _FURNITURE)
+        return kind
+
+    def _count(self, kind: int, step: int) -> None:
+        if kind & _FURNITURE:
+            self.furniture += step
+        if kind & _MAIN:
+            self.main += step
+        if kind & _ARTICLE:
+            self.article += step
+        if kind & _SECTIONING:
+            self.sectioning += step
 
     def _text(self, text: str) -> None:
         self._append(text if self.pre_depth else _WHITESPACE.sub(" ", text))
@@ -295,14 +421,8 @@ class _Renderer:
         if self.tables:
             self._append(" " + text + " ")
             return
-        if not text:
-            return
-        while self.headings and self.headings[-1][0] >= level:
-            self.headings.pop()
-        self.headings.append((level, text))
-        if level == 1 and not self.first_h1:
-            self.first_h1 = text
-        self.blocks.append(_Block(text, self._path(), is_heading=True))
+        if text:
+            self.blocks.append(_Block(text, level, self._kind()))
 
     def _flush_unless_in_table(self, *, preformatted: bool = False) -> None:
         if not self.tables:
@@ -319,10 +439,38 @@ class _Renderer:
             self._block(text)
 
     def _block(self, text: str) -> None:
-        self.blocks.append(_Block(text, self._path(), is_heading=False))
+        self.blocks.append(_Block(text, 0, self._kind()))
 
-    def _path(self) -> tuple[str, ...]:
-        return tuple(heading for _, heading in self.headings)
+    def _kind(self) -> int:
+        return ((_FURNITURE if self.furniture else 0) | (_MAIN if self.main else 0)
+                | (_ARTICLE if self.article else 0))
+
+
+def _is_permalink(attrs: Mapping[str, object], text: str | None = None) -> bool:
+    """Whether a link is a permalink: to a place on its own page, with a permalink class (or, given
+    `text`, only a permalink mark as its text)."""
+    if not _attr_text(attrs.get("href", "")).startswith("#"):
+        return False
+    classes = attrs.get("class")
+    if classes and not _PERMALINK_CLASSES.isdisjoint(_attr_text(classes).split()):
+        return True
+    return text is not None and text.strip() in _PERMALINK_MARKS
+
+
+def _xhtml_prefix(text: str) -> str:
+    """"x:" when the document binds the XHTML namespace to the prefix x (lowercased, as libxml2
+    reports tag names), else ""."""
+    match = _XHTML_PREFIX.search(text, 0, _PREFIX_SEARCH_CHARS)
+    return match.group(1).lower() + ":" if match else ""
+
+
+def _attr_text(value: object) -> str:
+    """An attribute's value as text (BeautifulSoup gives multi-valued ones, like class, as lists)."""
+    return " ".join(value) if isinstance(value, list) else str(value)
+
+
+def _path(open_headings: list[tuple[int, str]]) -> tuple[str, ...]:
+    return tuple(heading for _, heading in open_headings)
 
 
 def _no_text() -> str:

@@ -2,9 +2,10 @@
 
 Order of checks: known binary signatures (PDF, ZIP/Office, legacy Office, images, archives, executables),
 then text decoding (UTF-8 with or without BOM, UTF-16/UTF-32 with BOM), then the text flavour
-(JSON/JSONL and CSV by content or name; HTML by content; Markdown by name or by headings in the
-content; plain text otherwise). The name only ever chooses between text flavours: a file whose bytes
-are binary is never read as text because of its name, and vice versa.
+(JSON/JSONL and CSV by content or name; HTML and XHTML by content, or by name when the content
+starts with a tag; Markdown by name or by headings in the content; plain text otherwise). The name
+only ever chooses between text flavours: a file whose bytes are binary is never read as text because
+of its name, and vice versa.
 
 Binary data yields `UnsupportedFormat`; bytes that look like text but are not valid in their encoding
 yield `CorruptDocument`. Both messages name the file and say what to do.
@@ -76,7 +77,13 @@ _MAX_CONTROL_RATIO = 0.05
 _SNIFF_CHARS = 64 * 1024
 _DETECT_BYTES = 256 * 1024  # what encoding detection reads of a file that is not UTF-8
 
-_HTML_START = re.compile(r"\A(?:\s|<!--.*?-->|<\?xml[^>]*>)*<(?:!doctype\s+html|html[\s>])", re.I | re.S)
+# A DOCTYPE or <html> root after comments and processing instructions (the XML declaration,
+# <?xml-stylesheet?>); the root may be XHTML under a namespace prefix (<x:html>).
+_HTML_START = re.compile(r"\A(?:\s|<!--.*?-->|<\?[^>]*>)*<(?:!doctype\s+html|(?:[\w.-]+:)?html[\s>])", re.I | re.S)
+_XML_DECLARATION = re.compile(r"\A\s*<\?xml[\s?]", re.I)
+_XHTML_MARK = re.compile(r"http://www\.w3\.org/1999/xhtml|application/xhtml\+xml|//DTD XHTML", re.I)
+_HTML_NAMES = (".html", ".htm", ".xhtml", ".xht")
+_STARTS_WITH_TAG = re.compile(r"\A\s*<[a-z!?]", re.I)
 _HTML_TAG = re.compile(
     r"</?(?:html|head|body|div|span|p|a|br|hr|table|tr|td|th|ul|ol|li|h[1-6]|section|article|"
     r"header|footer|nav|main|img|script|style|meta|link|form|input|button|pre|code|strong|em|b|i)"
@@ -214,10 +221,16 @@ def _legacy_decode(data: bytes) -> str | None:
 
 
 def detect_text_format(text: str, filename: str) -> str:
-    """HTML if the content says so; Markdown by name or headings; plain text otherwise."""
+    """HTML if the content says so (XHTML too: an XML declaration and the XHTML namespace, DOCTYPE or
+    media type), or if an HTML name (.html, .xhtml...) starts with a tag; Markdown by name or
+    headings; plain text otherwise."""
     sample = text[:_SNIFF_CHARS]
     is_markdown_name = filename.lower().endswith(_MARKDOWN_NAMES)
     if _HTML_START.match(sample):
+        return HTML
+    if _XML_DECLARATION.match(sample) and _XHTML_MARK.search(sample):
+        return HTML
+    if filename.lower().endswith(_HTML_NAMES) and _STARTS_WITH_TAG.match(sample):
         return HTML
     if not is_markdown_name and _dense_in_html_tags(sample):
         return HTML

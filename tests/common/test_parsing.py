@@ -164,7 +164,7 @@ def test_html_blocks_headings_and_tables() -> None:
 def test_html_title_falls_back_to_first_h1() -> None:
     doc = HtmlParser().parse_text("<body><h2>Sub</h2><h1>Main</h1><p>x</p></body>", "a.html")
     assert doc.title == "Main"
-    assert bodies(doc) == [(("Main",), "x")]
+    assert bodies(doc) == [(("Sub",), "Sub"), (("Main",), "x")]  # nothing under "Sub": its own section
 
 
 def test_html_deeply_nested_markup_does_not_recurse() -> None:
@@ -223,3 +223,179 @@ def test_size_limit() -> None:
 def test_binary_formats_without_a_parser_are_unsupported() -> None:
     with pytest.raises(UnsupportedFormat, match="PNG image"):
         parse_document(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "photo.pdf", limits=LIMITS)
+
+
+# -- html: page furniture, permalinks, XHTML -------------------------------------------------------
+
+# The shape of a Sphinx page (python3-doc's, reduced): a mobile menu in <nav>, a "related" bar of
+# navigation links above and below the content, the content in div.body[role=main], a sidebar with a
+# table of contents, a footer; every heading and definition carries a "¶" permalink.
+SPHINX_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8" />
+<title>os — Miscellaneous interfaces &#8212; Python 3.11 documentation</title>
+<script src="_static/doctools.js"></script></head>
+<body>
+<div class="mobile-nav"><nav class="menu" role="navigation"><h3>Table of Contents</h3>
+  <ul><li><a href="#">os — Miscellaneous interfaces</a></li><li><a href="#files">Files and Directories</a></li></ul>
+</nav></div>
+<div class="related" role="navigation" aria-label="related navigation">
+  <h3>Navigation</h3>
+  <ul>
+    <li class="right"><a href="genindex.html">index</a></li>
+    <li class="right"><a href="py-modindex.html">modules</a> |</li>
+    <li class="right"><a href="io.html">next</a> |</li>
+    <li class="right"><a href="allos.html">previous</a> |</li>
+    <li><a href="https://www.python.org/">Python</a> &#187;</li>
+    <li><a href="index.html">3.11 Documentation</a> &#187;</li>
+  </ul>
+</div>
+<div class="document"><div class="documentwrapper"><div class="bodywrapper">
+<div class="body" role="main">
+<section id="module-os">
+<h1><code>os</code> — Miscellaneous interfaces<a class="headerlink" href="#module-os"
+  title="Permalink to this heading">¶</a></h1>
+<p>This module provides a portable way of using operating system dependent functionality.</p>
+<section id="files">
+<h2>Files and Directories<a class="headerlink" href="#files" title="Permalink to this heading">¶</a></h2>
+<dl class="py function">
+<dt class="sig sig-object py" id="os.chdir"><span class="sig-prename">os.</span><span
+  class="sig-name">chdir</span>(<em>path</em>)<a class="headerlink" href="#os.chdir" title="Permalink">¶</a></dt>
+<dd><p>Change the current working directory to <em>path</em>.</p></dd>
+</dl>
+<aside class="footnote brackets" id="f1"><p>On some platforms <em>path</em> may also be a file descriptor.</p></aside>
+</section>
+</section>
+<div class="clearer"></div>
+</div>
+</div></div></div>
+<div class="sphinxsidebar" role="navigation" aria-label="main navigation">
+  <div class="sphinxsidebarwrapper">
+    <h3><a href="contents.html">Table of Contents</a></h3>
+    <ul><li><a href="#">os — Miscellaneous interfaces</a>
+      <ul><li><a href="#files">Files and Directories</a></li></ul></li></ul>
+    <h4>Previous topic</h4><p class="topless"><a href="allos.html">Generic Operating System Services</a></p>
+    <div role="note"><h3>This Page</h3><ul><li><a href="bugs.html">Report a Bug</a></li></ul></div>
+  </div>
+</div>
+</div>
+<div class="related" role="navigation" aria-label="related navigation">
+  <h3>Navigation</h3>
+  <ul><li class="right"><a href="py-modindex.html">modules</a> |</li>
+    <li class="right"><a href="io.html">next</a> |</li></ul>
+</div>
+<div class="footer">&copy; <a href="copyright.html">Copyright</a> 2001-2026, Python Software Foundation.</div>
+</body></html>"""
+
+FURNITURE_WORDS = ("modules", "previous", "Navigation", "Table of Contents", "Previous topic", "This Page",
+                   "Report a Bug", "Copyright", "Generic Operating", "¶")
+
+
+def test_html_keeps_the_main_content_of_a_sphinx_page() -> None:
+    doc = parse_document(SPHINX_PAGE.encode(), "os.html", limits=LIMITS)
+    assert doc.format == "html"
+    assert bodies(doc) == [
+        (("os — Miscellaneous interfaces",),
+         "This module provides a portable way of using operating system dependent functionality."),
+        (("os — Miscellaneous interfaces", "Files and Directories"), "os.chdir(path)"),
+        (("os — Miscellaneous interfaces", "Files and Directories"), "Change the current working directory to path."),
+        (("os — Miscellaneous interfaces", "Files and Directories"),
+         "On some platforms path may also be a file descriptor."),  # an aside inside the content: a footnote
+    ]
+    assert_offsets(doc)
+    for furniture in FURNITURE_WORDS:
+        assert furniture not in doc.text
+
+
+HTML5_PAGE = """<!DOCTYPE html><html><head><title>Kayaks</title></head><body>
+<header><a href="/">Paddle Club</a><nav><a href="/join">Join</a> <a href="/events">Events</a></nav></header>
+<div class="breadcrumbs"><a href="/">Home</a> / <a href="/guides">Guides</a></div>
+<main>
+<article>
+<header><h1>Choosing a kayak<a class="anchor" href="#top" aria-hidden="true">#</a></h1><p>By Ann, May 2026</p></header>
+<p>Sit-on-top kayaks are stable on calm lakes and easy to get back onto after a swim.</p>
+<h2 id="sea">Sea kayaks <a href="#sea">§</a></h2>
+<p>Sea kayaks are long and narrow: they track well in wind and waves but need practice.</p>
+<aside class="note"><p>Always wear a buoyancy aid.</p></aside>
+<footer><p>Filed under boats.</p></footer>
+</article>
+<aside class="sidebar"><h3>Popular posts</h3><ul><li>Ten knots every paddler knows</li></ul></aside>
+</main>
+<aside role="complementary"><h3>Newsletter</h3><p>Sign up for our monthly newsletter.</p></aside>
+<footer role="contentinfo"><p>© 2026 Paddle Club · Privacy policy</p></footer>
+</body></html>"""
+
+
+def test_html_drops_navigation_sidebars_footers_and_permalinks() -> None:
+    doc = HtmlParser().parse_text(HTML5_PAGE, "kayaks.html")
+    assert bodies(doc) == [
+        (("Choosing a kayak",), "By Ann, May 2026"),
+        (("Choosing a kayak",), "Sit-on-top kayaks are stable on calm lakes and easy to get back onto after a swim."),
+        (("Choosing a kayak", "Sea kayaks"),
+         "Sea kayaks are long and narrow: they track well in wind and waves but need practice."),
+        (("Choosing a kayak", "Sea kayaks"), "Always wear a buoyancy aid."),  # the article's own aside
+        (("Choosing a kayak", "Sea kayaks"), "Filed under boats."),  # and its own footer
+    ]
+    assert_offsets(doc)
+    for furniture in ("Paddle Club", "Join", "Home", "Popular posts", "Ten knots", "Newsletter", "Privacy", "§", "#"):
+        assert furniture not in doc.text
+
+
+def test_html_without_marked_main_content_keeps_everything_but_the_furniture() -> None:
+    page = ("<html><body><div class='top'><a href='/'>Site</a></div><nav>Home | About</nav>"
+            "<h1>Notes</h1><p>First note.</p><aside><p>Ads here.</p></aside><p>Second note.</p>"
+            "<footer>Copyright 2026</footer></body></html>")
+    doc = HtmlParser().parse_text(page, "notes.html")
+    assert bodies(doc) == [((), "Site"), (("Notes",), "First note."), (("Notes",), "Second note.")]
+
+
+def test_html_main_marking_a_small_part_of_the_page_does_not_hide_the_rest() -> None:
+    """A page that marks only a banner as <main> (a misuse) keeps its text; so does one whose only
+    content sits in furniture tags, and one whose <article>s are its comments rather than its text."""
+    story = " ".join(["The lake froze early that year and the ferry stopped running in November."] * 4)
+    banner = f"<html><body><main><p>Welcome!</p></main><h1>Story</h1><p>{story}</p></body></html>"
+    assert bodies(HtmlParser().parse_text(banner, "a.html")) == [((), "Welcome!"), (("Story",), story)]
+    all_aside = "<html><body><aside><h1>Recipe</h1><p>Mix flour and water.</p></aside></body></html>"
+    assert bodies(HtmlParser().parse_text(all_aside, "b.html")) == [(("Recipe",), "Mix flour and water.")]
+    comments = (f"<html><body><div class='post'><h1>Story</h1><p>{story}</p></div>"
+                "<article><p>Nice post!</p></article><article><p>Thanks.</p></article></body></html>")
+    assert bodies(HtmlParser().parse_text(comments, "c.html")) == [
+        (("Story",), story), (("Story",), "Nice post!"), (("Story",), "Thanks.")
+    ]
+
+
+def test_html_deep_markup_and_the_fallback_parser_drop_the_furniture_too() -> None:
+    expected = bodies(parse_document(SPHINX_PAGE.encode(), "os.html", limits=LIMITS))
+    deep = SPHINX_PAGE.replace("<body>", "<body>" + "<div>" * 3000).replace("</body>", "</div>" * 3000 + "</body>")
+    assert bodies(HtmlParser().parse_text(deep, "os.html")) == expected
+    assert bodies(HtmlParser()._parse_nested(SPHINX_PAGE, "os.html", "")) == expected  # BeautifulSoup's builder
+
+
+XHTML_BODY = ('<head><meta http-equiv="Content-Type" content="application/xhtml+xml; charset=utf-8"/>'
+              "<title>Lakes</title></head><body><h1>Calm lakes</h1><p>Kayaks are great for calm lakes.</p></body>")
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        '<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" '
+        '"http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd">\n'
+        f'<html xmlns="http://www.w3.org/1999/xhtml" xml:lang="en">{XHTML_BODY}</html>',
+        # an internal DTD subset
+        '<?xml version="1.0"?>\n<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.1//EN" '
+        '"http://www.w3.org/TR/xhtml11/DTD/xhtml11.dtd" [\n  <!ENTITY lake "calm lake">\n]>\n'
+        f'<html xmlns="http://www.w3.org/1999/xhtml">{XHTML_BODY}</html>',
+        # the XHTML namespace under a prefix
+        '<?xml version="1.0" encoding="utf-8"?>\n<x:html xmlns:x="http://www.w3.org/1999/xhtml">'
+        + XHTML_BODY.replace("<", "<x:").replace("<x:/", "</x:") + "</x:html>",
+        # a stylesheet instruction and a comment before a root the sniffer must look past
+        '<?xml version="1.0" encoding="utf-8"?>\n<?xml-stylesheet type="text/xsl" href="page.xsl"?>\n'
+        '<!-- exported -->\n<xhtml:html xmlns:xhtml="http://www.w3.org/1999/xhtml">'
+        + XHTML_BODY.replace("<", "<xhtml:").replace("<xhtml:/", "</xhtml:") + "</xhtml:html>",
+    ],
+    ids=["doctype", "internal-subset", "prefixed", "stylesheet-pi"],
+)
+def test_xhtml_is_parsed_as_html(source: str) -> None:
+    doc = parse_document(source.encode(), "lakes.xhtml", limits=LIMITS)
+    assert doc.format == "html"
+    assert doc.title == "Lakes"
+    assert bodies(doc) == [(("Calm lakes",), "Kayaks are great for calm lakes.")]

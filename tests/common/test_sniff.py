@@ -108,6 +108,11 @@ def test_newlines_are_normalized() -> None:
         ("<!DOCTYPE html><html><body><p>x</p></body></html>", "page.txt", HTML),
         ("  <!-- generated -->\n<html lang='en'><p>x</p></html>", "noext", HTML),
         ("<?xml version='1.0'?>\n<html><body>x</body></html>", "a.xhtml", HTML),
+        ("<?xml version='1.0'?>\n<?xml-stylesheet href='a.xsl'?>\n<x:html xmlns:x='http://www.w3.org/1999/xhtml'>",
+         "page", HTML),
+        ("<?xml version='1.0'?>\n<!-- toc -->\n<body xmlns='http://www.w3.org/1999/xhtml'><p>x</p></body>", "b", HTML),
+        ("<p>A fragment with <b>one</b> tag.</p>", "fragment.html", HTML),  # an HTML name that starts with a tag
+        ("<p>A fragment with <b>one</b> tag.</p>", "fragment.txt", TEXT),
         ("<div><p>one</p><p>two</p><p>three</p><ul><li>a</li><li>b</li></ul><br></div>", "frag", HTML),
         ("# Title\n\nSome text.", "notes.txt", MARKDOWN),
         ("Title\n=====\n\nSome text.", "notes", MARKDOWN),
