@@ -1,8 +1,9 @@
 """Word (.docx) via python-docx: paragraphs under "Heading N" styles, tables as " | " rows.
 
 Body paragraphs and tables are read in document order; each body paragraph and each table is one
-section whose heading path comes from the "Heading 1".."Heading 9" paragraphs above it. The "Title"
-style (or the core properties' title) gives the document title. The ZIP is checked for bombs first.
+section whose heading path comes from the "Heading 1".."Heading 9" paragraphs above it (a heading with
+nothing under it is a section of its own). The "Title" style (or the core properties' title) gives the
+document title. The ZIP is checked for bombs first.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class DocxParser:
                 while headings and headings[-1][0] >= level:
                     headings.pop()
                 headings.append((level, text))
-                builder.heading(text)
+                builder.heading(text, _path(headings), level=level + 1)  # "Title" is level 0
                 title = title or (text if level <= 1 else "")
         core_title = document.core_properties.title or ""
         return builder.build(self.format, title=core_title or title)

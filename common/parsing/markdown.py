@@ -1,7 +1,8 @@
 """Markdown: ATX (`# Title`) and setext (`Title` over `===`/`---`) headings build the heading path.
 
 The document text is the Markdown source itself, so section offsets point into what the user uploaded
-(newlines normalized). Heading lines are not part of any section: their text lives in `heading_path`.
+(newlines normalized). Heading lines are not part of any section: their text lives in `heading_path`;
+a heading with nothing under it is a section of its own, its text as written (`outline`).
 Fenced code blocks (``` or ~~~) are kept verbatim and lines inside them are never headings.
 A leading YAML front-matter block (`---` ... `---`) is skipped.
 """
@@ -12,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from common.parsing.base import ParsedDocument, Section
+from common.parsing.outline import Heading, with_lone_headings
 from common.parsing.sniff import MARKDOWN, decode_text
 
 _LINE = re.compile(r"^[^\n]*", re.M)
@@ -39,7 +41,8 @@ class MarkdownParser:
         for line in _LINE.finditer(text, start):
             state.feed(line.start(), line.end())
         state.flush()
-        return ParsedDocument(format=self.format, text=text, sections=state.sections, title=state.title)
+        sections = with_lone_headings(state.sections, state.heading_marks)
+        return ParsedDocument(format=self.format, text=text, sections=sections, title=state.title)
 
 
 @dataclass(slots=True)
@@ -57,6 +60,8 @@ class _State:
     title: str = ""
     title_is_h1: bool = False
     headings: list[tuple[int, str]] = field(default_factory=list)
+    heading_marks: list[Heading] = field(default_factory=list)
+    """Every heading with text, where its text stands in the source."""
     body: list[tuple[int, int]] = field(default_factory=list)
     fence: _Fence | None = None
     paragraph_lines: int = 0
@@ -78,14 +83,19 @@ class _State:
             return
         if atx := _ATX.match(line):
             self.flush()
-            self._push_heading(len(atx.group(1)), atx.group(2) or "")
+            content_start = start + atx.start(2) if atx.group(2) is not None else start
+            self._push_heading(len(atx.group(1)), atx.group(2) or "", content_start)
             return
         if self.paragraph_lines and _SETEXT.match(line):
             heading_lines = self.body[-self.paragraph_lines :]
             del self.body[-self.paragraph_lines :]
             heading = " ".join(self.text[s:e].strip() for s, e in heading_lines)
             self.flush()
-            self._push_heading(1 if line.strip()[0] == "=" else 2, heading)
+            first_start, first_end = heading_lines[0]
+            first_line = self.text[first_start:first_end]
+            content_start = first_start + len(first_line) - len(first_line.lstrip())
+            source = self.text[content_start : heading_lines[-1][1]].rstrip()
+            self._push_heading(1 if line.strip()[0] == "=" else 2, heading, content_start, source)
             return
         self.body.append((start, end))
         is_paragraph = bool(line.strip()) and not _NOT_PARAGRAPH.match(line)
@@ -106,11 +116,16 @@ class _State:
         path = tuple(heading for _, heading in self.headings if heading)
         self.sections.append(Section(text=stripped, heading_path=path, start_char=start))
 
-    def _push_heading(self, level: int, raw: str) -> None:
+    def _push_heading(self, level: int, raw: str, start: int, source: str | None = None) -> None:
+        """A heading of `level` whose text `raw` starts at `start` (`source`: its text as written, where
+        that is more than `raw`: a setext heading's lines)."""
         heading = _clean_heading(raw)
         while self.headings and self.headings[-1][0] >= level:
             self.headings.pop()
         self.headings.append((level, heading))
+        if heading:
+            path = tuple(text for _, text in self.headings if text)
+            self.heading_marks.append(Heading(source if source is not None else raw, level, path, start))
         # The title is the first level-1 heading, or the first heading if there is none.
         if heading and (not self.title or (level == 1 and not self.title_is_h1)):
             self.title, self.title_is_h1 = heading, level == 1

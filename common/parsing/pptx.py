@@ -1,8 +1,9 @@
 """PowerPoint (.pptx) via python-pptx: one section per slide, the slide title as its heading.
 
 A slide's text is its shapes' text frames and tables (" | " rows) in shape order, group shapes
-walked with an explicit stack, then its speaker notes. Sections carry the slide number as `page`; the
-slide count is checked against `limits.max_pages`. The ZIP is checked for bombs first.
+walked with an explicit stack, then its speaker notes (a slide with a title and nothing else is its
+title). Sections carry the slide number as `page`; the slide count is checked against
+`limits.max_pages`. The ZIP is checked for bombs first.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class PptxParser:
             title_shape = slide.shapes.title
             title = " ".join(title_shape.text_frame.text.split()) if title_shape is not None else ""
             heading = title or f"Slide {number}"
-            builder.heading(heading)
+            builder.heading(heading, (heading,) if title else None, page=number)  # a title-only slide is its title
             title_id = title_shape.shape_id if title_shape is not None else None
             texts = [_shape_text(shape) for shape in _walk(slide.shapes) if shape.shape_id != title_id]
             if slide.has_notes_slide:

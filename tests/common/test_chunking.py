@@ -139,6 +139,18 @@ def test_never_crosses_a_heading_and_titles_are_paths() -> None:
     ]
 
 
+def test_a_heading_only_document_is_one_chunk_and_an_empty_heading_is_searchable() -> None:
+    tokenizer = WordTokenizer()
+    only = MarkdownParser().parse_text("# Kayaks are great for calm lakes\n", "kayaks.md")
+    chunks = Chunker(tokenizer, chunk_tokens=100, overlap_tokens=10).chunk(only)
+    assert [(c.title, c.text) for c in chunks] == [("Kayaks are great for calm lakes",) * 2]
+    source = "# Guide\n\n## Setup\n\n## Usage\n\nUsage words."
+    doc = MarkdownParser().parse_text(source, "g.md")
+    chunks = Chunker(tokenizer, chunk_tokens=100, overlap_tokens=10).chunk(doc)
+    assert [(c.title, c.text) for c in chunks] == [("Guide > Setup", "Setup"), ("Guide > Usage", "Usage words.")]
+    check_invariants(doc, chunks, tokenizer, 100)
+
+
 def test_consecutive_sections_with_one_heading_path_are_packed_together_and_keep_pages() -> None:
     text = "Alpha beta.\n\nGamma delta.\n\nEpsilon."
     sections = [

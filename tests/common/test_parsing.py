@@ -117,6 +117,37 @@ def test_markdown_sections_always_point_into_the_text(lines: list[str]) -> None:
     assert_offsets(doc)
 
 
+@pytest.mark.parametrize(
+    ("data", "filename"),
+    [(b"# Kayaks are great for calm lakes\n", "kayaks.md"),
+     (b"Kayaks are great for calm lakes\n===\n", "kayaks.md"),
+     (b"<html><body><h1>Kayaks are great for calm lakes</h1></body></html>", "kayaks.html")],
+)
+def test_a_document_of_one_heading_is_that_heading(data: bytes, filename: str) -> None:
+    doc = parse_document(data, filename, limits=LIMITS)
+    assert bodies(doc) == [(("Kayaks are great for calm lakes",), "Kayaks are great for calm lakes")]
+    assert_offsets(doc)
+
+
+def test_markdown_headings_with_nothing_under_them_are_sections_of_their_own() -> None:
+    source = "# Guide\n\n## Install\n\n## Usage *now*\n\nUse it.\n\n## [Notes](notes.md) ##\n"
+    doc = MarkdownParser().parse_text(source, "guide.md")
+    # "Guide" has subsections: it is in their heading paths; "Install" and "Notes" hold nothing.
+    assert bodies(doc) == [
+        (("Guide", "Install"), "Install"),
+        (("Guide", "Usage now"), "Use it."),
+        (("Guide", "Notes"), "[Notes](notes.md)"),
+    ]
+    assert_offsets(doc)
+
+
+def test_html_headings_with_nothing_under_them_are_sections_of_their_own() -> None:
+    doc = HtmlParser().parse_text("<h1>Guide</h1><h2>Install</h2><h2>Usage</h2><p>Use it.</p><h3>Later</h3>", "g.html")
+    assert bodies(doc) == [(("Guide", "Install"), "Install"), (("Guide", "Usage"), "Use it."),
+                           (("Guide", "Usage", "Later"), "Later")]
+    assert_offsets(doc)
+
+
 # -- html ------------------------------------------------------------------------------------------
 
 HTML_SOURCE = """<!DOCTYPE html>
@@ -207,10 +238,15 @@ def test_parse_document_sniffs_content_not_name() -> None:
     assert len(doc.sections) == 2
 
 
-@pytest.mark.parametrize("data", [b"", b"   \n\t\r\n  ", b"<html><script>x()</script></html>", b"# Only heading"])
-def test_empty_documents_are_corrupt(data: bytes) -> None:
+@pytest.mark.parametrize(
+    ("data", "filename"),
+    [(b"", "empty.txt"), (b"   \n\t\r\n  ", "empty.txt"), (b"<html><script>x()</script></html>", "empty.txt"),
+     (b"#\n\n## \n", "empty.md"),
+     (b"<html><body><h1> </h1><h2><a class='headerlink' href='#x'>\xc2\xb6</a></h2></html>", "empty.html")],
+)
+def test_empty_documents_are_corrupt(data: bytes, filename: str) -> None:
     with pytest.raises(CorruptDocument, match="document is empty"):
-        parse_document(data, "empty.txt", limits=LIMITS)
+        parse_document(data, filename, limits=LIMITS)
 
 
 def test_size_limit() -> None:

@@ -53,6 +53,20 @@ def test_docx_headings_and_tables() -> None:
     assert _offsets_hold(doc)
 
 
+def test_docx_of_headings_only_is_its_headings() -> None:
+    def build(document: object) -> None:
+        document.add_heading("Kayaks", level=1)  # type: ignore[attr-defined]
+        document.add_heading("Calm lakes", level=2)  # type: ignore[attr-defined]
+        document.add_heading("Rivers", level=2)  # type: ignore[attr-defined]
+
+    doc = parse_document(make_docx(build), "kayaks.docx", limits=LIMITS)
+    assert [(s.heading_path, s.text) for s in doc.sections] == [
+        (("Kayaks", "Calm lakes"), "Calm lakes"),
+        (("Kayaks", "Rivers"), "Rivers"),
+    ]
+    assert _offsets_hold(doc)
+
+
 def test_xlsx_one_section_per_sheet() -> None:
     data = make_xlsx({"People": [["Name", "Age"], ["Ann", 31], [None, None], ["Bob", 4.0]], "Blank": []})
     doc = parse_document(data, "book.xlsx", limits=LIMITS)
@@ -67,6 +81,15 @@ def test_pptx_one_section_per_slide() -> None:
     assert [(s.heading_path, s.text, s.page) for s in doc.sections] == [
         (("Welcome",), "Hello all", 1),
         (("Plan",), "Step one", 2),
+    ]
+    assert _offsets_hold(doc)
+
+
+def test_a_title_only_slide_is_its_title() -> None:
+    doc = parse_document(make_pptx([("Welcome", "Hello all"), ("Questions?", "")]), "deck.pptx", limits=LIMITS)
+    assert [(s.heading_path, s.text, s.page) for s in doc.sections] == [
+        (("Welcome",), "Hello all", 1),
+        (("Questions?",), "Questions?", 2),
     ]
     assert _offsets_hold(doc)
 

@@ -229,6 +229,14 @@ async def test_parse_of_a_page_range_task_reads_only_its_pages(local_core: Core,
     assert ctx.chunks[0].page == 2, "pages keep their numbers in the whole document"
 
 
+async def test_a_markdown_file_of_one_heading_is_one_chunk(local_core: Core, contexts: Contexts) -> None:
+    ctx = await contexts.new(filename="kayaks.md")
+    ctx.data = b"# Kayaks are great for calm lakes\n"
+    await _parse_stage(local_core).run(ctx)
+    await ChunkStage(local_core.settings).run(ctx)
+    assert [(c.title, c.text) for c in ctx.chunks] == [("Kayaks are great for calm lakes",) * 2]
+
+
 async def test_parse_of_bad_input_is_a_permanent_error(local_core: Core, contexts: Contexts) -> None:
     ctx = await contexts.new(filename="notes.txt")
     ctx.data = bytes(range(256)) * 40
