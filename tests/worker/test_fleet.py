@@ -137,12 +137,14 @@ async def test_sigterm_past_grace_leaves_the_task_for_another_worker(fleet: Flee
     await wait_until(lambda: _running_on(core, tasks, "impatient"), 60, "a running task", fleet)
     assert fleet.terminate("impatient") == 0
     task = await asyncio.to_thread(core.repo.tasks.get, tasks[0])
-    assert task.status == "running", "left unacked, not failed"
+    assert (task.status, task.attempts) == ("queued", 0), "left unacked and returned uncounted, not failed"
     pending = await core.redis.xpending(core.keys.stream_normal, core.keys.group)
     assert pending["pending"] == 1
     fleet.start_worker("successor")
     await wait_until(lambda: all_terminal(core, tasks), 60, "the successor to finish it", fleet)
     await assert_exactly_once(core, fleet, kb, tasks)
+    task = await asyncio.to_thread(core.repo.tasks.get, tasks[0])
+    assert (task.attempts, task.worker) == (1, "successor"), "the stop spent no attempt"
 
 
 async def test_a_long_task_is_never_stolen_from_a_live_worker(fleet: Fleet, core: Core) -> None:
