@@ -27,7 +27,7 @@ import numpy as np
 from vectordb.catalog import SegmentMeta
 from vectordb.collection_core import CollectionCore
 from vectordb.errors import CollectionNotFound, InvalidRequest, StorageError
-from vectordb.expr import Expr
+from vectordb.expr import Expr, FilterBudget
 from vectordb.index import check_metric, higher_is_better, prepare_queries
 from vectordb.results import Hit
 from vectordb.schema import DYNAMIC_FIELD, CollectionSchema, IndexParams
@@ -185,8 +185,11 @@ class Collection(CollectionCore):
         if sealed_only:  # Milvus's ignoreGrowing: rows not yet sealed into a segment are not searched
             views = [v for v in views if not isinstance(v.segment, GrowingSegment)]
         k = limit
+        budget = FilterBudget()  # one for the whole request: every segment, every deeper round
+        rows = sum(view.n for view in views)
         while True:
-            per_segment = search_segments(views, ts, q, k, expr, metric, params, self._visibility, column)
+            budget.charge_rows(expr, rows)  # before any row is read: a filter too costly is refused at once
+            per_segment = search_segments(views, ts, q, k, expr, metric, params, self._visibility, budget, column)
             hits = reduce_hits(per_segment, len(q), k, output_fields, higher)
             if within is None:
                 return hits
@@ -212,8 +215,9 @@ class Collection(CollectionCore):
         ts, views = self.snapshot(self.read_ts() if read_ts is None else read_ts)
         rows: list[dict[str, Any]] = []
         skip = offset
+        budget = FilterBudget.for_rows(expr, sum(view.n for view in views))
         for view in views:
-            for off in self._matching(view, ts, expr).tolist():
+            for off in self._matching(view, ts, expr, budget).tolist():
                 if skip:
                     skip -= 1
                     continue

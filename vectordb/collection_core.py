@@ -36,7 +36,7 @@ import numpy as np
 
 from vectordb.catalog import Catalog, CollectionMeta
 from vectordb.errors import CollectionNotFound, DuplicatePrimaryKey, InvalidRequest, StorageError
-from vectordb.expr import Expr, evaluate
+from vectordb.expr import Expr, FilterBudget, evaluate
 from vectordb.fsutil import atomic_write_bytes
 from vectordb.schema import CollectionSchema, RowBatch
 from vectordb.search import VisibilityCache
@@ -369,7 +369,8 @@ class CollectionCore:
     def delete_where(self, expr: Expr, *, session: Session | None = None) -> int:
         with self.lock:  # re-entrant: match and delete see one state
             ts, views = self.snapshot()
-            pks = [view.segment.pks[off] for view in views for off in self._matching(view, ts, expr)]
+            budget = FilterBudget.for_rows(expr, sum(view.n for view in views))
+            pks = [view.segment.pks[off] for view in views for off in self._matching(view, ts, expr, budget)]
             return self.delete_pks(pks, session=session)
 
     def _split(self, batch: RowBatch) -> dict[int, RowBatch]:
@@ -453,8 +454,8 @@ class CollectionCore:
             return ts, [s.view() for s in self.segments.values() if s.n]
 
     @staticmethod
-    def _matching(view: SegmentView, ts: int, expr: Expr | None) -> np.ndarray:
+    def _matching(view: SegmentView, ts: int, expr: Expr | None, budget: FilterBudget) -> np.ndarray:
         mask = view.visible(ts)
         if expr is not None and mask.any():
-            mask &= evaluate(expr, view)
+            mask &= evaluate(expr, view, budget)
         return np.flatnonzero(mask)

@@ -24,26 +24,41 @@ A name that is not in the schema refers to a dynamic field when the schema enabl
 names are case-insensitive. Arithmetic on literals alone is folded at parse time; on a field it is
 evaluated per row (a JSON value that is not a number matches nothing, as Milvus treats it).
 
-Limits: a filter is at most `MAX_FILTER_CHARS` characters and nests parentheses and `not`s at most
-`MAX_FILTER_DEPTH` deep (the parser and the evaluator recurse on nesting); beyond them it is a
-FilterError that names the limit, like any other bad filter.
+Limits, each a FilterError that names it, like any other bad filter:
+- a filter is at most `MAX_FILTER_CHARS` characters;
+- every construct the parser or the evaluator recurses on (parentheses, `not`, unary signs,
+  `array_length(...)`, and arithmetic on fields, whose operations nest as a tree) is at most
+  `MAX_FILTER_DEPTH` levels deep, so no filter can exhaust the stack;
+- integer literals, and arithmetic folded on them, stay within INT64 (as in Milvus);
+- evaluating one request's filter over its rows costs at most `MAX_FILTER_WORK` steps (`FilterBudget`,
+  shared by every segment the request reads): a filter of 100,000 conditions over a million rows is
+  refused early with a clear message instead of holding a worker thread for minutes. Every node's cost is
+  linear in the rows it reads (`like` included: `vectordb.like` never backtracks), so the budget bounds
+  the time.
 """
 
 from __future__ import annotations
 
+import math
 import operator
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
 import numpy as np
 
 from vectordb.errors import FilterError
+from vectordb.like import LikePattern
 from vectordb.schema import DYNAMIC_FIELD, CollectionSchema, DataType
 
 MAX_FILTER_CHARS = 1 << 20  # a few thousand `in` list entries fit many times over
-MAX_FILTER_DEPTH = 64  # nested ( ) and `not`; generated filters are flat (`a or b or ...`, `x in [...]`)
+MAX_FILTER_DEPTH = 64  # nested ( ), `not`, signs, arithmetic; generated filters are flat (`a or b`, `x in [...]`)
+# Steps of filter evaluation per request (the cost model is beside `FilterBudget`): at most ~4.5 s of one
+# core at the slowest kind of step measured (~150 ns); a condition on a JSON path over a million rows is 4M.
+MAX_FILTER_WORK = 30_000_000
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 # ---------------------------------------------------------------------------------------------- tokens
 
@@ -56,7 +71,8 @@ class Token:
 
 
 _KEYWORDS = {"and": "AND", "or": "OR", "not": "NOT", "in": "IN", "like": "LIKE", "true": "TRUE", "false": "FALSE"}
-_NUMBER_RE = re.compile(r"(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?")
+_NUMBER_RE = re.compile(r"(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?", re.ASCII)
+_DIGITS = frozenset("0123456789")
 _IDENT_RE = re.compile(r"[A-Za-z_$][A-Za-z0-9_]*")
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'"}
 
@@ -91,14 +107,17 @@ def tokenize(text: str) -> list[Token]:
         elif c in "\"'":
             value, i = _read_string(text, i)
             tokens.append(value)
-        elif c.isdigit() or (c == "." and i + 1 < n and text[i + 1].isdigit()):
+        elif c in _DIGITS or (c == "." and i + 1 < n and text[i + 1] in _DIGITS):
             m = _NUMBER_RE.match(text, i)
             assert m is not None
             raw = m.group(0)
             if m.group(2) or "." in raw:
                 tokens.append(Token("FLOAT", float(raw), i))
+            elif len(digits := raw.lstrip("0")) > 19 or int(digits or "0") > -INT64_MIN:  # -INT64_MIN: -2**63's size
+                raise FilterError(f"integer {raw[:30]}{'...' if len(raw) > 30 else ''} is out of the INT64 range",
+                                  position=i, expression=text)
             else:
-                tokens.append(Token("INT", int(raw), i))
+                tokens.append(Token("INT", int(digits or "0"), i))
             i = m.end()
         elif _IDENT_RE.match(text, i):
             m = _IDENT_RE.match(text, i)
@@ -167,6 +186,7 @@ class Arith:
     left: Operand
     right: Operand
     pos: int
+    depth: int  # operations on the longest path down to a field or literal (bounded by MAX_FILTER_DEPTH)
 
     @property
     def typed(self) -> bool:
@@ -207,7 +227,7 @@ class InList:
 @dataclass(frozen=True, slots=True)
 class Like:
     operand: Operand
-    regex: re.Pattern[str]
+    pattern: LikePattern
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,12 +289,18 @@ class _Parser:
         self.i = 0
         self.depth = 0
 
-    def nest(self, t: Token) -> None:
-        """Enter one more level of `(` or `not` (the caller leaves it with `self.depth -= 1`)."""
+    @contextmanager
+    def nest(self, t: Token) -> Iterator[None]:
+        """One more level of a construct the parser recurses on: `(`, `not`, a sign, `array_length(`."""
         self.depth += 1
         if self.depth > MAX_FILTER_DEPTH:
-            self.fail(f"the filter nests parentheses and 'not' more than {MAX_FILTER_DEPTH} levels deep "
-                      "(the limit); flatten it, e.g. with 'or', 'and' or 'in [...]'", t)
+            self.too_deep(t.pos)
+        yield
+        self.depth -= 1
+
+    def too_deep(self, pos: int) -> NoReturn:
+        self.fail(f"the filter nests parentheses, 'not', signs or arithmetic more than {MAX_FILTER_DEPTH} levels "
+                  "deep (the limit); flatten it, e.g. with 'or', 'and' or 'in [...]'", pos=pos)
 
     # token helpers
     @property
@@ -317,21 +343,18 @@ class _Parser:
 
     def parse_not(self) -> Expr:
         if self.tok.kind == "NOT":
-            self.nest(self.tok)
-            self.i += 1
-            e: Expr = Not(self.parse_not())
-            self.depth -= 1
-            return e
+            with self.nest(self.tok):
+                self.i += 1
+                return Not(self.parse_not())
         return self.parse_primary()
 
     def parse_primary(self) -> Expr:
         if self.tok.kind == "(":
-            self.nest(self.tok)
-            self.i += 1
-            e = self.parse_or()
-            self.take(")")
-            self.depth -= 1
-            return e
+            with self.nest(self.tok):
+                self.i += 1
+                e = self.parse_or()
+                self.take(")")
+                return e
         if self.tok.kind == "IDENT" and self.tok.value.lower() in _CONTAINS and self.peek().kind == "(":
             return self.parse_contains()
         left = self.parse_operand()
@@ -348,7 +371,7 @@ class _Parser:
             self.i += 1
             pat = self.take("STRING")
             self._need_string_operand(left, "like", t)
-            return Like(left, _like_regex(pat.value))
+            return Like(left, LikePattern.compile(pat.value))
         if t.kind == "CMP":
             self.i += 1
             right = self.parse_operand()
@@ -443,8 +466,9 @@ class _Parser:
     def parse_unary(self) -> Operand:
         t = self.tok
         if t.kind in ("-", "+"):
-            self.i += 1
-            return self.arith(t, Literal(0, t.pos), self.parse_unary())  # -x is 0 - x, folded for a literal
+            with self.nest(t):
+                self.i += 1
+                return self.arith(t, Literal(0, t.pos), self.parse_unary())  # -x is 0 - x, folded for a literal
         return self.parse_atom()
 
     def arith(self, t: Token, left: Operand, right: Operand) -> Operand:
@@ -456,14 +480,21 @@ class _Parser:
         if isinstance(left, Literal) and isinstance(right, Literal):
             if t.value in ("/", "%") and right.value == 0:
                 self.fail(f"division by zero in {t.value}", t)
-            return Literal(_ARITH[t.value](left.value, right.value), left.pos)
-        return Arith(t.value, left, right, t.pos)
+            value = _ARITH[t.value](left.value, right.value)
+            if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+                self.fail(f"{_operand_text(left)} {t.value} {_operand_text(right)} is out of the INT64 range", t)
+            return Literal(value, left.pos)
+        depth = 1 + max(x.depth if isinstance(x, Arith) else 0 for x in (left, right))
+        if depth > MAX_FILTER_DEPTH:
+            self.too_deep(t.pos)
+        return Arith(t.value, left, right, t.pos, depth)
 
     def parse_atom(self) -> Operand:
         t = self.tok
         if t.kind == "IDENT" and t.value.lower() == "array_length" and self.peek().kind == "(":
-            self.i += 2
-            ref = self.parse_atom()
+            with self.nest(t):
+                self.i += 2
+                ref = self.parse_atom()
             if not isinstance(ref, FieldRef) or (ref.scalar and ref.dtype is not DataType.ARRAY):
                 self.fail("array_length() takes an ARRAY or JSON field", t)
             self.take(")")
@@ -500,6 +531,9 @@ class _Parser:
                     self.fail(f"operator {t.value} does not apply to BOOL field {a.column!r}", t)
             if isinstance(a, Arith | Length) and isinstance(b, Literal) and _kind_of_value(b.value) != "number":
                 self.fail(f"cannot compare a number with {b.value!r}", t)
+            if isinstance(a, Arith | Length) and isinstance(b, FieldRef) and b.scalar and \
+                    _kind_of_dtype(b.dtype) != "number":
+                self.fail(f"cannot compare a number with {_operand_text(b)}", t)
         if isinstance(left, FieldRef) and isinstance(right, FieldRef) and left.scalar and right.scalar:
             if _kind_of_dtype(left.dtype) != _kind_of_dtype(right.dtype):
                 self.fail(f"cannot compare {left.dtype.value} field with {right.dtype.value} field", t)
@@ -590,20 +624,6 @@ def _describe(t: Token) -> str:
     return "end of expression" if t.kind == "EOF" else repr(str(t.value))
 
 
-def _like_regex(pattern: str) -> re.Pattern[str]:
-    out: list[str] = []
-    i = 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "\\" and i + 1 < len(pattern):
-            out.append(re.escape(pattern[i + 1]))
-            i += 2
-            continue
-        out.append(".*" if c == "%" else "." if c == "_" else re.escape(c))
-        i += 1
-    return re.compile("".join(out), re.DOTALL)
-
-
 def compile_filter(text: str, schema: CollectionSchema) -> Expr | None:
     """Parse and type-check `text` against `schema`. Empty text means "no filter" (None)."""
     if not isinstance(text, str):
@@ -641,54 +661,207 @@ _CMP: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
-def evaluate(expr: Expr, src: ColumnSource) -> np.ndarray:
-    """Boolean mask of the rows of `src` that satisfy `expr`."""
-    if isinstance(expr, And):
-        mask = evaluate(expr.parts[0], src)
-        for p in expr.parts[1:]:
-            mask &= evaluate(p, src)
-        return mask
-    if isinstance(expr, Or):
-        mask = evaluate(expr.parts[0], src)
-        for p in expr.parts[1:]:
-            mask |= evaluate(p, src)
-        return mask
+class FilterBudget:
+    """The evaluation work one request's filter may do, in steps; past the limit the request fails with a
+    FilterError. A request is charged what all its rows will cost before any is read (`charge_rows`:
+    rows x `steps_per_row`), so a filter that is too costly is refused at once, then what only the data
+    tells (text lengths for `like`, array lengths for `array_contains*`) as each segment is read."""
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int = MAX_FILTER_WORK) -> None:
+        self.limit = limit
+        self.used = 0
+
+    @classmethod
+    def for_rows(cls, expr: Expr | None, rows: int) -> FilterBudget:
+        """A request's budget, charged for evaluating `expr` (None: no filter, nothing) over `rows` rows."""
+        budget = cls()
+        budget.charge_rows(expr, rows)
+        return budget
+
+    def charge(self, steps: int) -> None:
+        self.used += steps
+        if self.used > self.limit:
+            raise FilterError(
+                f"the filter needs more than {self.limit:,} steps of work over this collection's rows (the limit "
+                "per request; a step is about one condition on one row): narrow it, e.g. fewer conditions, "
+                "'in [...]' for many values, a typed field instead of a JSON path, or a partition"
+            )
+
+    def charge_rows(self, expr: Expr | None, rows: int) -> None:
+        if expr is not None:
+            self.charge(math.ceil(steps_per_row(expr) * rows))
+
+
+# The cost model, calibrated on a segment's cached columns (2-core x86; a step is ~50-150 ns): a row through
+# a Python generator is a step, a JSON value read, compared or looked up two, numpy does 16 rows a step.
+_VECTOR = 1 / 16
+_JSON_STEP = 2
+
+
+def steps_per_row(expr: Expr) -> float:
+    """What evaluating `expr` costs per row, before what depends on the data (see `FilterBudget`)."""
+    if isinstance(expr, And | Or):
+        return sum(steps_per_row(p) for p in expr.parts) + _VECTOR * (len(expr.parts) - 1)
     if isinstance(expr, Not):
-        return ~evaluate(expr.part, src)
+        return steps_per_row(expr.part) + _VECTOR
     if isinstance(expr, Compare):
-        return _compare(expr, src)
+        typed = all(isinstance(x, Literal) or x.typed for x in (expr.left, expr.right))
+        return _operand_steps(expr.left) + _operand_steps(expr.right) + (_VECTOR if typed else _JSON_STEP)
     if isinstance(expr, InList):
-        return _in_list(expr, src)
+        return _operand_steps(expr.operand) + (_VECTOR if _kind_of(expr.operand) == "number" else _JSON_STEP)
     if isinstance(expr, Like):
-        vals = _operand_values(expr.operand, src)
-        rx = expr.regex
-        return np.fromiter((isinstance(v, str) and rx.fullmatch(v) is not None for v in vals), bool, src.n)
-    if isinstance(expr, Contains):
-        return _contains(expr, src)
-    if isinstance(expr, IsNull):
-        null = np.fromiter((v is None or v is _MISSING for v in _operand_values(expr.operand, src)), bool, src.n)
-        return ~null if expr.negate else null
-    if isinstance(expr, Truthy):
-        vals = _operand_values(expr.operand, src)
-        if isinstance(vals, np.ndarray) and vals.dtype == bool:
-            return vals.copy()
-        return np.fromiter((v is True for v in vals), bool, src.n)
+        return _operand_steps(expr.operand) + 1 + len(expr.pattern.pieces)
+    if isinstance(expr, Contains | IsNull | Truthy):
+        return _operand_steps(expr.operand) + 1
     raise TypeError(f"unknown expression node {expr!r}")
 
 
-def _operand_values(op: Operand, src: ColumnSource) -> Any:
-    """A numpy array for typed columns (and arithmetic over them), a list per row for JSON paths, ARRAY
-    lengths and other arithmetic, the plain value for literals."""
+def _operand_steps(op: Operand) -> float:
     if isinstance(op, Literal):
-        return np.full(src.n, op.value, dtype=object) if not isinstance(op.value, bool) else np.full(src.n, op.value)
+        return _VECTOR
     if isinstance(op, Length):
-        return [len(v) if isinstance(v, list) else _MISSING for v in _operand_values(op.ref, src)]
+        return _operand_steps(op.ref) + 1
     if isinstance(op, Arith):
-        return _arith_values(op, src)
-    col = src.column(op.column)
-    if not op.path:
-        return col
-    return [_json_get(v, op.path) for v in col]
+        return _operand_steps(op.left) + _operand_steps(op.right) + (_VECTOR if op.typed else _JSON_STEP)
+    return _JSON_STEP * len(op.path)
+
+
+def evaluate(expr: Expr, src: ColumnSource, budget: FilterBudget | None = None) -> np.ndarray:
+    """Boolean mask of the rows of `src` that satisfy `expr`. `budget`: the request's, charged for these
+    rows already (`FilterBudget.for_rows` over all the sources it reads); None: one for `src` alone."""
+    return _Evaluator(src, budget or FilterBudget.for_rows(expr, src.n)).mask(expr)
+
+
+class _Evaluator:
+    """Evaluates nodes over one source's rows (what they cost per row is charged already), charging what
+    the data adds."""
+
+    def __init__(self, src: ColumnSource, budget: FilterBudget) -> None:
+        self.src = src
+        self.n = src.n
+        self.budget = budget
+
+    def mask(self, expr: Expr) -> np.ndarray:
+        if isinstance(expr, And | Or):
+            combine = np.logical_and if isinstance(expr, And) else np.logical_or
+            mask = self.mask(expr.parts[0])
+            for p in expr.parts[1:]:
+                combine(mask, self.mask(p), out=mask)
+            return mask
+        if isinstance(expr, Not):
+            return ~self.mask(expr.part)
+        if isinstance(expr, Compare):
+            return self.compare(expr)
+        if isinstance(expr, InList):
+            return self.in_list(expr)
+        if isinstance(expr, Like):
+            return self.like(expr)
+        if isinstance(expr, Contains):
+            return self.contains(expr)
+        if isinstance(expr, IsNull):
+            null = np.fromiter((v is None or v is _MISSING for v in self.values(expr.operand)), bool, self.n)
+            return ~null if expr.negate else null
+        if isinstance(expr, Truthy):
+            vals = self.values(expr.operand)
+            if isinstance(vals, np.ndarray) and vals.dtype == bool:
+                return vals.copy()
+            return np.fromiter((v is True for v in vals), bool, self.n)
+        raise TypeError(f"unknown expression node {expr!r}")
+
+    def values(self, op: Operand) -> Any:
+        """A numpy array for typed columns (and arithmetic over them), a list per row for JSON paths, ARRAY
+        lengths and other arithmetic, the plain value for literals."""
+        if isinstance(op, Literal):
+            return np.full(self.n, op.value, dtype=object if not isinstance(op.value, bool) else bool)
+        if isinstance(op, Length):
+            return [len(v) if isinstance(v, list) else _MISSING for v in self.values(op.ref)]
+        if isinstance(op, Arith):
+            return self.arith(op)
+        col = self.src.column(op.column)
+        if not op.path:
+            return col
+        return [_json_get(v, op.path) for v in col]
+
+    def arith(self, op: Arith) -> Any:
+        fn = _ARITH[op.op]
+        sides = [x.value if isinstance(x, Literal) else self.values(x) for x in (op.left, op.right)]
+        if op.typed:
+            with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+                if op.op in ("+", "-", "*"):
+                    return fn(*sides)  # integers stay exact (int64 columns; an overflow wraps, as in Milvus)
+                out = fn(*(np.asarray(v, dtype=np.float64) if isinstance(v, np.ndarray) else v for v in sides))
+            return np.where(np.isfinite(out), out, np.nan)  # a division by zero matches no comparison
+        left, right = (v if isinstance(x, RowOperand) else [v] * self.n
+                       for x, v in zip((op.left, op.right), sides, strict=True))
+        return [_arith_one(fn, a, b) for a, b in zip(left, right, strict=True)]
+
+    def compare(self, expr: Compare) -> np.ndarray:
+        fn = _CMP[expr.op]
+        left, right = expr.left, expr.right
+        if isinstance(left, Literal) and isinstance(right, Literal):
+            ok = _same_kind(left.value, right.value) and bool(fn(left.value, right.value))
+            return np.full(self.n, ok)
+        typed = all(isinstance(x, Literal) or x.typed for x in (left, right))
+        lv = left.value if isinstance(left, Literal) else self.values(left)
+        rv = right.value if isinstance(right, Literal) else self.values(right)
+        if typed:
+            # Type-checked at parse time, so numpy's elementwise comparison is exact here; a string literal
+            # goes in as an object scalar (numpy would turn a bare str into a fixed-width string, which
+            # drops trailing NUL characters: "a\x00" would match "a").
+            return np.asarray(fn(_object_scalar(lv), _object_scalar(rv)), dtype=bool)
+        li = lv if isinstance(left, RowOperand) else [lv] * self.n
+        ri = rv if isinstance(right, RowOperand) else [rv] * self.n
+        return np.fromiter((_same_kind(a, b) and bool(fn(a, b)) for a, b in zip(li, ri, strict=True)), bool, self.n)
+
+    def in_list(self, expr: InList) -> np.ndarray:
+        op = expr.operand
+        if isinstance(op, Literal):
+            hit = any(_same_kind(op.value, v) and op.value == v for v in expr.values)
+            return np.full(self.n, hit != expr.negate)
+        vals = self.values(op)
+        if op.typed and isinstance(vals, np.ndarray) and vals.dtype != object:
+            self.budget.charge(math.ceil(len(expr.values) * _VECTOR))  # the list is sorted per source
+            mask = np.isin(vals, np.asarray(expr.values)) if expr.values else np.zeros(self.n, bool)
+        else:
+            wanted = _keys(expr.values)
+            mask = np.fromiter((_key(v) in wanted for v in vals), bool, self.n)
+        return ~mask if expr.negate else mask
+
+    def like(self, expr: Like) -> np.ndarray:
+        texts = [v if isinstance(v, str) else None for v in self.values(expr.operand)]
+        self.budget.charge(expr.pattern.text_work(sum(len(t) for t in texts if t is not None)))
+        matches = expr.pattern.matches
+        return np.fromiter((t is not None and matches(t) for t in texts), bool, self.n)
+
+    def contains(self, expr: Contains) -> np.ndarray:
+        """`array_contains*`: the literals looked up in a set of each row's elements (by kind and value, as
+        `==` compares them), so a long list costs a row its own length, not the list's."""
+        lists = [v if isinstance(v, list) else None for v in self.values(expr.operand)]
+        self.budget.charge(_JSON_STEP * sum(len(v) for v in lists if v is not None))
+        wanted = _keys(expr.values)
+
+        def match(value: list[Any] | None) -> bool:
+            if value is None:
+                return False
+            if expr.mode == "all":
+                have = {_key(item) for item in value}
+                return len(wanted) <= len(have) and wanted <= have
+            return any(_key(item) in wanted for item in value)
+
+        return np.fromiter((match(v) for v in lists), bool, self.n)
+
+
+def _key(value: Any) -> tuple[str, Any] | None:
+    """`value` as a set key that equals another exactly when `_same_kind(a, b) and a == b` (None: a list,
+    a dict or a null, which equal no literal)."""
+    kind = _kind_of_value(value)
+    return None if kind == "other" else (kind, value)
+
+
+def _keys(values: Sequence[Any]) -> set[tuple[str, Any] | None]:
+    return {_key(v) for v in values} - {None}
 
 
 def _json_get(value: Any, path: Sequence[str | int]) -> Any:
@@ -704,43 +877,13 @@ def _json_get(value: Any, path: Sequence[str | int]) -> Any:
     return value
 
 
-def _arith_values(op: Arith, src: ColumnSource) -> Any:
-    fn = _ARITH[op.op]
-    sides = [x.value if isinstance(x, Literal) else _operand_values(x, src) for x in (op.left, op.right)]
-    if op.typed:
-        if op.op in ("+", "-", "*"):
-            return fn(*sides)  # integers stay exact (int64 columns)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out = fn(*(np.asarray(v, dtype=np.float64) if isinstance(v, np.ndarray) else v for v in sides))
-        return np.where(np.isfinite(out), out, np.nan)  # a division by zero matches no comparison
-    left, right = (v if isinstance(x, RowOperand) else [v] * src.n for x, v in zip((op.left, op.right), sides,
-                                                                                    strict=True))
-    return [_arith_one(fn, a, b) for a, b in zip(left, right, strict=True)]
-
-
 def _arith_one(fn: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
     if _kind_of_value(a) != "number" or _kind_of_value(b) != "number":
         return _MISSING
     try:
         return fn(a, b)
-    except ZeroDivisionError:
+    except (ZeroDivisionError, OverflowError):  # OverflowError: a JSON integer too large for a float
         return _MISSING
-
-
-def _contains(expr: Contains, src: ColumnSource) -> np.ndarray:
-    wanted = expr.values
-    test = {"one": any, "all": all, "any": any}[expr.mode]
-
-    def match(value: Any) -> bool:
-        if not isinstance(value, list):
-            return False
-        return test(any(_equal(item, w) for item in value) for w in wanted)
-
-    return np.fromiter((match(v) for v in _operand_values(expr.operand, src)), bool, src.n)
-
-
-def _equal(a: Any, b: Any) -> bool:
-    return (_same_kind(a, b) or (isinstance(a, list | dict) and type(a) is type(b))) and a == b
 
 
 def _same_kind(a: Any, b: Any) -> bool:
@@ -748,37 +891,5 @@ def _same_kind(a: Any, b: Any) -> bool:
     return ka == kb and ka != "other"
 
 
-def _compare(expr: Compare, src: ColumnSource) -> np.ndarray:
-    fn = _CMP[expr.op]
-    left, right = expr.left, expr.right
-    if isinstance(left, Literal) and isinstance(right, Literal):
-        ok = _same_kind(left.value, right.value) and bool(fn(left.value, right.value))
-        return np.full(src.n, ok)
-    typed = all(isinstance(x, Literal) or x.typed for x in (left, right))
-    lv = left.value if isinstance(left, Literal) else _operand_values(left, src)
-    rv = right.value if isinstance(right, Literal) else _operand_values(right, src)
-    if typed:
-        # Type-checked at parse time, so numpy's elementwise comparison is exact here; a string literal
-        # goes in as an object scalar (numpy would turn a bare str into a fixed-width string, which
-        # drops trailing NUL characters: "a\x00" would match "a").
-        return np.asarray(fn(_object_scalar(lv), _object_scalar(rv)), dtype=bool)
-    li = lv if isinstance(left, RowOperand) else [lv] * src.n
-    ri = rv if isinstance(right, RowOperand) else [rv] * src.n
-    return np.fromiter((_same_kind(a, b) and bool(fn(a, b)) for a, b in zip(li, ri, strict=True)), bool, src.n)
-
-
 def _object_scalar(value: Any) -> Any:
     return np.array(value, dtype=object) if isinstance(value, str) else value
-
-
-def _in_list(expr: InList, src: ColumnSource) -> np.ndarray:
-    op = expr.operand
-    if isinstance(op, Literal):
-        hit = any(_same_kind(op.value, v) and op.value == v for v in expr.values)
-        return np.full(src.n, hit != expr.negate)
-    vals = _operand_values(op, src)
-    if op.typed and isinstance(vals, np.ndarray) and vals.dtype != object:
-        mask = np.isin(vals, np.asarray(expr.values)) if expr.values else np.zeros(src.n, bool)
-    else:
-        mask = np.fromiter((any(_same_kind(v, x) and v == x for x in expr.values) for v in vals), bool, src.n)
-    return ~mask if expr.negate else mask

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from vectordb import index as idx
-from vectordb.expr import Expr, evaluate
+from vectordb.expr import Expr, FilterBudget, evaluate
 from vectordb.results import Hit
 from vectordb.schema import MetricType
 from vectordb.segment import Candidates, Segment, SegmentView
@@ -94,10 +94,12 @@ def search_segments(
     metric: MetricType,
     params: Mapping[str, Any],
     visibility: VisibilityCache,
+    budget: FilterBudget,
     column: str | None = None,
 ) -> list[Candidates]:
-    """Candidates of every segment with a visible (and, with `expr`, matching) row. `column`: a vector
-    field kept as a column (after the first), searched exactly."""
+    """Candidates of every segment with a visible (and, with `expr`, matching) row; the filter's work is
+    charged to the request's `budget`. `column`: a vector field kept as a column (after the first),
+    searched exactly."""
     out: list[Candidates] = []
     for view in views:
         if not view.n:
@@ -106,7 +108,7 @@ def search_segments(
         if expr is not None:
             allowed = view.visible(ts) if allowed is None else allowed.copy()
             if allowed.any():
-                allowed &= evaluate(expr, view)
+                allowed &= evaluate(expr, view, budget)
         if column is not None:
             rows = np.arange(view.n) if allowed is None else np.flatnonzero(allowed)
             out.append(view.search_column(column, queries, limit, rows, metric))
