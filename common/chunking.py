@@ -14,6 +14,10 @@ Rules, in order of precedence:
 Offsets: `doc.text[chunk.start_char:chunk.end_char] == chunk.text`, and `chunk.text` has no leading or
 trailing whitespace.
 
+Limit: with `max_chunks` (a worker passes `limits.max_chunks_per_document`), a document that would make
+more chunks is refused with `LimitExceeded` as soon as the count passes the limit: the groups after
+that are never tokenized (the group being chunked was: its size is bounded by `limits.max_text_chars`).
+
 Cost: each paragraph is tokenized once, in batches where the tokenizer offers them (`token_bounds`,
 `token_offsets_batch`; the model's `ModelTokenizer` from remembered word runs). Each chunk's text is
 tokenized once more for its exact count, except with a tokenizer of `word_runs` (its tokens never
@@ -31,6 +35,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
+from common.errors import LimitExceeded
 from common.parsing.base import ParsedDocument, Section
 from common.parsing.text import paragraph_spans
 from common.settings import chunking_problem
@@ -123,8 +128,9 @@ class Chunker:
         chunk_tokens = min(chunk_tokens, tokenizer.max_tokens)
         return cls(tokenizer, chunk_tokens=chunk_tokens, overlap_tokens=min(overlap_tokens, chunk_tokens // 2))
 
-    def chunk(self, doc: ParsedDocument) -> list[Chunk]:
-        """Chunks of `doc` in document order, with ordinals 0..n-1."""
+    def chunk(self, doc: ParsedDocument, *, max_chunks: int | None = None, filename: str = "") -> list[Chunk]:
+        """Chunks of `doc` in document order, with ordinals 0..n-1; `LimitExceeded` (naming `filename`)
+        once they would be more than `max_chunks`."""
         spans: list[tuple[str, int, int, int | None]] = []
         packed: list[int | None] = []  # a span's count from its group's tokens, where that is exact
         text = doc.text
@@ -138,6 +144,8 @@ class Chunker:
                     whole_runs = (start == 0 or text[start - 1] in _RUN_GAP) and (
                         end == len(text) or text[end] in _RUN_GAP)
                     packed.append(tokens if word_runs and whole_runs else None)
+                    if max_chunks is not None and len(spans) > max_chunks:
+                        raise too_many_chunks(filename, max_chunks, estimate=len(spans) * len(text) // end)
         counts = self._span_counts(text, spans, packed)
         chunks: list[Chunk] = []
         for (title, start, end, page), count in zip(spans, counts, strict=True):
@@ -153,6 +161,8 @@ class Chunker:
                         page=page,
                     )
                 )
+        if max_chunks is not None and len(chunks) > max_chunks:  # pieces re-split by `_fit`
+            raise too_many_chunks(filename, max_chunks, count=len(chunks))
         return chunks
 
     # -- one heading group -------------------------------------------------------------------------
@@ -329,6 +339,18 @@ class Chunker:
                 yield piece_start_char, piece_end_char, piece_count
             index = piece_end
             window = self._chunk_tokens
+
+
+def too_many_chunks(filename: str, limit: int, *, count: int | None = None, estimate: int | None = None
+                    ) -> LimitExceeded:
+    """The error for a document of more than `limit` chunks: its exact `count`, or an `estimate` where
+    chunking stopped at the limit (the chunks so far, scaled to the whole text)."""
+    name = f'file "{filename}"' if filename else "the document"
+    how_many = f"{count} chunks" if count is not None else f"more than {limit} chunks (about {estimate} in all)"
+    return LimitExceeded(
+        f"{name} makes {how_many}, above the limit of {limit} (limits.max_chunks_per_document); split it into "
+        "smaller files, or raise the limit for documents this large"
+    )
 
 
 def _checked_section_text(text: str, section: Section) -> str:

@@ -112,10 +112,14 @@ class ChunkedDocument:
 
 
 def parse_and_chunk(request: ChunkRequest, tokenizer: ModelBound) -> ChunkedDocument:
-    """Parse `request.data` and chunk it with the model's tokenizer (in a thread or a child process)."""
+    """Parse `request.data` and chunk it with the model's tokenizer (in a thread or a child process).
+    More chunks than `limits.max_chunks_per_document` stop the chunker there (`LimitExceeded`): the
+    document is refused before anything is embedded. A page-range task (`pages`) is held to the limit
+    on its own: the parts of a split PDF are chunked apart, on several workers."""
     parsed = parse_document(request.data, request.filename, limits=request.limits, pages=request.pages)
     parsed_at = time.perf_counter()
-    chunks = Chunker.for_model(tokenizer, request.chunk_tokens, request.overlap_tokens).chunk(parsed)
+    chunker = Chunker.for_model(tokenizer, request.chunk_tokens, request.overlap_tokens)
+    chunks = chunker.chunk(parsed, max_chunks=request.limits.max_chunks_per_document, filename=request.filename)
     return ChunkedDocument(format=parsed.format, characters=len(parsed.text), sections=len(parsed.sections),
                            chunks=chunks, chunk_s=time.perf_counter() - parsed_at)
 

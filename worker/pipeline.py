@@ -16,11 +16,11 @@ from typing import Protocol
 
 import numpy as np
 
-from common.chunking import Chunk
+from common.chunking import Chunk, too_many_chunks
 from common.db import DocumentRecord, KbRecord, Repository, TaskRecord
 from common.embedding.batcher import EmbedBatcher
 from common.embedding.cache import embedding_key
-from common.errors import Cancelled, Conflict, CorruptDocument, LimitExceeded, NotFound, PermanentError
+from common.errors import Cancelled, Conflict, CorruptDocument, NotFound, PermanentError
 from common.parsing.sniff import PDF, detect_document_format
 from common.runtime import Core, EmbedderLoader
 from common.settings import Settings
@@ -203,11 +203,8 @@ class ChunkStage:
     async def run(self, ctx: TaskContext) -> None:
         if not ctx.chunks:
             raise CorruptDocument(f"{ctx.document.filename}: no text to index after parsing")
-        if len(ctx.chunks) > self._max_chunks:
-            raise LimitExceeded(
-                f"{ctx.document.filename}: {len(ctx.chunks)} chunks exceeds "
-                f"limits.max_chunks_per_document ({self._max_chunks})"
-            )
+        if len(ctx.chunks) > self._max_chunks:  # the chunker stops there already (`parse_and_chunk`)
+            raise too_many_chunks(ctx.document.filename, self._max_chunks, count=len(ctx.chunks))
         ctx.token_count = sum(c.token_count for c in ctx.chunks)
         await ctx.progress.report(
             self.end, f"{len(ctx.chunks)} chunks, {ctx.token_count} tokens", stage=self.name

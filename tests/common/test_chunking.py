@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from common.chunking import Chunk, Chunker
 from common.embedding.st_embedder import SentenceTransformerEmbedder
+from common.errors import LimitExceeded
 from common.parsing.base import ParsedDocument, Section
 from common.parsing.markdown import MarkdownParser
 from common.parsing.text import TextParser
@@ -164,6 +165,24 @@ def test_consecutive_sections_with_one_heading_path_are_packed_together_and_keep
         ("Alpha beta.\n\nGamma delta.", "H", 1),
         ("Epsilon.", "I", 2),
     ]
+
+
+def test_the_chunk_limit_stops_the_chunker_before_the_rest_of_the_document() -> None:
+    rng = random.Random(3)
+    source = "\n\n".join(f"## Part {i}\n\n{paragraph(rng, 6)}" for i in range(40))
+    doc = MarkdownParser().parse_text(source, "parts.md")
+    everything = Chunker(WordTokenizer(), chunk_tokens=30, overlap_tokens=5).chunk(doc)
+    assert len(everything) > 40
+    exact = Chunker(WordTokenizer(), chunk_tokens=30, overlap_tokens=5).chunk(doc, max_chunks=len(everything))
+    assert exact == everything  # at the limit is within it
+    tokenizer = WordTokenizer()
+    with pytest.raises(LimitExceeded) as caught:
+        Chunker(tokenizer, chunk_tokens=30, overlap_tokens=5).chunk(doc, max_chunks=10, filename="parts.md")
+    message = caught.value.message
+    assert '"parts.md"' in message and "limits.max_chunks_per_document" in message and "10" in message
+    estimate = re.search(r"about (\d+)", message)
+    assert estimate and len(everything) / 2 <= int(estimate.group(1)) <= len(everything) * 2, message
+    assert tokenizer.calls < len(doc.sections) // 2, "the chunker went on tokenizing past the limit"
 
 
 def test_section_offsets_that_do_not_match_are_a_bug() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from common.errors import LimitExceeded
 from common.parsing import parse_document
 from common.parsing.base import ParsedDocument
 from common.settings import LimitsSettings
@@ -98,6 +101,19 @@ def test_csv_rows_become_named_values() -> None:
     doc = parse_document(b"name;age\nAnn;31\nBob;42\n", "people.txt", limits=LIMITS)
     assert doc.format == "csv"
     assert doc.sections[0].text == "name: Ann; age: 31\nname: Bob; age: 42"
+
+
+def test_a_csv_row_wider_than_a_spreadsheet_is_refused_at_once() -> None:
+    """A million-column row (7 MB) is not rendered into 23 M characters and 44,000 chunks: a row wider
+    than Excel's 16,384 columns is refused where it is read."""
+    wide = ",".join(str(100_000 + i) for i in range(1_000_000))
+    with pytest.raises(LimitExceeded) as caught:
+        parse_document(f"name,value\nAnn,31\n{wide}\nBob,42\n".encode(), "wide.csv", limits=LIMITS)
+    message = caught.value.message
+    assert '"wide.csv"' in message and "1000000 columns" in message and "line 3" in message
+    assert "16384" in message and "split it" in message
+    doc = parse_document(("a,b\n" + ",".join(["7"] * 16_384) + "\n").encode(), "widest.csv", limits=LIMITS)
+    assert doc.sections[0].text.startswith("a: 7; b: 7; column 3: 7")
 
 
 def test_prose_with_commas_is_not_csv() -> None:

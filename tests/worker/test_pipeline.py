@@ -237,6 +237,17 @@ async def test_a_markdown_file_of_one_heading_is_one_chunk(local_core: Core, con
     assert [(c.title, c.text) for c in ctx.chunks] == [("Kayaks are great for calm lakes",) * 2]
 
 
+async def test_a_document_over_the_chunk_limit_fails_where_it_is_chunked(local_core: Core, contexts: Contexts) -> None:
+    """The limit holds where chunks are made (the parse stage chunks), so an oversized document never
+    reaches the chunk stage, let alone the model."""
+    local_core.settings.limits.max_chunks_per_document = 2
+    ctx = await contexts.new(filename="long.md")
+    ctx.data = PROSE.encode()
+    with pytest.raises(LimitExceeded, match=r'"long\.md" .*limits\.max_chunks_per_document'):
+        await _parse_stage(local_core).run(ctx)
+    assert ctx.chunks == []
+
+
 async def test_parse_of_bad_input_is_a_permanent_error(local_core: Core, contexts: Contexts) -> None:
     ctx = await contexts.new(filename="notes.txt")
     ctx.data = bytes(range(256)) * 40
@@ -278,7 +289,7 @@ async def test_more_chunks_than_the_limit_is_a_limit_exceeded(local_core: Core, 
     local_core.settings.limits.max_chunks_per_document = 2
     ctx = await contexts.new(filename="long.md")
     ctx.chunks = _chunks(3)
-    with pytest.raises(LimitExceeded, match=r"long\.md: 3 chunks exceeds limits.max_chunks_per_document \(2\)"):
+    with pytest.raises(LimitExceeded, match=r"\"long\.md\" makes 3 chunks, above the limit of 2 \(limits\.max_chunks"):
         await ChunkStage(local_core.settings).run(ctx)
 
 
