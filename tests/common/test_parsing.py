@@ -406,6 +406,21 @@ def test_html_deep_markup_and_the_fallback_parser_drop_the_furniture_too() -> No
     assert bodies(HtmlParser()._parse_nested(SPHINX_PAGE, "os.html", "")) == expected  # BeautifulSoup's builder
 
 
+_MARKUP = ["<main>", "</main>", "<article>", "</article>", "<aside>", "</aside>", "<footer>", "</footer>", "<nav>",
+           "</nav>", "<section>", "</section>", "<div class='body'>", "<div role='navigation'>", "</div>",
+           "<table><tr><td>", "</td></tr></table>", "<h1>", "</h1>", "<h2>", "</h2>", "<p>", "</p>", "<pre>", "</pre>",
+           "<a class='headerlink' href='#x'>\u00b6</a>", "<a href='#y'>#</a>", "words here", "more text", " "]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(_MARKUP), max_size=40))
+def test_html_sections_point_into_the_text_whatever_the_nesting(pieces: list[str]) -> None:
+    doc = HtmlParser().parse_text("<html><body>" + "".join(pieces) + "</body></html>", "fuzz.html")
+    assert_offsets(doc)
+    assert "\u00b6" not in doc.text and "#" not in doc.text
+    assert all(part for section in doc.sections for part in section.heading_path)
+
+
 XHTML_BODY = ('<head><meta http-equiv="Content-Type" content="application/xhtml+xml; charset=utf-8"/>'
               "<title>Lakes</title></head><body><h1>Calm lakes</h1><p>Kayaks are great for calm lakes.</p></body>")
 
