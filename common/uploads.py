@@ -66,11 +66,19 @@ def check_upload_size(filename: str | None, size_bytes: int, limit_bytes: int) -
 
 def check_source_id(source_id: str) -> str:
     """A document's source key as given (a relative path, a file name, an id of the caller's), checked:
-    1 to MAX_SOURCE_ID_CHARS characters, no control characters, not only spaces."""
+    1 to MAX_SOURCE_ID_CHARS characters, no control characters, not only spaces, valid Unicode (no lone
+    surrogate, which no database can store: Python's stand-in for a file name's byte that is not UTF-8)."""
     if not isinstance(source_id, str) or not source_id.strip():
         raise InvalidRequest("a source id must be a non-empty string")
     if len(source_id) > MAX_SOURCE_ID_CHARS:
         raise InvalidRequest(f"a source id is at most {MAX_SOURCE_ID_CHARS} characters, got {len(source_id)}")
     if _CONTROL_CHARS.search(source_id):
         raise InvalidRequest(f"source id {source_id[:80]!r} contains control characters")
+    try:
+        source_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(
+            f"source id {source_id[:80]!r} is not valid Unicode (a lone surrogate, such as a file name's byte "
+            "that is not UTF-8); send UTF-8 text, escaping such bytes (docvec ingest keys byte 0xff as \\xff)"
+        ) from None
     return source_id
