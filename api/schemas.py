@@ -136,6 +136,10 @@ class SyncResponse(BaseModel):
     updated: list[str] = Field(description="source ids whose content changed: upload them")
     unchanged: list[str] = Field(description="source ids whose content the knowledge base already has")
     deleted: list[str] = Field(description="source ids whose documents were deleted (would be, with dry_run)")
+    unfinished: dict[str, list[str]] = Field(
+        default_factory=dict, description="source ids whose content the knowledge base has but whose latest "
+                                          "version is still queued or running (not done: no upload needed), "
+                                          "each with the ids of the tasks that finish it")
     dry_run: bool
 
 

@@ -38,6 +38,7 @@ class EmbedderLoader:
         self._onnx_cache_dir = onnx_cache_dir
         self._freeze_heap = freeze_heap  # a serving process: `memory.freeze_heap` once loaded
         self._lock = asyncio.Lock()
+        self._built = False
 
     async def get(self) -> Embedder:
         if self._embedder is None:
@@ -46,10 +47,18 @@ class EmbedderLoader:
                     self._embedder = await asyncio.to_thread(
                         build_embedder, self._settings, onnx_cache_dir=self._onnx_cache_dir
                     )
+                    self._built = True
                     if self._freeze_heap:
                         frozen = await asyncio.to_thread(memory.freeze_heap)
                         log.info("model loaded; %d objects frozen out of the garbage collector's walks", frozen)
         return self._embedder
+
+    def close(self) -> None:
+        """Release what a model built here holds (the openai backend's HTTP connections); one given is the
+        caller's to close."""
+        close = getattr(self._embedder, "close", None)
+        if self._built and close is not None:
+            close()
 
 
 @dataclass(slots=True)
@@ -82,6 +91,9 @@ async def open_core(settings: Settings, *, embedder: Embedder | None = None,
         keys = Keys(prefix=settings.redis.prefix, hash_tag=settings.redis.hash_tag)
         queue = TaskQueue(redis, keys)
         await queue.ensure_groups()
+        embedders = EmbedderLoader(settings.embedding, embedder, onnx_cache_dir=settings.data_path / "onnx",
+                                   freeze_heap=freeze_heap)
+        stack.callback(embedders.close)
         yield Core(
             settings=settings,
             keys=keys,
@@ -90,8 +102,7 @@ async def open_core(settings: Settings, *, embedder: Embedder | None = None,
             queue=queue,
             repo=repo,
             store=store,
-            embedders=EmbedderLoader(settings.embedding, embedder, onnx_cache_dir=settings.data_path / "onnx",
-                                     freeze_heap=freeze_heap),
+            embedders=embedders,
         )
 
 

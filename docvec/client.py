@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import httpx
 
 from docvec.errors import BY_STATUS, ApiError, ConnectionFailed, NotFoundError, TaskTimeout
-from docvec.ingest import Source, collect_sources_async, run_ingest
+from docvec.ingest import Skipped, Source, run_ingest, scan_sources_async
 from docvec.models import Chunk, Document, Hit, KnowledgeBase, Progress, Submitted, SyncPlan, Task, TaskEvent, parse
 
 T = TypeVar("T")
@@ -44,12 +44,14 @@ FileInput = Path | str | tuple[str, bytes]
 
 @dataclass(slots=True)
 class IngestResult:
-    """What `ingest` did: the plan (added, updated, unchanged, deleted keys) and, when it waited, the
-    final state of each uploaded key's task."""
+    """What `ingest` did: the plan (added, updated, unchanged, unfinished, deleted keys), the files left out
+    and why (`Skipped`: an unreadable file, a symlink out of the folder), and, when it waited, the final
+    state of each uploaded or unfinished key's task."""
 
     plan: SyncPlan
     task_ids: dict[str, str] = field(default_factory=dict)  # source key -> task id
     tasks: dict[str, Task] = field(default_factory=dict)  # source key -> finished task (with wait)
+    skipped: list[Skipped] = field(default_factory=list)
 
     @property
     def failed(self) -> dict[str, Task]:
@@ -122,24 +124,32 @@ class AsyncClient:
     async def sync_plan(self, kb: str, sources: Mapping[str, str], *, delete_missing: bool = True,
                         dry_run: bool = False) -> SyncPlan:
         """Compare `sources` (source key -> SHA-256 of its content) with the knowledge base: which keys are
-        added, updated, unchanged, and (with `delete_missing`) which documents are deleted (unless `dry_run`)."""
+        added, updated, unchanged, unfinished (the content is there, its tasks not done yet), and (with
+        `delete_missing`) which documents are deleted (unless `dry_run`)."""
         body = await self._request("POST", f"/kbs/{kb}/sync", json={
             "sources": dict(sources), "delete_missing": delete_missing, "dry_run": dry_run})
-        return SyncPlan(body["added"], body["updated"], body["unchanged"], body["deleted"])
+        return SyncPlan(body["added"], body["updated"], body["unchanged"], body["deleted"],
+                        {key: list(task_ids) for key, task_ids in body.get("unfinished", {}).items()})
 
     async def ingest(self, kb: str, paths: Sequence[Path | str] | Path | str, *, sync: bool = False,
                      dry_run: bool = False, wait: bool = False, timeout_s: float | None = None,
+                     follow_symlinks: bool = False,
                      on_progress: Callable[[Progress], None] | None = None) -> IngestResult:
         """Ingest files and folders as a sync (the knowledge base is created if missing): each file's key is
-        its path under the folder named (a file named directly: its file name); only new and changed files
-        are uploaded, one per request; with `sync` the documents whose files are gone are deleted; with
-        `wait`, returns when every queued task has finished (`on_progress` hears of each file sent and
-        each task finished)."""
+        its path under the folder named (a file named directly: its file name; a name that is not UTF-8
+        escaped, see `docvec.ingest.escape_name`); only new and changed files are uploaded, one per
+        request; with `sync` the documents whose files are gone are deleted; with `wait`, returns when
+        every queued task, and every task still unfinished from an earlier ingest of these files, has
+        finished (`on_progress` hears of each file sent and each task finished). A file that cannot be
+        read is left out and listed in `skipped`, as are symlinks out of a folder unless `follow_symlinks`."""
         roots = [paths] if isinstance(paths, str | Path) else list(paths)
-        sources = await collect_sources_async([Path(p).expanduser() for p in roots], sync=sync)
+        collected = await scan_sources_async([Path(p).expanduser() for p in roots], sync=sync,
+                                             follow_symlinks=follow_symlinks)
         await self.ensure_kb(kb)
-        report = await run_ingest(KbBackend(self, kb), sources, sync=sync, dry_run=dry_run, on_progress=on_progress)
-        result = IngestResult(report.plan, {key: task_id for task_id, key in report.labels.items()})
+        report = await run_ingest(KbBackend(self, kb), collected.sources, sync=sync, dry_run=dry_run,
+                                  keep=collected.kept_keys, on_progress=on_progress)
+        result = IngestResult(report.plan, {key: task_id for task_id, key in report.labels.items()},
+                              skipped=collected.skipped)
         if wait and report.labels:
             finished = await self.wait(list(report.labels), timeout_s=timeout_s, on_progress=on_progress)
             result.tasks = {report.labels[task_id]: task for task_id, task in finished.items()}
@@ -278,7 +288,8 @@ class KbBackend:
         return await self.client.sync_plan(self.kb, present, delete_missing=delete_missing, dry_run=dry_run)
 
     async def submit(self, source: Source) -> tuple[str | None, str]:
-        (submitted,) = await self.client.upload(self.kb, source.path, source_ids=[source.key])
+        data = await asyncio.to_thread(source.path.read_bytes)
+        (submitted,) = await self.client.upload(self.kb, (source.filename, data), source_ids=[source.key])
         return submitted.task_id, submitted.outcome
 
 
@@ -361,10 +372,10 @@ class Client:
         return self._run(self.aio.sync_plan(kb, sources, delete_missing=delete_missing, dry_run=dry_run))
 
     def ingest(self, kb: str, paths: Sequence[Path | str] | Path | str, *, sync: bool = False, dry_run: bool = False,
-               wait: bool = False, timeout_s: float | None = None,
+               wait: bool = False, timeout_s: float | None = None, follow_symlinks: bool = False,
                on_progress: Callable[[Progress], None] | None = None) -> IngestResult:
         return self._run(self.aio.ingest(kb, paths, sync=sync, dry_run=dry_run, wait=wait, timeout_s=timeout_s,
-                                         on_progress=on_progress))
+                                         follow_symlinks=follow_symlinks, on_progress=on_progress))
 
     def list_documents(self, kb: str, *, limit: int = 100, offset: int = 0) -> list[Document]:
         return self._run(self.aio.list_documents(kb, limit=limit, offset=offset))

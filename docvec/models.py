@@ -146,16 +146,20 @@ class TaskEvent:
 
 @dataclass(slots=True)
 class SyncPlan:
-    """Source keys by what ingesting them does; `deleted` only when missing keys are deleted."""
+    """Source keys by what ingesting them does; `deleted` only when missing keys are deleted. `unfinished`:
+    the keys whose content the knowledge base has but whose latest version is still queued or running (an
+    earlier ingest's, not done yet: not `unchanged`), each with the tasks that will finish it."""
 
     added: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    unfinished: dict[str, list[str]] = field(default_factory=dict)
 
     def summary(self) -> str:
+        unfinished = f"{len(self.unfinished)} unfinished from an earlier ingest, " if self.unfinished else ""
         return (f"{len(self.added)} added, {len(self.updated)} updated, {len(self.unchanged)} unchanged, "
-                f"{len(self.deleted)} deleted")
+                f"{unfinished}{len(self.deleted)} deleted")
 
 
 @dataclass(frozen=True, slots=True)

@@ -226,32 +226,34 @@ def ingest(paths: Annotated[list[Path], typer.Argument(help="files or directorie
            source_id: Annotated[str | None, typer.Option(
                "--source-id", help="the document's key, for one file (default: its path under the directory "
                                   "named, or its file name)")] = None,
+           follow_symlinks: Annotated[bool, typer.Option(
+               "--follow-symlinks", help="follow symlinks that lead out of a directory named (default: left out "
+                                         "and listed)")] = False,
            api_url: ApiOption = None, api_key: KeyOption = None) -> None:
     """Ingest documents as a sync: new files are added, changed ones updated in place, unchanged ones
-    skipped (nothing re-embedded). Without --api the pipeline runs in-process and returns when done."""
+    skipped (nothing re-embedded), documents a stopped run left unfinished are finished (in-process) or
+    waited for (--wait). Without --api the pipeline runs in-process and returns when done.
+
+    Files that cannot be read are listed at the end, and the exit status is 1.
+    Names that are not UTF-8 or hold control characters get escaped keys (byte 0xff: \\xff, newline: \\n).
+    """
     from docvec_cli import ingest as ingesting
 
-    sources = ingesting.collect_sources(paths, source_id=source_id, sync=sync)
+    collected = ingesting.scan_sources(paths, source_id=source_id, sync=sync, follow_symlinks=follow_symlinks)
     console = Console()
     if api_url:
-        report = _run(_ingest_api(api_url, api_key, sources, kb, sync=sync, dry_run=dry_run, wait=wait,
+        report = _run(_ingest_api(api_url, api_key, collected, kb, sync=sync, dry_run=dry_run, wait=wait,
                                   console=console))
     else:
         _setup_logging(logging.WARNING)
-        report = _run(ingesting.ingest_local(_settings(), sources, kb, sync=sync, dry_run=dry_run, wait=wait,
+        report = _run(ingesting.ingest_local(_settings(), collected, kb, sync=sync, dry_run=dry_run, wait=wait,
                                              console=console))
-    failed = [v for v in report.tasks.values() if v.status != "done"]
-    for view in failed:
-        console.print(f"[red]{view.status}[/red] {report.labels.get(view.task_id, '')} task {view.task_id}: "
-                      f"{escape(view.error or '')}")
-    if report.tasks:
-        console.print(f"{len(report.tasks) - len(failed)}/{len(report.tasks)} documents done")
-    console.print(("dry run: " if dry_run else "") + report.summary())
-    if failed:
-        raise typer.Exit(1)
+    code = report.print(console, dry_run=dry_run)
+    if code:
+        raise typer.Exit(code)
 
 
-async def _ingest_api(api_url: str, api_key: str | None, sources: list[Any], kb_name: str, *, sync: bool,
+async def _ingest_api(api_url: str, api_key: str | None, sources: Any, kb_name: str, *, sync: bool,
                       dry_run: bool, wait: bool, console: Console) -> Any:
     from docvec_cli import ingest as ingesting
 

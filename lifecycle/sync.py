@@ -1,9 +1,11 @@
 """Ingest as a sync: compare what a caller has (source key -> content hash) with what a knowledge base
 holds, delete what the caller no longer has, and reindex a knowledge base under new settings.
 
-A folder ingested again costs only what changed: `plan` tells which keys are new, changed, unchanged
-and gone; uploads of new or changed content go through `lifecycle.documents.submit` (which makes the
-same decision per document under the database's lock); `sync` deletes the documents whose keys are gone.
+A folder ingested again costs only what changed: `plan` tells which keys are new, changed, unchanged,
+unfinished (the content is there but its latest version is still queued or running: not done, so not
+"unchanged"; its tasks are named, to wait for) and gone; uploads of new or changed content go through
+`lifecycle.documents.submit` (which makes the same decision per document under the database's lock);
+`sync` deletes the documents whose keys are gone.
 Documents without a source key (added before keys existed, with a file name shared by another) are
 never deleted by a sync.
 """
@@ -15,7 +17,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from common.db import KbRecord, SourceState, TaskRecord
+from common.db import ACTIVE_STATUSES, KbRecord, SourceState, TaskRecord
 from common.errors import InvalidRequest, NotFound
 from common.runtime import Core
 from common.settings import chunking_problem
@@ -28,29 +30,37 @@ MAX_SYNC_SOURCES = 1_000_000
 
 @dataclass(frozen=True, slots=True)
 class SyncPlan:
-    """Source keys by what ingesting them does; `deleted` only when missing keys are deleted."""
+    """Source keys by what ingesting them does; `deleted` only when missing keys are deleted. `unfinished`:
+    keys whose content the knowledge base has but whose latest version is queued or running, with the ids
+    of its tasks (nothing to upload; done once those are)."""
 
     added: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    unfinished: dict[str, list[str]] = field(default_factory=dict)
 
     def summary(self) -> str:
+        unfinished = f"{len(self.unfinished)} unfinished from an earlier ingest, " if self.unfinished else ""
         return (f"{len(self.added)} added, {len(self.updated)} updated, {len(self.unchanged)} unchanged, "
-                f"{len(self.deleted)} deleted")
+                f"{unfinished}{len(self.deleted)} deleted")
 
 
-def plan(held: Mapping[str, SourceState], present: Mapping[str, str], *, delete_missing: bool) -> SyncPlan:
-    """What ingesting `present` (key -> SHA-256 of its content) into a knowledge base holding `held` does."""
+def plan(held: Mapping[str, SourceState], present: Mapping[str, str], *, delete_missing: bool,
+         active: Mapping[str, list[str]] | None = None) -> SyncPlan:
+    """What ingesting `present` (key -> SHA-256 of its content) into a knowledge base holding `held` does;
+    `active`: the unfinished tasks by document id (`Tasks.active_of_kb`), named in `unfinished`."""
     out = SyncPlan()
     for key in sorted(present):
         state = held.get(key)
         if state is None:
             out.added.append(key)
-        elif state.unchanged_by(present[key]):
-            out.unchanged.append(key)
-        else:
+        elif not state.unchanged_by(present[key]):
             out.updated.append(key)
+        elif state.status in ACTIVE_STATUSES:
+            out.unfinished[key] = list((active or {}).get(state.document_id, []))
+        else:
+            out.unchanged.append(key)
     if delete_missing:
         out.deleted.extend(sorted(held.keys() - present.keys()))
     return out
@@ -72,7 +82,9 @@ async def sync(core: Core, kb: KbRecord, present: Mapping[str, str], *, delete_m
     (with `delete_missing`). Uploading the added and updated content is the caller's (`submit`)."""
     check_sources(present)
     held = await asyncio.to_thread(core.repo.documents.sources, kb.id)
-    result = plan(held, present, delete_missing=delete_missing)
+    unfinished = any(state.status in ACTIVE_STATUSES for state in held.values())
+    active = await asyncio.to_thread(core.repo.tasks.active_of_kb, kb.id) if unfinished else {}
+    result = plan(held, present, delete_missing=delete_missing, active=active)
     if not dry_run:
         for key in result.deleted:
             try:

@@ -117,6 +117,19 @@ class Tasks(Store):
             )
         return [task_record(r) for r in rows]
 
+    def active_of_kb(self, kb_id: str) -> dict[str, list[str]]:
+        """The queued and running tasks of a knowledge base's documents: document id -> task ids (one
+        query, ids only: what a sync waits for when a document's latest version is unfinished)."""
+        task = self.m.task
+        found: dict[str, list[str]] = {}
+        with self.session.read():
+            rows = task.select(task.document, task.id).where(
+                (task.kb_id == kb_id) & task.status.in_([s.value for s in ACTIVE_STATUSES])
+            ).order_by(task.document, task.part).tuples()
+            for document_id, task_id in rows:
+                found.setdefault(document_id, []).append(task_id)
+        return found
+
     def counts(self, *, tenant: str | None = None, kb_id: str | None = None) -> dict[str, int]:
         """Number of tasks per status (every status present, zeros included)."""
         task = self.m.task

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from docvec_cli.main import app
 from tests.api.live import LiveApi
+from tests.docvec.folders import LATIN1_NAME_SHOWN, odd_folder
 
 TEXT = "# Kites\n\nA kite flies because the wind pushes against its tilted face.\n"
 
@@ -89,3 +90,43 @@ def test_search_prints_document_text_literally(live_api: LiveApi, tmp_path: Path
     assert found.exit_code == 0, found.output
     assert "array[/i] and [bold]weights[/bold] with [red] ink." in found.output
     assert "markup[1].md" in found.output and "Index [/i] notes" in found.output
+
+
+def test_an_unfinished_document_is_reported_through_the_api(live_api: LiveApi, tmp_path: Path) -> None:
+    """Issue 28 item 3 through the API: a document queued by an earlier ingest and not done yet is not
+    "unchanged"; the next ingest says it is unfinished, still queued or running."""
+    key = live_api.issue_key("kites").secret
+    doc = tmp_path / "kites.md"
+    doc.write_text(TEXT)
+    runner = _runner(tmp_path / "empty", key)
+    queued = runner.invoke(app, ["ingest", str(doc), "--kb", "air", "--api", live_api.url])  # no worker yet
+    assert queued.exit_code == 0 and "1 added" in queued.output, queued.output
+    again = runner.invoke(app, ["ingest", str(doc), "--kb", "air", "--api", live_api.url], env={"COLUMNS": "300"})
+    assert again.exit_code == 0, again.output
+    assert "0 added, 0 updated, 0 unchanged, 1 unfinished from an earlier ingest, 0 deleted" in again.output
+    assert "the 1 unfinished are still queued or running (--wait waits for them)" in again.output
+    # Waiting for it (--wait) is tests/docvec_cli/test_ingest.py's, where the worker starts after the plan.
+
+
+def test_odd_file_names_through_the_api(live_api: LiveApi, tmp_path: Path) -> None:
+    """Issue 28 item 4 through the API: names that are not UTF-8 or hold a newline are keyed, a symlink out of
+    the folder is left out, a name that cannot be a key is listed; the rest ingest and the run exits 1."""
+    key = live_api.issue_key("odd").secret
+    root = odd_folder(tmp_path / "docs", tmp_path / "elsewhere")
+    refused = root.joinpath(*["d" * 200] * 3)
+    refused.mkdir(parents=True)
+    (refused / "far.md").write_text("# Far\n\nToo deep to be a key.\n")
+    live_api.start_worker()
+    runner = _runner(tmp_path / "empty", key)
+    result = runner.invoke(app, ["ingest", str(root), "--kb", "odd", "--wait", "--api", live_api.url],
+                           env={"COLUMNS": "400"})
+    assert result.exit_code == 1, result.output
+    assert "5/5 documents done" in result.output
+    assert "5 added, 0 updated, 0 unchanged, 0 deleted" in result.output
+    assert "4 skipped (1 could not be read)" in result.output
+    assert "far.md: its source key would be 609 characters, over the limit of 512" in result.output
+    assert "escape.txt: a symlink to " in result.output and "not followed (--follow-symlinks" in result.output
+    found = runner.invoke(app, ["search", "Espresso brewed hot water coffee", "--kb", "odd", "--json", "--api",
+                                live_api.url])
+    assert found.exit_code == 0, found.output
+    assert json.loads(found.output)[0]["filename"] == LATIN1_NAME_SHOWN

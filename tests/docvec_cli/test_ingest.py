@@ -4,6 +4,8 @@ an edit re-embeds only the chunks it changed, `--sync` deletes what is gone."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,11 @@ from api.app import create_app
 from common.db import KbRecord
 from common.runtime import Core
 from docvec import AsyncClient
+from docvec import ingest as planned
 from docvec_cli import ingest as ingesting
 from docvec_cli.watch import TaskView, watch_tasks
 from lifecycle import documents as lifecycle
+from tests.docvec.folders import LATIN1_KEY, LATIN1_NAME_SHOWN, odd_folder
 from tests.worker.helpers import running_worker
 from vectordb.chunkstore import ChunkStore
 
@@ -54,14 +58,15 @@ class Harness:
     def __init__(self, core: Core, kb: KbRecord, chunks: ChunkStore, backend: Any) -> None:
         self.core, self.kb, self.chunks, self.backend = core, kb, chunks, backend
 
-    async def ingest(self, root: Path, *, sync: bool = False, dry_run: bool = False) -> ingesting.IngestReport:
-        sources = ingesting.collect_sources([root], sync=sync)
+    async def ingest(self, root: Path, *, sync: bool = False, dry_run: bool = False,
+                     wait: bool = True) -> ingesting.IngestReport:
+        sources = ingesting.scan_sources([root], sync=sync)
 
-        async def wait(labels: dict[str, str]) -> dict[str, TaskView]:
+        async def watch(labels: dict[str, str]) -> dict[str, TaskView]:
             return await watch_tasks(labels, self.backend.fetch, console=Console(quiet=True), show_bars=False)
 
         return await ingesting.run_ingest(self.backend, sources, sync=sync, dry_run=dry_run,
-                                          console=Console(quiet=True), wait=wait)
+                                          console=Console(quiet=True), wait=watch if wait else None)
 
     async def task_count(self) -> int:
         return len(await asyncio.to_thread(self.core.repo.tasks.query, kb_id=self.kb.id, limit=1000))
@@ -82,20 +87,33 @@ class Harness:
         return [r["text"] for r in rows if live.get(r["document_id"]) == r["parse_version"]]
 
 
-@pytest.fixture(params=["local", "api"])
-async def harness(request: pytest.FixtureRequest, core: Core, vectors: Any) -> AsyncIterator[Harness]:
+@contextlib.asynccontextmanager
+async def _harness(kind: str, core: Core, vectors: Any) -> AsyncIterator[Harness]:
+    """A knowledge base and a backend of `kind` on it (no worker)."""
     chunks = ChunkStore(vectors)
     kb = await lifecycle.create_kb(core, "notes", tenant="default", chunks=chunks)
-    async with running_worker(core, vectors):
-        if request.param == "local":
-            yield Harness(core, kb, chunks, ingesting.LocalBackend(core, kb))
-            return
-        app = create_app(core.settings, core=core, vectors=vectors)
-        async with app.router.lifespan_context(app):
-            key = await asyncio.to_thread(app.state.services.apikeys.create, "default", admin=True)
-            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-            async with AsyncClient("http://docvec.test", key.secret, transport=transport) as client:
-                yield Harness(core, kb, chunks, ingesting.ApiBackend(client, kb.name))
+    if kind == "local":
+        yield Harness(core, kb, chunks, ingesting.LocalBackend(core, kb))
+        return
+    app = create_app(core.settings, core=core, vectors=vectors)
+    async with app.router.lifespan_context(app):
+        key = await asyncio.to_thread(app.state.services.apikeys.create, "default", admin=True)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with AsyncClient("http://docvec.test", key.secret, transport=transport) as client:
+            yield Harness(core, kb, chunks, ingesting.ApiBackend(client, kb.name))
+
+
+@pytest.fixture(params=["local", "api"])
+async def harness(request: pytest.FixtureRequest, core: Core, vectors: Any) -> AsyncIterator[Harness]:
+    async with _harness(request.param, core, vectors) as made, running_worker(core, vectors):
+        yield made
+
+
+@pytest.fixture(params=["local", "api"])
+async def idle_harness(request: pytest.FixtureRequest, core: Core, vectors: Any) -> AsyncIterator[Harness]:
+    """A harness whose tasks wait: no worker runs until the test starts one."""
+    async with _harness(request.param, core, vectors) as made:
+        yield made
 
 
 async def test_a_folder_ingested_again_costs_only_what_changed(harness: Harness, tmp_path: Path) -> None:
@@ -162,3 +180,102 @@ async def test_the_watch_reads_every_unfinished_task_at_once_and_survives_a_dele
     assert rounds == [["a", "b", "c"], ["a", "b"], ["b"]]  # one call per round, with what is still unfinished
     assert {k: v.status for k, v in final.items()} == {"a": "done", "b": "failed", "c": "cancelled"}
     assert final["c"].error == "its document was deleted"
+
+
+async def test_odd_file_names_ingest_under_stable_keys(harness: Harness, tmp_path: Path) -> None:
+    """Issue 28 item 4: a name that is not UTF-8 (it crashed the whole run with a traceback), one with a newline
+    (it aborted the run, even a dry run) and a backslash get escaped keys; a symlink out of the folder is
+    not followed; everything else ingests, the same keys on every run."""
+    root = odd_folder(tmp_path / "docs", tmp_path / "elsewhere")
+    dry = await harness.ingest(root, dry_run=True)
+    keys = ["back\\\\slash.md", LATIN1_KEY, "line\\nbreak.md", "plain.md", "sub/deep.md"]
+    assert dry.plan.added == keys
+    first = await harness.ingest(root)
+    assert first.plan.added == keys and all(v.status == "done" for v in first.tasks.values()) and len(first.tasks) == 5
+    assert {Path(s.path).name for s in first.skipped} == {"escape.txt", "alias.md", "loop"}
+    assert not any(s.error for s in first.skipped)
+    documents = {d.source_id: d for d in await asyncio.to_thread(harness.core.repo.documents.of_kb, harness.kb.id)}
+    assert sorted(documents) == keys
+    assert documents[LATIN1_KEY].filename == LATIN1_NAME_SHOWN and documents["line\\nbreak.md"].filename == \
+        "line_break.md"
+    found = await harness.search("Espresso is brewed by forcing hot water through coffee.", k=1)
+    assert found and "Espresso" in found[0][1]
+    assert not any("secret" in text for text in await harness.live_texts()), "nothing from outside the folder"
+    again = await harness.ingest(root)
+    assert again.plan.summary() == "0 added, 0 updated, 5 unchanged, 0 deleted" and again.tasks == {}
+
+
+async def test_a_sync_keeps_the_documents_of_files_it_cannot_read(harness: Harness, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file or a folder that cannot be read is listed and fails the run, but a sync does not take it for
+    gone: its documents stay; what is really gone is deleted."""
+    root = tmp_path / "docs"
+    for name in ("rivers.md", "glaciers.md", "deserts/gobi.md", "deserts/sahara.md"):
+        _write(root, name, SECTIONS[name])
+    _write(root, "caves.md", ["Caves form where water dissolves limestone."])
+    await harness.ingest(root)
+    (root / "caves.md").unlink()
+    real_hash, real_scandir = planned.sha256_file, os.scandir
+
+    # As root, permissions cannot make a file unreadable: the reads fail here instead.
+    def unreadable_file(path: Path) -> str:
+        if path.name == "glaciers.md":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_hash(path)
+
+    def unreadable_folder(path: Any) -> Any:
+        if os.fspath(path).endswith("deserts"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(planned, "sha256_file", unreadable_file)
+    monkeypatch.setattr(os, "scandir", unreadable_folder)
+    dry = await harness.ingest(root, sync=True, dry_run=True)
+    assert dry.plan.deleted == ["caves.md"]
+    synced = await harness.ingest(root, sync=True)
+    assert synced.plan.deleted == ["caves.md"], "the unreadable file's and folder's documents are kept"
+    assert sorted((Path(s.path).name, s.reason, s.error) for s in synced.skipped) == [
+        ("deserts", "a folder that cannot be read: Permission denied", True),
+        ("glaciers.md", "cannot be read: Permission denied", True)]
+    documents = await asyncio.to_thread(harness.core.repo.documents.of_kb, harness.kb.id)
+    assert sorted(d.source_id or "" for d in documents) == ["deserts/gobi.md", "deserts/sahara.md", "glaciers.md",
+                                                             "rivers.md"]
+    console = Console(record=True, width=200)
+    assert synced.print(console, dry_run=False) == 1, "a file that could not be read fails the run"
+    printed = console.export_text()
+    assert "skipped 2 file(s):" in printed and "glaciers.md: cannot be read: Permission denied" in printed
+
+
+async def test_unfinished_documents_are_waited_for_never_unchanged(idle_harness: Harness, tmp_path: Path,
+                                                                   vectors: Any) -> None:
+    """Issue 28 item 3 at the plan: a document whose content is there but whose task has not run is reported
+    unfinished (not unchanged), nothing is uploaded again, and a waiting ingest waits for its task."""
+    root = tmp_path / "docs"
+    for name in ("rivers.md", "glaciers.md"):
+        _write(root, name, SECTIONS[name])
+    queued = await idle_harness.ingest(root, wait=False)
+    assert sorted(queued.plan.added) == ["glaciers.md", "rivers.md"] and queued.tasks == {}
+    tasks = await idle_harness.task_count()
+
+    again = await idle_harness.ingest(root, wait=False)
+    assert again.plan.unchanged == [] and sorted(again.plan.unfinished) == ["glaciers.md", "rivers.md"]
+    assert sorted(again.labels.values()) == ["glaciers.md", "rivers.md"]
+    assert set(again.labels) == {task_id for ids in again.plan.unfinished.values() for task_id in ids}
+    assert set(again.labels) == set(queued.labels), "the first run's tasks, not new ones"
+    assert await idle_harness.task_count() == tasks
+    assert again.summary().endswith("2 unfinished from an earlier ingest, 0 deleted; the 2 unfinished are still "
+                                    "queued or running (--wait waits for them)")
+
+    async def run_then_watch(labels: dict[str, str]) -> dict[str, TaskView]:
+        # As the in-process CLI does: the worker starts after the plan, so the tasks are unfinished when planned.
+        async with running_worker(idle_harness.core, vectors):
+            return await watch_tasks(labels, idle_harness.backend.fetch, console=Console(quiet=True),
+                                     show_bars=False)
+
+    waited = await ingesting.run_ingest(idle_harness.backend, ingesting.scan_sources([root]), sync=False,
+                                        dry_run=False, console=Console(quiet=True), wait=run_then_watch)
+    assert sorted(waited.plan.unfinished) == ["glaciers.md", "rivers.md"] and waited.plan.added == []
+    assert {v.status for v in waited.tasks.values()} == {"done"} and set(waited.tasks) == set(queued.labels)
+    assert "of the 2 unfinished, 2 finished now" in waited.summary()
+    finished = await idle_harness.ingest(root)
+    assert finished.plan.summary() == "0 added, 0 updated, 2 unchanged, 0 deleted"
