@@ -37,8 +37,9 @@ def write_key_file(path: Path, key: str) -> None:
     os.chmod(path, 0o600)  # an existing file keeps its old mode through O_CREAT
 
 
-def ensure_admin_key(store: ApiKeyStore, path: Path) -> tuple[str, bool]:
-    """The admin key of `path` if it is still valid, else a new admin key written there.
+def ensure_admin_key(store: ApiKeyStore, path: Path, *, name: str = "docvec up") -> tuple[str, bool]:
+    """The admin key of `path` if it is still valid, else a new admin key written there (labelled `name`, the
+    command that made it, for `docvec keys list`).
 
     Returns `(key, created)`. Synchronous (database and file I/O): call it from a thread.
     """
@@ -47,9 +48,16 @@ def ensure_admin_key(store: ApiKeyStore, path: Path) -> tuple[str, bool]:
         record = store.authenticate(existing)
         if record is not None and record.is_admin:
             return existing, False
-    issued = store.create(ADMIN_TENANT, admin=True, name="docvec up")
+    issued = store.create(ADMIN_TENANT, admin=True, name=name)
     write_key_file(path, issued.secret)
     return issued.secret, True
+
+
+def admin_key_notice(path: Path, key: str, created: bool) -> str:
+    """What `docvec up` and `docvec api` say about the admin key: the key itself only when just created."""
+    if created:  # shown once; `docvec keys show-admin` prints it again
+        return f"new admin key (stored in {path}): {key}"
+    return f"admin key: stored in {path} (`docvec keys show-admin` prints it)"
 
 
 def resolve_api_key(explicit: str | None, settings: Settings | None) -> str | None:

@@ -22,7 +22,14 @@ from common.settings import Settings, load_settings
 from common.urls import redact_url
 from docvec import ApiError, AsyncClient, AuthenticationError, ConnectionFailed
 from docvec.ingest import SourceError
-from docvec_cli.auth import API_KEY_ENV, admin_key_path, ensure_admin_key, read_key_file, resolve_api_key
+from docvec_cli.auth import (
+    API_KEY_ENV,
+    admin_key_notice,
+    admin_key_path,
+    ensure_admin_key,
+    read_key_file,
+    resolve_api_key,
+)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="docvec: documents in, searchable vector chunks out.")
@@ -139,11 +146,7 @@ async def _up(settings: Settings, host: str, port: int) -> None:
             console.print(f"dashboard: {base}/dashboard", soft_wrap=True)
             console.print(f"data dir: {settings.data_path}   redis: {redact_url(core.redis_url)}", soft_wrap=True,
                           markup=False)
-            if created:  # shown once, when created; `docvec keys show-admin` prints it again
-                console.print(f"new admin key (stored in {key_path}): {admin_key}", soft_wrap=True, markup=False)
-            else:
-                console.print(f"admin key: stored in {key_path} (`docvec keys show-admin` prints it)",
-                              soft_wrap=True, markup=False)
+            console.print(admin_key_notice(key_path, admin_key, created), soft_wrap=True, markup=False)
             async with asyncio.TaskGroup() as group:
                 group.create_task(worker.run())
                 await server.serve()
@@ -167,11 +170,16 @@ def worker(concurrency: Annotated[int | None, typer.Option(help="task slots")] =
 
 @app.command()
 def api(host: str | None = None, port: int | None = None) -> None:
-    """Run the HTTP API alone (workers run as separate `docvec worker` processes)."""
+    """Run the HTTP API alone (workers run as separate `docvec worker` processes). Like `docvec up`, it
+    creates an admin key on first run (stored in `<data_dir>/admin.key`) and says where it is."""
     from api.app import create_app
 
     settings = _settings()
     _setup_logging()
+    key_path = admin_key_path(settings)
+    with _key_store(settings) as store:
+        admin_key, created = ensure_admin_key(store, key_path, name="docvec api")
+    Console().print(admin_key_notice(key_path, admin_key, created), soft_wrap=True, markup=False)
     server = _Server(uvicorn.Config(create_app(settings, freeze_heap=True), host=host or settings.api.host,
                                     port=port or settings.api.port, log_level="info",
                                     proxy_headers=False))  # `api.trusted_proxies` decides, in the app
@@ -484,12 +492,12 @@ def keys_create(tenant: Annotated[str, typer.Option("--tenant", help="the tenant
 
 @keys_app.command("show-admin")
 def keys_show_admin() -> None:
-    """Print the admin key `docvec up` created (from `<data_dir>/admin.key`), if it is still valid."""
+    """Print the admin key `docvec up` or `docvec api` created (from `<data_dir>/admin.key`), if still valid."""
     settings = _settings()
     path = admin_key_path(settings)
     key = read_key_file(path)
     if key is None:
-        Console(stderr=True).print(f"no admin key in {path}; `docvec up` creates one", markup=False)
+        Console(stderr=True).print(f"no admin key in {path}; `docvec up` or `docvec api` creates one", markup=False)
         raise typer.Exit(1)
     with _key_store(settings) as store:
         record = store.authenticate(key)
@@ -525,10 +533,17 @@ def keys_revoke(key_id: str) -> None:
     typer.echo(f"revoked key {record.id} ({record.prefix}…) of tenant {record.tenant!r}")
 
 
+def cli() -> Any:
+    """The `docvec` command (typer's click command tree) with click-style help (`docvec_cli.helptext`)."""
+    from docvec_cli.helptext import tidy
+
+    return tidy(typer.main.get_command(app))
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no weight-loading bars in CLI output
-    app(prog_name="docvec")
+    cli()(prog_name="docvec")
 
 
 if __name__ == "__main__":
