@@ -46,11 +46,13 @@ TITLE_SEPARATOR = " > "
 _RUN_GAP = frozenset(" \t\n\r")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})", re.M)
 _LINE = re.compile(r"^[^\n]*", re.M)
-# Where a sentence ends: whitespace after terminal punctuation (optionally closed by a quote or
-# bracket), a line break, or right after CJK terminal punctuation.
-_SENTENCE_GAP = re.compile(
-    r"(?:(?<=[.!?\u2026])|(?<=[.!?\u2026][\"'\u201d\u2019)\]]))\s+|\s*\n\s*|(?<=[\u3002\uff01\uff1f])\s*"
-)
+# Where a sentence ends: a run of whitespace after terminal punctuation (optionally closed by a quote or
+# bracket) or holding a line break, or right after CJK terminal punctuation. Runs are found whole and judged
+# in Python (`_sentences`): a regex alternative `\s*\n\s*` scanned a long run from each of its characters.
+_GAP_CANDIDATE = re.compile(r"\s+|(?<=[\u3002\uff01\uff1f])")
+_TERMINAL = frozenset(".!?\u2026")
+_CLOSING = frozenset("\"'\u201d\u2019)]")
+_CJK_TERMINAL = frozenset("\u3002\uff01\uff1f")
 
 
 class Tokenizer(Protocol):
@@ -391,12 +393,22 @@ def _paragraphs(section_text: str) -> list[tuple[int, int]]:
 def _sentences(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
     """Absolute spans of the sentences (and lines) in text[start:end], without surrounding whitespace."""
     position = start
-    for gap in _SENTENCE_GAP.finditer(text, start, end):
+    for gap in _GAP_CANDIDATE.finditer(text, start, end):
+        if not _ends_sentence(text, gap.start(), gap.end()):
+            continue
         if gap.start() > position:
             yield position, gap.start()
         position = max(position, gap.end())
     if end > position:
         yield position, end
+
+
+def _ends_sentence(text: str, start: int, end: int) -> bool:
+    """Whether the whitespace text[start:end] (empty: right after CJK punctuation) separates sentences."""
+    before = text[start - 1] if start else ""
+    if start == end or before in _CJK_TERMINAL or "\n" in text[start:end] or before in _TERMINAL:
+        return True
+    return before in _CLOSING and start > 1 and text[start - 2] in _TERMINAL
 
 
 def _strip_span(text: str, start: int, end: int) -> tuple[int, int]:

@@ -61,7 +61,6 @@ _BLOCKS = frozenset(
 _CELLS = frozenset({"td", "th"})
 _SKIPPED_STRINGS = (Comment, Declaration, Doctype, ProcessingInstruction)
 _WHITESPACE = re.compile(r"\s+")
-_SPACES_AROUND_NEWLINE = re.compile(r" *\n *")
 _BLOCK_SEPARATOR = "\n\n"
 
 # What an element is to the page (bits): furniture, main content, an article, sectioning content (inside
@@ -434,7 +433,9 @@ class _Renderer:
         if preformatted:
             text = raw.strip("\n").rstrip()
         else:
-            text = _SPACES_AROUND_NEWLINE.sub("\n", raw).strip()
+            # Spaces around line breaks go line by line (a regex ` *\n *` scans a run of spaces from each
+            # of its characters: quadratic in the run).
+            text = "\n".join(line.strip(" ") for line in raw.split("\n")).strip()
         if text.strip():
             self._block(text)
 

@@ -79,7 +79,9 @@ _DETECT_BYTES = 256 * 1024  # what encoding detection reads of a file that is no
 
 # A DOCTYPE or <html> root after comments and processing instructions (the XML declaration,
 # <?xml-stylesheet?>); the root may be XHTML under a namespace prefix (<x:html>).
-_HTML_START = re.compile(r"\A(?:\s|<!--.*?-->|<\?[^>]*>)*<(?:!doctype\s+html|(?:[\w.-]+:)?html[\s>])", re.I | re.S)
+# Possessive (`*+`): comments may be split many ways ("<!----><!---->" is one comment or two), and a failed
+# match would try every split (exponential in the number of comments).
+_HTML_START = re.compile(r"\A(?:\s|<!--.*?-->|<\?[^>]*>)*+<(?:!doctype\s+html|(?:[\w.-]+:)?html[\s>])", re.I | re.S)
 _XML_DECLARATION = re.compile(r"\A\s*<\?xml[\s?]", re.I)
 _XHTML_MARK = re.compile(r"http://www\.w3\.org/1999/xhtml|application/xhtml\+xml|//DTD XHTML", re.I)
 _HTML_NAMES = (".html", ".htm", ".xhtml", ".xht")
@@ -101,7 +103,8 @@ _CSV_DELIMITERS = (",", "\t", ";", "|")
 _CSV_MIN_LINES = 3
 """Lines (header included) an unlabelled file needs, all with the same delimiter count, to be CSV."""
 _CSV_SNIFF_LINES = 20
-_MARKDOWN_HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+\S|^[^\n]*\S[^\n]*\n {0,3}(?:=+|-{2,})[ \t]*$", re.M)
+# A setext underline's line is read once (`[^\n]*+`), not re-split around each of its characters.
+_MARKDOWN_HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+\S|^(?=[^\n]*\S)[^\n]*+\n {0,3}(?:=+|-{2,})[ \t]*$", re.M)
 
 
 @dataclass(frozen=True, slots=True)

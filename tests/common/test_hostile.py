@@ -102,6 +102,12 @@ CASES = [
         "document is empty",
     ),
     Case("huge_attr.html", lambda: b'<html><p title="' + b"A" * (4 * _MIB) + b'">visible</p></html>', None, "visible"),
+    # Regexes that backtracked: exponential in the comments before a tag, quadratic in a heading's brackets,
+    # a link's opening parts or its trailing spaces (each of these took hours to days).
+    Case("comments.html", lambda: b"<!---->" * 40 + b"<p>after the comments</p>", None, "after the comments"),
+    Case("brackets.md", lambda: b"# " + b"[" * 1_000_000, None, "[[[[[[[["),
+    Case("link_opens.md", lambda: b"# " + b"[a](" * 250_000 + b"\n\nbody", None, "[a]([a]("),
+    Case("heading_spaces.md", lambda: b"# spaced" + b" " * 1_000_000 + b"out\n\nbody", None, "spaced"),
     Case("invalid.json", lambda: b'{\n  "a": 1,\n  "b": [1, 2,,]\n}', CorruptDocument, "line 3 column"),
     Case("deep.json", lambda: b"[" * 200_000 + b"]" * 200_000, CorruptDocument, "nested too deeply"),
     Case("records.jsonl", lambda: b'{"a": 1}\n{"a": 2,}\n{"a": 3}\n', CorruptDocument, "line 2"),
