@@ -99,6 +99,15 @@ def test_content_disposition_is_read_as_clients_write_it(header: bytes, expected
     assert parse_disposition(header) == ("form-data", expected)
 
 
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("tail", ["; " * 500_000, "; " + "= " * 300_000, "; " + "=;" * 300_000,
+                                  ";" + " " * 1_000_000 + "a"])
+def test_a_header_of_separators_is_read_in_linear_time(tail: str) -> None:
+    """Parsed on the event loop: rescanning a run of `; ` from each position (hours for these) would freeze it."""
+    kind, params = parse_disposition(f'form-data; name="files"{tail}'.encode())
+    assert kind == "form-data" and params["name"] == "files"
+
+
 def test_a_raw_line_break_in_a_name_is_an_invalid_request_not_a_quote_in_the_name() -> None:
     with pytest.raises(InvalidRequest, match="no closing quote"):
         parse_disposition(b'form-data; name="files"; filename="evil')
