@@ -14,8 +14,11 @@ and the seconds each stage took (summed over the tasks, which overlap) instead o
 
 `--device cuda` runs both sides on the GPU (docvec in fp16 where it keeps cosine 0.99 to fp32).
 
+`--count-containing TEXT` (repeatable) adds `chunks_containing` to the summary: how many chunks hold each
+TEXT (e.g. a page's navigation bar, which should never be indexed).
+
     python -m bench.pipeline [--quick] [--corpus DIR [--documents N] [--max-bytes B]] [--no-onnx]
-                             [--embedder instant] [--device cuda]
+                             [--embedder instant] [--device cuda] [--count-containing TEXT ...]
 """
 
 from __future__ import annotations
@@ -147,18 +150,24 @@ def _min_cosine_onnx_vs_torch(texts: list[str], torch_vectors: Any, batch_size: 
     return float(np.min(np.sum(torch_vectors * onnx_vectors, axis=1)))  # both are L2-normalized
 
 
-def _instant(documents: list[tuple[str, bytes]], batch_size: int, corpus: dict[str, Any], quick: bool) -> None:
+def _containing(texts: list[str], wanted: list[str]) -> dict[str, Any]:
+    """`chunks_containing` for the summary: how many of `texts` hold each of `wanted` (nothing if none)."""
+    return {"chunks_containing": {w: sum(w in t for t in texts) for w in wanted}} if wanted else {}
+
+
+def _instant(documents: list[tuple[str, bytes]], batch_size: int, corpus: dict[str, Any], quick: bool,
+             count_containing: list[str]) -> None:
     """The pipeline with `InstantEmbedder`: chunks/s of one worker process and the per-stage seconds."""
     stages: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="docvec-bench-") as tmp:
-        elapsed_s, _, chunks, bad = asyncio.run(_docvec_run(Path(tmp), documents, batch_size,
-                                                            embedder=InstantEmbedder(), stages=stages))
+        elapsed_s, texts, chunks, bad = asyncio.run(_docvec_run(Path(tmp), documents, batch_size,
+                                                                embedder=InstantEmbedder(), stages=stages))
     rate = chunks / elapsed_s
     emit(BENCH, "instant_chunks_per_s", round(rate, 1), "chunks/s", chunks=chunks, seconds=round(elapsed_s, 2))
     emit(BENCH, "instant_stage_seconds", stages, "s (summed over tasks)")
     summary(BENCH, **corpus, embedder="instant", bad_input_files=bad, chunks=chunks, seconds=round(elapsed_s, 2),
             chunks_per_s_per_worker=round(rate, 1), stage_seconds=stages, quick=quick,
-            loadavg_1m=machine_state()["loadavg_1m"])
+            **_containing(texts, count_containing), loadavg_1m=machine_state()["loadavg_1m"])
 
 
 def _corpus(root: Path, count: int | None, max_bytes: int) -> list[tuple[str, bytes]]:
@@ -179,6 +188,8 @@ def main() -> None:
                         help="embedding.device for both sides: cpu, cuda[:N] (docvec's torch embedder picks fp16 "
                              "there when it stays within cosine 0.99 of fp32; the bare side runs fp32)")
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime backend")
+    parser.add_argument("--count-containing", action="append", default=[], metavar="TEXT",
+                        help="report how many chunks contain TEXT (repeatable)")
     parser.add_argument("--embedder", choices=["model", "instant"], default="model",
                         help="instant: no model (vectors at once), the pipeline's own ceiling per worker process")
     args = parser.parse_args()
@@ -195,7 +206,7 @@ def main() -> None:
     emit(BENCH, "corpus", corpus, "info")
 
     if args.embedder == "instant":
-        _instant(documents, args.batch_size, corpus, args.quick)
+        _instant(documents, args.batch_size, corpus, args.quick, args.count_containing)
         return
     run_info: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="docvec-bench-") as tmp:
@@ -213,6 +224,7 @@ def main() -> None:
         **corpus, "device": args.device, "precision": run_info.get("precision", ""), "bad_input_files": bad,
         "chunks": chunks, "docvec_chunks_per_s": round(docvec_rate, 2),
         "bare_encode_chunks_per_s": round(bare_rate, 2), "ratio_vs_bare_encode": round(docvec_rate / bare_rate, 3),
+        **_containing(texts, args.count_containing),
     }
     if importlib.util.find_spec("onnxruntime") is not None and not args.no_onnx and args.device == "cpu":
         # The export is keyed by the model's fingerprint: reuse it across runs (it takes ~15 s; not timed).
