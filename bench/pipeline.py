@@ -15,7 +15,8 @@ and the seconds each stage took (summed over the tasks, which overlap) instead o
 `--device cuda` runs both sides on the GPU (docvec in fp16 where it keeps cosine 0.99 to fp32).
 
 `--count-containing TEXT` (repeatable) adds `chunks_containing` to the summary: how many chunks hold each
-TEXT (e.g. a page's navigation bar, which should never be indexed).
+TEXT, whitespace runs compared as one space (e.g. a page's navigation bar, "modules | next | previous",
+which docvec renders one link a line, and which should never be indexed).
 
     python -m bench.pipeline [--quick] [--corpus DIR [--documents N] [--max-bytes B]] [--no-onnx]
                              [--embedder instant] [--device cuda] [--count-containing TEXT ...]
@@ -151,8 +152,12 @@ def _min_cosine_onnx_vs_torch(texts: list[str], torch_vectors: Any, batch_size: 
 
 
 def _containing(texts: list[str], wanted: list[str]) -> dict[str, Any]:
-    """`chunks_containing` for the summary: how many of `texts` hold each of `wanted` (nothing if none)."""
-    return {"chunks_containing": {w: sum(w in t for t in texts) for w in wanted}} if wanted else {}
+    """`chunks_containing` for the summary: how many of `texts` hold each of `wanted`, whitespace runs read
+    as one space (nothing if none is wanted)."""
+    if not wanted:
+        return {}
+    flat = [" ".join(t.split()) for t in texts]
+    return {"chunks_containing": {w: sum(" ".join(w.split()) in t for t in flat) for w in wanted}}
 
 
 def _instant(documents: list[tuple[str, bytes]], batch_size: int, corpus: dict[str, Any], quick: bool,
