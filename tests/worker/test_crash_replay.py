@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import vectordb
-from common.runtime import open_core
+from common.runtime import Core, open_core
 from common.settings import Settings
 from tests.fakes import HashEmbedder
 from tests.submit import submit_document
@@ -64,6 +64,23 @@ async def _wait(predicate, timeout_s: float, what: str):  # type: ignore[no-unty
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
+async def _finish_with_a_new_worker(core: Core, env: dict[str, str], cwd: Path, consumer: str, task_id: str) -> None:
+    """Start a `docvec worker`, wait until `task_id` is final, then SIGTERM it (it exits 0)."""
+    worker = _start_worker(env, cwd, consumer)
+    try:
+        async def finished() -> bool:
+            _alive(worker, cwd)
+            t = await asyncio.to_thread(core.repo.tasks.get, task_id)
+            return t.status in ("done", "failed", "cancelled")
+
+        await _wait(finished, 240, "the restarted worker to finish the task")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 0, "a SIGTERMed worker exits 0"
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+
+
 async def test_killed_worker_replays_its_task_once(tmp_path: Path, redis_url: str) -> None:
     prefix = f"crash{uuid.uuid4().hex[:8]}"
     data_dir = tmp_path / "data"
@@ -97,19 +114,7 @@ async def test_killed_worker_replays_its_task_once(tmp_path: Path, redis_url: st
         assert [(p["consumer"], p["times_delivered"]) for p in pending] == [(consumer, 1)]
         assert (await asyncio.to_thread(core.repo.tasks.get, task.id)).status == "running"
 
-        worker = _start_worker(env, tmp_path, consumer)
-        try:
-            async def finished() -> bool:
-                _alive(worker, tmp_path)
-                t = await asyncio.to_thread(core.repo.tasks.get, task.id)
-                return t.status in ("done", "failed", "cancelled")
-
-            await _wait(finished, 240, "the restarted worker to finish the task")
-            worker.send_signal(signal.SIGTERM)
-            assert worker.wait(timeout=60) == 0, "a SIGTERMed worker exits 0"
-        finally:
-            if worker.poll() is None:
-                worker.kill()
+        await _finish_with_a_new_worker(core, env, tmp_path, consumer, task.id)
 
         final = await asyncio.to_thread(core.repo.tasks.get, task.id)
         doc = await asyncio.to_thread(core.repo.documents.get, document.id)

@@ -107,7 +107,7 @@ async def test_sigterm_returns_the_task_and_sigkill_spends_an_attempt(tmp_path: 
     from common.runtime import open_core
     from common.settings import Settings
     from tests.fakes import HashEmbedder
-    from tests.worker.test_crash_replay import _alive, _prose, _start_worker, _wait
+    from tests.worker.test_crash_replay import _alive, _finish_with_a_new_worker, _prose, _start_worker, _wait
 
     prefix = f"stop{uuid.uuid4().hex[:8]}"
     data_dir = tmp_path / "data"
@@ -144,19 +144,7 @@ async def test_sigterm_returns_the_task_and_sigkill_spends_an_attempt(tmp_path: 
             after = await asyncio.to_thread(core.repo.tasks.get, task.id)
             assert (after.status, after.attempts) == (status_after, attempts_after), sig.name
 
-        worker = _start_worker(env, tmp_path, consumer)
-        try:
-            async def finished() -> bool:
-                _alive(worker, tmp_path)
-                t = await asyncio.to_thread(core.repo.tasks.get, task.id)
-                return t.status in ("done", "failed", "cancelled")
-
-            await _wait(finished, 240, "the restarted worker to finish the task")
-            worker.send_signal(signal.SIGTERM)
-            assert worker.wait(timeout=60) == 0
-        finally:
-            if worker.poll() is None:
-                worker.kill()
+        await _finish_with_a_new_worker(core, env, tmp_path, consumer, task.id)
         final = await asyncio.to_thread(core.repo.tasks.get, task.id)
         doc = await asyncio.to_thread(core.repo.documents.get, document.id)
         assert final.status == "done", final.error
