@@ -27,7 +27,8 @@ import numpy as np
 from vectordb.catalog import SegmentMeta
 from vectordb.collection_core import CollectionCore
 from vectordb.errors import CollectionNotFound, InvalidRequest, StorageError
-from vectordb.expr import Expr, FilterBudget
+from vectordb.evaluation import FilterBudget
+from vectordb.expr import Expr
 from vectordb.index import check_metric, higher_is_better, prepare_queries
 from vectordb.results import Hit
 from vectordb.schema import DYNAMIC_FIELD, CollectionSchema, IndexParams

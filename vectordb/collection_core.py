@@ -36,7 +36,8 @@ import numpy as np
 
 from vectordb.catalog import Catalog, CollectionMeta
 from vectordb.errors import CollectionNotFound, DuplicatePrimaryKey, InvalidRequest, StorageError
-from vectordb.expr import Expr, FilterBudget, evaluate
+from vectordb.evaluation import FilterBudget, evaluate
+from vectordb.expr import Expr
 from vectordb.fsutil import atomic_write_bytes
 from vectordb.schema import CollectionSchema, RowBatch
 from vectordb.search import VisibilityCache

@@ -153,7 +153,7 @@ class LikePattern:
         return True
 
     def text_work(self, chars: int) -> int:
-        """Steps (see `vectordb.expr.FilterBudget`) of passing over `chars` characters of text: `str.find`
+        """Steps (see `vectordb.evaluation.FilterBudget`) of passing over `chars` characters of text: `str.find`
         scans ~64 characters in a step; a piece with `_` compares up to its first part's width at each
         position (in C, ~200 characters a step, counted as 64), then checks its other parts (a Python
         call each, three steps) where the first is found."""

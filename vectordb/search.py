@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from vectordb import index as idx
-from vectordb.expr import Expr, FilterBudget, evaluate
+from vectordb.evaluation import FilterBudget, evaluate
+from vectordb.expr import Expr
 from vectordb.results import Hit
 from vectordb.schema import MetricType
 from vectordb.segment import Candidates, Segment, SegmentView

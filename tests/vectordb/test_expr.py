@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from vectordb.errors import FilterError
-from vectordb.expr import compile_filter, evaluate, tokenize
+from vectordb.evaluation import evaluate
+from vectordb.expr import compile_filter, tokenize
 from vectordb.schema import DYNAMIC_FIELD, DataType
 
 from .conftest import clustered, make_rows, make_schema

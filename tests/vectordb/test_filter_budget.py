@@ -1,4 +1,4 @@
-"""A request's filter has a bounded amount of work (`vectordb.expr.FilterBudget`): what its rows will cost
+"""A request's filter has a bounded amount of work (`vectordb.evaluation.FilterBudget`): what its rows will cost
 is charged before any is read, what the data adds (text for `like`) as it is read, one budget for every
 segment the request reads; past `MAX_FILTER_WORK` it is a FilterError (a 4xx), never minutes of a thread."""
 
@@ -12,7 +12,8 @@ import pytest
 
 from vectordb.engine import Engine
 from vectordb.errors import FilterError
-from vectordb.expr import MAX_FILTER_WORK, FilterBudget, compile_filter, evaluate, steps_per_row
+from vectordb.evaluation import MAX_FILTER_WORK, FilterBudget, evaluate, steps_per_row
+from vectordb.expr import compile_filter
 from vectordb.like import LikePattern
 from vectordb.schema import IndexParams
 

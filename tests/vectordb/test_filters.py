@@ -8,7 +8,8 @@ from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from vectordb.errors import FilterError
-from vectordb.expr import compile_filter, evaluate
+from vectordb.evaluation import evaluate
+from vectordb.expr import compile_filter
 from vectordb.filters import Where, compile_any, filter_text
 from vectordb.schema import CollectionSchema, DataType, FieldSchema
 

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from vectordb.expr import compile_filter, evaluate
+from vectordb.evaluation import evaluate
+from vectordb.expr import compile_filter
 from vectordb.like import LikePattern
 
 from .conftest import make_schema
