@@ -1,1 +1,2 @@
-"""Benchmarks: `python -m bench.NAME [--quick]`; JSON lines, then one summary line with ratios."""
+"""Benchmarks: `python -m bench.NAME [--quick | --smoke]`; JSON lines, then one summary line with ratios.
+`--smoke` is seconds of work on tiny data through the same code: what tests/bench runs."""

@@ -1,14 +1,17 @@
-"""Shared benchmark helpers: JSON line output, machine state, realistic generated prose."""
+"""Shared benchmark helpers: JSON line output, run sizes (--quick, --smoke), machine state, generated prose."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import random
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 SUBJECTS = [
     "the harbour master", "a retired engineer", "the village council", "our research group",
@@ -69,6 +72,35 @@ def prose_document(rng: random.Random, sections: int, paragraphs: int, sentences
                     )
             parts.append(" ".join(words))
     return "\n\n".join(parts) + "\n"
+
+
+def size_flags(parser: argparse.ArgumentParser, quick_help: str) -> None:
+    """`--quick` (within 60 s on 2 cores; `quick_help` says what it runs) and `--smoke` (seconds of work on
+    tiny data through the same code; what tests/bench runs, so that no benchmark rots unnoticed)."""
+    sizes = parser.add_mutually_exclusive_group()
+    sizes.add_argument("--quick", action="store_true", help=quick_help)
+    sizes.add_argument("--smoke", action="store_true",
+                       help="seconds of work on tiny data, the code of --quick (what the test suite runs)")
+
+
+def by_size(args: argparse.Namespace, *, full: T, quick: T, smoke: T) -> T:
+    """The value for the size `size_flags` chose."""
+    return smoke if args.smoke else quick if args.quick else full
+
+
+def size_keys(args: argparse.Namespace) -> dict[str, bool]:
+    """The summary's record of the size a run had."""
+    return {"quick": args.quick, "smoke": args.smoke}
+
+
+def generated_corpus(root: Path, documents: int, seed: int = 42) -> Path:
+    """`documents` short markdown files of generated prose under `root`: the corpus of a smoke run (no
+    package to install, the same on every machine)."""
+    rng = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(documents):
+        (root / f"notes{i:02d}.md").write_text(prose_document(rng, sections=2, paragraphs=2, sentences=4))
+    return root
 
 
 # The Python documentation's library reference from Debian's python3-doc (never copied into the repository).
