@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import emit, machine_state, summary
+from bench.common import by_size, emit, machine_state, size_flags, size_keys, summary
 
 BENCH = "queue"
 PEERS = ("arq", "celery", "dramatiq")
@@ -174,14 +174,11 @@ class NoopStage:
     start, end = 0.0, 1.0
 
     def __init__(self, timing: Timing) -> None:
-        from common.parsing.base import ParsedDocument
-
         self._timing = timing
-        self._parsed = ParsedDocument(format="noop", text="")
 
     async def run(self, ctx: Any) -> None:
         self._timing.task_started()
-        ctx.parsed = self._parsed
+        ctx.format = "noop"
 
 
 class NoopChunks:
@@ -208,11 +205,12 @@ async def _docvec(url: str, data_dir: Path, tasks: int) -> RunResult:
                                      embedding_model="none", dim=8)
         started = time.perf_counter()
         for i in range(tasks):
-            _, task = await asyncio.to_thread(
-                repo.documents.create, kb, filename=f"t{i}.txt", size_bytes=0,
+            submission = await asyncio.to_thread(
+                repo.documents.submit, kb, source_id=f"t{i}.txt", filename=f"t{i}.txt", size_bytes=0,
                 sha256=hashlib.sha256(b"").hexdigest(), blob_key=f"bench/{i}",
             )
-            await lifecycle.enqueue(core, task)
+            assert submission.task is not None  # every key is new
+            await lifecycle.enqueue(core, submission.task)
         enqueue_s = time.perf_counter() - started
 
         timing = Timing(tasks)
@@ -228,7 +226,9 @@ async def _docvec(url: str, data_dir: Path, tasks: int) -> RunResult:
                 worker.stop()
         counts = await asyncio.to_thread(repo.tasks.counts)
         if counts["done"] != tasks:
-            raise RuntimeError(f"docvec finished {counts['done']} of {tasks} tasks: {counts}")
+            failed = await asyncio.to_thread(repo.tasks.query, status="failed", limit=1)
+            raise RuntimeError(f"docvec finished {counts['done']} of {tasks} tasks: {counts}"
+                               + (f", e.g. {failed[0].error}" if failed else ""))
         if await core.redis.xlen(core.keys.stream_normal) != 0:
             raise RuntimeError("docvec left entries in its stream")
     return RunResult("docvec", tasks, enqueue_s, timing.seconds,
@@ -386,8 +386,9 @@ def _report(result: RunResult) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.queue")
-    parser.add_argument("--quick", action="store_true", help="fewer tasks; finishes within 60 s")
-    parser.add_argument("--tasks", type=int, default=0, help="tasks per system (default 1,000 quick, 10,000 full)")
+    size_flags(parser, "fewer tasks; finishes within 60 s")
+    parser.add_argument("--tasks", type=int, default=0,
+                        help="tasks per system (default 10,000; 1,000 quick; 50 smoke)")
     parser.add_argument("--only", choices=("docvec", *PEERS), action="append", help="run only these systems")
     parser.add_argument("--celery-worker", nargs=3, metavar=("URL", "TASKS", "RESULT_FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -395,16 +396,17 @@ def main() -> None:
         url, count, result_file = args.celery_worker
         celery_worker_main(url, int(count), Path(result_file))
         return
-    tasks = args.tasks or (1_000 if args.quick else 10_000)
+    tasks = args.tasks or by_size(args, full=10_000, quick=1_000, smoke=50)
     systems = args.only or ["docvec", *PEERS]
     emit(BENCH, "machine", machine_state(), "info")
     rates: dict[str, float | None] = {}
+    skipped: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="docvec-bench-queue-") as tmp, bench_redis(Path(tmp) / "redis") as server:
         emit(BENCH, "redis", {"url": server.url, "appendonly": "everysec"}, "info")
         for system in systems:
             if system != "docvec" and not _installed(system):
-                emit(BENCH, f"{system}_tasks_per_s", None, "tasks/s",
-                     skipped=f"{system} is not installed: {INSTALL_HINT[system]}")
+                skipped[system] = f"{system} is not installed: {INSTALL_HINT[system]}"
+                emit(BENCH, f"{system}_tasks_per_s", None, "tasks/s", skipped=skipped[system])
                 rates[system] = None
                 continue
             if system == "docvec":
@@ -427,9 +429,10 @@ def main() -> None:
         **{f"{s}_tasks_per_s": (round(r, 1) if r is not None else None) for s, r in rates.items()},
         fastest_peer=fastest,
         ratio_vs_fastest_peer=ratio,
+        peers_skipped=skipped,
         peer_config={"arq": ARQ_CONFIG, "dramatiq": {"worker_threads": DRAMATIQ_THREADS},
                      "celery": {"pool": "solo", "prefetch_multiplier": CELERY_PREFETCH}},
-        quick=args.quick,
+        **size_keys(args),
         loadavg_1m=machine_state()["loadavg_1m"],
     )
 
