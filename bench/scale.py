@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import emit, machine_state, prose_document, summary
+from bench.common import by_size, emit, machine_state, prose_document, size_flags, size_keys, summary
 from bench.fleet import ProcessFleet
 
 BENCH = "scale"
@@ -51,8 +51,10 @@ class RssSampler:
         self.samples_mb[moment] = round(psutil.Process(self.pid).memory_info().rss / MIB, 1)
 
 
-def _corpus(count: int) -> list[str]:
-    rng = random.Random(7)
+def _corpus(count: int, seed: int) -> list[str]:
+    """`count` documents of generated prose. Each run gets its own (a seed per run): docvec reuses the stored
+    vector of a chunk it has embedded before, so a run on the same text would embed nothing."""
+    rng = random.Random(seed)
     return [prose_document(rng, sections=rng.randint(1, 2), paragraphs=2, sentences=5) for _ in range(count)]
 
 
@@ -106,9 +108,10 @@ async def _warm_up(core: Any, warm_kb: Any, fleet: ProcessFleet, names: list[str
         cold = [n for n in names if records.get(n, {}).get("done", 0) < 1]
         if not cold:
             return
-        for i in range(len(cold)):
+        for i in range(len(cold)):  # text of its own: a reused vector would leave the model cold
             await lifecycle.submit(core, warm_kb, f"warmup-{round_no}-{i}.md",
-                                         b"# Warm up\n\nLoading the model before the clock starts.\n")
+                                   f"# Warm up {warm_kb.name} {round_no} {i}\n\nLoading the model before the "
+                                   "clock starts.\n".encode())
         submitted += len(cold)
 
         async def warmed(expected: int = submitted) -> bool:
@@ -166,7 +169,7 @@ async def _run_phase(core: Any, fleet: ProcessFleet, workers: int, documents: li
             "chunks_per_s": chunks / seconds, "rss_mb": sampler.samples_mb if sampler else None}
 
 
-async def _run(workdir: Path, documents: list[str]) -> list[dict[str, Any]]:
+async def _run(workdir: Path, documents: int) -> list[dict[str, Any]]:
     from common.redisconn import EmbeddedRedis
     from common.runtime import open_core
     from common.settings import RedisSettings, Settings, VectorDbSettings
@@ -182,7 +185,8 @@ async def _run(workdir: Path, documents: list[str]) -> list[dict[str, Any]]:
         async with open_core(settings) as core:  # this process never embeds: no model is loaded here
             results = []
             for workers in (1, 2):
-                result = await _run_phase(core, fleet, workers, documents, sample_rss=workers == 1)
+                result = await _run_phase(core, fleet, workers, _corpus(documents, seed=6 + workers),
+                                          sample_rss=workers == 1)
                 emit(BENCH, f"workers_{workers}_chunks_per_s", round(result["chunks_per_s"], 2), "chunks/s",
                      workers=workers, documents=result["documents"], chunks=result["chunks"],
                      seconds=round(result["seconds"], 2), torch_threads_per_worker=1)
@@ -199,17 +203,19 @@ async def _run(workdir: Path, documents: list[str]) -> list[dict[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.scale")
-    parser.add_argument("--quick", action="store_true", help="24 documents per run; finishes within 60 s")
-    parser.add_argument("--documents", type=int, default=0, help="documents per run (default 1,000; 24 quick)")
+    size_flags(parser, "24 documents per run; finishes within 60 s")
+    parser.add_argument("--documents", type=int, default=0,
+                        help="documents per run (default 1,000; 24 quick; 4 smoke)")
     args = parser.parse_args()
     emit(BENCH, "machine", machine_state(), "info")
-    documents = _corpus(args.documents or (24 if args.quick else 1_000))
+    documents = args.documents or by_size(args, full=1_000, quick=24, smoke=4)
     with tempfile.TemporaryDirectory(prefix="docvec-bench-scale-") as tmp:
         one, two = asyncio.run(_run(Path(tmp), documents))
     rss = one["rss_mb"] or {}
     summary(
         BENCH,
-        documents=len(documents),
+        documents=documents,
+        chunks_per_run=[one["chunks"], two["chunks"]],
         workers_1_chunks_per_s=round(one["chunks_per_s"], 2),
         workers_2_chunks_per_s=round(two["chunks_per_s"], 2),
         scaling_ratio=round(two["chunks_per_s"] / one["chunks_per_s"], 3),
@@ -223,7 +229,7 @@ def main() -> None:
         # growing through the second half.
         rss_growth_second_half_mb=round(rss["end"] - rss["50pct"], 1) if "end" in rss and "50pct" in rss else None,
         torch_threads_per_worker=1,
-        quick=args.quick,
+        **size_keys(args),
         loadavg_1m=machine_state()["loadavg_1m"],
     )
 
