@@ -14,12 +14,13 @@ answers the same queries at 1, 8 and 32 concurrent clients: p50 / p99 latency an
 Corpus: `--corpus DIR`, by default the library reference of Debian's `python3-doc`; queries are the
 corpus's section headings (natural, short questions of a reader), in a seeded order.
 
-    python -m bench.search [--quick] [--corpus DIR] [--documents N] [--peer-embedder docvec]
+    python -m bench.search [--quick | --smoke] [--corpus DIR] [--documents N] [--peer-embedder docvec]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import random
@@ -36,13 +37,28 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import BareModel, corpus_files, default_corpus, emit, machine_state, summary
+from bench.common import (
+    BareModel,
+    by_size,
+    corpus_files,
+    default_corpus,
+    emit,
+    generated_corpus,
+    machine_state,
+    size_flags,
+    size_keys,
+    summary,
+)
 
 BENCH = "search"
 CONCURRENCY = (1, 8, 32)
 TOP_K = 5
 KB = "bench"
 COLLECTION = "bench_chunks"
+FIGURES = ("p50_ms", "p99_ms", "qps")
+PEERS = {"milvus_lite": ("pymilvus", "milvus_lite"), "chroma": ("chromadb",)}  # the modules each peer needs
+INSTALL_HINT = {"milvus_lite": "pip install -e '.[dev]' (or: pip install pymilvus milvus-lite)",
+                "chroma": "pip install -e '.[bench]' (or: pip install chromadb)"}
 
 
 
@@ -289,13 +305,22 @@ def _run_all(name: str, measure: Callable[[list[str], int], dict[str, float]], q
         emit(BENCH, f"{name}_c{clients}", figures, "ms/qps", clients=clients)
 
 
+def _skipped(peer: str, skip: list[str]) -> str | None:
+    """Why this run leaves `peer` out (None: it runs it)."""
+    if peer in skip:
+        return "--skip"
+    missing = [module for module in PEERS[peer] if importlib.util.find_spec(module) is None]
+    return f"{', '.join(missing)} not installed: {INSTALL_HINT[peer]}" if missing else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.search")
-    parser.add_argument("--quick", action="store_true", help="a small corpus and fewer queries (about 2-3 minutes)")
-    parser.add_argument("--corpus", type=Path, help="a directory of real documents (default: python3-doc's HTML)")
-    parser.add_argument("--documents", type=int, help="files of the corpus (default 60; quick 20)")
+    size_flags(parser, "a small corpus and fewer queries (about 2-3 minutes)")
+    parser.add_argument("--corpus", type=Path, help="a directory of real documents (default: python3-doc's HTML; "
+                        "generated prose with --smoke)")
+    parser.add_argument("--documents", type=int, help="files of the corpus (default 60; quick 20; smoke 3)")
     parser.add_argument("--max-bytes", type=int, default=64_000)
-    parser.add_argument("--queries", type=int, help="queries per concurrency level (default 480; quick 160)")
+    parser.add_argument("--queries", type=int, help="queries per concurrency level (default 480; quick 160; smoke 32)")
     parser.add_argument("--skip", action="append", default=[], choices=["milvus_lite", "chroma"],
                         help="leave a peer out")
     parser.add_argument("--peer-embedder", choices=["sentence-transformers", "docvec"],
@@ -309,20 +334,27 @@ def main() -> None:
     if args.client:
         _http_client(*args.client)
         return
-    files = corpus_files(default_corpus(args.corpus), args.documents or (20 if args.quick else 60), args.max_bytes)
-    per_level = args.queries or (160 if args.quick else 480)
+    count = args.documents or by_size(args, full=60, quick=20, smoke=3)
+    per_level = args.queries or by_size(args, full=480, quick=160, smoke=max(CONCURRENCY))
     if per_level < max(CONCURRENCY):
         raise SystemExit(f"--queries must be at least {max(CONCURRENCY)}: every client sends one or more")
     emit(BENCH, "machine", machine_state(), "info")
-
-    texts, titles, vectors = _chunks(files)
-    pool = _queries(titles, per_level)
-    queries = {c: pool for c in CONCURRENCY}
-    emit(BENCH, "corpus", {"files": len(files), "chunks": len(texts), "queries_per_level": per_level,
-                           "distinct_queries": len(set(pool)), "peer_embedder": args.peer_embedder}, "info")
+    skipped = {peer: why for peer in PEERS if (why := _skipped(peer, args.skip)) is not None}
+    for peer, why in skipped.items():
+        emit(BENCH, peer, f"skipped: {why}", "info")
     results: dict[str, dict[int, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="docvec-bench-search-") as tmp:
         work = Path(tmp)
+        # A smoke run without --corpus gets generated prose: no package to install.
+        generated = args.smoke and args.corpus is None
+        corpus = generated_corpus(work / "generated", count) if generated else default_corpus(args.corpus)
+        files = corpus_files(corpus, count, args.max_bytes)
+        texts, titles, vectors = _chunks(files)
+        pool = _queries(titles, per_level)
+        queries = {c: pool for c in CONCURRENCY}
+        emit(BENCH, "corpus", {"path": "generated" if generated else str(corpus), "files": len(files),
+                               "chunks": len(texts), "queries_per_level": per_level,
+                               "distinct_queries": len(set(pool)), "peer_embedder": args.peer_embedder}, "info")
         (work / "docvec").mkdir()
         overrides = dict(item.split("=", 1) for item in args.set)
         if any(not k.startswith("DOCVEC_") for k in overrides):
@@ -332,20 +364,22 @@ def main() -> None:
             server.ingest(files, work)
             emit(BENCH, "docvec_ingest_s", round(time.perf_counter() - started, 1), "s")
             _run_all("docvec", lambda qs, n: _measure_processes(server, qs, n), queries, results)
-        embedder = _embedder(args.peer_embedder)
-        if "milvus_lite" not in args.skip:
+        embedder = _embedder(args.peer_embedder) if len(skipped) < len(PEERS) else None
+        if "milvus_lite" not in skipped:
             (work / "milvus").mkdir()
             ml_search, ml_client = _milvus_lite(work / "milvus", texts, vectors, embedder)
             try:
                 _run_all("milvus_lite", lambda qs, n: _measure(ml_search, qs, n), queries, results)
             finally:
                 ml_client.close()
-        if "chroma" not in args.skip:
+        if "chroma" not in skipped:
             ch_search, _ = _chroma(work, texts, vectors, embedder)
             _run_all("chroma", lambda qs, n: _measure(ch_search, qs, n), queries, results)
 
-    flat = {f"{name}_c{c}_{k}": v for name, levels in results.items() for c, figs in levels.items()
+    flat: dict[str, Any] = {f"{name}_c{c}_{k}": v for name, levels in results.items() for c, figs in levels.items()
             for k, v in figs.items() if k != "queries"}
+    for peer, why in skipped.items():  # its keys, empty, and why
+        flat |= {f"{peer}_c{c}_{k}": None for c in CONCURRENCY for k in FIGURES} | {f"{peer}_skipped": why}
     peers = [n for n in ("milvus_lite", "chroma") if n in results]
     best_peer_p99 = min((results[n][8]["p99_ms"] for n in peers), default=None)
     verdict: dict[str, Any] = {}
@@ -353,9 +387,9 @@ def main() -> None:
         verdict = {"best_peer_p99_ms_c8": best_peer_p99,
                    "docvec_p99_c8_vs_best_peer": round(results["docvec"][8]["p99_ms"] / best_peer_p99, 3),
                    "goal_met": results["docvec"][8]["p99_ms"] <= best_peer_p99}
-    summary(BENCH, chunks=len(texts), files=len(files), **flat, **verdict, quick=args.quick,
+    emit(BENCH, "table", {n: {str(c): f for c, f in lv.items()} for n, lv in results.items()}, "ms/qps")
+    summary(BENCH, chunks=len(texts), files=len(files), **flat, **verdict, **size_keys(args),
             loadavg_1m=machine_state()["loadavg_1m"])
-    print(json.dumps({"bench": BENCH, "table": {n: {str(c): f for c, f in lv.items()} for n, lv in results.items()}}))
 
 
 if __name__ == "__main__":
