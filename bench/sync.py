@@ -10,7 +10,7 @@ re-ingest after editing `--edit-fraction` of the documents (one sentence added t
 and its ratio (goal <= 0.10); chunks embedded vs reused in each run. Each time runs from the first file
 hashed until every queued task is done.
 
-    python -m bench.sync [--quick] [--corpus DIR] [--documents N]
+    python -m bench.sync [--quick | --smoke] [--corpus DIR] [--documents N]
 """
 
 from __future__ import annotations
@@ -25,7 +25,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import corpus_files, default_corpus, emit, machine_state, summary
+from bench.common import (
+    by_size,
+    corpus_files,
+    default_corpus,
+    emit,
+    generated_corpus,
+    machine_state,
+    size_flags,
+    size_keys,
+    summary,
+)
 
 BENCH = "sync"
 GOAL_UNCHANGED_RATIO = 0.02
@@ -124,16 +134,18 @@ async def _run(work: Path, files: list[Path], corpus: Path, edit_fraction: float
     return {
         "documents": len(files),
         "chunks": first_embedded,
-        "first_ingest_s": round(first_s, 2),
-        "unchanged_reingest_s": round(unchanged_s, 3),
+        "first_s": round(first_s, 2),
+        "unchanged_s": round(unchanged_s, 3),
         "unchanged_ratio": round(unchanged_s / first_s, 4),
         "unchanged_tasks": len(unchanged.tasks),
+        "edited_fraction": round(len(edited) / len(files), 4),
         "edited_documents": len(edited),
         "edited_updated": len(after_edit.plan.updated),
-        "edited_reingest_s": round(edited_s, 2),
+        "edited_s": round(edited_s, 2),
         "edited_ratio": round(edited_s / first_s, 4),
-        "edited_chunks_embedded": edited_embedded,
-        "edited_chunks_reused": edited_reused,
+        # The re-ingest after the edits: the chunks the model embedded, and those whose stored vector it reused.
+        "chunks_embedded": edited_embedded,
+        "chunks_reused": edited_reused,
         "goal_unchanged_ratio": GOAL_UNCHANGED_RATIO,
         "goal_edited_ratio": GOAL_EDITED_RATIO,
         "goals_met": unchanged_s / first_s <= GOAL_UNCHANGED_RATIO and edited_s / first_s <= GOAL_EDITED_RATIO,
@@ -142,21 +154,25 @@ async def _run(work: Path, files: list[Path], corpus: Path, edit_fraction: float
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.sync", description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, help="a directory of real documents (default: python3-doc's HTML)")
-    parser.add_argument("--documents", type=int, help="how many documents of the corpus (default 120; quick 100)")
+    parser.add_argument("--corpus", type=Path, help="a directory of real documents (default: python3-doc's HTML; "
+                        "generated prose with --smoke)")
+    parser.add_argument("--documents", type=int,
+                        help="how many documents of the corpus (default 120; quick 100; smoke 6)")
     parser.add_argument("--max-bytes", type=int, default=64_000, help="leave out larger files (default 64000)")
     parser.add_argument("--edit-fraction", type=float, default=0.05, help="share of documents edited (0.05)")
-    parser.add_argument("--quick", action="store_true", help="100 documents of at most 40 kB")
+    size_flags(parser, "100 documents of at most 40 kB")
     args = parser.parse_args(argv)
-    corpus = default_corpus(args.corpus)
-    count = args.documents or (100 if args.quick else 120)
-    files = corpus_files(corpus, count, 40_000 if args.quick else args.max_bytes, exactly=True)
-    emit(BENCH, "machine", machine_state(), "info")
-    emit(BENCH, "corpus", {"path": str(corpus), "documents": len(files),
-                           "bytes": sum(p.stat().st_size for p in files)}, "info")
+    count = args.documents or by_size(args, full=120, quick=100, smoke=6)
     with tempfile.TemporaryDirectory(prefix="docvec-bench-sync-") as tmp:
+        # A smoke run without --corpus gets generated prose: no package to install.
+        smoke_corpus = args.smoke and args.corpus is None
+        corpus = generated_corpus(Path(tmp) / "corpus", count) if smoke_corpus else default_corpus(args.corpus)
+        files = corpus_files(corpus, count, 40_000 if args.quick else args.max_bytes, exactly=True)
+        emit(BENCH, "machine", machine_state(), "info")
+        emit(BENCH, "corpus", {"path": "generated" if smoke_corpus else str(corpus), "documents": len(files),
+                               "bytes": sum(p.stat().st_size for p in files)}, "info")
         results = asyncio.run(_run(Path(tmp), files, corpus, args.edit_fraction))
-    summary(BENCH, **results, quick=args.quick, loadavg_1m=machine_state()["loadavg_1m"])
+    summary(BENCH, **results, **size_keys(args), loadavg_1m=machine_state()["loadavg_1m"])
 
 
 if __name__ == "__main__":
