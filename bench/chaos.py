@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import emit, machine_state, prose_document, summary
+from bench.common import by_size, emit, machine_state, prose_document, size_flags, size_keys, summary
 from bench.fleet import ProcessFleet
 from common.runtime import Core
 
@@ -150,16 +150,16 @@ async def _audit(core: Core, client: Any, collection: str, task_ids: list[str], 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.chaos")
-    parser.add_argument("--quick", action="store_true", help="fewer documents and kills, within 60 s")
+    size_flags(parser, "fewer documents and kills, within 60 s")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-    args.documents, args.kills, args.kill_every_s, args.timeout_s = (
-        (80, 5, 3.0, 50.0) if args.quick else (240, 12, 4.0, 900.0)
+    args.documents, args.kills, args.kill_every_s, args.timeout_s = by_size(
+        args, full=(240, 12, 4.0, 900.0), quick=(80, 5, 3.0, 50.0), smoke=(6, 1, 2.0, 90.0)
     )
     emit(BENCH, "machine", machine_state(), "info")
     with tempfile.TemporaryDirectory(prefix="docvec-chaos-") as tmp:
         result = asyncio.run(_run(args, Path(tmp)))
-    summary(BENCH, **result, workers=WORKERS, quick=args.quick)
+    summary(BENCH, **result, workers=WORKERS, **size_keys(args))
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import emit, machine_state, prose_document, summary
+from bench.common import by_size, emit, machine_state, prose_document, size_flags, size_keys, summary
 from bench.fleet import ProcessFleet
 from bench.services import MotoServer, PausableProxy, PrivatePostgres, Unavailable
 
@@ -504,12 +504,13 @@ class Matrix:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.faults")
-    parser.add_argument("--quick", action="store_true", help="a smaller matrix, within 120 s")
+    size_flags(parser, "a smaller matrix, within 120 s")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--documents", type=int, default=None)
     args = parser.parse_args()
-    documents, args.outage_s, args.wait_mid_stage_s, args.gap_s, args.drain_s, args.garbage_s = (
-        (60, 4.0, 10.0, 0.0, 60.0, 20.0) if args.quick else (240, 10.0, 30.0, 4.0, 600.0, 60.0)
+    documents, args.outage_s, args.wait_mid_stage_s, args.gap_s, args.drain_s, args.garbage_s = by_size(
+        args, full=(240, 10.0, 30.0, 4.0, 600.0, 60.0), quick=(60, 4.0, 10.0, 0.0, 60.0, 20.0),
+        smoke=(12, 1.0, 2.0, 0.0, 60.0, 10.0),
     )
     args.documents = args.documents or documents
     emit(BENCH, "machine", machine_state(), "info")
@@ -518,7 +519,7 @@ def main() -> None:
                            "garbage_settle_s": float(WORKER_SETTINGS["DOCVEC_WORKER__GARBAGE_SETTLE_S"])}, "info")
     with tempfile.TemporaryDirectory(prefix="docvec-faults-") as tmp:
         result = asyncio.run(Matrix(args, Path(tmp)).main())
-    summary(BENCH, **result, quick=args.quick)
+    summary(BENCH, **result, **size_keys(args))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ and the seconds each stage took (summed over the tasks, which overlap) instead o
 TEXT, whitespace runs compared as one space (e.g. a page's navigation bar, "modules | next | previous",
 which docvec renders one link a line, and which should never be indexed).
 
-    python -m bench.pipeline [--quick] [--corpus DIR [--documents N] [--max-bytes B]] [--no-onnx]
+    python -m bench.pipeline [--quick | --smoke] [--corpus DIR [--documents N] [--max-bytes B]] [--no-onnx]
                              [--embedder instant] [--device cuda] [--count-containing TEXT ...]
 """
 
@@ -35,7 +35,17 @@ from typing import Any
 
 import psutil
 
-from bench.common import BareModel, corpus_files, emit, machine_state, prose_document, summary
+from bench.common import (
+    BareModel,
+    by_size,
+    corpus_files,
+    emit,
+    machine_state,
+    prose_document,
+    size_flags,
+    size_keys,
+    summary,
+)
 
 BENCH = "pipeline"
 
@@ -160,7 +170,7 @@ def _containing(texts: list[str], wanted: list[str]) -> dict[str, Any]:
     return {"chunks_containing": {w: sum(" ".join(w.split()) in t for t in flat) for w in wanted}}
 
 
-def _instant(documents: list[tuple[str, bytes]], batch_size: int, corpus: dict[str, Any], quick: bool,
+def _instant(documents: list[tuple[str, bytes]], batch_size: int, corpus: dict[str, Any], size: dict[str, bool],
              count_containing: list[str]) -> None:
     """The pipeline with `InstantEmbedder`: chunks/s of one worker process and the per-stage seconds."""
     stages: dict[str, float] = {}
@@ -171,7 +181,7 @@ def _instant(documents: list[tuple[str, bytes]], batch_size: int, corpus: dict[s
     emit(BENCH, "instant_chunks_per_s", round(rate, 1), "chunks/s", chunks=chunks, seconds=round(elapsed_s, 2))
     emit(BENCH, "instant_stage_seconds", stages, "s (summed over tasks)")
     summary(BENCH, **corpus, embedder="instant", bad_input_files=bad, chunks=chunks, seconds=round(elapsed_s, 2),
-            chunks_per_s_per_worker=round(rate, 1), stage_seconds=stages, quick=quick,
+            chunks_per_s_per_worker=round(rate, 1), stage_seconds=stages, **size,
             **_containing(texts, count_containing), loadavg_1m=machine_state()["loadavg_1m"])
 
 
@@ -184,7 +194,7 @@ def _corpus(root: Path, count: int | None, max_bytes: int) -> list[tuple[str, by
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.pipeline")
-    parser.add_argument("--quick", action="store_true", help="a small corpus that finishes within 60 s")
+    size_flags(parser, "a small corpus that finishes within 60 s")
     parser.add_argument("--corpus", type=Path, help="a directory of real documents instead of generated prose")
     parser.add_argument("--documents", type=int, help="with --corpus: only the first N files by path")
     parser.add_argument("--max-bytes", type=int, default=50_000_000, help="with --corpus: leave out larger files")
@@ -203,15 +213,16 @@ def main() -> None:
         corpus = {"corpus": str(args.corpus), "files": len(documents), "bytes": sum(len(d) for _, d in documents)}
     else:
         rng = random.Random(42)
-        docs, sections = (6, 6) if args.quick else (90, 6)
+        docs, sections = by_size(args, full=(90, 6), quick=(6, 6), smoke=(2, 1))
         documents = [(f"doc{i}.md", prose_document(rng, sections=sections, paragraphs=4, sentences=8).encode())
                      for i in range(docs)]
         corpus = {"corpus": "generated", "files": len(documents)}
     emit(BENCH, "machine", machine_state(), "info")
     emit(BENCH, "corpus", corpus, "info")
+    size = size_keys(args)
 
     if args.embedder == "instant":
-        _instant(documents, args.batch_size, corpus, args.quick, args.count_containing)
+        _instant(documents, args.batch_size, corpus, size, args.count_containing)
         return
     run_info: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="docvec-bench-") as tmp:
@@ -231,7 +242,8 @@ def main() -> None:
         "bare_encode_chunks_per_s": round(bare_rate, 2), "ratio_vs_bare_encode": round(docvec_rate / bare_rate, 3),
         **_containing(texts, args.count_containing),
     }
-    if importlib.util.find_spec("onnxruntime") is not None and not args.no_onnx and args.device == "cpu":
+    onnx_skipped = _onnx_skipped(args)
+    if onnx_skipped is None:
         # The export is keyed by the model's fingerprint: reuse it across runs (it takes ~15 s; not timed).
         onnx_cache = Path(tempfile.gettempdir()) / "docvec-bench-onnx-cache"
         with tempfile.TemporaryDirectory(prefix="docvec-bench-onnx-") as tmp:
@@ -245,9 +257,23 @@ def main() -> None:
         results.update(onnx_chunks_per_s=round(onnx_rate, 2), onnx_ratio_vs_bare_encode=round(onnx_rate / bare_rate, 3),
                        onnx_min_cosine_vs_torch=round(min_cosine, 4))
     else:
-        why = "skipped" if args.no_onnx or args.device != "cpu" else "skipped: onnxruntime is not installed"
-        emit(BENCH, "onnx", why, "info")
-    summary(BENCH, **results, batch_size=args.batch_size, quick=args.quick, loadavg_1m=machine_state()["loadavg_1m"])
+        emit(BENCH, "onnx", f"skipped: {onnx_skipped}", "info")
+        results.update(onnx_chunks_per_s=None, onnx_ratio_vs_bare_encode=None, onnx_min_cosine_vs_torch=None,
+                       onnx_skipped=onnx_skipped)
+    summary(BENCH, **results, batch_size=args.batch_size, **size, loadavg_1m=machine_state()["loadavg_1m"])
+
+
+def _onnx_skipped(args: argparse.Namespace) -> str | None:
+    """Why this run leaves the ONNX backend out (None: it runs it)."""
+    if args.no_onnx:
+        return "--no-onnx"
+    if args.device != "cpu":
+        return f"--device {args.device} (the ONNX backend runs on the CPU)"
+    if args.smoke:
+        return "smoke size (a first ONNX export takes ~15 s; --quick runs it)"
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "onnxruntime is not installed"
+    return None
 
 
 if __name__ == "__main__":

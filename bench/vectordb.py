@@ -12,7 +12,7 @@ batches, ids plus one float32 matrix, the form its worker writes), time to searc
 sequential), batched QPS (100 queries per call) and recall@10. `--server` adds docvec through its
 HTTP server (a subprocess) and its ratios to embedded.
 
-    python -m bench.vectordb [--quick] [--server]
+    python -m bench.vectordb [--quick | --smoke] [--server]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import emit, machine_state, summary
+from bench.common import by_size, emit, machine_state, size_flags, size_keys, summary
 
 BENCH = "vectordb"
 COLLECTION = "bench"
@@ -444,7 +444,7 @@ def rounded(value: float | None, digits: int = 2) -> float | None:
     return None if value is None else round(value, digits)
 
 
-async def run(cfg: Config, with_server: bool) -> None:
+async def run(cfg: Config, with_server: bool, size: dict[str, bool]) -> None:
     emit(BENCH, "machine", machine_state(), "info")
     emit(BENCH, "config", {
         "rows": cfg.rows, "dim": DIM, "queries": cfg.queries, "single_queries": cfg.single_queries,
@@ -517,6 +517,7 @@ async def run(cfg: Config, with_server: bool) -> None:
         },
         "milvus_lite": "ok" if "milvus_lite" in results else "not installed",
         "loadavg_1m": machine_state()["loadavg_1m"],
+        **size,
     }
     if d.ef_sweep and ml.recall_at_10 is not None:
         # The smallest ef at which docvec's recall is at least Milvus Lite's (ef 64) recall.
@@ -550,19 +551,18 @@ def _omp_threads() -> int:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.vectordb", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="20,000 rows and 200 queries (under 60 s on 2 cores)")
+    size_flags(parser, "20,000 rows and 200 queries (under 60 s on 2 cores)")
     parser.add_argument("--server", action="store_true", help="also measure docvec through its HTTP server")
     parser.add_argument("--rows", type=int, default=None)
     parser.add_argument("--queries", type=int, default=None)
     args = parser.parse_args(argv)
-    if args.quick:
-        cfg = Config(rows=20_000, queries=200, single_queries=200, centres=200)
-    else:
-        cfg = Config(rows=100_000, queries=1_000, single_queries=1_000, centres=300)
+    cfg = by_size(args, full=Config(rows=100_000, queries=1_000, single_queries=1_000, centres=300),
+                  quick=Config(rows=20_000, queries=200, single_queries=200, centres=200),
+                  smoke=Config(rows=2_000, queries=100, single_queries=50, centres=20))
     if args.rows or args.queries:
         queries = args.queries or cfg.queries
         cfg = Config(rows=args.rows or cfg.rows, queries=queries, single_queries=queries, centres=cfg.centres)
-    asyncio.run(run(cfg, args.server))
+    asyncio.run(run(cfg, args.server, size_keys(args)))
 
 
 if __name__ == "__main__":
