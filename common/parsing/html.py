@@ -331,8 +331,6 @@ class _Renderer:
         if name in _HEADING_LEVELS:
             self._heading(_HEADING_LEVELS[name], _collapse(heading_text()))
             return False
-        if name == "a" and attrs and _is_permalink(attrs):
-            return False
         kind = self._landmark(name, attrs) if attrs or name in _TAG_KINDS else 0
         if kind:
             if kind & _FURNITURE and self.tables:  # a table is one block: furniture inside it is dropped

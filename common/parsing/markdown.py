@@ -116,8 +116,12 @@ class _State:
         if not stripped:
             return
         start += len(raw) - len(raw.lstrip())
-        path = tuple(heading for _, heading in self.headings if heading)
+        path = self._path()
         self.sections.append(Section(text=stripped, heading_path=path, start_char=start))
+
+    def _path(self) -> tuple[str, ...]:
+        """The texts of the open headings (empty headings left out)."""
+        return tuple(heading for _, heading in self.headings if heading)
 
     def _push_heading(self, level: int, raw: str, start: int, source: str | None = None) -> None:
         """A heading of `level` whose text `raw` starts at `start` (`source`: its text as written, where
@@ -127,8 +131,7 @@ class _State:
             self.headings.pop()
         self.headings.append((level, heading))
         if heading:
-            path = tuple(text for _, text in self.headings if text)
-            self.heading_marks.append(Heading(source if source is not None else raw, level, path, start))
+            self.heading_marks.append(Heading(source if source is not None else raw, level, self._path(), start))
         # The title is the first level-1 heading, or the first heading if there is none.
         if heading and (not self.title or (level == 1 and not self.title_is_h1)):
             self.title, self.title_is_h1 = heading, level == 1
