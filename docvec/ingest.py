@@ -315,12 +315,6 @@ async def scan_sources_async(paths: Sequence[Path | str], *, source_id: str | No
                                    follow_symlinks=follow_symlinks)
 
 
-async def collect_sources_async(paths: Sequence[Path | str], *, source_id: str | None = None,
-                                sync: bool = False) -> list[Source]:
-    """`collect_sources` off the event loop (it walks directories and hashes files)."""
-    return await asyncio.to_thread(collect_sources, paths, source_id=source_id, sync=sync)
-
-
 def _is_folder_prefix(key: str) -> bool:
     return key == "" or key.endswith("/")
 
